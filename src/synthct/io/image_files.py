@@ -1,0 +1,239 @@
+"""NIfTI, NRRD and MetaImage (.mha) files through SimpleITK, with a JSON sidecar.
+
+SimpleITK converts NIfTI's RAS to LPS on reading and back on writing, so volumes are LPS
+throughout. Multi-echo MR is stored 4D with the echoes on the 4th axis. What a file format
+cannot hold (the kind, echo times, TR, flip angle, field strength, label names) goes to a
+sidecar ``<stem>.json`` next to the image; BIDS keys (``EchoTime`` in seconds, ...) are read
+as well so BIDS data loads with its protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from synthct.errors import ReadError, SynthctError, VolumeKindError, WriteError
+from synthct.io.atomic import atomic_file, write_json_atomic
+from synthct.io.itk import array_to_sitk, sitk_to_array, stack_to_sitk
+from synthct.io.kinds import infer_kind, parse_kind
+from synthct.volume import (
+    KINDS,
+    CTVolume,
+    LabelMap,
+    MRProtocol,
+    MultiEchoMR,
+    Volume,
+    check_hounsfield,
+)
+
+#: File name endings this module reads and writes, longest first.
+SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+SIDECAR_SUFFIX = ".json"
+
+
+def image_suffix(path: str | os.PathLike[str]) -> str | None:
+    """The supported image suffix ``path`` ends with, or ``None``."""
+    name = Path(path).name.lower()
+    return next((s for s in SUFFIXES if name.endswith(s)), None)
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """Path of the JSON sidecar that belongs to an image file."""
+    p = Path(path)
+    suffix = image_suffix(p) or p.suffix
+    return p.with_name(p.name[: len(p.name) - len(suffix)] + SIDECAR_SUFFIX)
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The sidecar of an image as a dict (empty when there is none)."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReadError(
+            f"the JSON sidecar is unreadable ({exc})",
+            path=side,
+            fix="repair or delete the sidecar (it holds the kind and MR protocol)",
+        ) from exc
+    if not isinstance(data, dict):
+        raise ReadError("the JSON sidecar must hold an object", path=side)
+    return data
+
+
+def protocol_from_sidecar(meta: dict[str, Any], n_echoes: int) -> MRProtocol | None:
+    """An :class:`MRProtocol` from synthct keys (``echo_times_ms``...) or BIDS keys (seconds)."""
+    tes: Any = meta.get("echo_times_ms")
+    if tes is None and "EchoTime" in meta:
+        raw = meta["EchoTime"]
+        tes = [1000.0 * t for t in (raw if isinstance(raw, list) else [raw])]
+    if tes is None:
+        return None
+    tr = meta.get("repetition_time_ms")
+    if tr is None and "RepetitionTime" in meta:
+        tr = 1000.0 * float(meta["RepetitionTime"])
+    flip = meta.get("flip_angle_deg", meta.get("FlipAngle"))
+    b0 = meta.get("field_strength_t", meta.get("MagneticFieldStrength"))
+    if len(tes) != n_echoes:
+        raise VolumeKindError(
+            f"the sidecar lists {len(tes)} echo times but the image has {n_echoes} echoes"
+        )
+    return MRProtocol(
+        echo_times_ms=tuple(float(t) for t in tes),
+        repetition_time_ms=None if tr is None else float(tr),
+        flip_angle_deg=None if flip is None else float(flip),
+        field_strength_t=None if b0 is None else float(b0),
+    )
+
+
+def make_volume(
+    array: np.ndarray,
+    affine: np.ndarray,
+    *,
+    kind: str,
+    source: str,
+    protocol: MRProtocol | None = None,
+    label_names: dict[int, str] | None = None,
+    check_hu: bool = True,
+) -> Volume:
+    """Build a volume of ``kind`` from array and affine, checking HU for CT kinds."""
+    cls = KINDS[kind]
+    volume: Volume
+    if cls is MultiEchoMR:
+        data = array if array.ndim == 4 else array[np.newaxis]
+        volume = MultiEchoMR(data, affine, protocol=protocol, source=source)
+    elif cls is LabelMap:
+        volume = LabelMap(array, affine, source=source, label_names=label_names)
+    else:
+        if array.ndim == 4:
+            raise VolumeKindError(
+                f"a 4D image with {array.shape[0]} channels cannot be read as {kind}",
+                path=source,
+                fix="read it as MR (--kind mr) or pass a 3D image",
+            )
+        volume = cls(array, affine, source=source)
+    if check_hu and isinstance(volume, CTVolume):
+        check_hounsfield(volume)
+    return volume
+
+
+def read_image_file(
+    path: str | os.PathLike[str], *, kind: str | None = None, check_hu: bool = True
+) -> Volume:
+    """Read a NIfTI, NRRD or MHA file as a volume.
+
+    Parameters
+    ----------
+    path : path
+        The image file.
+    kind : str, optional
+        ``"ct"``, ``"sct"``, ``"mr"``, ``"label"`` or ``"scalar"``; from the sidecar, or inferred
+        from the values (:func:`synthct.io.kinds.infer_kind`) when omitted.
+    check_hu : bool
+        Reject a CT/sCT whose values are not Hounsfield units.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ReadError(
+            "no such file" if not p.exists() else "is not a file",
+            path=p,
+            fix="check the path (DICOM series are read from their folder)",
+        )
+    if image_suffix(p) is None:
+        raise ReadError(
+            f"unsupported file type {p.suffix!r}",
+            path=p,
+            fix=f"use one of {', '.join(SUFFIXES)} or a DICOM series folder",
+        )
+    try:
+        image = sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        raise ReadError(
+            f"cannot be read as an image; it is truncated, corrupt or not what its name says "
+            f"({first})",
+            path=p,
+            fix="re-export or re-copy the file",
+        ) from exc
+    try:
+        array, affine = sitk_to_array(image)
+    except (ValueError, SynthctError) as exc:
+        raise ReadError(f"unusable image geometry: {exc}", path=p) from exc
+    meta = read_sidecar(p)
+    chosen = kind or meta.get("kind") or infer_kind(array)
+    chosen = parse_kind(chosen, where=f"{p} (kind)")
+    protocol = None
+    if chosen == "mr":
+        n = array.shape[0] if array.ndim == 4 else 1
+        try:
+            protocol = protocol_from_sidecar(meta, n)
+        except VolumeKindError as exc:
+            raise VolumeKindError(exc.problem, path=sidecar_path(p)) from exc
+    names = {int(k): str(v) for k, v in meta.get("label_names", {}).items()}
+    return make_volume(
+        array,
+        affine,
+        kind=chosen,
+        source=str(p),
+        protocol=protocol,
+        label_names=names or None,
+        check_hu=check_hu,
+    )
+
+
+def sidecar_for(volume: Volume) -> dict[str, Any]:
+    """What a volume's sidecar records: kind, and protocol or label names where present."""
+    meta: dict[str, Any] = {"kind": volume.kind}
+    if isinstance(volume, MultiEchoMR) and volume.protocol is not None:
+        meta.update(volume.protocol.to_dict())
+        meta.pop("extra", None)
+        if volume.protocol.extra:
+            meta["extra"] = volume.protocol.extra
+    if isinstance(volume, LabelMap) and volume.label_names:
+        meta["label_names"] = {str(k): v for k, v in volume.label_names.items()}
+    return meta
+
+
+def write_image_file(
+    volume: Volume, path: str | os.PathLike[str], *, overwrite: bool = True
+) -> Path:
+    """Write a volume to NIfTI, NRRD or MHA (by suffix), atomically, with its sidecar.
+
+    The sidecar is written first, so a present image always has its metadata beside it.
+    """
+    p = Path(path)
+    if image_suffix(p) is None:
+        raise WriteError(
+            f"unsupported file type {p.suffix!r}",
+            path=p,
+            fix=f"use one of {', '.join(SUFFIXES)} or write a DICOM series to a folder",
+        )
+    if p.exists() and not overwrite:
+        raise WriteError(
+            "already exists and would be overwritten",
+            path=p,
+            fix="choose another path, delete it, or pass overwrite=True / --overwrite",
+        )
+    data = volume.array
+    if data.dtype == np.float16:
+        data = data.astype(np.float32)
+    elif data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    image = (
+        stack_to_sitk(data, volume.affine)
+        if volume.channel_axes
+        else array_to_sitk(data, volume.affine)
+    )
+    write_json_atomic(sidecar_path(p), sidecar_for(volume))
+    with atomic_file(p, overwrite=overwrite) as tmp:
+        try:
+            sitk.WriteImage(image, str(tmp), useCompression=p.name.lower().endswith(".gz"))
+        except RuntimeError as exc:
+            raise WriteError(f"SimpleITK could not write the image ({exc})", path=p) from exc
+    return p

@@ -1,0 +1,1 @@
+"""Physically based spine phantoms: one tissue map rendered as CT (HU) and multi-echo MRI."""
