@@ -145,7 +145,7 @@ class Geometry:
         origin_lps_mm: Sequence[float] = (0.0, 0.0, 0.0),
         direction: ArrayLike | None = None,
     ) -> Geometry:
-        """Grid from ITK-style spacing, origin and direction (see :func:`affine_from_parameters`)."""
+        """Grid from ITK-style spacing, origin and direction (:func:`affine_from_parameters`)."""
         affine = affine_from_parameters(spacing_mm, origin_lps_mm, direction)
         return cls(tuple(shape), affine)  # type: ignore[arg-type]
 

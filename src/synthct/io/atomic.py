@@ -54,7 +54,7 @@ def atomic_file(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
         yield tmp
         if not tmp.exists():
             raise WriteError("the writer produced no file", path=final)
-        os.replace(tmp, final)
+        tmp.replace(final)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -71,11 +71,11 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
         yield tmp
         if final.exists():
             old = _partial_name(final)
-            os.replace(final, old)
-            os.replace(tmp, final)
+            final.replace(old)
+            tmp.replace(final)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, final)
+            tmp.replace(final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,23 +1,27 @@
-"""NIfTI, NRRD and MetaImage (.mha) files through SimpleITK, with a JSON sidecar.
+"""NIfTI, NRRD and MetaImage (.mha) files, with a JSON sidecar.
 
-SimpleITK converts NIfTI's RAS to LPS on reading and back on writing, so volumes are LPS
-throughout. Multi-echo MR is stored 4D with the echoes on the 4th axis. What a file format
-cannot hold (the kind, echo times, TR, flip angle, field strength, label names) goes to a
-sidecar ``<stem>.json`` next to the image; BIDS keys (``EchoTime`` in seconds, ...) are read
-as well so BIDS data loads with its protocol.
+NIfTI goes through nibabel (its RAS affine converted to LPS here): SimpleITK's NIfTI reader
+silently turns NaN voxels into 0 and accepts truncated payloads, both of which must be errors.
+NRRD and MHA go through SimpleITK, which works in LPS already. Multi-echo MR is stored 4D with
+the echoes on the 4th axis. What a format cannot hold (the kind, echo times, TR, flip angle,
+field strength, label names) goes to a sidecar ``<stem>.json`` next to the image; BIDS keys
+(``EchoTime`` in seconds, ...) are read as well, so BIDS data loads with its protocol.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
 from synthct.errors import ReadError, SynthctError, VolumeKindError, WriteError
+from synthct.geometry import lps_to_ras, ras_to_lps, validate_affine
 from synthct.io.atomic import atomic_file, write_json_atomic
 from synthct.io.itk import array_to_sitk, sitk_to_array, stack_to_sitk
 from synthct.io.kinds import infer_kind, parse_kind
@@ -152,9 +156,9 @@ def read_image_file(
             fix=f"use one of {', '.join(SUFFIXES)} or a DICOM series folder",
         )
     try:
-        image = sitk.ReadImage(str(p))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        array, affine = _read_nifti(p) if _is_nifti(p) else sitk_to_array(sitk.ReadImage(str(p)))
+    except (RuntimeError, OSError, EOFError, ValueError, zlib.error) as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise ReadError(
             f"cannot be read as an image; it is truncated, corrupt or not what its name says "
             f"({first})",
@@ -162,9 +166,9 @@ def read_image_file(
             fix="re-export or re-copy the file",
         ) from exc
     try:
-        array, affine = sitk_to_array(image)
-    except (ValueError, SynthctError) as exc:
-        raise ReadError(f"unusable image geometry: {exc}", path=p) from exc
+        validate_affine(affine)
+    except SynthctError as exc:
+        raise ReadError(f"unusable image geometry: {exc.problem}", path=p, fix=exc.fix) from exc
     meta = read_sidecar(p)
     chosen = kind or meta.get("kind") or infer_kind(array)
     chosen = parse_kind(chosen, where=f"{p} (kind)")
@@ -225,15 +229,46 @@ def write_image_file(
         data = data.astype(np.float32)
     elif data.dtype == np.bool_:
         data = data.astype(np.uint8)
-    image = (
-        stack_to_sitk(data, volume.affine)
-        if volume.channel_axes
-        else array_to_sitk(data, volume.affine)
-    )
     write_json_atomic(sidecar_path(p), sidecar_for(volume))
     with atomic_file(p, overwrite=overwrite) as tmp:
         try:
-            sitk.WriteImage(image, str(tmp), useCompression=p.name.lower().endswith(".gz"))
-        except RuntimeError as exc:
-            raise WriteError(f"SimpleITK could not write the image ({exc})", path=p) from exc
+            if _is_nifti(p):
+                _write_nifti(data, volume.affine, tmp)
+            else:
+                image = (
+                    stack_to_sitk(data, volume.affine)
+                    if volume.channel_axes
+                    else array_to_sitk(data, volume.affine)
+                )
+                sitk.WriteImage(image, str(tmp), useCompression=True)
+        except (RuntimeError, OSError) as exc:
+            raise WriteError(f"the image could not be written ({exc})", path=p) from exc
     return p
+
+
+def _is_nifti(path: Path) -> bool:
+    return image_suffix(path) in (".nii", ".nii.gz")
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Array ``[i, j, k]`` (``[echo, i, j, k]`` for 4D) and LPS affine of a NIfTI file."""
+    image = nib.load(str(path))
+    # dataobj applies scl_slope/scl_inter only when set, so integer files stay integer.
+    data = np.asanyarray(image.dataobj)
+    if data.ndim == 4:
+        data = np.moveaxis(data, 3, 0)
+    elif data.ndim == 2:
+        data = data[:, :, np.newaxis]
+    elif data.ndim != 3:
+        raise ValueError(f"{data.ndim}D NIfTI images are not supported (3D or 4D only)")
+    return np.ascontiguousarray(data), ras_to_lps(image.affine)
+
+
+def _write_nifti(data: np.ndarray, affine_lps: np.ndarray, path: Path) -> None:
+    spatial = np.moveaxis(data, 0, 3) if data.ndim == 4 else data
+    image = nib.Nifti1Image(spatial, lps_to_ras(affine_lps), dtype=spatial.dtype)
+    # Both qform and sform carry the affine (code 1, scanner), as ITK and scanners write them.
+    image.set_qform(lps_to_ras(affine_lps), code=1)
+    image.set_sform(lps_to_ras(affine_lps), code=1)
+    image.header.set_xyzt_units("mm", "sec")
+    nib.save(image, str(path))

@@ -18,7 +18,13 @@ MODALITY_KINDS = {"CT": "ct", "MR": "mr", "SEG": "label"}
 
 def parse_kind(kind: str, *, where: str = "--kind") -> str:
     """Normalise a user-supplied kind name, or raise with the allowed names."""
-    aliases = {"hu": "ct", "synthetic-ct": "sct", "labels": "label", "seg": "label", "mask": "label"}
+    aliases = {
+        "hu": "ct",
+        "synthetic-ct": "sct",
+        "labels": "label",
+        "seg": "label",
+        "mask": "label",
+    }
     name = aliases.get(kind.lower(), kind.lower())
     if name not in KINDS:
         raise VolumeKindError(
