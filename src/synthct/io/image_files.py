@@ -253,6 +253,8 @@ def _is_nifti(path: Path) -> bool:
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Array ``[i, j, k]`` (``[echo, i, j, k]`` for 4D) and LPS affine of a NIfTI file."""
     image = nib.load(str(path))
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise ValueError(f"not a NIfTI-1/2 image ({type(image).__name__})")
     # dataobj applies scl_slope/scl_inter only when set, so integer files stay integer.
     data = np.asanyarray(image.dataobj)
     if data.ndim == 4:

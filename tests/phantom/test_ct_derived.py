@@ -1,0 +1,73 @@
+"""CT-derived tissue maps: HU classes, TotalSegmentator refinements, serving labels on any grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthct.errors import SynthctError, VolumeKindError
+from synthct.geometry import Geometry
+from synthct.io import read_volume
+from synthct.phantom.ct_derived import CTDerivedModel, HUClasses, tissue_map_from_ct
+from synthct.phantom.labels import Tissue
+from synthct.volume import CTVolume, LabelMap
+
+
+def test_hu_classes_known_answers() -> None:
+    hu = np.array([-1000, -301, -299, -100, -21, -19, 40, 149, 151, 599, 601, 1800], np.int16)
+    ct = CTVolume(hu.reshape(12, 1, 1), np.eye(4))
+    tissue = tissue_map_from_ct(ct).array.ravel()
+    expected = [Tissue.AIR] * 2 + [Tissue.SUBCUTANEOUS_FAT] * 3 + [Tissue.SOFT_TISSUE] * 3
+    expected += [Tissue.CANCELLOUS_BONE] * 2 + [Tissue.CORTICAL_BONE] * 2
+    assert tissue.tolist() == [int(t) for t in expected]
+
+
+def test_thresholds_must_increase() -> None:
+    with pytest.raises(SynthctError, match="must increase"):
+        HUClasses(air_below_hu=0.0, fat_below_hu=-100.0)
+
+
+def test_mr_is_refused_as_ct_source(totalseg: Path) -> None:
+    mr = read_volume(totalseg / "example_mr_sm.nii.gz")
+    with pytest.raises(VolumeKindError, match="Hounsfield"):
+        tissue_map_from_ct(CTVolume(mr.array[0], mr.affine, source=mr.source))
+
+
+def test_real_ct_with_totalsegmentator_labels(totalseg: Path) -> None:
+    ct = read_volume(totalseg / "example_ct_sm.nii.gz")
+    seg = read_volume(totalseg / "example_seg.nii.gz")
+    assert isinstance(ct, CTVolume) and isinstance(seg, LabelMap)
+    tissue = tissue_map_from_ct(ct, seg).array
+    assert np.array_equal(tissue == Tissue.SPINAL_CORD, seg.mask(79))
+    csf = tissue == Tissue.CSF
+    assert csf.any()
+    # CSF sits around the cord: every CSF voxel within the 3 mm sleeve (one 3 mm voxel here).
+    cord_idx = np.argwhere(seg.mask(79))
+    for voxel in np.argwhere(csf)[:50]:
+        assert np.min(np.abs(cord_idx - voxel).max(axis=1)) <= 1
+    # Labelled back muscles become muscle, vertebrae bone; fat and air keep their HU class.
+    assert np.mean(tissue[seg.mask((86, 87))] == Tissue.MUSCLE) > 0.8
+    vertebrae = seg.mask((30, 31, 32))
+    bone = np.isin(tissue[vertebrae], (Tissue.CANCELLOUS_BONE, Tissue.CORTICAL_BONE))
+    assert bone.mean() > 0.95
+    assert np.all(tissue[ct.array < -300] == Tissue.AIR)
+
+
+def test_model_serves_labels_on_other_grids() -> None:
+    tissue = np.zeros((10, 10, 10), np.uint8)
+    tissue[2:5, 3:7, 4:8] = Tissue.MUSCLE
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    model = CTDerivedModel(LabelMap(tissue, affine))
+    np.testing.assert_array_equal(model.labels_on(model.geometry), tissue)
+    # A 2x supersampled grid whose sub-voxel blocks tile the coarse voxels.
+    fine_affine = np.eye(4)
+    fine_affine[:3, 3] = -0.5
+    labels = model.labels_on(Geometry((20, 20, 20), fine_affine))
+    np.testing.assert_array_equal(labels[::2, ::2, ::2], tissue)
+    np.testing.assert_array_equal(labels[1::2, 1::2, 1::2], tissue)
+    # Outside the CT's field of view is air.
+    far = np.eye(4)
+    far[:3, 3] = 1000.0
+    assert np.all(model.labels_on(Geometry((3, 3, 3), far)) == Tissue.AIR)
