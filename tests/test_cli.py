@@ -76,3 +76,35 @@ def test_help_works(args: list[str]) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 0
     assert "Usage" in result.stdout
+
+
+def test_info_on_real_dicom_series_matches_simpleitk(totalseg: Path) -> None:
+    folder = totalseg / "example_ct_dicom"
+    result = runner.invoke(app, ["info", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    reference = reader.Execute()
+    assert summary["kind"] == "ct"
+    assert summary["shape"] == list(reference.GetSize())
+    np.testing.assert_allclose(summary["spacing_mm"], reference.GetSpacing())
+    np.testing.assert_allclose(summary["origin_lps_mm"], reference.GetOrigin())
+    np.testing.assert_allclose(np.ravel(summary["direction_lps"]), reference.GetDirection())
+    array = sitk.GetArrayViewFromImage(reference)
+    assert summary["value_range"] == [float(array.min()), float(array.max())]
+
+
+def test_info_prints_echo_times_of_multi_echo_dicom(tmp_path: Path) -> None:
+    from synthct.io import write_volume
+    from synthct.volume import MRProtocol, MultiEchoMR
+
+    protocol = MRProtocol(
+        (1.15, 2.3), repetition_time_ms=7.0, flip_angle_deg=10.0, field_strength_t=3.0
+    )
+    data = np.stack([np.full((4, 5, 6), 100, np.uint16), np.full((4, 5, 6), 80, np.uint16)])
+    write_volume(MultiEchoMR(data, np.eye(4), protocol=protocol), tmp_path / "mr")
+    result = runner.invoke(app, ["info", str(tmp_path / "mr")])
+    assert result.exit_code == 0, result.output
+    for expected in ("mr", "2 x 4 x 5 x 6", "1.15, 2.3 ms", "TR", "7 ms", "3 T"):
+        assert expected in result.stdout
