@@ -33,8 +33,9 @@ from synthct.geometry import Geometry, require_same_geometry
 
 Interpolation = Literal["linear", "nearest"]
 
-#: HU below this count as air or fat when a CT is checked for being in HU.
-_HU_NEGATIVE_TISSUE = -200.0
+#: HU below this count as air or fat (fat is about -120..-90 HU) when a CT is checked for HU.
+#: Raw detector values and MR magnitudes are never this negative.
+HU_AIR_OR_FAT = -60.0
 
 
 class Volume:
@@ -476,7 +477,7 @@ class MultiEchoMR(Volume):
 def check_hounsfield(volume: Volume, *, min_negative_fraction: float = 1e-3) -> None:
     """Raise :class:`VolumeKindError` unless ``volume`` plausibly holds Hounsfield units.
 
-    A CT in HU of any body region shows air or fat (below -200 HU) somewhere in its field of
+    A CT in HU of any body region shows air or fat (below -60 HU) somewhere in its field of
     view. Raw detector values (0..4095 without the rescale intercept) and MR magnitudes are
     non-negative, so they fail this test.
 
@@ -485,7 +486,7 @@ def check_hounsfield(volume: Volume, *, min_negative_fraction: float = 1e-3) -> 
     volume : Volume
         The data claimed to be CT.
     min_negative_fraction : float
-        Fraction of voxels that must lie below -200 HU.
+        Fraction of voxels that must lie below :data:`HU_AIR_OR_FAT`.
     """
     data = volume.array
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
@@ -495,12 +496,12 @@ def check_hounsfield(volume: Volume, *, min_negative_fraction: float = 1e-3) -> 
             path=volume.source,
             fix="replace them with -1024 HU (air) or fix the export",
         )
-    fraction = float(np.count_nonzero(data < _HU_NEGATIVE_TISSUE)) / data.size
+    fraction = float(np.count_nonzero(data < HU_AIR_OR_FAT)) / data.size
     if fraction < min_negative_fraction:
         lo, hi = volume.value_range()
         raise VolumeKindError(
             f"values {lo:.6g}..{hi:.6g} do not look like Hounsfield units: only "
-            f"{100 * fraction:.3g}% of voxels are below {_HU_NEGATIVE_TISSUE:g} HU, but a CT "
+            f"{100 * fraction:.3g}% of voxels are below {HU_AIR_OR_FAT:g} HU, but a CT "
             "shows air or fat. This is probably raw stored values (missing rescale intercept) "
             "or an MR image",
             path=volume.source,

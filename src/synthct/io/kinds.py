@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from synthct.errors import VolumeKindError
-from synthct.volume import KINDS
+from synthct.volume import HU_AIR_OR_FAT, KINDS
 
 #: A label map has at most this many distinct labels.
 MAX_LABELS = 512
@@ -40,7 +40,7 @@ def infer_kind(array: NDArray[Any], *, modality: str | None = None) -> str:
 
     Rules, in order: a DICOM modality decides; 4D data is multi-echo MR; non-negative integers
     with at most :data:`MAX_LABELS` distinct values are labels; data with air or fat (below
-    -200 in at least 0.1% of voxels) is CT in HU; anything else is treated as MR.
+    -60 HU in at least 0.1% of voxels) is CT in HU; anything else is treated as MR.
     """
     if modality and modality.upper() in MODALITY_KINDS:
         return MODALITY_KINDS[modality.upper()]
@@ -52,6 +52,6 @@ def infer_kind(array: NDArray[Any], *, modality: str | None = None) -> str:
         counts = np.bincount(array.ravel().astype(np.int64))
         if np.count_nonzero(counts) <= MAX_LABELS:
             return "label"
-    if array.size and np.count_nonzero(array < -200) >= 1e-3 * array.size:
+    if array.size and np.count_nonzero(array < HU_AIR_OR_FAT) >= 1e-3 * array.size:
         return "ct"
     return "mr"

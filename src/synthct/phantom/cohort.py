@@ -1,0 +1,507 @@
+"""Phantom cohorts: seeded, deterministic sets of spine cases with CT, multi-echo MRI and truth.
+
+A :class:`CohortSpec` (pydantic, loadable from YAML) says how many cases, which MRI protocol,
+how anatomy varies and which lesions appear. :func:`generate_cohort` writes one folder per case
+and a manifest (layout in :mod:`synthct.phantom.cohort_files`). The same spec, seed and synthct
+version give identical voxel data: every random choice of case ``i`` comes from
+``numpy.random.default_rng([seed, i])``, and rendering seeds derive from it.
+
+:func:`paper_cohort` is the five-patient cohort of Fischer et al. 2025.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from scipy.spatial.transform import Rotation
+
+from synthct import __version__
+from synthct.errors import SynthctError, WriteError
+from synthct.geometry import Geometry
+from synthct.io import write_volume
+from synthct.io.atomic import atomic_directory, write_json_atomic, write_text_atomic
+from synthct.phantom import cohort_files as files
+from synthct.phantom.anatomy import SpineSpec
+from synthct.phantom.ct import render_ct
+from synthct.phantom.labels import Tissue
+from synthct.phantom.lesions import LESION_TYPES, LesionSpec, PhantomModel
+from synthct.phantom.levels import LEVEL_NAMES, level_index, parse_level
+from synthct.phantom.mri import render_ct_and_mri, render_mri
+from synthct.phantom.protocols import PRESETS, SpgrProtocol
+from synthct.phantom.tissues import TISSUES
+from synthct.volume import LabelMap, MultiEchoMR
+
+#: Vertebrae drawn above and below the centre level: enough to fill a 250 mm field of view.
+_LEVEL_MARGIN = 7
+
+
+class CohortSpecError(SynthctError, ValueError):
+    """A cohort specification outside the allowed values."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LesionRange(_Model):
+    """How random lesions are drawn (uniform within each range)."""
+
+    types: tuple[str, ...] = ("meningioma",)
+    probability: float = Field(default=1.0, ge=0.0, le=1.0)
+    mean_hu: tuple[float, float] = (40.0, 1000.0)
+    axial_diameter_mm: tuple[float, float] = (5.0, 12.0)
+    sagittal_diameter_mm: tuple[float, float] = (8.0, 22.0)
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [t for t in value if t not in LESION_TYPES]
+        if unknown or not value:
+            raise ValueError(
+                f"unknown lesion type(s) {unknown or value}; allowed: {', '.join(LESION_TYPES)}"
+            )
+        return value
+
+    @field_validator("mean_hu", "axial_diameter_mm", "sagittal_diameter_mm")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] > value[1]:
+            raise ValueError(f"range must be (low, high) with low <= high, got {value}")
+        return value
+
+
+class CaseSpec(_Model):
+    """An explicit case: where the field of view is centred and which lesions it holds."""
+
+    centre_level: str
+    lesions: tuple[dict[str, Any], ...] = ()
+    spine: dict[str, Any] = Field(default_factory=dict)
+    note: str = ""
+
+
+class CohortSpec(_Model):
+    """Everything that defines a phantom cohort (see the module docstring).
+
+    Either ``cases`` lists explicit cases, or ``n_cases`` random ones are drawn with centre
+    levels in ``levels`` and lesions from ``lesions``.
+    """
+
+    n_cases: int = Field(4, ge=1, le=10_000)
+    seed: int = Field(0, ge=0)
+    protocol: str = "paper_3t"
+    voxel_size_mm: tuple[float, float, float] | None = None
+    field_of_view_mm: tuple[float, float, float] | None = None
+    orientation: Literal["sagittal", "axial", "coronal"] = "sagittal"
+    levels: tuple[str, str] = ("C4", "L2")
+    vary_anatomy: bool = True
+    lesions: LesionRange | None = LesionRange()
+    cases: tuple[CaseSpec, ...] | None = None
+    ct_voxel_size_mm: tuple[float, float, float] | None = None
+    ct_rotation_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    ct_translation_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    supersample: int = Field(2, ge=1, le=4)
+    mr_noise_sd: float = Field(1e-3, ge=0.0)
+    ct_noise_sd_hu: float = Field(12.0, ge=0.0)
+    bias_field_strength: float = Field(0.1, ge=0.0)
+    montage: bool = False
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(f"unknown protocol {value!r}; allowed: {', '.join(PRESETS)}")
+        return value
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, value: tuple[str, str]) -> tuple[str, str]:
+        first = level_index(value[0], parameter="levels")
+        last = level_index(value[1], parameter="levels")
+        if last < first:
+            raise ValueError(f"levels must go cranial to caudal, got {value}")
+        return value
+
+    @property
+    def case_count(self) -> int:
+        """Number of cases the cohort will hold."""
+        return len(self.cases) if self.cases is not None else self.n_cases
+
+    def mr_protocol(self) -> SpgrProtocol:
+        """The MRI protocol preset with the grid overrides applied."""
+        protocol = PRESETS[self.protocol]
+        changes: dict[str, object] = {}
+        if self.voxel_size_mm is not None:
+            changes["voxel_size_mm"] = self.voxel_size_mm
+        if self.field_of_view_mm is not None:
+            changes["field_of_view_mm"] = self.field_of_view_mm
+        return protocol.with_changes(**changes) if changes else protocol
+
+    @property
+    def ct_offset(self) -> bool:
+        """Whether the CT is written on its own grid (different voxels or a rigid offset)."""
+        return (
+            self.ct_voxel_size_mm is not None
+            or any(self.ct_rotation_deg)
+            or any(self.ct_translation_mm)
+        )
+
+
+def load_cohort_spec(**values: Any) -> CohortSpec:
+    """Validate ``values`` into a :class:`CohortSpec`, turning pydantic errors into ours."""
+    try:
+        return CohortSpec(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise CohortSpecError(
+            f"invalid cohort specification ({problems})",
+            path="cohort spec",
+            fix="see `synthct phantom --help` for the allowed values",
+        ) from None
+
+
+#: The paper's five patients (Fischer et al. 2025, Results and Figs. 1 and 3): levels as
+#: published; the per-patient HU and sizes are our choices that reproduce the published means
+#: (463.6 HU, 11.6 x 19.6 mm), the Fig. 1 case (550.8 HU, 13.8 x 16 mm) and the Fig. 3 case
+#: (113 HU at T5-7). Positions in the canal are assumptions.
+PAPER_PATIENTS: tuple[dict[str, Any], ...] = (
+    {"level": "C5/6", "mean_hu": 551.0, "axial_diameter_mm": 13.8, "sagittal_diameter_mm": 16.0,
+     "thickness_mm": 7.0, "position": "dorsal", "pattern": "dense"},
+    {"level": "T1/2", "mean_hu": 320.0, "axial_diameter_mm": 10.5, "sagittal_diameter_mm": 18.5,
+     "thickness_mm": 7.0, "position": "dorsolateral_left", "pattern": "partial"},
+    {"level": "T4/5", "mean_hu": 568.0, "axial_diameter_mm": 11.0, "sagittal_diameter_mm": 19.0,
+     "thickness_mm": 7.0, "position": "dorsolateral_right", "pattern": "dense"},
+    {"level": "T5-7", "mean_hu": 113.0, "axial_diameter_mm": 10.9, "sagittal_diameter_mm": 24.5,
+     "thickness_mm": 7.0, "position": "dorsal", "pattern": "partial"},
+    {"level": "T8/9", "mean_hu": 766.0, "axial_diameter_mm": 11.8, "sagittal_diameter_mm": 20.0,
+     "thickness_mm": 7.0, "position": "ventral", "pattern": "dense"},
+)  # fmt: skip
+
+
+def paper_cohort(**overrides: Any) -> CohortSpec:
+    """The paper's cohort: five intradural meningiomas at C5/6, T1/2, T4/5, T5-7 and T8/9."""
+    cases = tuple(
+        CaseSpec(
+            centre_level=_vertebra_of(p["level"]),
+            lesions=({"type": "meningioma", **p},),
+            note="Fischer 2025 patient-like case",
+        )
+        for p in PAPER_PATIENTS
+    )
+    values: dict[str, Any] = {"cases": cases, "protocol": "paper_3t", "seed": 2025}
+    values.update(overrides)
+    return load_cohort_spec(**values)
+
+
+def _vertebra_of(level: str) -> str:
+    """A vertebra at or next to a level reference (``"T5-7"`` -> ``"T6"``)."""
+    ref = parse_level(level)
+    names = ref.vertebrae
+    return names[len(names) // 2]
+
+
+# -- generation ------------------------------------------------------------------------------
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def generate_cohort(
+    spec: CohortSpec,
+    out_dir: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Write the cohort described by ``spec`` into ``out_dir``.
+
+    Parameters
+    ----------
+    spec : CohortSpec
+        What to generate.
+    out_dir : path
+        Cohort folder; must not exist unless ``overwrite`` (delete and regenerate) or
+        ``resume`` (keep complete cases made from the same spec, generate the rest).
+    progress : callable, optional
+        Called as ``progress(case_id, done, total)`` after each case.
+
+    Returns
+    -------
+    Path
+        The cohort folder (with ``manifest.csv`` and ``manifest.json``).
+    """
+    out = Path(out_dir)
+    spec_json = spec.model_dump(mode="json")
+    if out.exists() and not (overwrite or resume):
+        raise WriteError(
+            "the output folder already exists",
+            path=out,
+            fix="choose a new folder, or pass --overwrite to replace it or --resume to finish it",
+        )
+    if out.exists() and overwrite:
+        _remove_cohort(out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec_path = out / "cohort_spec.json"
+    if resume and spec_path.exists():
+        previous = json.loads(spec_path.read_text(encoding="utf-8"))
+        if previous != spec_json:
+            raise WriteError(
+                "--resume asked, but the folder was made from a different cohort specification",
+                path=out,
+                fix="rerun with the same options, or use --overwrite",
+            )
+    write_json_atomic(spec_path, spec_json)
+    rows = []
+    total = spec.case_count
+    for index in range(total):
+        cid = files.case_id(index)
+        case_dir = out / cid
+        if not (case_dir / files.CASE_JSON).is_file():
+            with atomic_directory(case_dir, overwrite=True) as tmp:
+                _write_case(spec, index, tmp)
+        rows.append(_manifest_row(out, case_dir))
+        if progress is not None:
+            progress(cid, index + 1, total)
+    write_text_atomic(out / files.MANIFEST_CSV, files.manifest_rows_csv(rows))
+    write_json_atomic(
+        out / files.MANIFEST_JSON,
+        {"synthct_version": __version__, "spec": spec_json, "cases": rows},
+    )
+    return out
+
+
+def _remove_cohort(folder: Path) -> None:
+    import shutil
+
+    if not (folder / "cohort_spec.json").exists() and any(folder.iterdir()):
+        raise WriteError(
+            "refusing to overwrite a folder that is not a synthct phantom cohort",
+            path=folder,
+            fix="choose an empty or new output folder",
+        )
+    shutil.rmtree(folder)
+
+
+def case_plan(spec: CohortSpec, index: int) -> tuple[SpineSpec, list[LesionSpec], str, int]:
+    """The spine, lesions, centre level and render seed of case ``index`` (deterministic)."""
+    rng = np.random.default_rng([spec.seed, index])
+    explicit = spec.cases[index] if spec.cases is not None else None
+    if explicit is not None:
+        centre = explicit.centre_level
+    else:
+        lo, hi = (level_index(v) for v in spec.levels)
+        centre = LEVEL_NAMES[int(rng.integers(lo, hi + 1))]
+    c = level_index(centre, parameter="centre_level")
+    spine_values: dict[str, Any] = {
+        "first_level": LEVEL_NAMES[max(c - _LEVEL_MARGIN, 0)],
+        "last_level": LEVEL_NAMES[min(c + _LEVEL_MARGIN, len(LEVEL_NAMES) - 1)],
+        "seed": int(rng.integers(0, 2**31 - 1)),
+    }
+    if spec.vary_anatomy:
+        spine_values.update(
+            cervical_lordosis_deg=float(rng.uniform(10, 30)),
+            thoracic_kyphosis_deg=float(rng.uniform(25, 45)),
+            lumbar_lordosis_deg=float(rng.uniform(35, 55)),
+            scoliosis_deg=float(rng.uniform(-6, 6)),
+            subcutaneous_fat_mm=float(rng.uniform(6, 25)),
+            body_size_scale=float(rng.uniform(0.9, 1.1)),
+        )
+    if explicit is not None:
+        spine_values.update(explicit.spine)
+    spine = SpineSpec(**spine_values)
+    lesions: list[LesionSpec] = []
+    if explicit is not None:
+        for k, values in enumerate(explicit.lesions):
+            lesions.append(LesionSpec(**{"seed": int(rng.integers(0, 2**31 - 1)) + k, **values}))
+    elif spec.lesions is not None and rng.random() < spec.lesions.probability:
+        r = spec.lesions
+        kind = str(rng.choice(r.types))
+        offset = float(rng.uniform(-4.0, 4.0))
+        lesions.append(
+            LesionSpec(
+                type=kind,
+                level=centre,
+                axial_diameter_mm=float(rng.uniform(*r.axial_diameter_mm)),
+                sagittal_diameter_mm=float(rng.uniform(*r.sagittal_diameter_mm)),
+                mean_hu=_draw_mean_hu(rng, kind, r.mean_hu),
+                offset_mm=offset,
+                seed=int(rng.integers(0, 2**31 - 1)),
+            )
+        )
+    render_seed = int(rng.integers(0, 2**31 - 1))
+    return spine, lesions, centre, render_seed
+
+
+def _draw_mean_hu(
+    rng: np.random.Generator, kind: str, wanted: tuple[float, float]
+) -> float | None:
+    """A mean HU within ``wanted`` that the lesion type can reach (None: not calcifiable)."""
+    info = LESION_TYPES[kind]
+    if info.dense_tissue is None:
+        return None
+    base_hu = TISSUES[info.base_tissue].ct_hu
+    dense_hu = TISSUES[info.dense_tissue].ct_hu
+    lo, hi = max(wanted[0], base_hu), min(wanted[1], dense_hu)
+    if lo > hi:
+        raise CohortSpecError(
+            f"lesion mean HU range {wanted} does not overlap what a {kind} can have "
+            f"({base_hu:g}..{dense_hu:g} HU)",
+            path="lesions.mean_hu",
+            fix="widen the HU range or drop that lesion type",
+        )
+    return float(rng.uniform(lo, hi))
+
+
+def ct_geometry(spec: CohortSpec, mr_geometry: Geometry, centre_lps_mm: np.ndarray) -> Geometry:
+    """The CT grid: the MR grid, or a copy moved by the spec's rigid offset about the centre."""
+    if not spec.ct_offset:
+        return mr_geometry
+    spacing = np.asarray(spec.ct_voxel_size_mm or mr_geometry.spacing_mm)
+    extent = np.asarray(mr_geometry.extent_mm)
+    shape = np.maximum(np.rint(extent / spacing).astype(int), 1)
+    rotation = Rotation.from_euler("xyz", spec.ct_rotation_deg, degrees=True).as_matrix()
+    direction = rotation @ mr_geometry.direction
+    centre = centre_lps_mm + np.asarray(spec.ct_translation_mm)
+    origin = centre - direction @ (spacing * (shape - 1) / 2.0)
+    return Geometry.from_parameters(tuple(shape), tuple(spacing), tuple(origin), direction)
+
+
+def _write_case(spec: CohortSpec, index: int, folder: Path) -> None:
+    spine, lesions, centre, seed = case_plan(spec, index)
+    model = PhantomModel(spine, lesions)
+    protocol = spec.mr_protocol()
+    centre_lps = model.spine.canal_centre_lps_mm(centre)
+    mr_grid = protocol.geometry(center_lps_mm=centre_lps, orientation=spec.orientation)
+    ct_grid = ct_geometry(spec, mr_grid, centre_lps)
+    if ct_grid is mr_grid:
+        # One sampling pass gives both images (identical to two separate renders).
+        ct, mr = render_ct_and_mri(
+            model,
+            mr_grid,
+            protocol,
+            supersample=spec.supersample,
+            seed=seed,
+            noise_sd_hu=spec.ct_noise_sd_hu,
+            noise_sd=spec.mr_noise_sd,
+            bias_field_strength=spec.bias_field_strength,
+        )
+    else:
+        ct = render_ct(
+            model,
+            ct_grid,
+            supersample=spec.supersample,
+            noise_sd_hu=spec.ct_noise_sd_hu,
+            seed=seed,
+        )
+        mr = render_mri(
+            model,
+            mr_grid,
+            protocol,
+            supersample=spec.supersample,
+            noise_sd=spec.mr_noise_sd,
+            bias_field_strength=spec.bias_field_strength,
+            seed=seed,
+        )
+    # Scanners store whole HU; int16 also halves the files and compresses better.
+    ct = ct.with_array(np.rint(ct.array).astype(np.int16))
+    names = {int(t): t.name.lower() for t in Tissue}
+    tissue = LabelMap(model.labels_on(mr_grid), mr_grid.affine, label_names=names)
+    lesion_names = {inst.id: f"{inst.type}@{inst.level}" for inst in model.lesions}
+    lesion_mr = LabelMap(model.lesion_labels_on(mr_grid), mr_grid.affine, label_names=lesion_names)
+    write_volume(ct, folder / files.CT_FILE)
+    echo_names = []
+    for e in range(mr.n_echoes):
+        name = files.echo_file(e)
+        echo_protocol = None
+        if mr.protocol is not None:
+            p = mr.protocol
+            echo_protocol = type(p)(
+                (p.echo_times_ms[e],),
+                p.repetition_time_ms,
+                p.flip_angle_deg,
+                p.field_strength_t,
+                dict(p.extra),
+            )
+        write_volume(
+            MultiEchoMR(mr.array[e : e + 1], mr.affine, protocol=echo_protocol),
+            folder / name,
+        )
+        echo_names.append(name)
+    write_volume(tissue, folder / files.TISSUE_FILE)
+    write_volume(lesion_mr, folder / files.LESION_FILE)
+    checksums = {
+        files.CT_FILE: files.array_checksum(ct),
+        files.TISSUE_FILE: files.array_checksum(tissue),
+        files.LESION_FILE: files.array_checksum(lesion_mr),
+    }
+    for e, name in enumerate(echo_names):
+        checksums[name] = files.array_checksum(mr.echo(e))
+    lesion_ct_name = ""
+    if spec.ct_offset:
+        lesion_ct = LabelMap(
+            model.lesion_labels_on(ct_grid), ct_grid.affine, label_names=lesion_names
+        )
+        write_volume(lesion_ct, folder / files.LESION_CT_FILE)
+        lesion_ct_name = files.LESION_CT_FILE
+        checksums[files.LESION_CT_FILE] = files.array_checksum(lesion_ct)
+    if spec.montage:
+        from synthct.report.montage import save_montage
+
+        point = model.lesions[0].centre_lps_mm if model.lesions else centre_lps
+        save_montage(
+            folder / files.MONTAGE_FILE,
+            ct=ct,
+            mr=mr,
+            point_lps_mm=point,
+            lesions=lesion_mr if model.lesions else None,
+            title=f"{files.case_id(index)}: {', '.join(lesion_names.values()) or 'no lesion'}",
+        )
+    meta = {
+        "case_id": files.case_id(index),
+        "synthct_version": __version__,
+        "centre_level": centre,
+        "render_seed": seed,
+        **model.to_dict(),
+        "protocol": protocol.to_mr_protocol().to_dict(),
+        "protocol_preset": protocol.name,
+        "mr_geometry": mr_grid.to_dict(),
+        "ct_geometry": ct_grid.to_dict(),
+        "ct_to_mr": {
+            "rotation_deg_xyz": list(spec.ct_rotation_deg),
+            "translation_mm": list(spec.ct_translation_mm),
+            "about_lps_mm": [float(v) for v in centre_lps],
+            "note": "the CT grid is the MR grid rotated (extrinsic x, y, z in LPS) about "
+            "about_lps_mm and translated; both show the same anatomy",
+        },
+        "files": {
+            "ct": files.CT_FILE,
+            "mr_echoes": echo_names,
+            "tissue_labels": files.TISSUE_FILE,
+            "lesion_labels": files.LESION_FILE,
+            "lesion_labels_ct": lesion_ct_name or files.LESION_FILE,
+        },
+        "checksums_sha256": checksums,
+    }
+    write_json_atomic(folder / files.CASE_JSON, meta)
+
+
+def _manifest_row(cohort: Path, case_dir: Path) -> dict[str, Any]:
+    meta = json.loads((case_dir / files.CASE_JSON).read_text(encoding="utf-8"))
+    rel = case_dir.relative_to(cohort).as_posix()
+    f = meta["files"]
+    return {
+        "case_id": meta["case_id"],
+        "ct": f"{rel}/{f['ct']}",
+        "mr_echoes": ";".join(f"{rel}/{e}" for e in f["mr_echoes"]),
+        "tissue_labels": f"{rel}/{f['tissue_labels']}",
+        "lesion_labels": f"{rel}/{f['lesion_labels']}",
+        "lesion_labels_ct": f"{rel}/{f['lesion_labels_ct']}",
+        "n_lesions": len(meta.get("lesions", [])),
+        "lesion_types": ";".join(str(x["type"]) for x in meta.get("lesions", [])),
+    }

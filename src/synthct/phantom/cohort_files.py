@@ -1,0 +1,192 @@
+"""Layout of a phantom cohort on disk, and reading a case back.
+
+::
+
+    cohort/
+      manifest.csv         one row per case: case_id, ct, mr_echoes (';'-separated), labels ...
+      manifest.json        the cohort specification, synthct version, per-case file lists
+      case-000/
+        ct.nii.gz          CT in HU (on the CT grid)
+        mr_echo-1.nii.gz   one file per echo, protocol in the JSON sidecar
+        mr_echo-2.nii.gz
+        tissue_labels.nii.gz   ground-truth tissue labels on the MR grid
+        lesion_labels.nii.gz   lesion instance ids on the MR grid (0 = none)
+        lesion_labels_ct.nii.gz  the same on the CT grid (when the grids differ)
+        case.json          spine, lesions (type, level, centre, diameters, HU), grids, seeds,
+                           the CT-to-MR rigid offset and a checksum of every voxel array
+        montage.png        optional: axial and sagittal CT and echoes, lesions outlined
+
+A case folder is written under a temporary name and renamed when complete, so a folder named
+``case-NNN`` is always whole; ``case.json`` inside it is the last file written.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthct.errors import ReadError
+from synthct.io import read_volume
+from synthct.volume import CTVolume, LabelMap, MRProtocol, MultiEchoMR, Volume
+
+MANIFEST_CSV = "manifest.csv"
+MANIFEST_JSON = "manifest.json"
+CASE_JSON = "case.json"
+CT_FILE = "ct.nii.gz"
+TISSUE_FILE = "tissue_labels.nii.gz"
+LESION_FILE = "lesion_labels.nii.gz"
+LESION_CT_FILE = "lesion_labels_ct.nii.gz"
+MONTAGE_FILE = "montage.png"
+MANIFEST_COLUMNS = (
+    "case_id",
+    "ct",
+    "mr_echoes",
+    "tissue_labels",
+    "lesion_labels",
+    "lesion_labels_ct",
+    "n_lesions",
+    "lesion_types",
+)
+
+
+def echo_file(index: int) -> str:
+    """File name of echo ``index`` (0-based) inside a case folder."""
+    return f"mr_echo-{index + 1}.nii.gz"
+
+
+def case_id(index: int) -> str:
+    """Folder name and id of case ``index``."""
+    return f"case-{index:03d}"
+
+
+def array_checksum(volume: Volume) -> str:
+    """sha256 of the voxel bytes, dtype and shape (identical data <=> identical checksum)."""
+    digest = hashlib.sha256()
+    digest.update(f"{volume.dtype.str}{volume.shape}".encode())
+    digest.update(np.ascontiguousarray(volume.array).tobytes())
+    return digest.hexdigest()
+
+
+def manifest_rows_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The manifest CSV text for ``rows`` (columns :data:`MANIFEST_COLUMNS`)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in MANIFEST_COLUMNS})
+    return buffer.getvalue()
+
+
+def read_manifest(folder: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """Rows of a cohort's ``manifest.csv``, paths relative to the cohort folder."""
+    path = Path(folder) / MANIFEST_CSV
+    if not path.is_file():
+        raise ReadError(
+            "no manifest.csv: not a synthct phantom cohort (or the run did not finish)",
+            path=folder,
+            fix="generate it with `synthct phantom --out FOLDER` (rerun to complete it)",
+        )
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def read_echoes(paths: Sequence[str | os.PathLike[str]]) -> MultiEchoMR:
+    """Stack single-echo files (one echo each, same grid) into one :class:`MultiEchoMR`.
+
+    The echo times of the files' protocols are concatenated; TR, flip angle and field strength
+    must agree.
+    """
+    echoes = [read_volume(p, kind="mr") for p in paths]
+    protocols = [e.protocol for e in echoes if isinstance(e, MultiEchoMR)]
+    protocol = None
+    if len(protocols) == len(echoes) and all(p is not None for p in protocols):
+        first = protocols[0]
+        assert first is not None
+        tes: list[float] = []
+        for p, path in zip(protocols, paths, strict=True):
+            assert p is not None
+            same = (p.repetition_time_ms, p.flip_angle_deg, p.field_strength_t) == (
+                first.repetition_time_ms,
+                first.flip_angle_deg,
+                first.field_strength_t,
+            )
+            if not same:
+                raise ReadError(
+                    "echo files disagree on TR, flip angle or field strength",
+                    path=path,
+                    fix="stack only echoes of one acquisition",
+                )
+            tes.extend(p.echo_times_ms)
+        protocol = MRProtocol(
+            tuple(tes), first.repetition_time_ms, first.flip_angle_deg, first.field_strength_t
+        )
+    stacked = np.concatenate([e.array for e in echoes], axis=0)
+    for e in echoes[1:]:
+        echoes[0].require_same_geometry(e)
+    return MultiEchoMR(stacked, echoes[0].affine, protocol=protocol, source=str(paths[0]))
+
+
+class PhantomCase:
+    """One case of a cohort folder, loaded lazily.
+
+    Parameters
+    ----------
+    folder : path
+        The ``case-NNN`` folder.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        meta_path = self.folder / CASE_JSON
+        if not meta_path.is_file():
+            raise ReadError(
+                "no case.json: not a complete phantom case",
+                path=self.folder,
+                fix="regenerate the cohort (incomplete cases are never left under this name)",
+            )
+        self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+
+    @property
+    def case_id(self) -> str:
+        """The case's id (its folder name)."""
+        return str(self.meta["case_id"])
+
+    def ct(self) -> CTVolume:
+        """The CT in HU."""
+        volume = read_volume(self.folder / CT_FILE, kind="ct")
+        assert isinstance(volume, CTVolume)
+        return volume
+
+    def mr(self) -> MultiEchoMR:
+        """All echoes as one multi-echo volume."""
+        return read_echoes([self.folder / f for f in self.meta["files"]["mr_echoes"]])
+
+    def tissue_labels(self) -> LabelMap:
+        """Ground-truth tissue labels on the MR grid."""
+        return self._labels(TISSUE_FILE)
+
+    def lesion_labels(self, *, grid: str = "mr") -> LabelMap:
+        """Lesion instance ids on the MR grid (``grid="mr"``) or on the CT grid (``"ct"``)."""
+        name = (
+            LESION_CT_FILE
+            if grid == "ct" and (self.folder / LESION_CT_FILE).exists()
+            else (LESION_FILE)
+        )
+        return self._labels(name)
+
+    def lesions(self) -> list[dict[str, Any]]:
+        """Lesion metadata (type, level, centre_lps_mm, diameters, HU, ...)."""
+        return list(self.meta.get("lesions", []))
+
+    def _labels(self, name: str) -> LabelMap:
+        volume = read_volume(self.folder / name, kind="label")
+        assert isinstance(volume, LabelMap)
+        return volume

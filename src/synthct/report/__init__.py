@@ -1,0 +1,1 @@
+"""Figures, tables and HTML reports. Plotting modules import matplotlib lazily (Agg backend)."""

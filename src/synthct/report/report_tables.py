@@ -1,0 +1,220 @@
+"""Rows of the validation report's tables, formatted, from the validation pipeline's outputs.
+
+Plain functions from the pipeline's tables (pandas DataFrames read from ``lesions.csv`` and
+``cases.csv``) and the cohort statistics dictionary (``statistics.json``) to lists of rows of
+display strings, which :mod:`synthct.report.validation_report` renders. Formatting rules:
+HU, mm and dB with one decimal, CNR with one, Dice, MS-SSIM and proportions with three;
+p-values as :func:`synthct.validation.statistics.format_p_value` writes them; a missing value
+is an em dash, NaN is "n/a" and infinities are "+inf"/"-inf".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from synthct.validation.statistics import format_p_value
+from synthct.validation.statistics._common import unit_key
+
+__all__ = [
+    "MISSING",
+    "as_bool",
+    "format_value",
+    "image_metric_columns",
+    "image_metric_rows",
+    "lesion_rows",
+    "summary_rows",
+    "visibility_rows",
+]
+
+MISSING = "\u2014"
+
+#: Statuses of ``cases.csv`` that mean the case produced results.
+OK_STATUSES = frozenset({"ok", "success", "succeeded", "done", "completed"})
+#: ``cases.csv`` columns that are not image metrics.
+_NOT_METRICS = frozenset(
+    {"case_id", "status", "conventions", "error", "reason", "error_type", "stage", "message"}
+)
+
+
+def as_bool(value: Any) -> bool | None:
+    """A flag from a table cell: True/False, 1/0 and their strings; None when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "1", "yes"):
+            return True
+        if text in ("false", "0", "no"):
+            return False
+        return None
+    return bool(value)
+
+
+def format_value(value: Any, decimals: int = 1) -> str:
+    """A number for a table: fixed decimals, ``n/a`` for NaN, the dash when missing."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(number):
+        return "n/a"
+    if math.isinf(number):
+        return "+inf" if number > 0 else "-inf"
+    text = f"{number:.{decimals}f}"
+    return text.lstrip("-") if float(text) == 0 else text
+
+
+def _p(value: Any) -> str:
+    if value is None:
+        return MISSING
+    return format_p_value(float(value))
+
+
+def _visible_text(flag: Any, cnr: Any) -> str:
+    visible = as_bool(flag)
+    if visible is None:
+        return MISSING
+    return f"{'yes' if visible else 'no'} (CNR {format_value(cnr)})"
+
+
+def lesion_rows(lesions: pd.DataFrame) -> list[dict[str, str]]:
+    """One row per lesion: visibility, diameters, HU, grade, Dice and MRI contrast."""
+    rows = []
+    for record in lesions.to_dict(orient="records"):
+        get = record.get
+        rows.append(
+            {
+                "case_id": str(get("case_id")),
+                "lesion_id": format_value(get("lesion_id"), 0),
+                "lesion_name": "" if _missing(get("lesion_name")) else str(get("lesion_name")),
+                "grade": str(get("calcification_grade") or MISSING).replace("_", " "),
+                "ct_visible": _visible_text(get("ct_visible"), get("ct_cnr")),
+                "sct_visible": _visible_text(get("sct_visible"), get("sct_cnr")),
+                "mri_visible": _visible_text(get("mri_visible"), get("mri_cnr")),
+                "ct_size": f"{format_value(get('ct_diameter_axial_mm'))} x "
+                f"{format_value(get('ct_diameter_sagittal_mm'))}",
+                "sct_size": f"{format_value(get('sct_diameter_axial_mm'))} x "
+                f"{format_value(get('sct_diameter_sagittal_mm'))}",
+                "ct_mean_hu": format_value(get("ct_mean_hu")),
+                "sct_mean_hu": format_value(get("sct_mean_hu")),
+                "mean_difference_hu": format_value(get("mean_difference_hu")),
+                "dice": format_value(get("dice"), 3),
+            }
+        )
+    return rows
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _proportion(visibility: Mapping[str, Any], prefix: str) -> str:
+    count, n = visibility.get(f"{prefix}_count"), visibility.get(f"{prefix}_n")
+    if count is None or n is None:
+        return MISSING
+    share = float(visibility.get(f"{prefix}_proportion", int(count) / int(n)))
+    return f"{int(count)}/{int(n)} ({100 * share:.0f}%)"
+
+
+def summary_rows(statistics: Mapping[str, Any] | None) -> list[dict[str, str]]:
+    """The paper's table: visibility, diameters and mean HU on CT and sCT with both tests.
+
+    Columns: ``quantity``, ``ct``, ``sct``, ``difference`` (mean sCT - CT with its t-based
+    CI), ``paper_test`` (chi-square / Student's paired t-test, as in the paper) and
+    ``small_sample_test`` (exact McNemar / Wilcoxon signed-rank).
+    """
+    if not statistics:
+        return []
+    rows = []
+    visibility = statistics.get("visibility")
+    if visibility:
+        rows.append(
+            {
+                "quantity": "Visible, n (%)",
+                "ct": _proportion(visibility, "ct_visible"),
+                "sct": _proportion(visibility, "sct_visible"),
+                "difference": MISSING,
+                "paper_test": f"chi-square {_p(visibility.get('chi_square_p'))}",
+                "small_sample_test": f"exact McNemar {_p(visibility.get('mcnemar_p'))}",
+            }
+        )
+    for comparison in (statistics.get("comparisons") or {}).values():
+        unit = str(comparison.get("unit", ""))
+        u = f"_{unit_key(unit)}" if unit_key(unit) else ""
+
+        def spread(prefix: str, c: Mapping[str, Any] = comparison, u: str = u) -> str:
+            return (
+                f"{format_value(c.get(f'{prefix}_mean{u}'))} "
+                f"(SD {format_value(c.get(f'{prefix}_sd{u}'))})"
+            )
+
+        rows.append(
+            {
+                "quantity": f"{comparison.get('label', comparison.get('quantity'))}, {unit}",
+                "ct": spread("ct"),
+                "sct": spread("sct"),
+                "difference": f"{format_value(comparison.get(f'mean_difference{u}'))} "
+                f"({format_value(comparison.get(f'mean_difference_ci_low{u}'))} to "
+                f"{format_value(comparison.get(f'mean_difference_ci_high{u}'))})",
+                "paper_test": f"paired t-test {_p(comparison.get('t_test_p'))}",
+                "small_sample_test": f"Wilcoxon {_p(comparison.get('wilcoxon_p'))}",
+            }
+        )
+    return rows
+
+
+def visibility_rows(statistics: Mapping[str, Any] | None) -> list[dict[str, str]]:
+    """The paired 2x2 table (McNemar's): rows CT visible yes/no, columns sCT visible yes/no."""
+    visibility = (statistics or {}).get("visibility")
+    if not visibility:
+        return []
+    count = {k: format_value(visibility.get(f"{k}_count"), 0) for k in
+             ("both_visible", "ct_only_visible", "sct_only_visible", "neither_visible")}
+    return [
+        {"ct": "visible on CT", "sct_yes": count["both_visible"],
+         "sct_no": count["ct_only_visible"]},
+        {"ct": "not visible on CT", "sct_yes": count["sct_only_visible"],
+         "sct_no": count["neither_visible"]},
+    ]
+
+
+def image_metric_columns(cases: pd.DataFrame) -> list[str]:
+    """The image-metric columns of ``cases.csv`` to show: numbers, voxel counts left out."""
+    columns = []
+    for column in cases.columns:
+        name = str(column)
+        if name in _NOT_METRICS or name.startswith("voxels_") or name == "body_voxels":
+            continue
+        if pd.api.types.is_numeric_dtype(cases[column]) or cases[column].isna().all():
+            columns.append(name)
+    return columns
+
+
+def _metric_decimals(column: str) -> int:
+    return 3 if ("ssim" in column or "dice" in column) else 1
+
+
+def image_metric_rows(
+    cases: pd.DataFrame, failed: Mapping[str, str], columns: Iterable[str]
+) -> list[dict[str, Any]]:
+    """One row per case: its status and metrics; a failed case gets its reason, no numbers."""
+    wanted = list(columns)
+    rows = []
+    for record in cases.to_dict(orient="records"):
+        case_id = str(record.get("case_id"))
+        if case_id in failed:
+            rows.append({"case_id": case_id, "status": "failed", "reason": failed[case_id],
+                         "values": [MISSING] * len(wanted)})
+            continue
+        values = [format_value(record.get(c), _metric_decimals(c)) for c in wanted]
+        rows.append({"case_id": case_id, "status": str(record.get("status", "ok")),
+                     "reason": "", "values": values})
+    return rows
