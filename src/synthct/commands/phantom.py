@@ -184,3 +184,85 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ReadError("the cohort YAML must be a mapping of options", path=path)
     return data
+
+
+@app.command("phantom-from-ct")
+@reports_errors
+def phantom_from_ct(
+    ct: Annotated[Path, typer.Argument(help="Real CT in HU (file or DICOM folder).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Cohort folder to create.")],
+    labels: Annotated[
+        Path | None, typer.Option(help="TotalSegmentator label map of the same CT.")
+    ] = None,
+    lesion: Annotated[
+        str | None, typer.Option(help="Insert a library lesion of this type, e.g. meningioma.")
+    ] = None,
+    lesion_hu: Annotated[float | None, typer.Option(help="Lesion mean HU.")] = None,
+    lesion_size: Annotated[
+        str, typer.Option(help="Lesion diameters in mm along L,P,S (axial, thickness, sagittal).")
+    ] = "12,8,18",
+    lesion_centre: Annotated[
+        str | None,
+        typer.Option(help="Lesion centre x,y,z in LPS mm (default: by the labelled spinal cord)."),
+    ] = None,
+    protocol: Annotated[str, typer.Option(help="MRI protocol preset.")] = "paper_3t",
+    mr_grid: Annotated[
+        str, typer.Option(help="'ct' (MRI on the CT grid) or 'protocol' (the preset's grid).")
+    ] = "ct",
+    seed: Annotated[int, typer.Option(help="Seed for noise and calcification pattern.")] = 0,
+    montage: Annotated[bool, typer.Option("--montage", help="Write montage.png.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+) -> None:
+    """CT-derived phantom: simulate the multi-echo MRI of a real CT, optionally with a lesion."""
+    from synthct.errors import SynthctError
+    from synthct.io import read_volume
+    from synthct.phantom.ct_derived import CTDerivedModel
+    from synthct.phantom.ct_insertion import (
+        EllipsoidLesion,
+        default_lesion_centre,
+        write_ct_derived_case,
+    )
+    from synthct.volume import CTVolume, LabelMap
+
+    if mr_grid not in ("ct", "protocol"):
+        raise SynthctError(
+            f"unknown --mr-grid {mr_grid!r}", path="--mr-grid", fix="use 'ct' or 'protocol'"
+        )
+    ct_volume = read_volume(ct, kind="ct")
+    assert isinstance(ct_volume, CTVolume)
+    label_volume: LabelMap | None = None
+    if labels is not None:
+        read = read_volume(labels, kind="label")
+        assert isinstance(read, LabelMap)
+        label_volume = read
+    lesions = []
+    if lesion is not None:
+        size = _floats(lesion_size, "lesion-size")
+        assert size is not None
+        centre = _floats(lesion_centre, "lesion-centre")
+        if centre is None:
+            tissue = CTDerivedModel.from_ct(ct_volume, label_volume).tissue_map
+            centre = tuple(default_lesion_centre(tissue.array, ct_volume.geometry))
+        lesions.append(
+            EllipsoidLesion(
+                lesion,
+                (centre[0], centre[1], centre[2]),
+                axial_diameter_mm=size[0],
+                thickness_mm=size[1],
+                sagittal_diameter_mm=size[2],
+                mean_hu=lesion_hu,
+                seed=seed,
+            )
+        )
+    folder = write_ct_derived_case(
+        ct_volume,
+        out,
+        labels=label_volume,
+        lesions=lesions,
+        protocol=protocol,
+        mr_grid=mr_grid,  # type: ignore[arg-type]
+        seed=seed,
+        overwrite=overwrite,
+        montage=montage,
+    )
+    console.print(f"wrote a CT-derived case to [bold]{folder}[/] (manifest.csv)")

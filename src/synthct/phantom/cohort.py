@@ -24,7 +24,6 @@ from scipy.spatial.transform import Rotation
 from synthct import __version__
 from synthct.errors import SynthctError, WriteError
 from synthct.geometry import Geometry
-from synthct.io import write_volume
 from synthct.io.atomic import atomic_directory, write_json_atomic, write_text_atomic
 from synthct.phantom import cohort_files as files
 from synthct.phantom.anatomy import SpineSpec
@@ -35,7 +34,7 @@ from synthct.phantom.levels import LEVEL_NAMES, level_index, parse_level
 from synthct.phantom.mri import render_ct_and_mri, render_mri
 from synthct.phantom.protocols import PRESETS, SpgrProtocol
 from synthct.phantom.tissues import TISSUES
-from synthct.volume import LabelMap, MultiEchoMR
+from synthct.volume import LabelMap
 
 #: Vertebrae drawn above and below the centre level: enough to fill a 250 mm field of view.
 _LEVEL_MARGIN = 7
@@ -265,7 +264,7 @@ def generate_cohort(
         if not (case_dir / files.CASE_JSON).is_file():
             with atomic_directory(case_dir, overwrite=True) as tmp:
                 _write_case(spec, index, tmp)
-        rows.append(_manifest_row(out, case_dir))
+        rows.append(files.manifest_row(out, case_dir))
         if progress is not None:
             progress(cid, index + 1, total)
     write_text_atomic(out / files.MANIFEST_CSV, files.manifest_rows_csv(rows))
@@ -338,9 +337,7 @@ def case_plan(spec: CohortSpec, index: int) -> tuple[SpineSpec, list[LesionSpec]
     return spine, lesions, centre, render_seed
 
 
-def _draw_mean_hu(
-    rng: np.random.Generator, kind: str, wanted: tuple[float, float]
-) -> float | None:
+def _draw_mean_hu(rng: np.random.Generator, kind: str, wanted: tuple[float, float]) -> float | None:
     """A mean HU within ``wanted`` that the lesion type can reach (None: not calcifiable)."""
     info = LESION_TYPES[kind]
     if info.dense_tissue is None:
@@ -408,59 +405,14 @@ def _write_case(spec: CohortSpec, index: int, folder: Path) -> None:
             bias_field_strength=spec.bias_field_strength,
             seed=seed,
         )
-    # Scanners store whole HU; int16 also halves the files and compresses better.
-    ct = ct.with_array(np.rint(ct.array).astype(np.int16))
     names = {int(t): t.name.lower() for t in Tissue}
     tissue = LabelMap(model.labels_on(mr_grid), mr_grid.affine, label_names=names)
     lesion_names = {inst.id: f"{inst.type}@{inst.level}" for inst in model.lesions}
     lesion_mr = LabelMap(model.lesion_labels_on(mr_grid), mr_grid.affine, label_names=lesion_names)
-    write_volume(ct, folder / files.CT_FILE)
-    echo_names = []
-    for e in range(mr.n_echoes):
-        name = files.echo_file(e)
-        echo_protocol = None
-        if mr.protocol is not None:
-            p = mr.protocol
-            echo_protocol = type(p)(
-                (p.echo_times_ms[e],),
-                p.repetition_time_ms,
-                p.flip_angle_deg,
-                p.field_strength_t,
-                dict(p.extra),
-            )
-        write_volume(
-            MultiEchoMR(mr.array[e : e + 1], mr.affine, protocol=echo_protocol),
-            folder / name,
-        )
-        echo_names.append(name)
-    write_volume(tissue, folder / files.TISSUE_FILE)
-    write_volume(lesion_mr, folder / files.LESION_FILE)
-    checksums = {
-        files.CT_FILE: files.array_checksum(ct),
-        files.TISSUE_FILE: files.array_checksum(tissue),
-        files.LESION_FILE: files.array_checksum(lesion_mr),
-    }
-    for e, name in enumerate(echo_names):
-        checksums[name] = files.array_checksum(mr.echo(e))
-    lesion_ct_name = ""
+    lesion_ct = None
     if spec.ct_offset:
         lesion_ct = LabelMap(
             model.lesion_labels_on(ct_grid), ct_grid.affine, label_names=lesion_names
-        )
-        write_volume(lesion_ct, folder / files.LESION_CT_FILE)
-        lesion_ct_name = files.LESION_CT_FILE
-        checksums[files.LESION_CT_FILE] = files.array_checksum(lesion_ct)
-    if spec.montage:
-        from synthct.report.montage import save_montage
-
-        point = model.lesions[0].centre_lps_mm if model.lesions else centre_lps
-        save_montage(
-            folder / files.MONTAGE_FILE,
-            ct=ct,
-            mr=mr,
-            point_lps_mm=point,
-            lesions=lesion_mr if model.lesions else None,
-            title=f"{files.case_id(index)}: {', '.join(lesion_names.values()) or 'no lesion'}",
         )
     meta = {
         "case_id": files.case_id(index),
@@ -468,10 +420,7 @@ def _write_case(spec: CohortSpec, index: int, folder: Path) -> None:
         "centre_level": centre,
         "render_seed": seed,
         **model.to_dict(),
-        "protocol": protocol.to_mr_protocol().to_dict(),
         "protocol_preset": protocol.name,
-        "mr_geometry": mr_grid.to_dict(),
-        "ct_geometry": ct_grid.to_dict(),
         "ct_to_mr": {
             "rotation_deg_xyz": list(spec.ct_rotation_deg),
             "translation_mm": list(spec.ct_translation_mm),
@@ -479,29 +428,15 @@ def _write_case(spec: CohortSpec, index: int, folder: Path) -> None:
             "note": "the CT grid is the MR grid rotated (extrinsic x, y, z in LPS) about "
             "about_lps_mm and translated; both show the same anatomy",
         },
-        "files": {
-            "ct": files.CT_FILE,
-            "mr_echoes": echo_names,
-            "tissue_labels": files.TISSUE_FILE,
-            "lesion_labels": files.LESION_FILE,
-            "lesion_labels_ct": lesion_ct_name or files.LESION_FILE,
-        },
-        "checksums_sha256": checksums,
     }
-    write_json_atomic(folder / files.CASE_JSON, meta)
-
-
-def _manifest_row(cohort: Path, case_dir: Path) -> dict[str, Any]:
-    meta = json.loads((case_dir / files.CASE_JSON).read_text(encoding="utf-8"))
-    rel = case_dir.relative_to(cohort).as_posix()
-    f = meta["files"]
-    return {
-        "case_id": meta["case_id"],
-        "ct": f"{rel}/{f['ct']}",
-        "mr_echoes": ";".join(f"{rel}/{e}" for e in f["mr_echoes"]),
-        "tissue_labels": f"{rel}/{f['tissue_labels']}",
-        "lesion_labels": f"{rel}/{f['lesion_labels']}",
-        "lesion_labels_ct": f"{rel}/{f['lesion_labels_ct']}",
-        "n_lesions": len(meta.get("lesions", [])),
-        "lesion_types": ";".join(str(x["type"]) for x in meta.get("lesions", [])),
-    }
+    point = model.lesions[0].centre_lps_mm if model.lesions else centre_lps
+    files.write_case_files(
+        folder,
+        meta=meta,
+        ct=ct,
+        mr=mr,
+        tissue=tissue,
+        lesions_mr=lesion_mr,
+        lesions_ct=lesion_ct,
+        montage_point_lps_mm=point if spec.montage else None,
+    )

@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from synthct.errors import ReadError
-from synthct.io import read_volume
+from synthct.io import read_volume, write_volume
+from synthct.io.atomic import write_json_atomic
 from synthct.volume import CTVolume, LabelMap, MRProtocol, MultiEchoMR, Volume
 
 MANIFEST_CSV = "manifest.csv"
@@ -73,6 +75,84 @@ def array_checksum(volume: Volume) -> str:
     digest.update(f"{volume.dtype.str}{volume.shape}".encode())
     digest.update(np.ascontiguousarray(volume.array).tobytes())
     return digest.hexdigest()
+
+
+def write_case_files(
+    folder: Path,
+    *,
+    meta: dict[str, Any],
+    ct: CTVolume,
+    mr: MultiEchoMR,
+    tissue: LabelMap,
+    lesions_mr: LabelMap,
+    lesions_ct: LabelMap | None = None,
+    montage_point_lps_mm: ArrayLike | None = None,
+) -> None:
+    """Write one case in the cohort layout; ``case.json`` (``meta`` + files) goes last.
+
+    The CT is stored as whole HU in int16, as scanners store it. Each echo gets its own file
+    whose sidecar holds that echo's time and the shared TR, flip angle and field strength.
+    """
+    ct = ct.with_array(np.rint(ct.array).astype(np.int16))
+    write_volume(ct, folder / CT_FILE)
+    echo_names = []
+    protocol = mr.protocol
+    for e in range(mr.n_echoes):
+        echo_protocol = None
+        if protocol is not None:
+            echo_protocol = MRProtocol(
+                (protocol.echo_times_ms[e],),
+                protocol.repetition_time_ms,
+                protocol.flip_angle_deg,
+                protocol.field_strength_t,
+                dict(protocol.extra),
+            )
+        name = echo_file(e)
+        write_volume(
+            MultiEchoMR(mr.array[e : e + 1], mr.affine, protocol=echo_protocol), folder / name
+        )
+        echo_names.append(name)
+    write_volume(tissue, folder / TISSUE_FILE)
+    write_volume(lesions_mr, folder / LESION_FILE)
+    checksums = {
+        CT_FILE: array_checksum(ct),
+        TISSUE_FILE: array_checksum(tissue),
+        LESION_FILE: array_checksum(lesions_mr),
+    }
+    for e, name in enumerate(echo_names):
+        checksums[name] = array_checksum(mr.echo(e))
+    if lesions_ct is not None:
+        write_volume(lesions_ct, folder / LESION_CT_FILE)
+        checksums[LESION_CT_FILE] = array_checksum(lesions_ct)
+    if montage_point_lps_mm is not None:
+        from synthct.report.montage import save_montage
+
+        save_montage(
+            folder / MONTAGE_FILE,
+            ct=ct,
+            mr=mr,
+            point_lps_mm=montage_point_lps_mm,
+            lesions=(lesions_ct if lesions_ct is not None else lesions_mr)
+            if lesions_mr.labels()
+            else None,
+            title=f"{meta.get('case_id', folder.name)}: "
+            + (", ".join(lesions_mr.label_names.values()) or "no lesion"),
+        )
+    record = {
+        **meta,
+        "protocol": None if protocol is None else protocol.to_dict(),
+        "mr_geometry": mr.geometry.to_dict(),
+        "ct_geometry": ct.geometry.to_dict(),
+        "files": {
+            "ct": CT_FILE,
+            "mr_echoes": echo_names,
+            "tissue_labels": TISSUE_FILE,
+            "lesion_labels": LESION_FILE,
+            "lesion_labels_ct": LESION_CT_FILE if lesions_ct is not None else LESION_FILE,
+        },
+        "checksums_sha256": checksums,
+    }
+    write_json_atomic(folder / CASE_JSON, record)
 
 
 def manifest_rows_csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -190,3 +270,20 @@ class PhantomCase:
         volume = read_volume(self.folder / name, kind="label")
         assert isinstance(volume, LabelMap)
         return volume
+
+
+def manifest_row(cohort: Path, case_dir: Path) -> dict[str, Any]:
+    """The manifest row of a finished case folder, paths relative to the cohort."""
+    meta = json.loads((case_dir / CASE_JSON).read_text(encoding="utf-8"))
+    rel = case_dir.relative_to(cohort).as_posix()
+    f = meta["files"]
+    return {
+        "case_id": meta["case_id"],
+        "ct": f"{rel}/{f['ct']}",
+        "mr_echoes": ";".join(f"{rel}/{e}" for e in f["mr_echoes"]),
+        "tissue_labels": f"{rel}/{f['tissue_labels']}",
+        "lesion_labels": f"{rel}/{f['lesion_labels']}",
+        "lesion_labels_ct": f"{rel}/{f['lesion_labels_ct']}",
+        "n_lesions": len(meta.get("lesions", [])),
+        "lesion_types": ";".join(str(x["type"]) for x in meta.get("lesions", [])),
+    }

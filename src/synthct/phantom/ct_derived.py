@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from synthct.errors import SynthctError
+from synthct.errors import SynthctError, VolumeKindError
 from synthct.geometry import Geometry
 from synthct.phantom.labels import Tissue
 from synthct.resample import resample_to
@@ -108,6 +108,7 @@ def tissue_map_from_ct(
         muscle = on_ct.mask(label_groups.get("muscle", ()))
         tissue[muscle & soft] = Tissue.MUSCLE
         vertebra = on_ct.mask(label_groups.get("vertebrae", ()))
+        _check_labels_fit(hu, vertebra, labels, ct)
         tissue[vertebra & (soft | (tissue == Tissue.SUBCUTANEOUS_FAT))] = Tissue.CANCELLOUS_BONE
         cord = on_ct.mask(label_groups.get("spinal_cord", ()))
         if cord.any():
@@ -116,6 +117,27 @@ def tissue_map_from_ct(
             tissue[cord] = Tissue.SPINAL_CORD
     names = {int(t): t.name.lower() for t in Tissue if np.any(tissue == t)}
     return LabelMap(tissue, ct.affine, source=ct.source, label_names=names)
+
+
+#: Median HU that voxels labelled as vertebrae must reach for the labels to belong to the CT.
+MIN_VERTEBRA_MEDIAN_HU = 80.0
+
+
+def _check_labels_fit(
+    hu: NDArray[np.generic], vertebra: NDArray[np.bool_], labels: LabelMap, ct: CTVolume
+) -> None:
+    """Refuse labels that do not sit on this CT (wrong patient, or a header that moved)."""
+    if not vertebra.any():
+        return
+    median = float(np.median(np.asarray(hu[vertebra], dtype=np.float64)))
+    if median < MIN_VERTEBRA_MEDIAN_HU:
+        raise VolumeKindError(
+            f"the label map does not fit this CT: voxels labelled as vertebrae have a median of "
+            f"{median:.0f} HU on it (bone is above {MIN_VERTEBRA_MEDIAN_HU:g} HU). They belong "
+            "to another image, or one of the two headers places it wrongly in space",
+            path=labels.source,
+            fix=f"give the labels made for {ct.source or 'this CT'} (same grid and frame)",
+        )
 
 
 def _dilate_mm(mask: NDArray[np.bool_], geometry: Geometry, radius_mm: float) -> NDArray[np.bool_]:

@@ -1,0 +1,437 @@
+"""Library lesions inserted into a real CT and its simulated MRI, consistently.
+
+A lesion is an ellipsoid in LPS (axial diameter along L, thickness along P, sagittal diameter
+along S) made of its type's base tissue and, for calcifying types, dense sub-voxels arranged by
+a seeded smooth field (:mod:`synthct.phantom.calcification`) whose fraction gives the target
+mean HU (the tissue table's HU of both tissues, as in :mod:`synthct.phantom.lesions`).
+
+* The **tissue model** (:class:`LesionOverlayModel`) paints the lesion over any base model
+  (e.g. :class:`~synthct.phantom.ct_derived.CTDerivedModel`), so the MRI renderer sees it.
+* The **CT** keeps every real voxel outside the lesion; a voxel the lesion covers by a fraction
+  ``occ`` of its sub-voxels becomes ``(1 - occ) * CT + occ * lesion HU`` plus scanner-like noise
+  scaled by ``occ``: the same partial-volume rule the phantom CT renderer applies.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from synthct import __version__
+from synthct.errors import WriteError
+from synthct.geometry import Geometry
+from synthct.phantom.calcification import (
+    calibration_offsets,
+    pattern_field,
+    threshold_for_fraction,
+)
+from synthct.phantom.labels import Tissue
+from synthct.phantom.lesions import LESION_TYPES
+from synthct.phantom.model import PhantomParameterError, TissueModel, block_mean, supersampled
+from synthct.phantom.tissues import TISSUES
+from synthct.volume import CTVolume, LabelMap
+
+
+@dataclass(frozen=True)
+class EllipsoidLesion:
+    """A library lesion placed by its centre and diameters in patient space.
+
+    Parameters
+    ----------
+    type : str
+        One of :data:`synthct.phantom.lesions.LESION_TYPES` (its tissues are used).
+    centre_lps_mm : tuple of 3 float
+        Centre in LPS mm.
+    axial_diameter_mm, thickness_mm, sagittal_diameter_mm : float
+        Diameters along L, P and S.
+    mean_hu : float, optional
+        Target noise-free mean HU; the type's default calcified fraction when omitted.
+    pattern : str
+        Calcification arrangement: ``"dense"``, ``"partial"`` or ``"rim"``.
+    seed : int
+        Seeds the calcification pattern.
+    """
+
+    type: str
+    centre_lps_mm: tuple[float, float, float]
+    axial_diameter_mm: float = 12.0
+    thickness_mm: float = 8.0
+    sagittal_diameter_mm: float = 18.0
+    mean_hu: float | None = None
+    pattern: str = "dense"
+    seed: int = 0
+    fraction: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        if self.type not in LESION_TYPES:
+            raise PhantomParameterError(
+                f"unknown lesion type {self.type!r}",
+                path="lesion type",
+                fix=f"use one of {', '.join(LESION_TYPES)}",
+            )
+        for name in ("axial_diameter_mm", "thickness_mm", "sagittal_diameter_mm"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or not 0.5 <= value <= 60.0:
+                raise PhantomParameterError(
+                    f"{name} must lie in 0.5..60 mm, got {value}", path=name
+                )
+        info = LESION_TYPES[self.type]
+        base_hu = TISSUES[info.base_tissue].ct_hu
+        dense = info.dense_tissue
+        if self.mean_hu is None:
+            fraction = info.calcified_fraction
+        elif dense is None:
+            fraction = 0.0
+            if abs(self.mean_hu - base_hu) > 1e-6:
+                raise PhantomParameterError(
+                    f"a {self.type} does not calcify: its mean HU is {base_hu:g}",
+                    path="mean_hu",
+                )
+        else:
+            dense_hu = TISSUES[dense].ct_hu
+            fraction = (self.mean_hu - base_hu) / (dense_hu - base_hu)
+            if not 0.0 <= fraction <= 1.0:
+                raise PhantomParameterError(
+                    f"mean_hu {self.mean_hu:g} HU is out of reach for a {self.type}: allowed "
+                    f"{base_hu:g}..{dense_hu:g} HU",
+                    path="mean_hu",
+                )
+        object.__setattr__(self, "fraction", float(fraction))
+        object.__setattr__(self, "centre_lps_mm", tuple(float(v) for v in self.centre_lps_mm))
+
+    @property
+    def semi_axes_mm(self) -> NDArray[np.float64]:
+        """Semi-axes along L, P and S."""
+        return (
+            np.array([self.axial_diameter_mm, self.thickness_mm, self.sagittal_diameter_mm]) / 2.0
+        )
+
+    @property
+    def noise_free_mean_hu(self) -> float:
+        """Mean HU of the lesion from its calcified fraction and the tissue table."""
+        info = LESION_TYPES[self.type]
+        base = TISSUES[info.base_tissue].ct_hu
+        dense = TISSUES[info.dense_tissue].ct_hu if info.dense_tissue is not None else base
+        return float(base + self.fraction * (dense - base))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready metadata (the same keys as phantom lesion instances where they exist)."""
+        d = asdict(self)
+        d["centre_lps_mm"] = list(self.centre_lps_mm)
+        d["diameter_axial_mm"] = self.axial_diameter_mm
+        d["diameter_sagittal_mm"] = self.sagittal_diameter_mm
+        d["calcified_fraction"] = self.fraction
+        d["mean_hu"] = self.noise_free_mean_hu
+        return d
+
+
+class _Placed:
+    """A lesion with its calcification threshold calibrated on a fine grid."""
+
+    def __init__(self, lesion: EllipsoidLesion, label: int) -> None:
+        self.lesion = lesion
+        self.label = label
+        info = LESION_TYPES[lesion.type]
+        self.base = info.base_tissue
+        self.dense = info.dense_tissue
+        self.threshold = -np.inf
+        if lesion.fraction > 0:
+            spacing = float(np.clip(lesion.semi_axes_mm.min() / 20.0, 0.05, 0.3))
+            lo, hi = self.bounds()
+            shape = tuple(int(n) for n in np.ceil((hi - lo) / spacing))
+            grid = Geometry.from_parameters(
+                shape, (spacing,) * 3, tuple(lo + calibration_offsets([spacing] * 3))
+            )
+            points, r2 = self._inside_points(grid)
+            field_values = pattern_field(lesion.pattern, lesion.seed, points, r2)
+            self.threshold = threshold_for_fraction(field_values, lesion.fraction)
+
+    def bounds(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        centre = np.asarray(self.lesion.centre_lps_mm)
+        return centre - self.lesion.semi_axes_mm, centre + self.lesion.semi_axes_mm
+
+    def _inside_points(self, geometry: Geometry) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        ijk = np.indices(geometry.shape).reshape(3, -1).T
+        points = geometry.index_to_lps(ijk)
+        r2 = np.sum(
+            ((points - np.asarray(self.lesion.centre_lps_mm)) / self.lesion.semi_axes_mm) ** 2,
+            axis=1,
+        )
+        inside = r2 <= 1.0
+        return points[inside], r2[inside]
+
+    def paint(self, geometry: Geometry, labels: NDArray[np.uint8]) -> NDArray[np.bool_]:
+        """Paint the lesion's tissues into ``labels``; return its mask on the grid."""
+        inside = np.zeros(geometry.shape, dtype=bool)
+        lo, hi = self.bounds()
+        corners = np.array(
+            [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+        )
+        ijk = geometry.lps_to_index(corners)
+        start = np.maximum(np.floor(ijk.min(axis=0)).astype(int), 0)
+        stop = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + 1, geometry.shape)
+        if np.any(stop <= start):
+            return inside  # the lesion does not reach this grid (e.g. another slab)
+        box = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
+        local = np.indices(tuple(stop - start)).reshape(3, -1).T + start
+        points = geometry.index_to_lps(local)
+        r2 = np.sum(
+            ((points - np.asarray(self.lesion.centre_lps_mm)) / self.lesion.semi_axes_mm) ** 2,
+            axis=1,
+        )
+        flat = r2 <= 1.0
+        box_inside = flat.reshape(tuple(stop - start))
+        inside[box] = box_inside
+        region = labels[box]
+        region[box_inside] = self.base
+        if self.dense is not None and self.lesion.fraction > 0 and flat.any():
+            values = pattern_field(self.lesion.pattern, self.lesion.seed, points[flat], r2[flat])
+            calcified = np.zeros(flat.shape, dtype=bool)
+            calcified[flat] = values < self.threshold
+            region[calcified.reshape(box_inside.shape)] = self.dense
+        return inside
+
+
+class LesionOverlayModel:
+    """A tissue model with lesions painted over a base model (implements ``TissueModel``).
+
+    Parameters
+    ----------
+    base : TissueModel
+        The anatomy (e.g. a CT-derived model).
+    lesions : sequence of EllipsoidLesion
+        Lesions, ids 1, 2, ... in order.
+    """
+
+    def __init__(self, base: TissueModel, lesions: Sequence[EllipsoidLesion]) -> None:
+        self.base = base
+        self.lesions = tuple(lesions)
+        self._placed = [_Placed(lesion, i + 1) for i, lesion in enumerate(self.lesions)]
+
+    def labels_on(self, geometry: Geometry) -> NDArray[np.uint8]:
+        """Base labels with the lesions painted in."""
+        labels = self.base.labels_on(geometry)
+        for placed in self._placed:
+            placed.paint(geometry, labels)
+        return labels
+
+    def lesion_labels_on(self, geometry: Geometry) -> NDArray[np.uint16]:
+        """Lesion ids (0 = none) at the voxel centres of a grid."""
+        out = np.zeros(geometry.shape, dtype=np.uint16)
+        scratch = np.zeros(geometry.shape, dtype=np.uint8)
+        for placed in self._placed:
+            out[placed.paint(geometry, scratch)] = placed.label
+        return out
+
+
+def insert_lesions_into_ct(
+    ct: CTVolume,
+    model: LesionOverlayModel,
+    *,
+    supersample: int = 3,
+    noise_sd_hu: float = 12.0,
+    seed: int = 0,
+) -> CTVolume:
+    """The real CT with the model's lesions blended in by their sub-voxel coverage.
+
+    Parameters
+    ----------
+    ct : CTVolume
+        The real CT (HU).
+    model : LesionOverlayModel
+        Holds the lesions (its base model is not used here).
+    supersample : int
+        Sub-voxels per voxel edge used to compute coverage and mean lesion HU.
+    noise_sd_hu : float
+        SD of the Gaussian noise added where the lesion replaces tissue (scaled by coverage),
+        so the inserted lesion is as noisy as CT tissue.
+    seed : int
+        Seeds that noise.
+    """
+    if noise_sd_hu < 0:
+        raise PhantomParameterError(
+            f"noise_sd_hu must be >= 0, got {noise_sd_hu}", path="noise_sd_hu"
+        )
+    hu_of = np.zeros(256, dtype=np.float64)
+    for tissue, props in TISSUES.items():
+        hu_of[int(tissue)] = props.ct_hu
+    out = ct.array.astype(np.float32, copy=True)
+    rng = np.random.default_rng(seed)
+    for placed in model._placed:
+        lo, hi = placed.bounds()
+        corners = np.array(
+            [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+        )
+        ijk = ct.geometry.lps_to_index(corners)
+        start = np.maximum(np.floor(ijk.min(axis=0)).astype(int) - 1, 0)
+        stop = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + 2, ct.spatial_shape)
+        if np.any(stop <= start):
+            raise PhantomParameterError(
+                f"lesion at {list(placed.lesion.centre_lps_mm)} mm lies outside the CT's "
+                "field of view",
+                path="centre_lps_mm",
+                fix="give a centre inside the CT (see `synthct info CT` for its extent)",
+            )
+        box = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
+        origin = ct.geometry.index_to_lps(start)
+        box_grid = Geometry(
+            tuple(int(n) for n in stop - start),  # type: ignore[arg-type]
+            _with_origin(ct.geometry.affine, origin),
+        )
+        fine = supersampled(box_grid, supersample)
+        labels = np.zeros(fine.shape, dtype=np.uint8)
+        inside = placed.paint(fine, labels)
+        coverage = np.asarray(block_mean(inside.astype(np.float64), supersample), np.float64)
+        hu_sum = np.asarray(
+            block_mean(np.where(inside, hu_of[labels], 0.0), supersample), np.float64
+        )
+        lesion_hu = np.divide(hu_sum, coverage, out=np.zeros_like(hu_sum), where=coverage > 0)
+        noise = rng.normal(0.0, noise_sd_hu, coverage.shape) * coverage
+        region = out[box]
+        out[box] = (1 - coverage) * region + coverage * lesion_hu + noise
+    return CTVolume(out, ct.affine, source=ct.source)
+
+
+def _with_origin(affine: NDArray[np.float64], origin: NDArray[np.float64]) -> NDArray[np.float64]:
+    moved = np.array(affine, copy=True)
+    moved[:3, 3] = origin
+    return moved
+
+
+def default_lesion_centre(
+    tissue: NDArray[np.uint8], geometry: Geometry, *, dorsal_offset_mm: float = 2.0
+) -> NDArray[np.float64]:
+    """A plausible intradural site: the middle of the labelled cord, shifted dorsally.
+
+    Raises when the tissue map has no spinal cord (give the centre explicitly then).
+    """
+    cord = np.argwhere(tissue == Tissue.SPINAL_CORD)
+    if cord.size == 0:
+        raise PhantomParameterError(
+            "the CT-derived tissue map has no spinal cord to place the lesion by",
+            path="lesion centre",
+            fix="give --labels with a spinal cord label (TotalSegmentator 79) or an explicit "
+            "--lesion-centre x,y,z in LPS mm",
+        )
+    points = geometry.index_to_lps(cord)
+    middle = np.median(points[:, 2])
+    near = points[np.abs(points[:, 2] - middle) <= max(geometry.spacing_mm)]
+    centre = near.mean(axis=0)
+    centre[1] += dorsal_offset_mm  # +P is dorsal
+    return centre
+
+
+def write_ct_derived_case(
+    ct: CTVolume,
+    out_dir: str | os.PathLike[str],
+    *,
+    labels: LabelMap | None = None,
+    lesions: Sequence[EllipsoidLesion] = (),
+    protocol: str = "paper_3t",
+    mr_grid: Literal["ct", "protocol"] = "ct",
+    supersample: int = 3,
+    mr_noise_sd: float = 1e-3,
+    ct_noise_sd_hu: float = 12.0,
+    seed: int = 0,
+    overwrite: bool = False,
+    montage: bool = False,
+) -> Path:
+    """A one-case cohort from a real CT: the CT (lesions blended in) and its simulated MRI.
+
+    Parameters
+    ----------
+    ct : CTVolume
+        The real CT in HU.
+    out_dir : path
+        Cohort folder to create (same layout as :func:`synthct.phantom.cohort.generate_cohort`).
+    labels : LabelMap, optional
+        TotalSegmentator labels of the same CT (refine the tissue map).
+    lesions : sequence of EllipsoidLesion
+        Lesions to insert into CT and MRI.
+    protocol : str
+        MRI protocol preset (echo times, TR, flip angle, field strength; and its grid when
+        ``mr_grid="protocol"``).
+    mr_grid : {"ct", "protocol"}
+        Render the MRI on the CT grid, or on the protocol's grid centred on the first lesion
+        (or the CT's centre).
+    """
+    from synthct.io.atomic import atomic_directory, write_json_atomic, write_text_atomic
+    from synthct.phantom import cohort_files as files
+    from synthct.phantom.ct_derived import CTDerivedModel
+    from synthct.phantom.mri import render_mri
+    from synthct.phantom.protocols import get_preset
+
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise WriteError(
+            "the output folder already exists",
+            path=out,
+            fix="choose a new folder or pass --overwrite",
+        )
+    preset = get_preset(protocol)
+    base = CTDerivedModel.from_ct(ct, labels)
+    model = LesionOverlayModel(base, lesions)
+    centre = (
+        np.asarray(lesions[0].centre_lps_mm)
+        if lesions
+        else ct.geometry.index_to_lps((np.asarray(ct.spatial_shape) - 1) / 2.0)
+    )
+    grid = ct.geometry if mr_grid == "ct" else preset.geometry(center_lps_mm=centre)
+    mr = render_mri(model, grid, preset, supersample=supersample, noise_sd=mr_noise_sd, seed=seed)
+    ct_out = insert_lesions_into_ct(
+        ct, model, supersample=supersample, noise_sd_hu=ct_noise_sd_hu, seed=seed + 1
+    )
+    names = {int(t): t.name.lower() for t in Tissue}
+    tissue = LabelMap(model.labels_on(grid), grid.affine, label_names=names)
+    lesion_names = {i + 1: f"{lesion.type}@custom" for i, lesion in enumerate(lesions)}
+    lesions_mr = LabelMap(model.lesion_labels_on(grid), grid.affine, label_names=lesion_names)
+    lesions_ct = None
+    if mr_grid != "ct":
+        lesions_ct = LabelMap(
+            model.lesion_labels_on(ct.geometry), ct.affine, label_names=lesion_names
+        )
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    meta = {
+        "case_id": files.case_id(0),
+        "synthct_version": __version__,
+        "mode": "ct-derived",
+        "source_ct": ct.source,
+        "source_labels": None if labels is None else labels.source,
+        "render_seed": seed,
+        "protocol_preset": preset.name,
+        "lesions": [{"id": i + 1, **lesion.to_dict()} for i, lesion in enumerate(lesions)],
+        "ct_to_mr": {
+            "rotation_deg_xyz": [0.0, 0.0, 0.0],
+            "translation_mm": [0.0, 0.0, 0.0],
+            "about_lps_mm": [float(v) for v in centre],
+        },
+    }
+    case_dir = out / files.case_id(0)
+    with atomic_directory(case_dir) as tmp:
+        files.write_case_files(
+            tmp,
+            meta=meta,
+            ct=ct_out,
+            mr=mr,
+            tissue=tissue,
+            lesions_mr=lesions_mr,
+            lesions_ct=lesions_ct,
+            montage_point_lps_mm=centre if montage else None,
+        )
+    rows = [files.manifest_row(out, case_dir)]
+    write_text_atomic(out / files.MANIFEST_CSV, files.manifest_rows_csv(rows))
+    write_json_atomic(
+        out / files.MANIFEST_JSON,
+        {"synthct_version": __version__, "mode": "ct-derived", "cases": rows},
+    )
+    return out
