@@ -28,6 +28,7 @@ import io
 import json
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -94,9 +95,9 @@ def write_case_files(
     whose sidecar holds that echo's time and the shared TR, flip angle and field strength.
     """
     ct = ct.with_array(np.rint(ct.array).astype(np.int16))
-    write_volume(ct, folder / CT_FILE)
-    echo_names = []
     protocol = mr.protocol
+    outputs: list[tuple[Volume, Path]] = [(ct, folder / CT_FILE)]
+    echo_names = []
     for e in range(mr.n_echoes):
         echo_protocol = None
         if protocol is not None:
@@ -108,12 +109,15 @@ def write_case_files(
                 dict(protocol.extra),
             )
         name = echo_file(e)
-        write_volume(
-            MultiEchoMR(mr.array[e : e + 1], mr.affine, protocol=echo_protocol), folder / name
-        )
+        echo = MultiEchoMR(mr.array[e : e + 1], mr.affine, protocol=echo_protocol)
+        outputs.append((echo, folder / name))
         echo_names.append(name)
-    write_volume(tissue, folder / TISSUE_FILE)
-    write_volume(lesions_mr, folder / LESION_FILE)
+    outputs += [(tissue, folder / TISSUE_FILE), (lesions_mr, folder / LESION_FILE)]
+    if lesions_ct is not None:
+        outputs.append((lesions_ct, folder / LESION_CT_FILE))
+    # gzip compression dominates writing and releases the GIL: write files side by side.
+    with ThreadPoolExecutor(max_workers=min(len(outputs), os.cpu_count() or 1)) as pool:
+        list(pool.map(lambda item: write_volume(*item), outputs))
     checksums = {
         CT_FILE: array_checksum(ct),
         TISSUE_FILE: array_checksum(tissue),
@@ -122,7 +126,6 @@ def write_case_files(
     for e, name in enumerate(echo_names):
         checksums[name] = array_checksum(mr.echo(e))
     if lesions_ct is not None:
-        write_volume(lesions_ct, folder / LESION_CT_FILE)
         checksums[LESION_CT_FILE] = array_checksum(lesions_ct)
     if montage_point_lps_mm is not None:
         from synthct.report.montage import save_montage
