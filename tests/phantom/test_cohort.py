@@ -221,3 +221,25 @@ def test_cli_generates_a_cohort_with_montage(tmp_path: Path) -> None:
     result = runner.invoke(app, ["phantom", "--out", str(tmp_path / "x"), "--voxel-size", "1,2"])
     assert result.exit_code == 2
     assert "--voxel-size" in result.stderr
+
+
+def test_failure_sct_replaces_only_the_lesion_by_csf(tmp_path: Path) -> None:
+    spec = load_cohort_spec(
+        n_cases=1,
+        seed=4,
+        failure_sct=True,
+        lesions={"mean_hu": (700.0, 700.0)},
+        **{**SMALL, "voxel_size_mm": (1.0, 1.0, 1.0), "field_of_view_mm": (64.0, 96.0, 40.0)},
+    )
+    folder = generate_cohort(spec, tmp_path / "cohort")
+    case = PhantomCase(folder / "case-000")
+    ct, sct = case.ct(), case.failure_sct()
+    sct.require_same_geometry(ct)
+    lesion = case.lesion_labels(grid="ct").mask()
+    assert ct.array[lesion].mean() > 400
+    assert abs(float(sct.array[lesion].mean()) - 8.0) < 25  # CSF is ~5-15 HU
+    from scipy import ndimage
+
+    near = ndimage.binary_dilation(lesion, iterations=3)
+    np.testing.assert_array_equal(sct.array[~near], ct.array[~near])
+    assert read_manifest(folder)[0]["sct_failure"] == "case-000/sct_lesions_as_csf.nii.gz"

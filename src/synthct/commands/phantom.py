@@ -74,6 +74,10 @@ def phantom(
     montage: Annotated[
         bool, typer.Option("--montage", help="Write montage.png for every case.")
     ] = False,
+    failure_sct: Annotated[
+        bool,
+        typer.Option("--failure-sct", help="Also write the paper's failure: lesions as CSF."),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing cohort folder.")] = False,
     resume: Annotated[
         bool, typer.Option(help="Finish a cohort folder made with the same options.")
@@ -112,6 +116,8 @@ def phantom(
         overrides["lesions"] = None
     if montage:
         overrides["montage"] = True
+    if failure_sct:
+        overrides["failure_sct"] = True
     values.update({k: v for k, v in overrides.items() if v is not None or k == "lesions"})
     if paper:
         values.pop("n_cases", None)

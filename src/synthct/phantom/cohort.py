@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from scipy.spatial.transform import Rotation
 
@@ -28,7 +29,7 @@ from synthct.io.atomic import atomic_directory, write_json_atomic, write_text_at
 from synthct.phantom import cohort_files as files
 from synthct.phantom.anatomy import SpineSpec
 from synthct.phantom.ct import render_ct
-from synthct.phantom.labels import Tissue
+from synthct.phantom.labels import LESION_TISSUES, Tissue
 from synthct.phantom.lesions import LESION_TYPES, LesionSpec, PhantomModel
 from synthct.phantom.levels import LEVEL_NAMES, level_index, parse_level
 from synthct.phantom.mri import render_ct_and_mri, render_mri
@@ -109,6 +110,9 @@ class CohortSpec(_Model):
     ct_noise_sd_hu: float = Field(12.0, ge=0.0)
     bias_field_strength: float = Field(0.1, ge=0.0)
     montage: bool = False
+    #: Also write the paper's failure: an sCT equal to the CT but with every lesion tissue
+    #: rendered as CSF (same noise outside the lesions).
+    failure_sct: bool = False
 
     @field_validator("protocol")
     @classmethod
@@ -355,6 +359,19 @@ def _draw_mean_hu(rng: np.random.Generator, kind: str, wanted: tuple[float, floa
     return float(rng.uniform(lo, hi))
 
 
+class LesionsAsCSF:
+    """A tissue model that shows every lesion tissue as CSF: the paper's sCT failure."""
+
+    def __init__(self, model: PhantomModel) -> None:
+        self.model = model
+        self._table = np.arange(256, dtype=np.uint8)
+        self._table[[int(t) for t in LESION_TISSUES]] = Tissue.CSF
+
+    def labels_on(self, geometry: Geometry) -> NDArray[np.uint8]:
+        """The model's labels with lesion tissues relabelled as CSF."""
+        return self._table[self.model.labels_on(geometry)]
+
+
 def ct_geometry(spec: CohortSpec, mr_geometry: Geometry, centre_lps_mm: np.ndarray) -> Geometry:
     """The CT grid: the MR grid, or a copy moved by the spec's rigid offset about the centre."""
     if not spec.ct_offset:
@@ -405,6 +422,15 @@ def _write_case(spec: CohortSpec, index: int, folder: Path) -> None:
             bias_field_strength=spec.bias_field_strength,
             seed=seed,
         )
+    failure = None
+    if spec.failure_sct:
+        failure = render_ct(
+            LesionsAsCSF(model),
+            ct_grid,
+            supersample=spec.supersample,
+            noise_sd_hu=spec.ct_noise_sd_hu,
+            seed=seed,
+        )
     names = {int(t): t.name.lower() for t in Tissue}
     tissue = LabelMap(model.labels_on(mr_grid), mr_grid.affine, label_names=names)
     lesion_names = {inst.id: f"{inst.type}@{inst.level}" for inst in model.lesions}
@@ -439,4 +465,5 @@ def _write_case(spec: CohortSpec, index: int, folder: Path) -> None:
         lesions_mr=lesion_mr,
         lesions_ct=lesion_ct,
         montage_point_lps_mm=point if spec.montage else None,
+        failure_sct=failure,
     )

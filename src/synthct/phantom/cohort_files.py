@@ -12,6 +12,7 @@
         tissue_labels.nii.gz   ground-truth tissue labels on the MR grid
         lesion_labels.nii.gz   lesion instance ids on the MR grid (0 = none)
         lesion_labels_ct.nii.gz  the same on the CT grid (when the grids differ)
+        sct_lesions_as_csf.nii.gz  optional: the paper's failure, lesions rendered as CSF
         case.json          spine, lesions (type, level, centre, diameters, HU), grids, seeds,
                            the CT-to-MR rigid offset and a checksum of every voxel array
         montage.png        optional: axial and sagittal CT and echoes, lesions outlined
@@ -38,7 +39,7 @@ from numpy.typing import ArrayLike
 from synthct.errors import ReadError
 from synthct.io import read_volume, write_volume
 from synthct.io.atomic import write_json_atomic
-from synthct.volume import CTVolume, LabelMap, MRProtocol, MultiEchoMR, Volume
+from synthct.volume import CTVolume, LabelMap, MRProtocol, MultiEchoMR, SyntheticCT, Volume
 
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"
@@ -48,6 +49,7 @@ TISSUE_FILE = "tissue_labels.nii.gz"
 LESION_FILE = "lesion_labels.nii.gz"
 LESION_CT_FILE = "lesion_labels_ct.nii.gz"
 MONTAGE_FILE = "montage.png"
+FAILURE_SCT_FILE = "sct_lesions_as_csf.nii.gz"
 MANIFEST_COLUMNS = (
     "case_id",
     "ct",
@@ -57,6 +59,7 @@ MANIFEST_COLUMNS = (
     "lesion_labels_ct",
     "n_lesions",
     "lesion_types",
+    "sct_failure",
 )
 
 
@@ -88,6 +91,7 @@ def write_case_files(
     lesions_mr: LabelMap,
     lesions_ct: LabelMap | None = None,
     montage_point_lps_mm: ArrayLike | None = None,
+    failure_sct: CTVolume | None = None,
 ) -> None:
     """Write one case in the cohort layout; ``case.json`` (``meta`` + files) goes last.
 
@@ -115,6 +119,9 @@ def write_case_files(
     outputs += [(tissue, folder / TISSUE_FILE), (lesions_mr, folder / LESION_FILE)]
     if lesions_ct is not None:
         outputs.append((lesions_ct, folder / LESION_CT_FILE))
+    if failure_sct is not None:
+        failure_sct = SyntheticCT(np.rint(failure_sct.array).astype(np.int16), failure_sct.affine)
+        outputs.append((failure_sct, folder / FAILURE_SCT_FILE))
     # gzip compression dominates writing and releases the GIL: write files side by side.
     with ThreadPoolExecutor(max_workers=min(len(outputs), os.cpu_count() or 1)) as pool:
         list(pool.map(lambda item: write_volume(*item), outputs))
@@ -127,6 +134,8 @@ def write_case_files(
         checksums[name] = array_checksum(mr.echo(e))
     if lesions_ct is not None:
         checksums[LESION_CT_FILE] = array_checksum(lesions_ct)
+    if failure_sct is not None:
+        checksums[FAILURE_SCT_FILE] = array_checksum(failure_sct)
     if montage_point_lps_mm is not None:
         from synthct.report.montage import save_montage
 
@@ -152,6 +161,7 @@ def write_case_files(
             "tissue_labels": TISSUE_FILE,
             "lesion_labels": LESION_FILE,
             "lesion_labels_ct": LESION_CT_FILE if lesions_ct is not None else LESION_FILE,
+            "sct_failure": FAILURE_SCT_FILE if failure_sct is not None else "",
         },
         "checksums_sha256": checksums,
     }
@@ -256,6 +266,19 @@ class PhantomCase:
         """Ground-truth tissue labels on the MR grid."""
         return self._labels(TISSUE_FILE)
 
+    def failure_sct(self) -> SyntheticCT:
+        """The paper's failure sCT (lesions rendered as CSF), when the cohort has it."""
+        name = self.meta["files"].get("sct_failure")
+        if not name:
+            raise ReadError(
+                "this case has no failure sCT",
+                path=self.folder,
+                fix="generate the cohort with failure_sct=True (--failure-sct)",
+            )
+        volume = read_volume(self.folder / name, kind="sct")
+        assert isinstance(volume, SyntheticCT)
+        return volume
+
     def lesion_labels(self, *, grid: str = "mr") -> LabelMap:
         """Lesion instance ids on the MR grid (``grid="mr"``) or on the CT grid (``"ct"``)."""
         name = (
@@ -289,4 +312,5 @@ def manifest_row(cohort: Path, case_dir: Path) -> dict[str, Any]:
         "lesion_labels_ct": f"{rel}/{f['lesion_labels_ct']}",
         "n_lesions": len(meta.get("lesions", [])),
         "lesion_types": ";".join(str(x["type"]) for x in meta.get("lesions", [])),
+        "sct_failure": f"{rel}/{f['sct_failure']}" if f.get("sct_failure") else "",
     }
