@@ -123,7 +123,9 @@ def write_dicom_series(
     }
     for keyword, uid in uids.items():
         _check_uid(uid, keyword, final)
-    base = _base_dataset(volume, patient_id, patient_name or patient_id, series_number)
+    # A family^given name (DICOM PN) even when only an id is known: "SYNTHCT^".
+    name = patient_name or f"{patient_id}^"
+    base = _base_dataset(volume, patient_id, name, series_number)
     for keyword, uid in uids.items():
         setattr(base, keyword, uid)
     base.SeriesDescription = _description(volume, series_description)

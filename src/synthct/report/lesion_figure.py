@@ -30,6 +30,7 @@ References
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Mapping
@@ -71,6 +72,7 @@ MIN_HALF_WIDTH_MM = 12.0
 _ROI_COLOR = "yellow"
 _SEGMENTATION_COLOR = "cyan"
 _LINE_COLOR = "red"
+_TEXT_BOX = {"facecolor": "black", "alpha": 0.6, "pad": 2, "linewidth": 0}
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,7 @@ class Panel:
     window: tuple[float, float]
     roi: NDArray[np.bool_] | None = None
     segmentation: NDArray[np.bool_] | None = None
-    lines: list[tuple[tuple[float, float], tuple[float, float], str]] = field(
-        default_factory=list
-    )
+    lines: list[tuple[tuple[float, float], tuple[float, float], str]] = field(default_factory=list)
 
 
 def _voxel_points(mask: ArrayLike, affine: ArrayLike) -> tuple[NDArray[np.int64], NDArray[Any]]:
@@ -138,10 +138,8 @@ def axial_feret_line(mask: ArrayLike, *, affine: ArrayLike) -> MeasuredLine | No
         if len(points) < 2:
             continue
         candidates = points
-        try:
+        with contextlib.suppress(QhullError):  # collinear points have no hull: use them all
             candidates = points[ConvexHull(points).vertices]
-        except QhullError:  # collinear: use every point
-            pass
         distances = cdist(candidates, candidates)
         i, j = np.unravel_index(int(np.argmax(distances)), distances.shape)
         length = float(distances[i, j])
@@ -178,10 +176,17 @@ def _get(lesion: Mapping[str, Any], key: str, default: Any = None) -> Any:
     return value
 
 
-def _number(value: Any, fmt: str = ".1f") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a" if value is None or math.isnan(value) else ("+inf" if value > 0 else "-inf")
-    return format(float(value), fmt)
+def _number(value: Any) -> str:
+    """One decimal; "n/a" for a missing value or NaN, "+inf"/"-inf"; no "-0.0"."""
+    if value is None:
+        return "n/a"
+    number = float(value)
+    if math.isnan(number):
+        return "n/a"
+    if math.isinf(number):
+        return "+inf" if number > 0 else "-inf"
+    text = f"{number:.1f}"
+    return text.lstrip("-") if float(text) == 0 else text
 
 
 def _visibility_text(visible: Any, cnr: Any) -> str:
@@ -209,7 +214,7 @@ def _best_echo(mri: Volume, masks: LesionMasks | None, lesion: Mapping[str, Any]
         return int(echo)
     if masks is None or not masks.shell.any():
         return 0
-    box = Geometry(masks.roi.shape, masks.affine)  # type: ignore[arg-type]
+    box = Geometry(masks.roi.shape, masks.affine)
     best, best_cnr = 0, -1.0
     for n in range(mri.shape[0]):
         values = resample_to(mri.echo(n), box).array  # type: ignore[attr-defined]
@@ -247,9 +252,7 @@ def _mask_slice(
     if mask is None or masks is None or not mask.any():
         return None
     labels = LabelMap(mask.astype(np.uint8), masks.affine)
-    image, _ = extract_slice(
-        labels, plane, center, pixel_mm=pixel_mm, half_width_mm=half_width_mm
-    )
+    image, _ = extract_slice(labels, plane, center, pixel_mm=pixel_mm, half_width_mm=half_width_mm)
     return image > 0
 
 
@@ -282,8 +285,9 @@ def _lines(
     if line is None:
         return []
     label = f"{kind} {line.length_mm:.1f} mm"
-    if plane == "axial" and abs(line.start_lps_mm[2] - center[2]) > 1e-6:
-        label += f" (at S {line.start_lps_mm[2]:.1f})"
+    half_slice_mm = float(np.abs(masks.affine[2, :3]).max()) / 2
+    if plane == "axial" and abs(line.start_lps_mm[2] - center[2]) > half_slice_mm:
+        label += f" (max in the slice at S {line.start_lps_mm[2]:.1f} mm)"
     x, y = _display_xy(axes, center, line)
     return [(x, y, label)]
 
@@ -317,14 +321,10 @@ def lesion_panels(
     for plane in ("axial", "sagittal"):
         grid = display_geometry(ct, plane, center, pixel_mm=pixel, half_width_mm=half)
         axes = (grid.affine[:3, 0] / pixel, grid.affine[:3, 1] / pixel)
-        roi = _mask_slice(
-            None if masks is None else masks.roi, masks, plane, center, pixel, half
-        )
+        roi = _mask_slice(None if masks is None else masks.roi, masks, plane, center, pixel, half)
         panels = []
         for prefix, volume, title in (("ct", ct, "CT"), ("sct", sct, "synthetic CT")):
-            image, extent = extract_slice(
-                volume, plane, center, pixel_mm=pixel, half_width_mm=half
-            )
+            image, extent = extract_slice(volume, plane, center, pixel_mm=pixel, half_width_mm=half)
             seg_3d = None if masks is None else getattr(masks, f"{prefix}_segmentation")
             panels.append(
                 Panel(
@@ -471,18 +471,34 @@ def _draw(ax: Any, panel: Panel, title: str) -> None:
         interpolation="nearest",
     )
     if panel.roi is not None and panel.roi.any():
-        _contour(ax, panel.roi, panel.extent, colors=_ROI_COLOR, linewidths=0.8,
-                 linestyles="dashed")
+        _contour(
+            ax, panel.roi, panel.extent, colors=_ROI_COLOR, linewidths=0.8, linestyles="dashed"
+        )
     if panel.segmentation is not None and panel.segmentation.any():
-        _contour(ax, panel.segmentation, panel.extent, colors=_SEGMENTATION_COLOR,
-                 linewidths=0.8)
+        _contour(ax, panel.segmentation, panel.extent, colors=_SEGMENTATION_COLOR, linewidths=0.8)
     for n, (xs, ys, label) in enumerate(panel.lines):
         ax.plot(xs, ys, color=_LINE_COLOR, linewidth=1.5, marker="o", markersize=2.5)
-        ax.text(0.02, 0.02 + 0.07 * n, label, transform=ax.transAxes, color=_LINE_COLOR,
-                fontsize=7, va="bottom")
+        ax.text(
+            0.02,
+            0.02 + 0.07 * n,
+            label,
+            transform=ax.transAxes,
+            color=_LINE_COLOR,
+            fontsize=7,
+            va="bottom",
+            bbox=_TEXT_BOX,
+        )
     if panel.text:
-        ax.text(0.02, 0.98, panel.text, transform=ax.transAxes, color="white", fontsize=7,
-                va="top", bbox={"facecolor": "black", "alpha": 0.55, "pad": 2, "linewidth": 0})
+        ax.text(
+            0.02,
+            0.98,
+            panel.text,
+            transform=ax.transAxes,
+            color="white",
+            fontsize=7,
+            va="top",
+            bbox=_TEXT_BOX,
+        )
     left, right, bottom, top = panel.extent
     ax.set_xlim(left, right)
     ax.set_ylim(bottom, top)

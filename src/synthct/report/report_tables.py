@@ -33,11 +33,10 @@ __all__ = [
 MISSING = "\u2014"
 
 #: Statuses of ``cases.csv`` that mean the case produced results.
-OK_STATUSES = frozenset({"ok", "success", "succeeded", "done", "completed"})
-#: ``cases.csv`` columns that are not image metrics.
-_NOT_METRICS = frozenset(
-    {"case_id", "status", "conventions", "error", "reason", "error_type", "stage", "message"}
-)
+OK_STATUSES = frozenset({"ok", "reused", "success", "succeeded", "done", "completed"})
+#: ``cases.csv`` columns shown as image metrics: these prefixes (ImageMetrics.to_dict keys).
+_METRIC_PREFIXES = ("mae_", "mean_error_", "psnr_", "ms_ssim", "bone_dice_")
+_METRIC_NAMES = frozenset({"body_volume_ml"})
 
 
 def as_bool(value: Any) -> bool | None:
@@ -176,26 +175,36 @@ def visibility_rows(statistics: Mapping[str, Any] | None) -> list[dict[str, str]
     visibility = (statistics or {}).get("visibility")
     if not visibility:
         return []
-    count = {k: format_value(visibility.get(f"{k}_count"), 0) for k in
-             ("both_visible", "ct_only_visible", "sct_only_visible", "neither_visible")}
+    count = {
+        k: format_value(visibility.get(f"{k}_count"), 0)
+        for k in ("both_visible", "ct_only_visible", "sct_only_visible", "neither_visible")
+    }
     return [
-        {"ct": "visible on CT", "sct_yes": count["both_visible"],
-         "sct_no": count["ct_only_visible"]},
-        {"ct": "not visible on CT", "sct_yes": count["sct_only_visible"],
-         "sct_no": count["neither_visible"]},
+        {
+            "ct": "visible on CT",
+            "sct_yes": count["both_visible"],
+            "sct_no": count["ct_only_visible"],
+        },
+        {
+            "ct": "not visible on CT",
+            "sct_yes": count["sct_only_visible"],
+            "sct_no": count["neither_visible"],
+        },
     ]
 
 
 def image_metric_columns(cases: pd.DataFrame) -> list[str]:
-    """The image-metric columns of ``cases.csv`` to show: numbers, voxel counts left out."""
-    columns = []
-    for column in cases.columns:
-        name = str(column)
-        if name in _NOT_METRICS or name.startswith("voxels_") or name == "body_voxels":
-            continue
-        if pd.api.types.is_numeric_dtype(cases[column]) or cases[column].isna().all():
-            columns.append(name)
-    return columns
+    """The image-metric columns of ``cases.csv``, in table order.
+
+    Those of :meth:`synthct.validation.image_metrics.ImageMetrics.to_dict` (MAE, mean error,
+    PSNR, MS-SSIM, per-tissue MAE, bone Dice, body volume); voxel counts and the pipeline's
+    other columns (lesion counts, alignment, grid) are left out.
+    """
+    return [
+        str(c)
+        for c in cases.columns
+        if str(c).startswith(_METRIC_PREFIXES) or str(c) in _METRIC_NAMES
+    ]
 
 
 def _metric_decimals(column: str) -> int:
@@ -211,10 +220,22 @@ def image_metric_rows(
     for record in cases.to_dict(orient="records"):
         case_id = str(record.get("case_id"))
         if case_id in failed:
-            rows.append({"case_id": case_id, "status": "failed", "reason": failed[case_id],
-                         "values": [MISSING] * len(wanted)})
+            rows.append(
+                {
+                    "case_id": case_id,
+                    "status": "failed",
+                    "reason": failed[case_id],
+                    "values": [MISSING] * len(wanted),
+                }
+            )
             continue
         values = [format_value(record.get(c), _metric_decimals(c)) for c in wanted]
-        rows.append({"case_id": case_id, "status": str(record.get("status", "ok")),
-                     "reason": "", "values": values})
+        rows.append(
+            {
+                "case_id": case_id,
+                "status": str(record.get("status", "ok")),
+                "reason": "",
+                "values": values,
+            }
+        )
     return rows

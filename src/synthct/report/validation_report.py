@@ -11,9 +11,10 @@ Input folder (written by the validation pipeline)
     :meth:`synthct.validation.image_metrics.ImageMetrics.to_dict` (``conventions`` as a JSON
     string, shown once in the settings).
 ``statistics.json``
-    :meth:`synthct.validation.statistics.CohortStatistics.to_dict` with ``results_paragraph``
-    added (also accepted under a ``"cohort"`` key); ``{"error": "..."}`` when the statistics
-    could not be computed (e.g. fewer than 2 lesions); may be absent.
+    ``{"cohort": CohortStatistics.to_dict(), "results_paragraph": ..., "error": ...}`` (see
+    :mod:`synthct.validation.statistics`; the cohort's keys may also stand at the top level);
+    ``error`` says why there are no statistics (e.g. fewer than 2 lesions). Strict JSON
+    (NaN as null) is read as well. May be absent.
 ``settings.json``
     The exact settings and conventions of the run, shown as they are.
 ``failures.csv`` (optional)
@@ -192,7 +193,7 @@ def _cohort(statistics: dict[str, Any] | None) -> tuple[dict[str, Any] | None, s
     """Cohort dictionary, results paragraph and error text of ``statistics.json``."""
     if not statistics:
         return None, "", "statistics.json is missing"
-    cohort = statistics.get("cohort", statistics)
+    cohort = statistics.get("cohort") or statistics
     paragraph = str(statistics.get("results_paragraph") or cohort.get("results_paragraph") or "")
     error = str(statistics.get("error") or "")
     if "comparisons" not in cohort and "visibility" not in cohort:
@@ -224,29 +225,63 @@ def _plots(
         label = str(comparison.get("label", name))
         u = f"_{unit_key(unit)}" if unit_key(unit) else ""
         limits = {
-            key: float(comparison.get(f"bland_altman_{key}{u}", math.nan))
+            key: _float(comparison.get(f"bland_altman_{key}{u}"))
             for key in ("bias", "loa_lower", "loa_upper")
         }
         path = bland_altman_figure(
-            folder / f"bland_altman_{name}.png", ct, sct, unit=unit, label=label,
-            point_labels=labels, dpi=dpi, **limits,
+            folder / f"bland_altman_{name}.png",
+            ct,
+            sct,
+            unit=unit,
+            label=label,
+            point_labels=labels,
+            dpi=dpi,
+            **limits,
         )
-        plots.append(_plot(path, outputs.root, embed, f"Bland-Altman plot of {label} (sCT - CT "
-                           "against the mean), bias and limits of agreement from the statistics."))
+        plots.append(
+            _plot(
+                path,
+                outputs.root,
+                embed,
+                f"Bland-Altman plot of {label} (sCT - CT "
+                "against the mean), bias and limits of agreement from the statistics.",
+            )
+        )
         path = paired_values_figure(
-            folder / f"values_{name}.png", ct, sct, point_labels=labels, unit=unit, label=label,
+            folder / f"values_{name}.png",
+            ct,
+            sct,
+            point_labels=labels,
+            unit=unit,
+            label=label,
             dpi=dpi,
         )
         plots.append(_plot(path, outputs.root, embed, f"{label} on CT and sCT, per lesion."))
     if {"ct_cnr", "sct_cnr"} <= set(lesions.columns):
         threshold = float(_setting(outputs.settings, "rose_threshold", 3.0))
         path = visibility_figure(
-            folder / "visibility_cnr.png", lesions["ct_cnr"].astype(float),
-            lesions["sct_cnr"].astype(float), point_labels=labels, threshold=threshold, dpi=dpi,
+            folder / "visibility_cnr.png",
+            lesions["ct_cnr"].astype(float),
+            lesions["sct_cnr"].astype(float),
+            point_labels=labels,
+            threshold=threshold,
+            dpi=dpi,
         )
-        plots.append(_plot(path, outputs.root, embed, "|CNR| of each lesion on CT and sCT; "
-                           f"dashed: the visibility threshold |CNR| = {threshold:g}."))
+        plots.append(
+            _plot(
+                path,
+                outputs.root,
+                embed,
+                "|CNR| of each lesion on CT and sCT; "
+                f"dashed: the visibility threshold |CNR| = {threshold:g}.",
+            )
+        )
     return plots
+
+
+def _float(value: Any) -> float:
+    """A number from JSON; NaN for null (strict JSON writes NaN and infinities as null)."""
+    return math.nan if value is None else float(value)
 
 
 def _plot(path: Path, root: Path, embed: bool, caption: str) -> dict[str, str | None]:
@@ -266,23 +301,29 @@ def _setting(settings: Any, key: str, default: Any) -> Any:
 
 
 def _lesion_figures(outputs: ValidationOutputs, *, embed: bool) -> list[dict[str, Any]]:
-    figures = []
-    for case_id, lesion_id in zip(outputs.lesions["case_id"], outputs.lesions["lesion_id"],
-                                  strict=True):
+    figures: list[dict[str, Any]] = []
+    if outputs.lesions.empty:
+        return figures
+    for case_id, lesion_id in zip(
+        outputs.lesions["case_id"], outputs.lesions["lesion_id"], strict=True
+    ):
         name = f"lesion-{int(lesion_id)}.png"
         path = outputs.root / "cases" / str(case_id) / name
-        figures.append({
-            "case_id": str(case_id),
-            "lesion_id": int(lesion_id),
-            "src": _image_source(path, outputs.root, embed=embed),
-            "alt": f"cases/{case_id}/{name}",
-        })
+        figures.append(
+            {
+                "case_id": str(case_id),
+                "lesion_id": int(lesion_id),
+                "src": _image_source(path, outputs.root, embed=embed),
+                "alt": f"cases/{case_id}/{name}",
+            }
+        )
     return figures
 
 
 def _failure_rows(outputs: ValidationOutputs) -> tuple[list[str], list[dict[str, Any]]]:
-    extra = [str(c) for c in outputs.failures.columns
-             if c != "case_id" and c not in _REASON_COLUMNS]
+    extra = [
+        str(c) for c in outputs.failures.columns if c != "case_id" and c not in _REASON_COLUMNS
+    ]
     by_case = {str(r["case_id"]): r for r in outputs.failures.to_dict(orient="records")}
     rows = []
     for case_id, reason in outputs.failed.items():
