@@ -1,0 +1,209 @@
+"""`synthct validate`: lesion-by-lesion validation of synthetic CTs against CT, for a cohort."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from synthct.cli import app, console, err_console, reports_errors
+
+if TYPE_CHECKING:
+    from synthct.validation.case import ValidationSettings
+    from synthct.validation.manifest import Manifest
+    from synthct.validation.runner import RunSummary
+
+#: Exit code when the run finished but some cases failed.
+EXIT_CASES_FAILED = 1
+#: Exit code after Ctrl-C (128 + SIGINT), as shells use.
+EXIT_INTERRUPTED = 130
+
+_MANIFEST_HELP = (
+    "CSV or YAML manifest, one case per row: case_id, ct, sct, and optionally mri (file, DICOM "
+    "folder, or echo files separated by ';'), lesions (label map) or lesion_points "
+    "('L,P,S,r; L,P,S,r' in LPS mm), body_mask, notes. Paths are relative to the manifest."
+)
+
+
+@app.command()
+@reports_errors
+def validate(
+    manifest: Annotated[
+        Path | None, typer.Argument(help=_MANIFEST_HELP, show_default=False)
+    ] = None,
+    *,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created).")],
+    ct: Annotated[
+        Path | None, typer.Option(help="Single case: the CT (file or DICOM folder).")
+    ] = None,
+    sct: Annotated[Path | None, typer.Option(help="Single case: the synthetic CT.")] = None,
+    mri: Annotated[
+        list[Path] | None, typer.Option(help="Single case: MRI source; repeat once per echo file.")
+    ] = None,
+    lesions: Annotated[Path | None, typer.Option(help="Single case: lesion label map.")] = None,
+    lesion_points: Annotated[
+        str | None, typer.Option(help="Single case: lesions as 'L,P,S,r; L,P,S,r' (LPS mm).")
+    ] = None,
+    body_mask: Annotated[Path | None, typer.Option(help="Single case: body mask.")] = None,
+    case_id: Annotated[str, typer.Option(help="Single case: its id.")] = "case",
+    register: Annotated[
+        bool, typer.Option("--register", help="Register each sCT rigidly to its CT first (MI).")
+    ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Local Dask worker processes (default: the machine's cores; 0: no cluster).",
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of an existing Dask scheduler to run on.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Reuse finished cases whose inputs and settings are unchanged.")
+    ] = True,
+    figures: Annotated[bool, typer.Option(help="Draw a figure per lesion.")] = True,
+    report: Annotated[bool, typer.Option(help="Write the HTML report when available.")] = True,
+    check_hu: Annotated[
+        bool, typer.Option(help="Reject a CT or sCT whose values are not Hounsfield units.")
+    ] = True,
+    require_files: Annotated[
+        bool, typer.Option(help="Stop before running when any input file is missing.")
+    ] = False,
+) -> None:
+    """Validate sCTs against CT: image metrics, each lesion on CT and sCT, cohort statistics.
+
+    Writes lesions, cases and image_metrics_long tables (CSV and Parquet), metrics.json,
+    statistics.json, settings.json and failures.csv into OUT, and each case under OUT/cases/.
+
+    A rerun into the same folder recomputes only new, changed or failed cases.
+
+    Exit code: 0 when every case was validated, 1 when some failed, 2 on bad input.
+    """
+    from synthct.errors import SynthctError
+    from synthct.validation.case import ValidationSettings
+    from synthct.validation.manifest import Manifest, case_from_paths, read_manifest
+
+    single = [ct, sct, mri, lesions, lesion_points, body_mask]
+    if manifest is not None and any(v for v in single):
+        raise SynthctError(
+            "give either a manifest or the single-case options (--ct, --sct, ...), not both",
+            path=str(manifest),
+            fix="drop the manifest argument or the --ct/--sct/... options",
+        )
+    if manifest is not None:
+        cases = read_manifest(manifest, require_files=require_files)
+    elif ct is not None and sct is not None:
+        one = case_from_paths(
+            case_id=case_id,
+            ct=ct,
+            sct=sct,
+            mri=mri or (),
+            lesions=lesions,
+            lesion_points=lesion_points,
+            body_mask=body_mask,
+        )
+        cases = Manifest(cases=(one,))
+        if require_files:
+            cases.require_files()
+    else:
+        raise SynthctError(
+            "nothing to validate",
+            path="command line",
+            fix="pass a manifest (synthct validate cases.csv --out DIR) or a single case "
+            "(synthct validate --ct CT --sct SCT [--mri MRI] [--lesions MASK] --out DIR)",
+        )
+    settings = ValidationSettings(rigid_registration=register, check_hu=check_hu)
+    try:
+        summary = _run(cases, out, settings, workers, scheduler, resume, figures, report)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"[yellow]interrupted:[/] finished cases are saved in {out / 'cases'}; run the same "
+            "command again to resume (only the missing cases are computed)",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    _print_summary(summary)
+    if summary.failures:
+        raise typer.Exit(EXIT_CASES_FAILED)
+
+
+def _run(
+    cases: Manifest,
+    out: Path,
+    settings: ValidationSettings,
+    workers: int | None,
+    scheduler: str | None,
+    resume: bool,
+    figures: bool,
+    report: bool,
+) -> RunSummary:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from synthct.validation.runner import CaseProgress, run_validation
+
+    n_cases = len(cases.cases)
+    with Progress(
+        TextColumn("[bold]validate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err_console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("", total=n_cases)
+
+        def on_progress(event: CaseProgress) -> None:
+            style = {"ok": "green", "reused": "cyan", "failed": "red"}[event.status]
+            bar.update(task, completed=event.done, description=f"[{style}]{event.case_id}")
+            if event.status == "failed":
+                bar.console.print(f"[red]failed:[/] {event.error}", highlight=False)
+
+        return run_validation(
+            cases,
+            out,
+            settings,
+            n_workers=workers,
+            scheduler_address=scheduler,
+            resume=resume,
+            progress=on_progress,
+            figures=figures,
+            report_writer="auto" if report else None,
+        )
+
+
+def _print_summary(summary: RunSummary) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    n = len(summary.results)
+    table.add_row("cases", f"{n} ({summary.n_ok} ok, {len(summary.failures)} failed)")
+    table.add_row(
+        "computed / reused",
+        f"{len(summary.computed)} / {len(summary.reused)}"
+        + (f" on {summary.workers} Dask worker(s)" if summary.workers else ""),
+    )
+    for modality, label in (("ct", "visible on CT"), ("sct", "visible on sCT"), ("mri", "on MRI")):
+        if modality in summary.visibility:
+            k, total = summary.visibility[modality]
+            table.add_row(label, f"{k}/{total} lesions")
+    table.add_row("output", str(summary.out_dir))
+    if summary.report is not None:
+        table.add_row("report", str(summary.report))
+    if summary.report_error:
+        table.add_row("report", f"[yellow]not written: {summary.report_error}")
+    table.add_row("time", f"{summary.wall_s:.1f} s")
+    console.print(table)
+    if summary.results_paragraph:
+        console.print()
+        console.print(summary.results_paragraph, highlight=False, soft_wrap=True)
+    if summary.failures:
+        console.print()
+        console.print(f"[bold red]{len(summary.failures)} case(s) failed[/] (failures.csv):")
+        for failed in summary.failures:
+            console.print(f"  {failed.error}", highlight=False, soft_wrap=True)

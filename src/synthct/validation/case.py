@@ -1,0 +1,599 @@
+"""One validation case: read, check, align, image metrics, lesion metrics, rows for the tables.
+
+:func:`validate_case` runs the whole chain for a :class:`~synthct.validation.manifest.CaseSpec`
+and never raises for bad input: a case that fails returns a :class:`CaseResult` with status
+``"failed"``, the reason (naming the case, the column and the file, and the fix) and no
+results. :func:`compute_case` is the same chain raising :class:`CaseFailure`.
+
+Stages (each timed in ``CaseResult.timings_s``):
+
+1. ``read``: CT and sCT as CT kinds with the Hounsfield check (raw stored values 0..4095 or an
+   MR passed as CT fail here), the MRI (one file/folder, or one file per echo stacked in the
+   order given), the lesion label map and the body mask as label maps; NaN voxels fail.
+2. ``body_mask``: the given mask, or one derived from the CT
+   (:func:`~synthct.validation.body_mask.body_mask_from_ct`).
+3. ``align``: sCT/MRI/mask onto the CT grid, registered first with ``register``
+   (:mod:`synthct.validation.alignment`).
+4. ``image_metrics``: inside the body mask intersected with the sCT's field of view.
+5. ``lesion_metrics``: every lesion, on CT and sCT in the same ROI, with the MRI when given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from synthct.errors import SynthctError, VolumeKindError
+from synthct.validation.alignment import (
+    DEFAULT_MIN_OVERLAP_FRACTION,
+    Alignment,
+    RegistrationSettings,
+    align_sct,
+    label_map_on_grid,
+    mri_on_grid,
+)
+from synthct.validation.body_mask import DEFAULT_BODY_THRESHOLD_HU, axial_axis, body_mask_from_ct
+from synthct.validation.image_metrics import (
+    BONE_THRESHOLDS_HU,
+    HU_RANGE,
+    TISSUE_EDGES_HU,
+    image_metrics,
+)
+from synthct.validation.lesion_metrics import LesionMasks, LesionResult, measure_lesions
+from synthct.validation.lesion_settings import LesionSettings
+from synthct.validation.manifest import CaseSpec
+from synthct.volume import CTVolume, LabelMap, MRProtocol, MultiEchoMR, Volume
+
+__all__ = [
+    "CaseFailure",
+    "CaseResult",
+    "ValidationSettings",
+    "compute_case",
+    "validate_case",
+]
+
+CaseStatus = Literal["ok", "failed"]
+#: At most this many threads for the MS-SSIM filters of one case (5 filters run in parallel).
+MAX_METRIC_THREADS = 5
+
+
+class ValidationSettings(BaseModel):
+    """Every setting of a validation run (immutable; written to ``settings.json``).
+
+    Parameters
+    ----------
+    rigid_registration : bool
+        Register each sCT rigidly to its CT before comparing (``--register``).
+    registration : RegistrationSettings
+        The registration method's parameters.
+    lesion : LesionSettings
+        Rules and thresholds of the lesion metrics.
+    check_hu : bool
+        Reject a CT or sCT whose values do not look like Hounsfield units.
+    body_threshold_hu : float
+        Threshold of the body mask derived from the CT.
+    hu_range_hu, tissue_edges_hu, bone_thresholds_hu
+        Options of :func:`~synthct.validation.image_metrics.image_metrics`.
+    min_overlap_fraction : float
+        Without registration, grids whose fields of view overlap less are different frames.
+    metric_threads : int, optional
+        Threads of the MS-SSIM filters within one case; ``None``: the machine's cores (the
+        cohort runner gives its Dask workers 1). Not part of the fingerprint.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    rigid_registration: bool = False
+    registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
+    lesion: LesionSettings = Field(default_factory=LesionSettings)
+    check_hu: bool = True
+    body_threshold_hu: float = DEFAULT_BODY_THRESHOLD_HU
+    hu_range_hu: tuple[float, float] = HU_RANGE
+    tissue_edges_hu: tuple[float, float] = TISSUE_EDGES_HU
+    bone_thresholds_hu: tuple[float, ...] = BONE_THRESHOLDS_HU
+    min_overlap_fraction: float = Field(default=DEFAULT_MIN_OVERLAP_FRACTION, ge=0, le=1)
+    metric_threads: int | None = Field(default=None, ge=1)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the settings that change results (threads excluded)."""
+        data = self.model_dump(mode="json", exclude={"metric_threads"})
+        data["registration"].pop("threads", None)
+        text = json.dumps(data, sort_keys=True)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Values plus the lesion and registration rules in words."""
+        out = self.model_dump(mode="json")
+        out["lesion"] = self.lesion.to_dict()
+        out["registration"]["rules"] = self.registration.rules()
+        return out
+
+
+class CaseFailure(SynthctError):
+    """A case that could not be validated; names the case, the stage, the column and the file."""
+
+    def __init__(
+        self,
+        case_id: str,
+        problem: str,
+        *,
+        stage: str,
+        column: str | None = None,
+        path: str | None = None,
+        fix: str | None = None,
+        error_type: str = "SynthctError",
+    ) -> None:
+        self.case_id = case_id
+        self.stage = stage
+        self.column = column
+        self.error_type = error_type
+        super().__init__(problem, path=path, fix=fix)
+
+    def _compose(self) -> str:
+        where = f"case {self.case_id!r}"
+        if self.column:
+            where += f", {self.column}"
+        if self.path and self.path != self.column:
+            where += f" ({self.path})"
+        text = f"{where}: {self.problem}"
+        if self.fix:
+            text += f"\n  Fix: {self.fix}"
+        return text
+
+
+@dataclass
+class CaseResult:
+    """The outcome of one case.
+
+    ``case_row`` and ``lesion_rows`` are flat dicts with units in the keys (``case_id`` and
+    ``lesion_id`` included); they are empty for a failed case, whose ``error`` says why.
+    ``lesion_masks`` (one per lesion row, same order) are kept in memory for figures and are
+    not part of :meth:`to_json`.
+    """
+
+    case_id: str
+    status: CaseStatus
+    error: str | None = None
+    error_type: str | None = None
+    error_stage: str | None = None
+    error_column: str | None = None
+    error_file: str | None = None
+    case_row: dict[str, Any] = field(default_factory=dict)
+    lesion_rows: list[dict[str, Any]] = field(default_factory=list)
+    image_metrics_conventions: dict[str, Any] = field(default_factory=dict)
+    registration_transform: dict[str, Any] | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    lesion_masks: list[LesionMasks] = field(default_factory=list, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the case was validated."""
+        return self.status == "ok"
+
+    def failure_row(self) -> dict[str, Any]:
+        """The row of ``failures.csv``."""
+        return {
+            "case_id": self.case_id,
+            "stage": self.error_stage,
+            "column": self.error_column,
+            "file": self.error_file,
+            "error_type": self.error_type,
+            "reason": self.error,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the masks (floats may be NaN/inf: encode before writing JSON)."""
+        return {
+            "case_id": self.case_id,
+            "status": self.status,
+            "error": self.error,
+            "error_type": self.error_type,
+            "error_stage": self.error_stage,
+            "error_column": self.error_column,
+            "error_file": self.error_file,
+            "case_row": self.case_row,
+            "lesion_rows": self.lesion_rows,
+            "image_metrics_conventions": self.image_metrics_conventions,
+            "registration_transform": self.registration_transform,
+            "inputs": self.inputs,
+            "timings_s": self.timings_s,
+            "figures": self.figures,
+            "warnings": self.warnings,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CaseResult:
+        """Inverse of :meth:`to_json` (without masks)."""
+        names = [k for k in cls.__dataclass_fields__ if k != "lesion_masks"]
+        fields: dict[str, Any] = {k: data.get(k) for k in names}
+        for key, empty in (
+            ("case_row", {}),
+            ("lesion_rows", []),
+            ("image_metrics_conventions", {}),
+            ("inputs", {}),
+            ("timings_s", {}),
+            ("figures", []),
+            ("warnings", []),
+        ):
+            if fields[key] is None:
+                fields[key] = empty
+        return cls(**fields)
+
+
+# -- reading -------------------------------------------------------------------------------------
+class _Stages:
+    """Times each stage and turns its errors into :class:`CaseFailure`."""
+
+    def __init__(self, case_id: str) -> None:
+        self.case_id = case_id
+        self.timings_s: dict[str, float] = {}
+
+    @contextmanager
+    def stage(
+        self, name: str, *, column: str | None = None, path: Path | str | None = None
+    ) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        except CaseFailure:
+            raise
+        except SynthctError as exc:
+            chosen = str(path) if path is not None else exc.path
+            problem = exc.problem
+            if exc.path and chosen and exc.path != chosen:
+                if exc.path.startswith(chosen):
+                    chosen = exc.path  # a file inside the folder, or the image's sidecar
+                else:
+                    problem = f"{exc.path}: {problem}"  # e.g. "lesion 3: ..."
+            raise CaseFailure(
+                self.case_id,
+                problem,
+                stage=name,
+                column=column,
+                path=chosen,
+                fix=exc.fix,
+                error_type=type(exc).__name__,
+            ) from exc
+        finally:
+            self.timings_s[name] = self.timings_s.get(name, 0.0) + time.perf_counter() - start
+
+
+def _require_exists(case: CaseSpec) -> None:
+    for column, path in case.missing_inputs():
+        raise CaseFailure(
+            case.case_id,
+            "no such file or folder" if not path.exists() else "cannot be read (permissions)",
+            stage="read",
+            column=column,
+            path=str(path),
+            fix="correct the path in the manifest (relative to the manifest's folder) or copy "
+            "the file there",
+            error_type="ReadError",
+        )
+
+
+def _read_mri(paths: tuple[Path, ...]) -> MultiEchoMR:
+    from synthct.io import read_volume
+
+    volumes = [read_volume(p, kind="mr", check_hu=False) for p in paths]
+    mrs = [v for v in volumes if isinstance(v, MultiEchoMR)]
+    if len(mrs) == 1:
+        return mrs[0]
+    first = mrs[0]
+    for other in mrs:
+        if other.n_echoes != 1:
+            raise VolumeKindError(
+                f"holds {other.n_echoes} echoes; several MRI files must hold one echo each",
+                path=other.source,
+                fix="give one multi-echo file, or one single-echo file per echo",
+            )
+        if other is not first:
+            first.require_same_geometry(
+                other, names=(f"echo 1 ({first.source})", str(other.source))
+            )
+    arrays = np.concatenate([np.asarray(m.array) for m in mrs], axis=0)
+    tes = [m.echo_times_ms for m in mrs]
+    protocol = None
+    if all(t is not None for t in tes):
+        base = mrs[0].protocol
+        assert base is not None
+        protocol = MRProtocol(
+            echo_times_ms=tuple(float(t[0]) for t in tes if t is not None),
+            repetition_time_ms=base.repetition_time_ms,
+            flip_angle_deg=base.flip_angle_deg,
+            field_strength_t=base.field_strength_t,
+        )
+    return MultiEchoMR(arrays, first.affine, protocol=protocol, source=";".join(map(str, paths)))
+
+
+def _as_ct(volume: Volume, what: str) -> CTVolume:
+    if not isinstance(volume, CTVolume):
+        raise VolumeKindError(f"the {what} was not read as a CT", path=volume.source)
+    return volume
+
+
+def _as_label(volume: Volume) -> LabelMap:
+    if not isinstance(volume, LabelMap):
+        raise VolumeKindError("was not read as a label map", path=volume.source)
+    return volume
+
+
+# -- the chain -----------------------------------------------------------------------------------
+def compute_case(
+    case: CaseSpec,
+    settings: ValidationSettings | None = None,
+    *,
+    figure_dir: Path | None = None,
+) -> CaseResult:
+    """Validate one case; raise :class:`CaseFailure` on bad input.
+
+    Parameters
+    ----------
+    case : CaseSpec
+        The case (absolute paths).
+    settings : ValidationSettings, optional
+        Defaults when omitted.
+    figure_dir : Path, optional
+        Write each lesion's figure (CT | sCT | MRI, :mod:`synthct.report.lesion_figure`) there
+        as ``lesion-<lesion_id>.png`` while the volumes are in memory. A figure that cannot be
+        drawn is a warning, not a failure; without the report package no figure is drawn.
+
+    Returns
+    -------
+    CaseResult
+        Status ``"ok"``, the case row, one lesion row per lesion and the lesion masks.
+    """
+    from synthct.io import read_volume
+
+    s = settings or ValidationSettings()
+    stages = _Stages(case.case_id)
+    with stages.stage("read"):
+        _require_exists(case)
+    with stages.stage("read", column="ct", path=case.ct):
+        ct = _as_ct(read_volume(case.ct, kind="ct", check_hu=s.check_hu), "CT")
+    with stages.stage("read", column="sct", path=case.sct):
+        sct = _as_ct(read_volume(case.sct, kind="sct", check_hu=s.check_hu), "sCT")
+    mri = None
+    if case.mri:
+        with stages.stage("read", column="mri", path=";".join(map(str, case.mri))):
+            mri = _read_mri(case.mri)
+    lesion_map = None
+    if case.lesions is not None:
+        with stages.stage("read", column="lesions", path=case.lesions):
+            lesion_map = _as_label(read_volume(case.lesions, kind="label", check_hu=False))
+    given_mask = None
+    if case.body_mask is not None:
+        with stages.stage("read", column="body_mask", path=case.body_mask):
+            given_mask = _as_label(read_volume(case.body_mask, kind="label", check_hu=False))
+
+    if given_mask is not None:
+        with stages.stage("body_mask", column="body_mask", path=case.body_mask):
+            given_mask = label_map_on_grid(
+                given_mask, ct.geometry, min_overlap_fraction=s.min_overlap_fraction
+            )
+            body = np.asarray(given_mask.array) > 0
+    else:
+        with stages.stage("body_mask", column="ct", path=case.ct):
+            body = body_mask_from_ct(
+                ct.array, threshold_hu=s.body_threshold_hu, axial_axis=axial_axis(ct)
+            )
+    with stages.stage("align", column="sct", path=case.sct):
+        aligned = align_sct(
+            ct,
+            sct,
+            body=body,
+            register=s.rigid_registration,
+            registration=s.registration,
+            min_overlap_fraction=s.min_overlap_fraction,
+        )
+    if mri is not None:
+        with stages.stage("align", column="mri", path=mri.source):
+            mri_aligned = mri_on_grid(
+                mri,
+                ct.geometry,
+                transform=aligned.transform,
+                min_overlap_fraction=s.min_overlap_fraction,
+            )
+        aligned = replace(aligned, mri=mri_aligned)
+    inside = body if aligned.sct_fov is None else body & aligned.sct_fov
+
+    mask_column = "body_mask" if given_mask is not None else "ct"
+    with stages.stage(
+        "image_metrics", column=mask_column, path=case.body_mask if given_mask else case.ct
+    ):
+        metrics = image_metrics(
+            ct,
+            aligned.sct,
+            body_mask=LabelMap(inside.astype(np.uint8), ct.affine),
+            hu_range=s.hu_range_hu,
+            tissue_edges_hu=s.tissue_edges_hu,
+            bone_thresholds_hu=s.bone_thresholds_hu,
+            workers=s.metric_threads or min(os.cpu_count() or 1, MAX_METRIC_THREADS),
+        ).to_dict()
+    conventions = metrics.pop("conventions")
+    conventions["mask"] = _mask_rule(s, case.body_mask, aligned)
+
+    lesions: list[LesionResult] = []
+    if lesion_map is not None or case.lesion_points:
+        column = "lesions" if lesion_map is not None else "lesion_points"
+        where = str(case.lesions) if case.lesions is not None else "lesion_points"
+        with stages.stage("lesion_metrics", column=column, path=where):
+            annotations = lesion_map if lesion_map is not None else case.points()
+            lesions = measure_lesions(
+                ct, aligned.sct, annotations, mri=aligned.mri, settings=s.lesion
+            )
+
+    figures: list[str] = []
+    warnings: list[str] = []
+    if figure_dir is not None and lesions:
+        start = time.perf_counter()
+        figures, warnings = _write_figures(figure_dir, ct, aligned, lesions)
+        stages.timings_s["figures"] = time.perf_counter() - start
+
+    lesion_rows = [_lesion_row(case.case_id, lesion, aligned) for lesion in lesions]
+    case_row = _case_row(case, ct, metrics, lesions, aligned, given_mask is not None)
+    return CaseResult(
+        case_id=case.case_id,
+        status="ok",
+        case_row=case_row,
+        lesion_rows=lesion_rows,
+        image_metrics_conventions=conventions,
+        registration_transform=(
+            None if aligned.registration is None else aligned.registration.transform_dict()
+        ),
+        inputs=_inputs(case, ct, sct, mri),
+        timings_s=stages.timings_s,
+        figures=figures,
+        warnings=warnings,
+        lesion_masks=[lesion.masks for lesion in lesions if lesion.masks is not None],
+    )
+
+
+def validate_case(
+    case: CaseSpec,
+    settings: ValidationSettings | None = None,
+    *,
+    figure_dir: Path | None = None,
+) -> CaseResult:
+    """Validate one case; bad input gives a failed :class:`CaseResult` with the reason.
+
+    Unexpected errors (bugs) are caught too, with their type and traceback's last line, so
+    that a cohort run finishes the other cases. Parameters as :func:`compute_case`.
+    """
+    start = time.perf_counter()
+    try:
+        return compute_case(case, settings, figure_dir=figure_dir)
+    except CaseFailure as exc:
+        return CaseResult(
+            case_id=case.case_id,
+            status="failed",
+            error=str(exc),
+            error_type=exc.error_type,
+            error_stage=exc.stage,
+            error_column=exc.column,
+            error_file=exc.path,
+            inputs={"case": case.describe()},
+            timings_s={"total": time.perf_counter() - start},
+        )
+    except Exception as exc:  # a bug: record it, let the other cases finish
+        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        return CaseResult(
+            case_id=case.case_id,
+            status="failed",
+            error=f"case {case.case_id!r}: internal error ({last}); please report it with the "
+            "case's files",
+            error_type=type(exc).__name__,
+            error_stage="internal",
+            inputs={"case": case.describe()},
+            timings_s={"total": time.perf_counter() - start},
+        )
+
+
+def _write_figures(
+    folder: Path, ct: CTVolume, aligned: Alignment, lesions: list[LesionResult]
+) -> tuple[list[str], list[str]]:
+    """Each lesion's figure, ``lesion-<id>.png``; problems become warnings."""
+    try:
+        from synthct.report.lesion_figure import lesion_figure
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("synthct"):
+            return [], []
+        raise
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("lesion-*.png"):
+        stale.unlink()
+    written, warnings = [], []
+    for lesion in lesions:
+        name = f"lesion-{lesion.lesion_id}.png"
+        try:
+            lesion_figure(folder / name, ct=ct, sct=aligned.sct, lesion=lesion, mri=aligned.mri)
+            written.append(name)
+        except (SynthctError, ValueError, RuntimeError) as exc:
+            warnings.append(f"lesion {lesion.lesion_id}: no figure ({exc})")
+    return written, warnings
+
+
+# -- rows ----------------------------------------------------------------------------------------
+def _mask_rule(s: ValidationSettings, given: Path | None, aligned: Alignment) -> str:
+    rule = (
+        f"given ({given}), non-zero voxels (nearest neighbour onto the CT grid)"
+        if given is not None
+        else f"derived from the CT: >= {s.body_threshold_hu:g} HU, largest 6-connected "
+        "component, 3D then axial 2D hole filling"
+    )
+    if aligned.sct_fov is not None:
+        rule += "; intersected with the sCT's field of view on the CT grid"
+    return rule
+
+
+def _fov_fraction(masks: LesionMasks | None, aligned: Alignment) -> float:
+    if masks is None or aligned.sct_fov is None:
+        return 1.0
+    roi = masks.roi
+    return float(np.count_nonzero(aligned.sct_fov[masks.box][roi])) / max(int(roi.sum()), 1)
+
+
+def _lesion_row(case_id: str, lesion: LesionResult, aligned: Alignment) -> dict[str, Any]:
+    row = {"case_id": case_id, **lesion.to_dict()}
+    row["roi_in_sct_fov_fraction"] = _fov_fraction(lesion.masks, aligned)
+    return row
+
+
+def _case_row(
+    case: CaseSpec,
+    ct: CTVolume,
+    metrics: dict[str, Any],
+    lesions: list[LesionResult],
+    aligned: Alignment,
+    mask_given: bool,
+) -> dict[str, Any]:
+    spacing = ct.spacing_mm
+    with_mri = [lesion for lesion in lesions if lesion.mri_visible is not None]
+    row: dict[str, Any] = {
+        "case_id": case.case_id,
+        "status": "ok",
+        "notes": case.notes,
+        "n_lesions": len(lesions),
+        "n_visible_ct": sum(lesion.ct.visible for lesion in lesions),
+        "n_visible_sct": sum(lesion.sct.visible for lesion in lesions),
+        "n_visible_mri": sum(bool(lesion.mri_visible) for lesion in with_mri) if with_mri else None,
+        **metrics,
+        "body_mask_given": mask_given,
+        **aligned.describe(),
+        "ct_shape": "x".join(str(n) for n in ct.spatial_shape),
+        "ct_spacing_i_mm": spacing[0],
+        "ct_spacing_j_mm": spacing[1],
+        "ct_spacing_k_mm": spacing[2],
+        "ct_orientation": ct.orientation_code,
+    }
+    return row
+
+
+def _inputs(case: CaseSpec, ct: CTVolume, sct: CTVolume, mri: Volume | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "case": case.describe(),
+        "ct_geometry": ct.geometry.to_dict(),
+        "sct_geometry": sct.geometry.to_dict(),
+    }
+    if mri is not None:
+        out["mri_geometry"] = mri.geometry.to_dict()
+        out["mri_echo_times_ms"] = (
+            list(mri.echo_times_ms)
+            if isinstance(mri, MultiEchoMR) and mri.echo_times_ms is not None
+            else None
+        )
+    return out
