@@ -388,3 +388,32 @@ def test_result_json_round_trip(tmp_path: Path) -> None:
     back = CaseResult.from_json(decode_json(json.loads(text)))
     assert math.isinf(back.case_row["psnr_db"])
     assert back.lesion_rows == result.lesion_rows
+
+
+def test_dicom_ct_gets_lesion_seg_and_sr(tmp_path: Path) -> None:
+    """A CT given as a DICOM series gets a SEG of the lesions and a TID 1500 SR beside them."""
+    from synthct.io.dicom_seg_sr import lesion_measurements_from_sr
+
+    row = write_case(tmp_path, "dicom", lesion_hu=[600.0], sct="csf")
+    ct = read_volume(tmp_path / row["ct"])
+    assert isinstance(ct, CTVolume)
+    write_volume(ct, tmp_path / "dicom" / "ct_dicom", patient_id="PHANTOM")
+    case = CaseSpec(
+        case_id="dicom",
+        ct=tmp_path / "dicom" / "ct_dicom",
+        sct=tmp_path / row["sct"],
+        lesions=tmp_path / row["lesions"],
+    )
+    result = compute_case(case, ValidationSettings(), figure_dir=tmp_path / "out")
+    assert {"lesions.seg.dcm", "lesions.sr.dcm"} <= set(result.figures)
+    import pydicom
+
+    seg = pydicom.dcmread(tmp_path / "out" / "lesions.seg.dcm")
+    assert seg.Modality == "SEG" and len(seg.SegmentSequence) == 1
+    by_image = {
+        r["image"]: r for r in lesion_measurements_from_sr(tmp_path / "out" / "lesions.sr.dcm")
+    }
+    lesion = result.lesion_rows[0]
+    assert by_image["ct"]["mean_hu"] == pytest.approx(lesion["ct_mean_hu"], rel=1e-6)
+    assert by_image["sct"]["mean_hu"] == pytest.approx(lesion["sct_mean_hu"], rel=1e-6)
+    assert by_image["ct"]["visible"] and not by_image["sct"]["visible"]

@@ -444,6 +444,13 @@ def compute_case(
         figures, warnings = _write_figures(figure_dir, ct, aligned, lesions)
         stages.timings_s["figures"] = time.perf_counter() - start
 
+    if figure_dir is not None and lesions and Path(case.ct).is_dir():
+        start = time.perf_counter()
+        dicom_files, dicom_warnings = _write_dicom_outputs(figure_dir, Path(case.ct), ct, lesions)
+        figures += dicom_files
+        warnings += dicom_warnings
+        stages.timings_s["dicom_outputs"] = time.perf_counter() - start
+
     lesion_rows = [_lesion_row(case.case_id, lesion, aligned) for lesion in lesions]
     case_row = _case_row(case, ct, metrics, lesions, aligned, given_mask is not None)
     return CaseResult(
@@ -501,6 +508,36 @@ def validate_case(
             inputs={"case": case.describe()},
             timings_s={"total": time.perf_counter() - start},
         )
+
+
+#: DICOM outputs written next to the figures when the CT is a DICOM series.
+SEG_FILE = "lesions.seg.dcm"
+SR_FILE = "lesions.sr.dcm"
+
+
+def _write_dicom_outputs(
+    folder: Path, ct_folder: Path, ct: CTVolume, lesions: list[LesionResult]
+) -> tuple[list[str], list[str]]:
+    """DICOM SEG of the lesion ROIs and a TID 1500 SR of their measurements.
+
+    Both reference the input CT series; problems (e.g. a de-identified series without UIDs)
+    become warnings, since the tables hold the same results.
+    """
+    from synthct.io.dicom_seg_sr import masks_from_results, write_lesion_seg, write_lesion_sr
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    try:
+        masks = masks_from_results(lesions, ct.spatial_shape)
+        seg_path = None
+        if masks:
+            seg_path = write_lesion_seg(ct_folder, masks, folder / SEG_FILE, affine=ct.affine)
+            written.append(seg_path.name)
+        sr_path = write_lesion_sr(ct_folder, lesions, folder / SR_FILE, seg=seg_path)
+        written.append(sr_path.name)
+    except SynthctError as exc:
+        return written, [f"DICOM SEG/SR not written: {exc.problem}"]
+    return written, []
 
 
 def _write_figures(
