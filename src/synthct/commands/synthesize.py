@@ -1,0 +1,128 @@
+"""`synthct synthesize`: a synthetic CT (and uncertainty maps) from multi-echo MRI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from synthct.cli import app, console, err_console, reports_errors
+
+
+def _patch_size(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    from synthct.synthesis.errors import SynthesisInputError
+
+    parts = text.replace("x", ",").split(",")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or min(values) < 1:
+        raise SynthesisInputError(
+            f"cannot read the window size {text!r}",
+            path="--patch-size",
+            fix="give one or three positive integers, e.g. 64 or 64,64,32",
+        )
+    return (values[0], values[1], values[2])
+
+
+@app.command()
+@reports_errors
+def synthesize(
+    mr: Annotated[
+        list[Path],
+        typer.Argument(help="The MRI: one 4D multi-echo file, or one file per echo in order."),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="sCT file (.nii.gz, .nrrd, .mha).")
+    ],
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model folder (repeat for an ensemble), or 'baseline' for the tissue-class "
+            "bulk-HU baseline.",
+        ),
+    ],
+    uncertainty: Annotated[
+        bool,
+        typer.Option(
+            "--uncertainty/--no-uncertainty",
+            help="Also write aleatoric, epistemic and total SD maps (HU) beside the sCT.",
+        ),
+    ] = False,
+    mc_passes: Annotated[
+        int | None, typer.Option(help="MC-dropout passes for the epistemic SD.", min=2)
+    ] = None,
+    patch_size: Annotated[
+        str | None, typer.Option(help="Window size in voxels, e.g. 64 or 64,64,32.")
+    ] = None,
+    overlap: Annotated[
+        float | None, typer.Option(help="Window overlap fraction in [0, 1).", min=0.0, max=0.99)
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Windows per forward pass.", min=1)] = None,
+    mask: Annotated[
+        bool | None,
+        typer.Option("--mask/--no-mask", help="Set voxels outside the MRI body mask to air."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seed of the MC-dropout masks.")] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing outputs.")
+    ] = True,
+) -> None:
+    """Synthesise a CT in HU on the MRI grid with a trained model or the baseline."""
+    import warnings
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from synthct.synthesis.errors import OutOfDomainWarning, SynthesisInputError
+    from synthct.synthesis.manifest import read_multi_echo
+    from synthct.synthesis.synthesizer import SynthesisModel, load_synthesizer
+
+    if len(model) > 1 and "baseline" in model:
+        raise SynthesisInputError(
+            "'baseline' cannot be part of an ensemble",
+            path="--model",
+            fix="pass either 'baseline' or one or more model folders",
+        )
+    synthesizer = load_synthesizer(model[0] if model == ["baseline"] else model, device=device)
+    volume = read_multi_echo(mr)
+    columns = (TextColumn("[bold]synthesising"), BarColumn(), MofNCompleteColumn())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OutOfDomainWarning)
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("windows", total=None)
+
+            def show(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            if isinstance(synthesizer, SynthesisModel):
+                result = synthesizer.synthesize(
+                    volume,
+                    uncertainty=uncertainty,
+                    progress=show,
+                    mc_passes=mc_passes,
+                    patch_size=_patch_size(patch_size),
+                    overlap=overlap,
+                    batch_size=batch_size,
+                    mask_outside_body=mask,
+                    seed=seed,
+                )
+            else:
+                result = synthesizer.synthesize(volume, uncertainty=uncertainty, progress=show)
+    for w in caught:
+        label = "out of domain" if issubclass(w.category, OutOfDomainWarning) else "warning"
+        err_console.print(f"[bold yellow]{label}:[/] {w.message}", highlight=False)
+    written = result.write(output, overwrite=overwrite)
+    lo, hi = result.sct.value_range()
+    console.print(f"sCT ({synthesizer.name}): [bold]{written['sct']}[/]  {lo:.0f} .. {hi:.0f} HU")
+    for name, path in written.items():
+        if name != "sct":
+            console.print(f"{name.replace('_', ' ')} (HU): {path}")

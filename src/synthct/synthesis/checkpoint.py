@@ -1,0 +1,98 @@
+"""Training checkpoints and the CSV training log, both written atomically.
+
+A checkpoint (``checkpoints/last.pt``) holds everything needed to continue a run exactly where
+it stopped: network, optimiser and scheduler states, the iteration, the numpy and torch random
+states, the case split, the log rows and the configuration it was made with. It is read with
+``torch.load(weights_only=True)``, so loading runs no pickled code.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from synthct.io.atomic import atomic_file, write_text_atomic
+from synthct.synthesis.config import SynthesisConfig, config_from_dict
+from synthct.synthesis.errors import TrainingConfigError
+
+LOG_COLUMNS = (
+    "iteration",
+    "learning_rate",
+    "train_loss",
+    "train_l1_hu",
+    "validation_loss",
+    "validation_mae_hu",
+    "elapsed_s",
+)
+#: Settings that may change when a run is resumed.
+RESUMABLE_CHANGES = {
+    ("training", "iterations"),
+    ("training", "device"),
+    ("training", "tensorboard"),
+}
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Write a checkpoint dictionary atomically."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(final) as tmp:
+        torch.save(state, tmp)
+    return final
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors and plain data only)."""
+    p = Path(path)
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise TrainingConfigError(
+            f"the checkpoint cannot be read ({exc})",
+            path=p,
+            fix="delete the run folder and train again without --resume",
+        ) from exc
+    if not isinstance(state, dict) or "iteration" not in state:
+        raise TrainingConfigError("not a synthct training checkpoint", path=p)
+    return state
+
+
+def config_differences(old: SynthesisConfig, new: SynthesisConfig) -> list[str]:
+    """Settings that differ between two configurations, except those a resume may change."""
+    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    found = []
+    for section in a:
+        for key in a[section]:
+            if (section, key) in RESUMABLE_CHANGES:
+                continue
+            if a[section][key] != b[section].get(key):
+                found.append(f"{section}.{key}: {a[section][key]!r} -> {b[section].get(key)!r}")
+    return found
+
+
+def checkpoint_config(state: dict[str, Any]) -> SynthesisConfig:
+    """The configuration a checkpoint was made with."""
+    return config_from_dict(state["config"], where="checkpoint configuration")
+
+
+def write_log(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> Path:
+    """Write the training log as CSV (one row per validation), atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row.get(k)) for k in LOG_COLUMNS})
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)

@@ -1,0 +1,256 @@
+"""The synthesis configuration: one pydantic model, read from and written to YAML.
+
+Every setting of training and inference lives here with its default, so a model folder's
+``config.yaml`` says exactly how the model was made. Unknown keys are errors (a typo must not
+be silently ignored). Sections:
+
+``network``        architecture, width, depth, dropout, normalisation layers
+``normalisation``  MRI intensity scaling inside the body, HU target scaling
+``patches``        patch size and the sampling weights of bone, lesions, body and background
+``loss``           L1 on the mean plus a heteroscedastic negative log-likelihood
+``training``       iterations, batch, optimiser, validation split, checkpoints, seed, device
+``inference``      sliding-window overlap, batch, blending, masking outside the body
+``card``           what the model card declares beyond what the data tells (anatomy, pathologies)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from synthct.synthesis.errors import TrainingConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkConfig(_Section):
+    """The network: a 3D U-Net with 2 outputs (HU mean, log-variance) and dropout.
+
+    ``architecture="unet"`` is synthct's own small U-Net (:mod:`synthct.synthesis.network`);
+    ``"monai_basic_unet"`` is MONAI's ``BasicUNet`` with the same two outputs (patch sizes must
+    then be multiples of 16). ``levels`` counts resolution levels (``levels - 1``
+    down-samplings); channels double per level from ``base_channels``.
+    """
+
+    architecture: Literal["unet", "monai_basic_unet"] = "unet"
+    base_channels: Annotated[int, Field(ge=2, le=256)] = 12
+    levels: Annotated[int, Field(ge=1, le=6)] = 3
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    norm: Literal["batch", "instance", "none"] = "batch"
+    #: Bounds of the predicted log-variance (scaled HU units), for numerical stability.
+    log_variance_min: float = -14.0
+    log_variance_max: float = 4.0
+
+    @property
+    def size_multiple(self) -> int:
+        """Patch sizes must be multiples of this (2 ** number of down-samplings)."""
+        return 16 if self.architecture == "monai_basic_unet" else 2 ** (self.levels - 1)
+
+
+class NormalisationConfig(_Section):
+    """Robust MRI intensity scaling inside the body, and the HU target scaling.
+
+    Each echo is divided by its ``percentile`` (or median) inside the MRI body mask
+    (``per_echo``), or all echoes by the first echo's value (``per_echo: false``, which keeps
+    the echo ratios), then clipped to ``[0, clip_max]``. The target is
+    ``(HU - hu_offset) / hu_scale``.
+    """
+
+    method: Literal["percentile", "median"] = "percentile"
+    percentile: Annotated[float, Field(gt=50.0, le=100.0)] = 99.0
+    per_echo: bool = True
+    clip_max: Annotated[float, Field(gt=0.0)] = 4.0
+    #: The body threshold is Otsu's on the echo sum, capped at this fraction of its 99th
+    #: percentile (so a field of view with no air still keeps its dark tissue).
+    body_threshold_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    hu_offset: float = 0.0
+    hu_scale: Annotated[float, Field(gt=0.0)] = 1000.0
+
+
+class PatchConfig(_Section):
+    """Training patches: size in voxels and the sampling weight of each voxel class.
+
+    A patch centre is drawn with probability proportional to ``background_weight`` outside
+    the body, ``body_weight`` inside, ``bone_weight`` where the CT is at or above
+    ``bone_threshold_hu`` and ``lesion_weight`` inside a lesion label (the largest applies).
+    """
+
+    size: tuple[int, int, int] = (32, 32, 32)
+    bone_threshold_hu: float = 150.0
+    background_weight: Annotated[float, Field(ge=0.0)] = 0.1
+    body_weight: Annotated[float, Field(ge=0.0)] = 1.0
+    bone_weight: Annotated[float, Field(ge=0.0)] = 4.0
+    lesion_weight: Annotated[float, Field(ge=0.0)] = 20.0
+    #: Array axes along which patches are flipped at random (augmentation); empty: none.
+    flip_axes: tuple[int, ...] = ()
+    #: Each echo of a patch is multiplied by ``1 + U(-j, j)`` (intensity augmentation).
+    intensity_jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+
+    @model_validator(mode="after")
+    def _check(self) -> PatchConfig:
+        if min(self.size) < 4:
+            raise ValueError(f"patch size must be at least 4 voxels per axis, got {self.size}")
+        if any(a not in (0, 1, 2) for a in self.flip_axes):
+            raise ValueError(f"flip_axes must hold array axes 0, 1, 2, got {self.flip_axes}")
+        return self
+
+
+class LossConfig(_Section):
+    """``l1_weight * L1(mean) + nll_weight * NLL(mean, log-variance)``, in scaled HU units.
+
+    ``nll`` is a Laplace or Gaussian negative log-likelihood with the predicted log-variance
+    (the heteroscedastic, aleatoric head); ``"none"`` trains the mean only. With
+    ``detach_mean_in_nll`` the NLL term trains the variance head only, so the mean follows
+    the L1 loss alone.
+    """
+
+    l1_weight: Annotated[float, Field(ge=0.0)] = 1.0
+    nll: Literal["laplace", "gaussian", "none"] = "laplace"
+    nll_weight: Annotated[float, Field(ge=0.0)] = 0.5
+    detach_mean_in_nll: bool = True
+
+
+class TrainingSettings(_Section):
+    """Optimisation, validation, checkpoints, randomness and device."""
+
+    iterations: Annotated[int, Field(ge=1)] = 2000
+    batch_size: Annotated[int, Field(ge=1)] = 2
+    learning_rate: Annotated[float, Field(gt=0.0)] = 2e-3
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    #: Fraction of the cases held out for validation (at least one case when there are 2+).
+    validation_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
+    validation_interval: Annotated[int, Field(ge=1)] = 100
+    #: Fixed patches per validation case used for the validation loss.
+    validation_patches: Annotated[int, Field(ge=1)] = 4
+    checkpoint_interval: Annotated[int, Field(ge=1)] = 100
+    seed: Annotated[int, Field(ge=0)] = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: Also log to TensorBoard (needs the ``tensorboard`` package).
+    tensorboard: bool = False
+    #: Run a full-volume sliding-window validation of the held-out cases at the end (figures
+    #: for the model card).
+    final_validation: bool = True
+
+
+class InferenceConfig(_Section):
+    """Sliding-window inference defaults (the CLI can override them)."""
+
+    #: Window size in voxels (any multiple of the network's size multiple: the network is
+    #: fully convolutional); ``None`` uses the training patch size. Larger windows waste less
+    #: work on overlaps: 64 x 64 x 32 with overlap 0.25 evaluates ~2.1 voxels per voxel of a
+    #: 256 x 256 x 96 volume, 32^3 with overlap 0.5 ~5.
+    patch_size: tuple[int, int, int] | None = (64, 64, 32)
+    overlap: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25
+    batch_size: Annotated[int, Field(ge=1)] = 2
+    #: Standard deviation of the Gaussian blending weights as a fraction of the window size.
+    sigma_scale: Annotated[float, Field(gt=0.0)] = 0.125
+    #: Set voxels outside the MRI body mask to ``air_hu``.
+    mask_outside_body: bool = True
+    air_hu: float = -1000.0
+    #: Forward passes with dropout on for the epistemic (MC-dropout) SD.
+    mc_passes: Annotated[int, Field(ge=2)] = 10
+
+
+class CardConfig(_Section):
+    """What the model card declares that the training data cannot tell by itself."""
+
+    name: str = "synthct-model"
+    description: str = ""
+    anatomy: tuple[str, ...] = ("spine",)
+    #: Pathologies present in the training cases, e.g. ``("none",)`` or
+    #: ``("calcified meningioma",)``.
+    pathologies: tuple[str, ...] = ("none",)
+    #: Lesion types inserted during training (lesion-aware training); empty when none.
+    lesion_types: tuple[str, ...] = ()
+    intended_use: str = "research only; not for clinical use"
+
+
+class SynthesisConfig(_Section):
+    """Everything that defines how a synthesis model is trained and run."""
+
+    network: NetworkConfig = NetworkConfig()
+    normalisation: NormalisationConfig = NormalisationConfig()
+    patches: PatchConfig = PatchConfig()
+    loss: LossConfig = LossConfig()
+    training: TrainingSettings = TrainingSettings()
+    inference: InferenceConfig = InferenceConfig()
+    card: CardConfig = CardConfig()
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> SynthesisConfig:
+        m = self.network.size_multiple
+        sizes = {"patches.size": self.patches.size}
+        if self.inference.patch_size is not None:
+            sizes["inference.patch_size"] = self.inference.patch_size
+        for name, size in sizes.items():
+            if any(s % m for s in size):
+                raise ValueError(
+                    f"{name} {tuple(size)} must be a multiple of {m} on every axis for a "
+                    f"{self.network.architecture} with {self.network.levels} levels"
+                )
+        return self
+
+    @property
+    def inference_patch_size(self) -> tuple[int, int, int]:
+        """The window size of sliding-window inference."""
+        return self.inference.patch_size or self.patches.size
+
+    def with_updates(self, updates: dict[str, dict[str, Any]]) -> SynthesisConfig:
+        """A validated copy with some settings replaced, e.g. ``{"training": {"seed": 3}}``."""
+        data = self.model_dump(mode="python")
+        for section, values in updates.items():
+            if section not in data:
+                raise TrainingConfigError(f"unknown configuration section {section!r}")
+            data[section] = {**data[section], **values}
+        return config_from_dict(data, where="configuration update")
+
+
+def config_from_dict(data: dict[str, Any], *, where: str = "configuration") -> SynthesisConfig:
+    """Validate a plain dictionary (from YAML or JSON) into a :class:`SynthesisConfig`."""
+    try:
+        return SynthesisConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise TrainingConfigError(
+            f"invalid synthesis configuration: {problems}",
+            path=where,
+            fix="correct these settings (see synthct.synthesis.config for every key and its "
+            "default, or configs/ for examples)",
+        ) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> SynthesisConfig:
+    """Read a YAML configuration file; missing keys take their defaults."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TrainingConfigError(
+            f"cannot read the configuration ({exc.strerror or exc})",
+            path=p,
+            fix="check the path",
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise TrainingConfigError(
+            f"not valid YAML ({exc})", path=p, fix="repair the YAML syntax"
+        ) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise TrainingConfigError("the configuration must be a YAML mapping of sections", path=p)
+    return config_from_dict(data, where=str(p))
+
+
+def config_to_yaml(config: SynthesisConfig) -> str:
+    """The full configuration (defaults included) as YAML text."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,37 @@
+"""Errors and warnings of the synthesis package.
+
+Every error names the file or parameter at fault and the fix, like all
+:class:`~synthct.errors.SynthctError` subclasses; the CLI prints them and exits with code 2.
+"""
+
+from __future__ import annotations
+
+from synthct.errors import SynthctError
+
+
+class SynthesisInputError(SynthctError, ValueError):
+    """An MRI that cannot be synthesised from (wrong echo count, NaNs, no signal, a CT...)."""
+
+
+class ManifestError(SynthctError, ValueError):
+    """A cohort manifest that is missing, malformed, or lists files that do not fit."""
+
+
+class TrainingConfigError(SynthctError, ValueError):
+    """A training configuration (YAML or keyword) with an invalid or inconsistent setting."""
+
+
+class ModelFolderError(SynthctError, OSError):
+    """A model folder that is incomplete, corrupt (checksum) or inconsistent with its config."""
+
+
+class DomainMismatchError(SynthctError, ValueError):
+    """An input the model cannot run on at all (e.g. another number of echoes)."""
+
+
+class OutOfDomainWarning(UserWarning):
+    """The input lies outside the training domain the model card declares.
+
+    The model still runs; the message names each mismatch (field strength, echo time, voxel
+    size...). Turn it into an error with ``warnings.simplefilter("error", OutOfDomainWarning)``.
+    """

@@ -1,0 +1,216 @@
+"""Training patches: cases prepared for the network and patches drawn towards bone and lesions.
+
+A patch centre is drawn voxel by voxel with a probability proportional to a weight map built
+from the CT and the lesion labels (:func:`sampling_weights`): bone and lesions are rare in a
+field of view but are exactly what the synthesis must get right, so they are over-sampled. The
+patch is the window of :attr:`PatchConfig.size` around that centre, moved inside the volume
+when it would stick out, and padded (normalised MRI 0, target air) when the volume is smaller
+than the patch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from synthct.synthesis.config import NormalisationConfig, PatchConfig
+from synthct.synthesis.manifest import Case
+from synthct.synthesis.normalisation import EchoScaling, hu_to_target, normalise_mr
+
+#: HU used to pad the target outside the field of view (air).
+PAD_HU = -1000.0
+
+
+@dataclass(frozen=True)
+class PreparedCase:
+    """A case in network units.
+
+    Parameters
+    ----------
+    case_id : str
+        Name from the manifest.
+    inputs : (echo, I, J, K) ndarray of float32
+        Normalised echoes.
+    target : (I, J, K) ndarray of float32
+        CT in target units, ``(HU - hu_offset) / hu_scale``.
+    body : (I, J, K) ndarray of bool
+        MRI body mask.
+    lesions : (I, J, K) ndarray of bool or None
+        Lesion voxels, when the case has lesion labels.
+    scaling : EchoScaling
+        How the echoes were scaled.
+    cumulative_weights : (I*J*K,) ndarray of float64
+        Cumulative patch-centre sampling weights (C order).
+    """
+
+    case_id: str
+    inputs: NDArray[np.float32]
+    target: NDArray[np.float32]
+    body: NDArray[np.bool_]
+    lesions: NDArray[np.bool_] | None
+    scaling: EchoScaling
+    cumulative_weights: NDArray[np.float64]
+
+    @property
+    def n_echoes(self) -> int:
+        """Number of input channels."""
+        return int(self.inputs.shape[0])
+
+
+def sampling_weights(
+    ct_hu: NDArray[np.floating],
+    body: NDArray[np.bool_],
+    lesions: NDArray[np.bool_] | None,
+    config: PatchConfig,
+) -> NDArray[np.float64]:
+    """Per-voxel weight of being a patch centre: background, body, bone, lesion (largest wins).
+
+    Returns
+    -------
+    (I, J, K) ndarray of float64
+        Non-negative weights, not normalised.
+    """
+    weights = np.full(ct_hu.shape, config.background_weight, dtype=np.float64)
+    weights[body] = config.body_weight
+    bone = ct_hu >= config.bone_threshold_hu
+    weights[bone] = np.maximum(weights[bone], config.bone_weight)
+    if lesions is not None:
+        weights[lesions] = np.maximum(weights[lesions], config.lesion_weight)
+    return weights
+
+
+def prepare_case(
+    case: Case, normalisation: NormalisationConfig, patches: PatchConfig
+) -> PreparedCase:
+    """Normalise a loaded case and compute its patch sampling weights."""
+    inputs, body, scaling = normalise_mr(case.mr.array, normalisation, source=case.mr.source)
+    ct_hu = np.asarray(case.ct.array, dtype=np.float32)
+    lesions = None if case.lesion_labels is None else case.lesion_labels.mask()
+    weights = sampling_weights(ct_hu, body, lesions, patches)
+    if case.ct_coverage is not None:
+        weights[~case.ct_coverage] = 0.0
+    cumulative = np.cumsum(weights.ravel())
+    if not cumulative[-1] > 0:
+        cumulative = np.arange(1, weights.size + 1, dtype=np.float64)
+    return PreparedCase(
+        case_id=case.case_id,
+        inputs=inputs,
+        target=hu_to_target(ct_hu, normalisation),
+        body=body,
+        lesions=lesions,
+        scaling=scaling,
+        cumulative_weights=cumulative,
+    )
+
+
+def patch_start(
+    centre: Sequence[int], shape: Sequence[int], size: Sequence[int]
+) -> tuple[int, int, int]:
+    """First voxel of the ``size`` window around ``centre``, kept inside ``shape`` if it fits.
+
+    Along an axis shorter than the window the window is centred on the volume (negative start;
+    the part outside is padded).
+    """
+    start = []
+    for c, n, s in zip(centre, shape, size, strict=True):
+        start.append(min(max(int(c) - s // 2, 0), n - s) if n >= s else (n - s) // 2)
+    return (start[0], start[1], start[2])
+
+
+def extract_patch(
+    array: NDArray[np.float32], start: Sequence[int], size: Sequence[int], fill: float
+) -> NDArray[np.float32]:
+    """The window ``[start, start + size)`` of the last 3 axes, padded with ``fill`` outside."""
+    lead = array.shape[:-3]
+    out = np.full((*lead, *size), fill, dtype=np.float32)
+    src: list[slice] = []
+    dst: list[slice] = []
+    for s, size_axis, n in zip(start, size, array.shape[-3:], strict=True):
+        lo, hi = max(s, 0), min(s + size_axis, n)
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - s, hi - s))
+    dst_index: tuple[Any, ...] = (Ellipsis, *dst)
+    src_index: tuple[Any, ...] = (Ellipsis, *src)
+    out[dst_index] = array[src_index]
+    return out
+
+
+class PatchSampler:
+    """Draws training patches from prepared cases.
+
+    Parameters
+    ----------
+    cases : sequence of PreparedCase
+        Training cases; each patch comes from a case chosen uniformly.
+    config : PatchConfig
+        Patch size, weights and augmentation.
+    normalisation : NormalisationConfig
+        For the target value of padding (air).
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[PreparedCase],
+        config: PatchConfig,
+        normalisation: NormalisationConfig,
+    ) -> None:
+        if not cases:
+            raise ValueError("a patch sampler needs at least one case")
+        self.cases = list(cases)
+        self.config = config
+        self.pad_target = float(hu_to_target(PAD_HU, normalisation))
+
+    def centre(self, case: PreparedCase, rng: np.random.Generator) -> tuple[int, int, int]:
+        """A voxel drawn with probability proportional to the case's sampling weights."""
+        total = case.cumulative_weights[-1]
+        flat = int(np.searchsorted(case.cumulative_weights, rng.random() * total, side="right"))
+        flat = min(flat, case.cumulative_weights.size - 1)
+        i, j, k = np.unravel_index(flat, case.target.shape)
+        return (int(i), int(j), int(k))
+
+    def patch(
+        self, case: PreparedCase, centre: Sequence[int]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Input ``[echo, *size]`` and target ``[1, *size]`` of the window around ``centre``."""
+        size = self.config.size
+        start = patch_start(centre, case.target.shape, size)
+        x = extract_patch(case.inputs, start, size, 0.0)
+        y = extract_patch(case.target, start, size, self.pad_target)[np.newaxis]
+        return x, y
+
+    def sample(
+        self, rng: np.random.Generator, batch_size: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """A batch ``([B, echo, *size], [B, 1, *size])`` with augmentation applied."""
+        xs, ys = [], []
+        for _ in range(batch_size):
+            case = self.cases[int(rng.integers(len(self.cases)))]
+            x, y = self.patch(case, self.centre(case, rng))
+            for axis in self.config.flip_axes:
+                if rng.random() < 0.5:
+                    x = np.flip(x, axis=axis + 1)
+                    y = np.flip(y, axis=axis + 1)
+            if self.config.intensity_jitter > 0:
+                j = self.config.intensity_jitter
+                factors = np.asarray(1.0 + rng.uniform(-j, j, size=x.shape[0]), np.float32)
+                x = x * factors[:, None, None, None]
+            xs.append(np.ascontiguousarray(x))
+            ys.append(np.ascontiguousarray(y))
+        return np.stack(xs), np.stack(ys)
+
+    def fixed_patches(
+        self, n_per_case: int, seed: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """The same patches every call (no augmentation), for a stable validation loss."""
+        rng = np.random.default_rng(seed)
+        xs, ys = [], []
+        for case in self.cases:
+            for _ in range(n_per_case):
+                x, y = self.patch(case, self.centre(case, rng))
+                xs.append(x)
+                ys.append(y)
+        return np.stack(xs), np.stack(ys)

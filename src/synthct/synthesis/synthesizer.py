@@ -1,0 +1,377 @@
+"""MRI in, sCT out: the trained model (or ensemble) behind one interface with the baseline.
+
+:class:`SynthesisModel` loads one model folder (or several, an ensemble), checks the input
+MRI (:func:`~synthct.synthesis.normalisation.check_mr_array`) and its training domain
+(:func:`~synthct.synthesis.domain.check_domain`), normalises it, runs sliding-window
+inference and returns a :class:`SynthesisResult`: the sCT in HU on the MRI grid and, on
+request, the aleatoric, epistemic and total SD maps in HU. The baseline
+(:class:`~synthct.synthesis.baseline.BaselineSynthesizer`) returns the same result type.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from synthct.io.image_files import image_suffix
+from synthct.synthesis.config import SynthesisConfig
+from synthct.synthesis.domain import TrainingDomain, check_domain
+from synthct.synthesis.errors import ModelFolderError, SynthesisInputError
+from synthct.synthesis.model_folder import ModelFolder, load_model_folder
+from synthct.synthesis.normalisation import normalise_mr
+from synthct.synthesis.sliding_window import WindowProgress, sliding_window_predict
+from synthct.synthesis.uncertainty import (
+    ALEATORIC,
+    EPISTEMIC,
+    MEAN,
+    ensemble_predictor,
+    mc_dropout_predictor,
+    single_pass_predictor,
+)
+from synthct.volume import MultiEchoMR, ScalarVolume, SyntheticCT
+
+Epistemic = Literal["mc_dropout", "ensemble"]
+
+#: File name endings of the uncertainty maps written beside the sCT.
+MAP_SUFFIXES = {
+    "aleatoric_sd": "_aleatoric_sd",
+    "epistemic_sd": "_epistemic_sd",
+    "total_sd": "_total_sd",
+}
+
+
+def map_paths(sct_path: str | os.PathLike[str]) -> dict[str, Path]:
+    """Where the SD maps of an sCT file go: ``<stem>_aleatoric_sd<suffix>`` and so on."""
+    p = Path(sct_path)
+    suffix = image_suffix(p) or p.suffix
+    stem = p.name[: len(p.name) - len(suffix)] if suffix else p.name
+    return {k: p.with_name(stem + v + suffix) for k, v in MAP_SUFFIXES.items()}
+
+
+@dataclass
+class SynthesisResult:
+    """An sCT and, when requested, its uncertainty maps (SD in HU), all on the MRI grid.
+
+    Parameters
+    ----------
+    sct : SyntheticCT
+        The synthetic CT in HU.
+    body_mask : (I, J, K) ndarray of bool
+        The MRI body mask used for normalisation (and masking, when on).
+    aleatoric_sd, epistemic_sd, total_sd : ScalarVolume, optional
+        SD maps in HU.
+    epistemic_method : str, optional
+        ``"mc_dropout"`` (with ``mc_passes``) or ``"ensemble"``.
+    out_of_domain : list of str
+        The training-domain mismatches found (each was also warned about).
+    """
+
+    sct: SyntheticCT
+    body_mask: NDArray[np.bool_]
+    aleatoric_sd: ScalarVolume | None = None
+    epistemic_sd: ScalarVolume | None = None
+    total_sd: ScalarVolume | None = None
+    epistemic_method: str | None = None
+    mc_passes: int | None = None
+    out_of_domain: list[str] = field(default_factory=list)
+
+    def maps(self) -> dict[str, ScalarVolume]:
+        """The SD maps present, by name (``aleatoric_sd``, ``epistemic_sd``, ``total_sd``)."""
+        found = {
+            "aleatoric_sd": self.aleatoric_sd,
+            "epistemic_sd": self.epistemic_sd,
+            "total_sd": self.total_sd,
+        }
+        return {k: v for k, v in found.items() if v is not None}
+
+    def write(self, path: str | os.PathLike[str], *, overwrite: bool = True) -> dict[str, Path]:
+        """Write the sCT to ``path`` and its SD maps beside it (atomic writes); return paths."""
+        from synthct.io import write_volume
+
+        written = {"sct": write_volume(self.sct, path, overwrite=overwrite)}
+        targets = map_paths(path)
+        for name, volume in self.maps().items():
+            written[name] = write_volume(volume, targets[name], overwrite=overwrite)
+        return written
+
+
+class Synthesizer(Protocol):
+    """Anything that turns a multi-echo MRI into a :class:`SynthesisResult`."""
+
+    name: str
+
+    def synthesize(
+        self,
+        mr: MultiEchoMR,
+        *,
+        uncertainty: bool = False,
+        progress: WindowProgress | None = None,
+    ) -> SynthesisResult:
+        """The sCT of ``mr`` (and SD maps when ``uncertainty``)."""
+        ...
+
+
+def predict_arrays(
+    networks: Sequence[nn.Module],
+    inputs: NDArray[np.float32],
+    config: SynthesisConfig,
+    *,
+    epistemic: Epistemic | None = None,
+    mc_passes: int | None = None,
+    patch_size: Sequence[int] | None = None,
+    overlap: float | None = None,
+    batch_size: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: WindowProgress | None = None,
+) -> NDArray[np.float32]:
+    """Sliding-window prediction in network units: ``[mean, aleatoric var(, epistemic var)]``.
+
+    One network without ``epistemic`` is one pass; ``"mc_dropout"`` adds ``mc_passes``
+    dropout passes; several networks are an ensemble (``epistemic`` must then be
+    ``"ensemble"`` or ``None``).
+    """
+    inference = config.inference
+    if len(networks) > 1:
+        if epistemic not in (None, "ensemble"):
+            raise SynthesisInputError(
+                f"epistemic={epistemic!r} with {len(networks)} models",
+                path="epistemic",
+                fix="an ensemble gives the ensemble variance; pass one model for MC dropout",
+            )
+        predictor, n_out = ensemble_predictor(networks), 3
+    elif epistemic == "mc_dropout":
+        passes = mc_passes or inference.mc_passes
+        predictor, n_out = mc_dropout_predictor(networks[0], passes), 3
+    elif epistemic == "ensemble":
+        raise SynthesisInputError(
+            "an ensemble needs at least 2 models",
+            path="epistemic",
+            fix="pass several model folders, or use MC dropout",
+        )
+    else:
+        predictor, n_out = single_pass_predictor(networks[0]), 2
+    for network in networks:
+        network.to(device).to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return sliding_window_predict(
+            inputs,
+            predictor,
+            n_outputs=n_out,
+            patch_size=patch_size or config.inference_patch_size,
+            overlap=inference.overlap if overlap is None else overlap,
+            batch_size=batch_size or inference.batch_size,
+            sigma_scale=inference.sigma_scale,
+            device=device,
+            progress=progress,
+        )
+
+
+class SynthesisModel:
+    """A trained synthesis model (one folder) or an ensemble (several folders).
+
+    Parameters
+    ----------
+    members : sequence of ModelFolder
+        Loaded model folders; several must share the echo count and the normalisation.
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+    """
+
+    def __init__(self, members: Sequence[ModelFolder], *, device: str = "cpu") -> None:
+        if not members:
+            raise ModelFolderError("no model folder given", fix="pass at least one model folder")
+        first = members[0]
+        for other in members[1:]:
+            if (
+                other.domain.n_echoes != first.domain.n_echoes
+                or other.config.normalisation != first.config.normalisation
+            ):
+                raise ModelFolderError(
+                    f"ensemble members {first.name!r} and {other.name!r} differ in echo count "
+                    "or normalisation",
+                    path=other.path,
+                    fix="ensemble only models trained with the same inputs and normalisation",
+                )
+        self.members = list(members)
+        self.device = resolve_device(device)
+        self.name = " + ".join(m.name for m in members)
+
+    @classmethod
+    def load(
+        cls,
+        paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        device: str = "cpu",
+    ) -> SynthesisModel:
+        """Load one model folder, or several as an ensemble (each verified)."""
+        items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+        return cls([load_model_folder(p) for p in items], device=device)
+
+    @property
+    def config(self) -> SynthesisConfig:
+        """Configuration of the first member (inference settings, normalisation)."""
+        return self.members[0].config
+
+    @property
+    def domain(self) -> TrainingDomain:
+        """Training domain of the first member."""
+        return self.members[0].domain
+
+    @property
+    def networks(self) -> list[nn.Module]:
+        """The members' networks."""
+        return [m.network for m in self.members]
+
+    def synthesize(
+        self,
+        mr: MultiEchoMR,
+        *,
+        uncertainty: bool = False,
+        progress: WindowProgress | None = None,
+        epistemic: Epistemic | None = None,
+        mc_passes: int | None = None,
+        patch_size: Sequence[int] | None = None,
+        overlap: float | None = None,
+        batch_size: int | None = None,
+        mask_outside_body: bool | None = None,
+        seed: int = 0,
+    ) -> SynthesisResult:
+        """Synthesise the CT of ``mr``.
+
+        Parameters
+        ----------
+        mr : MultiEchoMR
+            Echo magnitudes; the echo count must match the training data.
+        uncertainty : bool
+            Also compute aleatoric, epistemic and total SD maps (HU). The epistemic part is
+            the ensemble variance for several members, MC dropout otherwise.
+        progress : callable, optional
+            Called with (windows done, windows in total).
+        epistemic : {"mc_dropout", "ensemble"}, optional
+            Override the epistemic method.
+        mc_passes, patch_size, overlap, batch_size, mask_outside_body
+            Override the configuration's inference settings.
+        seed : int
+            Seeds the MC-dropout masks (the result is reproducible).
+        """
+        if not isinstance(mr, MultiEchoMR):
+            raise SynthesisInputError(
+                f"expected a multi-echo MRI, got a {getattr(mr, 'kind', type(mr).__name__)}",
+                path=getattr(mr, "source", None),
+                fix="read the echoes as MR (kind 'mr')",
+            )
+        found = check_domain(self.domain, mr, model_name=self.name)
+        config = self.config
+        inputs, body, _ = normalise_mr(mr.array, config.normalisation, source=mr.source)
+        method: Epistemic | None = None
+        if uncertainty or epistemic is not None:
+            method = epistemic or ("ensemble" if len(self.members) > 1 else "mc_dropout")
+        out = predict_arrays(
+            self.networks,
+            inputs,
+            config,
+            epistemic=method,
+            mc_passes=mc_passes,
+            patch_size=patch_size,
+            overlap=overlap,
+            batch_size=batch_size,
+            device=self.device,
+            seed=seed,
+            progress=progress,
+        )
+        del inputs
+        return assemble_result(
+            out,
+            mr,
+            body,
+            config,
+            uncertainty=uncertainty or epistemic is not None,
+            epistemic_method=method,
+            mc_passes=(mc_passes or config.inference.mc_passes) if method == "mc_dropout" else None,
+            mask_outside_body=mask_outside_body,
+            out_of_domain=found,
+        )
+
+
+def assemble_result(
+    out: NDArray[np.float32],
+    mr: MultiEchoMR,
+    body: NDArray[np.bool_],
+    config: SynthesisConfig,
+    *,
+    uncertainty: bool,
+    epistemic_method: str | None = None,
+    mc_passes: int | None = None,
+    mask_outside_body: bool | None = None,
+    out_of_domain: list[str] | None = None,
+) -> SynthesisResult:
+    """Turn the network-unit prediction into HU volumes on the MRI grid (in place)."""
+    scale = np.float32(config.normalisation.hu_scale)
+    offset = np.float32(config.normalisation.hu_offset)
+    mask_out = (
+        config.inference.mask_outside_body if mask_outside_body is None else mask_outside_body
+    )
+    sct = out[MEAN]
+    sct *= scale
+    sct += offset
+    outside = ~body if mask_out else None
+    if outside is not None:
+        sct[outside] = config.inference.air_hu
+    source = f"synthesised from {mr.source}" if mr.source else None
+    result = SynthesisResult(
+        sct=SyntheticCT(sct, mr.affine, source=source),
+        body_mask=body,
+        out_of_domain=list(out_of_domain or []),
+    )
+    if not uncertainty:
+        return result
+
+    def sd_map(variance: NDArray[np.float32]) -> ScalarVolume:
+        sd = np.sqrt(np.maximum(variance, 0.0, out=variance), out=variance)
+        sd *= scale
+        if outside is not None:
+            sd[outside] = 0.0
+        return ScalarVolume(sd, mr.affine)
+
+    total = out[ALEATORIC] + out[EPISTEMIC] if out.shape[0] > EPISTEMIC else out[ALEATORIC].copy()
+    result.total_sd = sd_map(total)
+    result.aleatoric_sd = sd_map(out[ALEATORIC])
+    if out.shape[0] > EPISTEMIC:
+        result.epistemic_sd = sd_map(out[EPISTEMIC])
+        result.epistemic_method = epistemic_method
+        result.mc_passes = mc_passes
+    return result
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` to ``"cuda"`` when available, else ``"cpu"``; check an explicit CUDA request."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SynthesisInputError(
+            "CUDA was requested but no CUDA device is available",
+            path="device",
+            fix="use device 'cpu' or 'auto'",
+        )
+    return device
+
+
+def load_synthesizer(
+    model: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, device: str = "cpu"
+) -> Synthesizer:
+    """``"baseline"`` for the tissue-class baseline, else model folder(s) (an ensemble)."""
+    if isinstance(model, str) and model == "baseline":
+        from synthct.synthesis.baseline import BaselineSynthesizer
+
+        return BaselineSynthesizer()
+    return SynthesisModel.load(model, device=device)

@@ -1,0 +1,517 @@
+"""Training a synthesis model from a cohort manifest.
+
+:func:`train_model` reads the manifest (:mod:`synthct.synthesis.manifest`), splits the cases
+into training and validation, normalises them, and optimises the network on patches drawn
+towards bone and lesions (:mod:`synthct.synthesis.patches`) with the loss of
+:func:`loss_terms`. Every ``validation_interval`` iterations it computes the loss and the MAE
+in HU on fixed validation patches and appends a row to ``training_log.csv``; every
+``checkpoint_interval`` iterations it writes ``checkpoints/last.pt``, from which
+``resume=True`` continues exactly (same random streams, so an interrupted and resumed run
+gives the same weights as an uninterrupted one). At the end it validates the held-out cases
+on whole volumes (sliding window) and writes the model folder ``model/``.
+
+Run folder::
+
+    OUTPUT/config.yaml            the resolved configuration
+    OUTPUT/split.json             training and validation case ids
+    OUTPUT/training_log.csv       one row per validation
+    OUTPUT/checkpoints/last.pt    the latest checkpoint
+    OUTPUT/model/                 the model folder (weights, config, card...)
+
+Nothing here prints: progress goes to the ``progress`` callback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from synthct.io.atomic import write_text_atomic
+from synthct.synthesis.checkpoint import (
+    checkpoint_config,
+    config_differences,
+    load_checkpoint,
+    save_checkpoint,
+    write_log,
+)
+from synthct.synthesis.config import LossConfig, SynthesisConfig, config_to_yaml
+from synthct.synthesis.domain import domain_from_volumes
+from synthct.synthesis.errors import TrainingConfigError
+from synthct.synthesis.manifest import Case, CaseRecord, load_case, read_manifest
+from synthct.synthesis.model_folder import build_card, save_model_folder
+from synthct.synthesis.network import build_network, count_parameters
+from synthct.synthesis.patches import PatchSampler, PreparedCase, prepare_case
+from synthct.synthesis.synthesizer import assemble_result, predict_arrays, resolve_device
+
+Phase = Literal["loading", "training", "validating", "saving", "done"]
+CHECKPOINT = Path("checkpoints") / "last.pt"
+MODEL = "model"
+LOG = "training_log.csv"
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """What the progress callback receives, after each step."""
+
+    phase: Phase
+    iteration: int
+    iterations: int
+    train_loss: float | None = None
+    validation_loss: float | None = None
+    validation_mae_hu: float | None = None
+    elapsed_s: float = 0.0
+    message: str = ""
+
+
+ProgressCallback = Callable[[TrainingProgress], None]
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """Where a finished run wrote its outputs, and its final figures."""
+
+    output_dir: Path
+    model_dir: Path
+    log_path: Path
+    checkpoint_path: Path
+    iterations: int
+    log: list[dict[str, Any]] = field(default_factory=list)
+    validation: dict[str, Any] = field(default_factory=dict)
+
+
+def loss_terms(
+    prediction: torch.Tensor, target: torch.Tensor, config: LossConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Total loss and the L1 term, in scaled HU units.
+
+    ``total = l1_weight * mean|mu - y| + nll_weight * NLL``, with the Laplace NLL
+    ``|y - mu| / b + log(2 b)``, ``b = sqrt(var / 2)``, or the Gaussian NLL
+    ``0.5 ((y - mu)^2 / var + log var) + 0.5 log(2 pi)``; ``var = exp(log-variance)``.
+    """
+    mean = prediction[:, 0:1]
+    log_var = prediction[:, 1:2]
+    l1 = torch.mean(torch.abs(mean - target))
+    total = config.l1_weight * l1
+    if config.nll != "none" and config.nll_weight > 0:
+        mu = mean.detach() if config.detach_mean_in_nll else mean
+        if config.nll == "laplace":
+            log_b = 0.5 * log_var - 0.5 * math.log(2.0)
+            nll = torch.abs(target - mu) * torch.exp(-log_b) + log_b + math.log(2.0)
+        else:
+            nll = 0.5 * ((target - mu) ** 2 * torch.exp(-log_var) + log_var + math.log(2 * math.pi))
+        total = total + config.nll_weight * torch.mean(nll)
+    return total, l1
+
+
+def split_cases(
+    records: Sequence[CaseRecord], config: SynthesisConfig
+) -> tuple[list[str], list[str]]:
+    """Training and validation case ids: the manifest's ``split`` column, or a seeded draw."""
+    usable = [r for r in records if r.split != "test"]
+    if any(r.split for r in usable):
+        train = [r.case_id for r in usable if r.split in (None, "train")]
+        validation = [r.case_id for r in usable if r.split == "validation"]
+    else:
+        ids = [r.case_id for r in usable]
+        n_val = 0
+        if len(ids) >= 2 and config.training.validation_fraction > 0:
+            n_val = max(1, round(config.training.validation_fraction * len(ids)))
+            n_val = min(n_val, len(ids) - 1)
+        order = np.random.default_rng(config.training.seed).permutation(len(ids))
+        validation = sorted(ids[i] for i in order[:n_val])
+        train = [i for i in ids if i not in validation]
+    if not train:
+        raise TrainingConfigError(
+            "no training case (every case is marked validation or test)",
+            path="manifest",
+            fix="mark at least one case as train, or leave the split column empty",
+        )
+    return train, validation
+
+
+def _cosine(iterations: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, iterations) / iterations))
+
+    return factor
+
+
+def _patch_metrics(
+    network: torch.nn.Module,
+    patches: tuple[np.ndarray, np.ndarray],
+    config: SynthesisConfig,
+    device: str,
+) -> tuple[float, float]:
+    """Validation loss and MAE in HU (voxels with target above -500 HU) on fixed patches."""
+    x_all, y_all = patches
+    threshold = (-500.0 - config.normalisation.hu_offset) / config.normalisation.hu_scale
+    losses, abs_sum, count = [], 0.0, 0
+    network.eval()
+    with torch.no_grad():
+        for start in range(0, len(x_all), config.training.batch_size):
+            x = torch.from_numpy(x_all[start : start + config.training.batch_size]).to(device)
+            y = torch.from_numpy(y_all[start : start + config.training.batch_size]).to(device)
+            prediction = network(x)
+            loss, _ = loss_terms(prediction, y, config.loss)
+            losses.append(float(loss) * len(x))
+            inside = y > threshold
+            abs_sum += float(torch.abs(prediction[:, 0:1] - y)[inside].sum())
+            count += int(inside.sum())
+    mae = abs_sum / max(count, 1) * config.normalisation.hu_scale
+    return sum(losses) / len(x_all), mae
+
+
+def validate_volumes(
+    network: torch.nn.Module, cases: Sequence[Case], config: SynthesisConfig, device: str
+) -> dict[str, Any]:
+    """Whole-volume MAE (CT body mask) and bone Dice (150 and 250 HU) of each case."""
+    from synthct.synthesis.normalisation import normalise_mr
+    from synthct.validation.body_mask import body_mask_from_ct
+    from synthct.validation.image_metrics import bone_dice, mae_hu
+
+    rows = []
+    for case in cases:
+        inputs, body, _ = normalise_mr(case.mr.array, config.normalisation, source=case.mr.source)
+        out = predict_arrays([network], inputs, config, device=device)
+        sct = assemble_result(out, case.mr, body, config, uncertainty=False).sct.array
+        ct = np.asarray(case.ct.array, dtype=np.float32)
+        mask = body_mask_from_ct(ct)
+        row: dict[str, Any] = {"case_id": case.case_id, "mae_hu": mae_hu(ct, sct, mask)}
+        for threshold in (150.0, 250.0):
+            dice = bone_dice(ct, sct, mask, threshold_hu=threshold)
+            row[f"bone_dice_{threshold:g}hu"] = None if math.isnan(dice) else dice
+        rows.append(row)
+    summary: dict[str, Any] = {
+        "method": "sliding-window sCT of each held-out case against its CT; MAE in HU inside "
+        "the CT body mask (-500 HU, largest component, holes filled); bone Dice at 150 and "
+        "250 HU inside the same mask",
+        "cases": rows,
+    }
+    if rows:
+        summary["mean_mae_hu"] = float(np.mean([r["mae_hu"] for r in rows]))
+        dices = [r["bone_dice_150hu"] for r in rows if r["bone_dice_150hu"] is not None]
+        summary["mean_bone_dice_150hu"] = float(np.mean(dices)) if dices else None
+    return summary
+
+
+def train_model(
+    manifest: str | os.PathLike[str],
+    config: SynthesisConfig,
+    output_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+) -> TrainingResult:
+    """Train a synthesis model and write its run folder (layout in the module docstring).
+
+    Parameters
+    ----------
+    manifest : path
+        Cohort manifest (CSV or JSON, :mod:`synthct.synthesis.manifest`).
+    config : SynthesisConfig
+        Every setting, seeds included.
+    output_dir : path
+        Run folder; created when missing. It must not hold a checkpoint unless ``resume``.
+    resume : bool
+        Continue from ``output_dir/checkpoints/last.pt`` up to ``config.training.iterations``.
+    progress : callable, optional
+        Receives a :class:`TrainingProgress` after each step.
+    """
+    report = progress or (lambda _p: None)
+    out = Path(output_dir)
+    checkpoint_path = out / CHECKPOINT
+    state = _open_run(out, config, resume=resume)
+    device = resolve_device(config.training.device)
+    settings = config.training
+
+    records = read_manifest(manifest)
+    train_ids, val_ids = split_cases(records, config)
+    if state is not None and (state["train_ids"], state["validation_ids"]) != (train_ids, val_ids):
+        raise TrainingConfigError(
+            "the manifest's cases or split differ from those of the checkpoint",
+            path=manifest,
+            fix="resume with the manifest the run was started with",
+        )
+    cases, prepared = _load_cases(records, train_ids + val_ids, config, report)
+    in_channels = next(iter(cases.values())).mr.n_echoes
+    sampler = PatchSampler([prepared[i] for i in train_ids], config.patches, config.normalisation)
+    val_source = [prepared[i] for i in val_ids] or [prepared[i] for i in train_ids]
+    val_patches = PatchSampler(val_source, config.patches, config.normalisation).fixed_patches(
+        settings.validation_patches, settings.seed + 1
+    )
+
+    torch.manual_seed(settings.seed)
+    network = build_network(config.network, in_channels).to(device)
+    optimiser = torch.optim.Adam(
+        network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    schedule = (
+        _cosine(settings.iterations) if settings.lr_schedule == "cosine" else (lambda _s: 1.0)
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+    rng = np.random.default_rng(settings.seed)
+    start, rows, elapsed_before = 0, [], 0.0
+    if state is not None:
+        network.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        start, rows, elapsed_before = (
+            int(state["iteration"]),
+            list(state["log"]),
+            float(state["elapsed_s"]),
+        )
+    write_text_atomic(out / "config.yaml", config_to_yaml(config))
+    write_text_atomic(
+        out / "split.json", json.dumps({"train": train_ids, "validation": val_ids}, indent=2) + "\n"
+    )
+    writer = _tensorboard(out) if settings.tensorboard else None
+
+    t0 = time.perf_counter()
+    running, running_l1, running_n = 0.0, 0.0, 0
+    for iteration in range(start, settings.iterations):
+        network.train()
+        x_np, y_np = sampler.sample(rng, settings.batch_size)
+        x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+        loss, l1 = loss_terms(network(x), y, config.loss)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        running += float(loss.detach())
+        running_l1 += float(l1.detach())
+        running_n += 1
+        done = iteration + 1
+        elapsed = elapsed_before + time.perf_counter() - t0
+        report(
+            TrainingProgress(
+                "training", done, settings.iterations, float(loss.detach()), elapsed_s=elapsed
+            )
+        )
+        if done % settings.validation_interval == 0 or done == settings.iterations:
+            val_loss, val_mae = _patch_metrics(network, val_patches, config, device)
+            rows.append(
+                {
+                    "iteration": done,
+                    "learning_rate": optimiser.param_groups[0]["lr"],
+                    "train_loss": running / running_n,
+                    "train_l1_hu": running_l1 / running_n * config.normalisation.hu_scale,
+                    "validation_loss": val_loss,
+                    "validation_mae_hu": val_mae,
+                    "elapsed_s": elapsed,
+                }
+            )
+            running, running_l1, running_n = 0.0, 0.0, 0
+            write_log(out / LOG, rows)
+            if writer is not None:
+                for key in ("train_loss", "validation_loss", "validation_mae_hu"):
+                    writer.add_scalar(key, rows[-1][key], done)
+            report(
+                TrainingProgress(
+                    "validating",
+                    done,
+                    settings.iterations,
+                    rows[-1]["train_loss"],
+                    val_loss,
+                    val_mae,
+                    elapsed,
+                )
+            )
+        if done % settings.checkpoint_interval == 0 or done == settings.iterations:
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    "iteration": done,
+                    "model": network.state_dict(),
+                    "optimizer": optimiser.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "numpy_rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
+                    "log": rows,
+                    "elapsed_s": elapsed,
+                    "config": config.model_dump(mode="json"),
+                    "train_ids": train_ids,
+                    "validation_ids": val_ids,
+                },
+            )
+    if writer is not None:
+        writer.close()
+
+    report(
+        TrainingProgress(
+            "saving", settings.iterations, settings.iterations, message="validating held-out cases"
+        )
+    )
+    lesion_types = sorted({t for r in records if r.case_id in train_ids for t in r.lesion_types})
+    model_dir, validation = _write_model(
+        out / MODEL,
+        network,
+        config,
+        cases,
+        prepared,
+        (train_ids, val_ids),
+        rows,
+        device,
+        lesion_types,
+    )
+    report(
+        TrainingProgress(
+            "done",
+            settings.iterations,
+            settings.iterations,
+            elapsed_s=rows[-1]["elapsed_s"] if rows else 0.0,
+        )
+    )
+    return TrainingResult(
+        output_dir=out,
+        model_dir=model_dir,
+        log_path=out / LOG,
+        checkpoint_path=checkpoint_path,
+        iterations=settings.iterations,
+        log=rows,
+        validation=validation,
+    )
+
+
+def _open_run(out: Path, config: SynthesisConfig, *, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from (``None`` for a new run), after checking the run folder."""
+    checkpoint_path = out / CHECKPOINT
+    state: dict[str, Any] | None = None
+    if resume:
+        if not checkpoint_path.is_file():
+            raise TrainingConfigError(
+                "there is no checkpoint to resume from",
+                path=checkpoint_path,
+                fix="train without --resume, or point --output at the run to continue",
+            )
+        state = load_checkpoint(checkpoint_path)
+        differences = config_differences(checkpoint_config(state), config)
+        if differences:
+            raise TrainingConfigError(
+                "the configuration differs from the checkpoint's: " + "; ".join(differences),
+                path=checkpoint_path,
+                fix="resume with the run's own config.yaml (only training.iterations and the "
+                "device may change)",
+            )
+    elif checkpoint_path.exists():
+        raise TrainingConfigError(
+            "this run folder already holds a training run",
+            path=out,
+            fix="pass --resume to continue it, or choose a new output folder",
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return state
+
+
+def _load_cases(
+    records: Sequence[CaseRecord],
+    wanted: list[str],
+    config: SynthesisConfig,
+    report: ProgressCallback,
+) -> tuple[dict[str, Case], dict[str, PreparedCase]]:
+    """Load and prepare the ``wanted`` cases; they must share one echo count."""
+    by_id = {r.case_id: r for r in records}
+    cases: dict[str, Case] = {}
+    prepared: dict[str, PreparedCase] = {}
+    for n, case_id in enumerate(wanted):
+        report(
+            TrainingProgress(
+                "loading", 0, config.training.iterations, message=f"{n + 1}/{len(wanted)} {case_id}"
+            )
+        )
+        cases[case_id] = load_case(by_id[case_id])
+        prepared[case_id] = prepare_case(cases[case_id], config.normalisation, config.patches)
+    n_echoes = {c.mr.n_echoes for c in cases.values()}
+    if len(n_echoes) != 1:
+        raise TrainingConfigError(
+            f"the cases have different echo counts {sorted(n_echoes)}",
+            path="manifest",
+            fix="train on cases with the same number of echoes",
+        )
+    return cases, prepared
+
+
+def _write_model(
+    path: Path,
+    network: torch.nn.Module,
+    config: SynthesisConfig,
+    cases: dict[str, Case],
+    prepared: dict[str, PreparedCase],
+    split: tuple[list[str], list[str]],
+    rows: list[dict[str, Any]],
+    device: str,
+    lesion_types: Sequence[str],
+) -> tuple[Path, dict[str, Any]]:
+    """Validate the held-out cases on whole volumes, build the card, write the model folder."""
+    train_ids, val_ids = split
+    validation: dict[str, Any] = {"cases": [], "note": "no held-out case"}
+    if val_ids and config.training.final_validation:
+        validation = validate_volumes(network, [cases[i] for i in val_ids], config, device)
+    network.to("cpu")
+    domain = domain_from_volumes(
+        [cases[i].mr for i in train_ids],
+        config.card,
+        n_training_cases=len(train_ids),
+        n_validation_cases=len(val_ids),
+        n_cases_with_lesions=sum(_has_lesions(prepared[i]) for i in train_ids),
+        lesion_types=lesion_types,
+    )
+    last = rows[-1] if rows else {}
+    training_summary = {
+        "iterations": config.training.iterations,
+        "batch_size": config.training.batch_size,
+        "patch_size": list(config.patches.size),
+        "loss": f"{config.loss.l1_weight:g} x L1 + {config.loss.nll_weight:g} x "
+        f"{config.loss.nll} NLL",
+        "final_train_loss": last.get("train_loss"),
+        "final_validation_loss": last.get("validation_loss"),
+        "final_validation_patch_mae_hu": last.get("validation_mae_hu"),
+        "seed": config.training.seed,
+        "device": device,
+        "duration_s": last.get("elapsed_s"),
+        "n_parameters": count_parameters(network),
+        "training_case_ids": train_ids,
+        "validation_case_ids": val_ids,
+    }
+    normalisation = {
+        "config": config.normalisation.model_dump(mode="json"),
+        "training_cases": {i: prepared[i].scaling.to_dict() for i in train_ids},
+    }
+    card = build_card(
+        config=config,
+        network=network,
+        domain=domain,
+        training=training_summary,
+        validation=validation,
+    )
+    folder = save_model_folder(
+        path, network=network, config=config, card=card, normalisation=normalisation
+    )
+    return folder, validation
+
+
+def _has_lesions(case: PreparedCase) -> bool:
+    return case.lesions is not None and bool(case.lesions.any())
+
+
+def _tensorboard(out: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise TrainingConfigError(
+            "training.tensorboard is on but TensorBoard is not installed",
+            path="training.tensorboard",
+            fix="pip install tensorboard, or set training.tensorboard: false (the CSV log "
+            "is always written)",
+        ) from exc
+    return SummaryWriter(log_dir=str(out / "tensorboard"))

@@ -1,0 +1,112 @@
+"""Window predictors with uncertainty: one pass, Monte Carlo dropout, ensemble.
+
+Each predictor maps a batch of windows to variances, not log-variances, because variances are
+what can be averaged when overlapping windows are blended:
+
+=================  =========================================================================
+channel            meaning (network units; multiply SDs by ``hu_scale`` for HU)
+=================  =========================================================================
+0 ``MEAN``         predicted value: the dropout-free pass, or the ensemble mean
+1 ``ALEATORIC``    aleatoric variance, ``exp(log-variance)`` of the heteroscedastic head
+                   (averaged over the ensemble members)
+2 ``EPISTEMIC``    epistemic variance: the variance of the mean over ``passes`` forward passes
+                   with dropout on [1]_, or over the ensemble members [2]_ (MC and ensemble
+                   predictors only)
+=================  =========================================================================
+
+The MC-dropout variance is a population variance over the passes (Welford's running
+update), so a network without active dropout gives exactly 0. The total SD is
+``sqrt(aleatoric + epistemic)`` (the law of total variance).
+
+References
+----------
+.. [1] Gal Y, Ghahramani Z. Dropout as a Bayesian approximation. ICML 2016.
+.. [2] Lakshminarayanan B et al. Simple and scalable predictive uncertainty estimation using
+   deep ensembles. NeurIPS 2017.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from synthct.synthesis.network import LOG_VARIANCE_CHANNEL, MEAN_CHANNEL, mc_dropout
+from synthct.synthesis.sliding_window import WindowPredictor
+
+MEAN = 0
+ALEATORIC = 1
+EPISTEMIC = 2
+
+
+def _forward(network: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    out = network(x.contiguous(memory_format=torch.channels_last_3d))
+    mean = out[:, MEAN_CHANNEL : MEAN_CHANNEL + 1]
+    variance = torch.exp(out[:, LOG_VARIANCE_CHANNEL : LOG_VARIANCE_CHANNEL + 1])
+    return mean, variance
+
+
+def single_pass_predictor(network: nn.Module) -> WindowPredictor:
+    """Mean and aleatoric variance from one dropout-free pass (2 channels)."""
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with mc_dropout(network, enabled=False):
+            mean, variance = _forward(network, x)
+        return torch.cat([mean, variance], dim=1)
+
+    return predict
+
+
+def mc_dropout_predictor(network: nn.Module, passes: int) -> WindowPredictor:
+    """Dropout-free mean and aleatoric variance, plus the MC-dropout variance (3 channels).
+
+    Parameters
+    ----------
+    network : nn.Module
+        A network with dropout layers (their probability may be 0: the variance is then 0).
+    passes : int
+        Forward passes with dropout on (at least 2).
+    """
+    if passes < 2:
+        raise ValueError(f"MC dropout needs at least 2 passes, got {passes}")
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with mc_dropout(network, enabled=False):
+            mean, variance = _forward(network, x)
+        running_mean = torch.zeros_like(mean)
+        m2 = torch.zeros_like(mean)
+        with mc_dropout(network, enabled=True):
+            for n in range(1, passes + 1):
+                sample, _ = _forward(network, x)
+                delta = sample - running_mean
+                running_mean += delta / n
+                m2 += delta * (sample - running_mean)
+        return torch.cat([mean, variance, m2 / passes], dim=1)
+
+    return predict
+
+
+def ensemble_predictor(networks: Sequence[nn.Module]) -> WindowPredictor:
+    """Ensemble mean, mean aleatoric variance and variance of the member means (3 channels)."""
+    if len(networks) < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {len(networks)}")
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        means, variances = [], []
+        for network in networks:
+            with mc_dropout(network, enabled=False):
+                mean, variance = _forward(network, x)
+            means.append(mean)
+            variances.append(variance)
+        stacked = torch.stack(means)
+        return torch.cat(
+            [
+                stacked.mean(dim=0),
+                torch.stack(variances).mean(dim=0),
+                stacked.var(dim=0, unbiased=False),
+            ],
+            dim=1,
+        )
+
+    return predict

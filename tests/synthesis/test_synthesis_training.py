@@ -1,0 +1,203 @@
+"""Training on a tiny rendered phantom cohort: learning, outputs, exact resume, bad runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from synthct.synthesis.config import LossConfig
+from synthct.synthesis.errors import ManifestError, TrainingConfigError
+from synthct.synthesis.manifest import read_manifest
+from synthct.synthesis.training import TrainingResult, loss_terms, split_cases, train_model
+
+
+def test_training_lowers_the_loss_and_learns_hu(trained: TrainingResult) -> None:
+    log = trained.log
+    assert [row["iteration"] for row in log] == [20, 40, 60, 80]
+    assert log[-1]["validation_loss"] < log[0]["validation_loss"] - 0.2
+    assert log[-1]["validation_mae_hu"] < 0.8 * log[0]["validation_mae_hu"]
+    # Held-out case, whole volume: far better than the best constant sCT (~200 HU here).
+    (case,) = trained.validation["cases"]
+    assert case["mae_hu"] < 80.0
+    assert case["bone_dice_150hu"] > 0.6
+
+
+def test_run_folder_holds_log_checkpoint_split_and_model(trained: TrainingResult) -> None:
+    out = trained.output_dir
+    with trained.log_path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and "validation_mae_hu" in rows[0]
+    assert trained.checkpoint_path.is_file()
+    split = json.loads((out / "split.json").read_text())
+    assert len(split["train"]) == 3 and len(split["validation"]) == 1
+    model = trained.model_dir
+    for name in (
+        "weights.safetensors",
+        "config.yaml",
+        "normalisation.json",
+        "model_card.json",
+        "model_card.md",
+    ):
+        assert (model / name).is_file(), name
+    card = json.loads((model / "model_card.json").read_text())
+    domain = card["domain"]
+    assert domain["n_echoes"] == 2 and domain["field_strengths_t"] == [3.0]
+    assert domain["echo_times_ms"] == [[1.15, 1.15], [2.3, 2.3]]
+    assert domain["voxel_size_mm"] == [[3.0, 3.0]] * 3
+    assert domain["n_training_cases"] == 3 and domain["n_validation_cases"] == 1
+    lesion_in_training = "case002" in split["train"]
+    assert domain["n_cases_with_lesions"] == int(lesion_in_training)
+    assert domain["lesion_types"] == (["calcified_meningioma"] if lesion_in_training else [])
+    assert card["validation"]["cases"][0]["case_id"] == split["validation"][0]
+    assert "Training domain" in (model / "model_card.md").read_text()
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
+    cohort_manifest: Path, make_config: Callable[..., Any], tmp_path: Path
+) -> None:
+    config = make_config(
+        training={"iterations": 12, "checkpoint_interval": 6, "validation_interval": 6},
+        card={"name": "resume"},
+    )
+    straight = train_model(
+        cohort_manifest,
+        config.with_updates({"training": {"final_validation": False}}),
+        tmp_path / "a",
+    )
+
+    class Stop(Exception):
+        pass
+
+    def crash_after_9(p: Any) -> None:
+        if p.phase == "training" and p.iteration == 9:
+            raise Stop
+
+    run = tmp_path / "b"
+    config_b = config.with_updates({"training": {"final_validation": False}})
+    with pytest.raises(Stop):
+        train_model(cohort_manifest, config_b, run, progress=crash_after_9)
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 6
+    with pytest.raises(TrainingConfigError, match="--resume"):
+        train_model(cohort_manifest, config_b, run)
+    resumed = train_model(cohort_manifest, config_b, run, resume=True)
+    a = load_file(str(straight.model_dir / "weights.safetensors"))
+    b = load_file(str(resumed.model_dir / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert [r["iteration"] for r in resumed.log] == [6, 12]
+    assert resumed.log[-1]["validation_loss"] == pytest.approx(straight.log[-1]["validation_loss"])
+
+
+def test_resume_checks_the_checkpoint_and_configuration(
+    cohort_manifest: Path, make_config: Callable[..., Any], tmp_path: Path
+) -> None:
+    config = make_config(training={"iterations": 2, "final_validation": False})
+    with pytest.raises(TrainingConfigError, match="no checkpoint"):
+        train_model(cohort_manifest, config, tmp_path / "none", resume=True)
+    train_model(cohort_manifest, config, tmp_path / "run")
+    changed = config.with_updates({"training": {"learning_rate": 0.1}})
+    with pytest.raises(TrainingConfigError, match="learning_rate"):
+        train_model(cohort_manifest, changed, tmp_path / "run", resume=True)
+    longer = config.with_updates({"training": {"iterations": 4}})
+    assert (
+        train_model(cohort_manifest, longer, tmp_path / "run", resume=True).log[-1]["iteration"]
+        == 4
+    )
+
+
+def test_split_column_and_seeded_split(
+    cohort_manifest: Path, make_config: Callable[..., Any], tmp_path: Path
+) -> None:
+    records = read_manifest(cohort_manifest)
+    train, val = split_cases(records, make_config())
+    assert (
+        len(train) == 3 and len(val) == 1 and set(train) | set(val) == {r.case_id for r in records}
+    )
+    assert split_cases(records, make_config()) == (train, val)  # same seed, same split
+    rows = list(csv.DictReader(cohort_manifest.open()))
+    for row, split in zip(rows, ["train", "validation", "test", "train"], strict=True):
+        row["split"] = split
+    manifest = cohort_manifest.parent / "split_manifest.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert split_cases(read_manifest(manifest), make_config()) == (
+        ["case001", "case004"],
+        ["case002"],
+    )
+
+
+def test_manifest_errors_name_the_case_and_file(cohort_manifest: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "m.csv"
+    bad.write_text("case_id,ct\nx,a.nii.gz\n")
+    with pytest.raises(ManifestError, match="mr_echoes"):
+        read_manifest(bad)
+    bad.write_text(f"case_id,ct,mr_echoes\nx,{cohort_manifest.parent}/case001_ct.nii.gz,nope.nii\n")
+    with pytest.raises(ManifestError, match=r"case .x.: the mr_echoes file .*nope.nii"):
+        read_manifest(bad)
+    js = tmp_path / "m.json"
+    folder = cohort_manifest.parent
+    js.write_text(
+        json.dumps(
+            {
+                "cases": [
+                    {
+                        "case_id": "j",
+                        "ct": str(folder / "case001_ct.nii.gz"),
+                        "mr_echoes": [
+                            str(folder / "case001_echo1.nii.gz"),
+                            str(folder / "case001_echo2.nii.gz"),
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    (record,) = read_manifest(js)
+    assert len(record.mr_echoes) == 2 and record.lesion_labels is None
+
+
+def test_laplace_and_gaussian_losses_have_their_known_minimum() -> None:
+    target = torch.zeros(1, 1, 2, 2, 2)
+    error = 0.3
+    for nll, best_log_var in (("laplace", np.log(2 * error**2)), ("gaussian", np.log(error**2))):
+        config = LossConfig(nll=nll, l1_weight=0.0, nll_weight=1.0)
+        values = []
+        for log_var in np.linspace(-8, 2, 201):
+            prediction = torch.cat(
+                [torch.full_like(target, error), torch.full_like(target, float(log_var))], 1
+            )
+            values.append(float(loss_terms(prediction, target, config)[0]))
+        assert np.linspace(-8, 2, 201)[int(np.argmin(values))] == pytest.approx(
+            best_log_var, abs=0.06
+        )
+
+
+def test_a_ct_on_another_grid_is_resampled_onto_the_mri(
+    render: Callable[..., Any], tmp_path: Path
+) -> None:
+    from synthct.io import write_volume
+    from synthct.synthesis.manifest import CaseRecord, load_case
+    from synthct.volume import CTVolume
+
+    ct, mr = render(3)
+    shifted = np.array(ct.affine)
+    shifted[:3, 3] = ct.geometry.index_to_lps((2, 0, 0))  # starts 2 planes further along axis 0
+    write_volume(CTVolume(ct.array[2:], shifted), tmp_path / "ct.nii.gz")
+    write_volume(mr, tmp_path / "mr.nii.gz")
+    case = load_case(CaseRecord("c", tmp_path / "ct.nii.gz", (tmp_path / "mr.nii.gz",)))
+    assert case.ct.geometry.is_close(mr.geometry)
+    np.testing.assert_allclose(case.ct.array[2:], ct.array[2:], atol=1e-3)
+    assert case.ct_coverage is not None
+    assert not case.ct_coverage[:2].any() and case.ct_coverage[2:].all()
