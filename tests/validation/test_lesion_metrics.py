@@ -488,3 +488,26 @@ def test_inserted_calcified_sphere_in_a_real_ct(totalseg: Path) -> None:
     assert (result.sct.diameter_axial_mm, result.sct.diameter_sagittal_mm) == (0.0, 0.0)
     assert -50 < result.sct.roi.mean_hu < 100
     assert result.dice == 0.0
+
+
+def test_bone_next_to_the_lesion_stays_out_of_the_shell() -> None:
+    """A calcified lesion in the canal with a lamina 3 mm away is visible against CSF.
+
+    Without the HU window the bone's 1000 HU enter the 2-5 mm shell, its SD explodes and the
+    lesion would pass as invisible; with the default window the shell is CSF only.
+    """
+    geometry = _grid(np.eye(4), field_mm=40.0)
+    ct, annotation, center = _phantom(geometry, (4.0, 4.0, 4.0), lesion_hu=300.0)
+    lps = geometry.index_to_lps(np.indices(geometry.shape).reshape(3, -1).T)
+    bone = (lps[:, 1] - center[1] >= 7.0).reshape(geometry.shape)  # a bony wall behind
+    values = ct.array.copy()
+    values[bone] = 1000.0
+    ct = CTVolume(values, geometry.affine)
+    windowed = measure_lesion(ct, _csf_only(ct), annotation, lesion_id=1)
+    assert windowed.ct.visible
+    assert windowed.ct.shell_sd_hu == pytest.approx(NOISE_SD_HU, rel=0.25)
+    plain = measure_lesion(
+        ct, _csf_only(ct), annotation, lesion_id=1, settings=LesionSettings(shell_hu_window=None)
+    )
+    assert not plain.ct.visible
+    assert plain.ct.shell_sd_hu > 100

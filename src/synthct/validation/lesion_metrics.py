@@ -436,13 +436,22 @@ def _measure_box(
             f"lesion {lesion_id} selects no voxel", path=f"lesion {lesion_id}"
         )
     spacing = ct.spacing_mm
+    restrict = None if background is None else background[box]
     shell = shell_mask(
         roi,
         spacing_mm=spacing,
         inner_mm=settings.shell_inner_mm,
         outer_mm=settings.shell_outer_mm,
-        restrict_to=None if background is None else background[box],
+        restrict_to=restrict,
     )
+    if settings.shell_hu_window is not None:
+        # The paper's reference tissue is the CSF/cord around the tumour: bone, fat and air
+        # within a few mm (laminae, vertebral body, epidural fat) would swamp the shell SD.
+        low, high = settings.shell_hu_window
+        reference = ct.array[box]
+        windowed = shell & (reference >= low) & (reference <= high)
+        if np.count_nonzero(windowed) >= settings.min_shell_voxels:
+            shell = windowed
     search = search_region(roi, spacing_mm=spacing, margin_mm=settings.search_margin_mm)
     affine = _box_affine(ct.geometry, box)
     measured = {}

@@ -43,6 +43,14 @@ class LesionSettings(BaseModel):
     )
     shell_inner_mm: float = Field(default=2.0, ge=0, description="inner distance of the shell")
     shell_outer_mm: float = Field(default=5.0, gt=0, description="outer distance of the shell")
+    shell_hu_window: tuple[float, float] | None = Field(
+        default=(-30.0, 130.0),
+        description="keep shell voxels whose reference-CT HU lies in this window (CSF, cord, "
+        "dura, ligament, muscle; not bone, fat or air); None keeps all",
+    )
+    min_shell_voxels: int = Field(
+        default=10, ge=1, description="fewer windowed shell voxels fall back to the whole shell"
+    )
     search_margin_mm: float = Field(default=3.0, ge=0, description="ROI dilation for segmentation")
     rose_threshold: float = Field(default=3.0, ge=0, description="|CNR| needed to be visible")
     min_voxels: int = Field(default=3, ge=1, description="smallest visible segmentation, voxels")
@@ -73,7 +81,16 @@ class LesionSettings(BaseModel):
             f"ROI; calcified fraction = share of ROI voxels >= {self.calcified_threshold_hu:g} HU",
             "shell": f"voxels whose centre is > {self.shell_inner_mm:g} and <= "
             f"{self.shell_outer_mm:g} mm from the nearest ROI voxel centre (Euclidean, in mm), "
-            "restricted to the background mask when one is given",
+            "restricted to the background mask when one is given and to voxels whose "
+            + (
+                f"reference-CT HU lies in [{self.shell_hu_window[0]:g}, "
+                f"{self.shell_hu_window[1]:g}] (the CSF/cord/soft-tissue surround of the paper's "
+                "ROI, not bone, fat or air)"
+                if self.shell_hu_window is not None
+                else "any HU"
+            )
+            + f"; with fewer than {self.min_shell_voxels} such voxels the unwindowed shell is "
+            "used",
             "cnr": "(mean_roi_hu - mean_shell_hu) / sd_shell_hu (ddof=1); +-inf when the shell "
             "SD is 0 and the means differ, 0 when they are equal",
             "visible": f"|CNR| >= {self.rose_threshold:g} (Rose criterion) and the segmentation "
