@@ -258,44 +258,102 @@ def insert_lesions_into_ct(
         raise PhantomParameterError(
             f"noise_sd_hu must be >= 0, got {noise_sd_hu}", path="noise_sd_hu"
         )
-    hu_of = np.zeros(256, dtype=np.float64)
-    for tissue, props in TISSUES.items():
-        hu_of[int(tissue)] = props.ct_hu
     out = ct.array.astype(np.float32, copy=True)
     rng = np.random.default_rng(seed)
     for placed in model._placed:
-        lo, hi = placed.bounds()
-        corners = np.array(
-            [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
-        )
-        ijk = ct.geometry.lps_to_index(corners)
-        start = np.maximum(np.floor(ijk.min(axis=0)).astype(int) - 1, 0)
-        stop = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + 2, ct.spatial_shape)
-        if np.any(stop <= start):
+        raster = rasterise_lesion(placed, ct.geometry, supersample=supersample, margin=1)
+        if raster is None:
             raise PhantomParameterError(
                 f"lesion at {list(placed.lesion.centre_lps_mm)} mm lies outside the CT's "
                 "field of view",
                 path="centre_lps_mm",
                 fix="give a centre inside the CT (see `synthct info CT` for its extent)",
             )
-        box = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
-        origin = ct.geometry.index_to_lps(start)
-        box_grid = Geometry(
-            tuple(int(n) for n in stop - start),  # type: ignore[arg-type]
-            _with_origin(ct.geometry.affine, origin),
-        )
-        fine = supersampled(box_grid, supersample)
-        labels = np.zeros(fine.shape, dtype=np.uint8)
-        inside = placed.paint(fine, labels)
-        coverage = np.asarray(block_mean(inside.astype(np.float64), supersample), np.float64)
-        hu_sum = np.asarray(
-            block_mean(np.where(inside, hu_of[labels], 0.0), supersample), np.float64
-        )
-        lesion_hu = np.divide(hu_sum, coverage, out=np.zeros_like(hu_sum), where=coverage > 0)
+        coverage = raster.coverage
         noise = rng.normal(0.0, noise_sd_hu, coverage.shape) * coverage
-        region = out[box]
-        out[box] = (1 - coverage) * region + coverage * lesion_hu + noise
+        region = out[raster.box]
+        out[raster.box] = (1 - coverage) * region + coverage * raster.mean_hu + noise
     return CTVolume(out, ct.affine, source=ct.source)
+
+
+@dataclass(frozen=True)
+class LesionRaster:
+    """A lesion rendered on a box of a grid by sub-voxel coverage.
+
+    Attributes
+    ----------
+    box : tuple of 3 slices
+        The box of the grid the lesion (plus a margin) covers.
+    coverage : ndarray of float64
+        Fraction of each box voxel's sub-voxels inside the lesion.
+    mean_hu : ndarray of float64
+        Mean HU of the lesion's sub-voxels in each voxel (0 where the coverage is 0).
+    fine_labels : ndarray of uint8
+        Tissue labels of the sub-voxels (lesion tissues inside, 0 elsewhere).
+    fine_inside : ndarray of bool
+        Sub-voxels inside the lesion.
+    supersample : int
+        Sub-voxels per voxel edge.
+    """
+
+    box: tuple[slice, slice, slice]
+    coverage: NDArray[np.float64]
+    mean_hu: NDArray[np.float64]
+    fine_labels: NDArray[np.uint8]
+    fine_inside: NDArray[np.bool_]
+    supersample: int
+
+    def block_mean(self, fine: NDArray[Any]) -> NDArray[Any]:
+        """Mean of a sub-voxel array over each voxel of the box."""
+        return np.asarray(block_mean(fine, self.supersample))
+
+
+def _hu_table() -> NDArray[np.float64]:
+    hu_of = np.zeros(256, dtype=np.float64)
+    for tissue, props in TISSUES.items():
+        hu_of[int(tissue)] = props.ct_hu
+    return hu_of
+
+
+def rasterise_lesion(
+    lesion: EllipsoidLesion | _Placed,
+    geometry: Geometry,
+    *,
+    supersample: int = 3,
+    margin: int = 1,
+) -> LesionRaster | None:
+    """A lesion's sub-voxel coverage, mean HU and sub-voxel tissues on a grid.
+
+    The box spans the lesion's bounding box plus ``margin`` voxels (clipped to the grid);
+    ``None`` when the lesion does not reach the grid. Both
+    :func:`insert_lesions_into_ct` and lesion-aware training
+    (:mod:`synthct.synthesis.lesion_insertion`) blend with it.
+    """
+    placed = lesion if isinstance(lesion, _Placed) else _Placed(lesion, 1)
+    lo, hi = placed.bounds()
+    corners = np.array(
+        [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+    )
+    ijk = geometry.lps_to_index(corners)
+    start = np.maximum(np.floor(ijk.min(axis=0)).astype(int) - margin, 0)
+    stop = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + 1 + margin, geometry.shape)
+    if np.any(stop <= start):
+        return None
+    box = (slice(start[0], stop[0]), slice(start[1], stop[1]), slice(start[2], stop[2]))
+    origin = geometry.index_to_lps(start)
+    box_grid = Geometry(
+        tuple(int(n) for n in stop - start),  # type: ignore[arg-type]
+        _with_origin(geometry.affine, origin),
+    )
+    fine = supersampled(box_grid, supersample)
+    labels = np.zeros(fine.shape, dtype=np.uint8)
+    inside = placed.paint(fine, labels)
+    coverage = np.asarray(block_mean(inside.astype(np.float64), supersample), np.float64)
+    hu_sum = np.asarray(
+        block_mean(np.where(inside, _hu_table()[labels], 0.0), supersample), np.float64
+    )
+    mean_hu = np.divide(hu_sum, coverage, out=np.zeros_like(hu_sum), where=coverage > 0)
+    return LesionRaster(box, coverage, mean_hu, labels, inside, supersample)
 
 
 def _with_origin(affine: NDArray[np.float64], origin: NDArray[np.float64]) -> NDArray[np.float64]:

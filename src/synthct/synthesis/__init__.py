@@ -19,5 +19,7 @@ module                 what it holds
 ``baseline``           the non-learning tissue-class baseline behind the same interface
 ``checkpoint``         training checkpoints (exact resume) and the CSV training log
 ``training``           the training loop: split, patches, loss, validation, the model folder
+``lesion_insertion``   lesion-aware training: library lesions blended into MRI and CT patches
+``shipped``            the shipped models (product_like, lesion_aware) as package data
 =====================  ==========================================================================
 """

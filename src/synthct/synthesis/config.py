@@ -9,6 +9,7 @@ be silently ignored). Sections:
 ``patches``        patch size and the sampling weights of bone, lesions, body and background
 ``loss``           L1 on the mean plus a heteroscedastic negative log-likelihood
 ``training``       iterations, batch, optimiser, validation split, checkpoints, seed, device
+``lesion_insertion`` lesion-aware training: library lesions inserted into MRI and CT patches
 ``inference``      sliding-window overlap, batch, blending, masking outside the body
 ``card``           what the model card declares beyond what the data tells (anatomy, pathologies)
 """
@@ -139,6 +140,55 @@ class TrainingSettings(_Section):
     final_validation: bool = True
 
 
+class LesionInsertionConfig(_Section):
+    """Lesion-aware training: lesions inserted consistently into MRI and CT patches.
+
+    With probability ``probability`` a training patch is centred on a random voxel of the
+    ``placement_tissues`` (intradural: CSF, spinal cord; from the case's ``tissue_labels``) and
+    a library lesion of one of ``types`` is inserted there (see
+    :mod:`synthct.synthesis.lesion_insertion`). Diameters are drawn uniformly in their ranges
+    (mm; axial along L, thickness along P, sagittal along S), the mean HU of calcifying types
+    uniformly in ``mean_hu`` (clipped to what the type can reach), the calcification pattern
+    from ``patterns``.
+    """
+
+    enabled: bool = False
+    probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    types: tuple[str, ...] = ("meningioma", "schwannoma")
+    mean_hu: tuple[float, float] = (40.0, 1000.0)
+    axial_diameter_mm: tuple[float, float] = (5.0, 14.0)
+    thickness_mm: tuple[float, float] = (4.0, 9.0)
+    sagittal_diameter_mm: tuple[float, float] = (6.0, 20.0)
+    patterns: tuple[Literal["dense", "partial", "rim"], ...] = ("dense", "partial", "rim")
+    placement_tissues: tuple[Literal["csf", "spinal_cord"], ...] = ("csf", "spinal_cord")
+    #: Sub-voxels per voxel edge for the lesion's coverage (partial volume).
+    supersample: Annotated[int, Field(ge=1, le=4)] = 2
+    #: CT noise added where the lesion replaces tissue, scaled by its coverage.
+    ct_noise_sd_hu: Annotated[float, Field(ge=0.0)] = 12.0
+
+    @model_validator(mode="after")
+    def _check(self) -> LesionInsertionConfig:
+        from synthct.phantom.lesions import LESION_TYPES
+
+        unknown = [t for t in self.types if t not in LESION_TYPES]
+        if unknown or not self.types:
+            raise ValueError(
+                f"unknown lesion type(s) {unknown or list(self.types)}; allowed: "
+                f"{', '.join(LESION_TYPES)}"
+            )
+        for name in ("mean_hu", "axial_diameter_mm", "thickness_mm", "sagittal_diameter_mm"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
+        for name in ("axial_diameter_mm", "thickness_mm", "sagittal_diameter_mm"):
+            lo, hi = getattr(self, name)
+            if lo < 0.5 or hi > 60.0:
+                raise ValueError(f"{name} must lie in 0.5..60 mm, got {(lo, hi)}")
+        if not self.patterns or not self.placement_tissues:
+            raise ValueError("patterns and placement_tissues must not be empty")
+        return self
+
+
 class InferenceConfig(_Section):
     """Sliding-window inference defaults (the CLI can override them)."""
 
@@ -180,6 +230,7 @@ class SynthesisConfig(_Section):
     patches: PatchConfig = PatchConfig()
     loss: LossConfig = LossConfig()
     training: TrainingSettings = TrainingSettings()
+    lesion_insertion: LesionInsertionConfig = LesionInsertionConfig()
     inference: InferenceConfig = InferenceConfig()
     card: CardConfig = CardConfig()
 

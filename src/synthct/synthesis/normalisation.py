@@ -114,7 +114,13 @@ def check_mr_array(array: ArrayLike, *, source: str | None = None) -> NDArray[An
 
 
 def _fill_holes(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """Fill background regions that do not touch the border of the field of view."""
+    """Fill background regions enclosed by the body, in 3D and in every 2D slice.
+
+    The spine leaves the field of view cranially and caudally, so cortical bone (dark on every
+    echo) touches the border and is no 3D hole; in slices across the spine it is enclosed by
+    soft tissue. Slices along all three axes are filled because the array axis that runs
+    cranio-caudally depends on the acquisition (sagittal, axial or coronal).
+    """
     background, n = ndimage.label(~mask)
     if n == 0:
         return mask
@@ -123,8 +129,16 @@ def _fill_holes(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
         for index in (0, -1):
             border[np.unique(np.take(background, index, axis=axis))] = True
     border[0] = True  # label 0 is the mask itself
-    holes = ~border[background]
-    return mask | holes
+    filled = mask | ~border[background]
+    for axis in range(3):
+        for index in range(filled.shape[axis]):
+            plane = np.take(filled, index, axis=axis)
+            closed = ndimage.binary_fill_holes(plane)
+            if closed.sum() != plane.sum():
+                slicer: list[slice | int] = [slice(None)] * 3
+                slicer[axis] = index
+                filled[tuple(slicer)] = closed
+    return filled
 
 
 def body_mask_from_mri(
@@ -135,8 +149,8 @@ def body_mask_from_mri(
     Rule: threshold the sum of the echoes (each divided by its 99.9th percentile, so that the mask
     does not depend on per-echo gains) at Otsu's value, capped at ``threshold_fraction`` of its 99th
     percentile (so a field of view without air keeps its dark tissue such as CSF), keep the
-    largest connected component and fill the holes that do not reach the border (cortical bone
-    and other tissue dark on every echo).
+    largest connected component and fill the holes (cortical bone and other tissue dark on every
+    echo) in 3D and slice by slice (see :func:`_fill_holes`).
 
     Parameters
     ----------

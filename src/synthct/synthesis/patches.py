@@ -6,6 +6,10 @@ field of view but are exactly what the synthesis must get right, so they are ove
 patch is the window of :attr:`PatchConfig.size` around that centre, moved inside the volume
 when it would stick out, and padded (normalised MRI 0, target air) when the volume is smaller
 than the patch.
+
+With lesion insertion enabled (:class:`~synthct.synthesis.config.LesionInsertionConfig`), a
+fraction of the patches is centred near an intradural voxel instead and gets a library lesion
+blended into its raw echoes and CT before normalisation (:mod:`synthct.synthesis.lesion_insertion`).
 """
 
 from __future__ import annotations
@@ -17,9 +21,21 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from synthct.synthesis.config import NormalisationConfig, PatchConfig
+from synthct.synthesis.config import LesionInsertionConfig, NormalisationConfig, PatchConfig
+from synthct.synthesis.lesion_insertion import (
+    InsertionSource,
+    draw_lesion,
+    insert_lesion_into_patch,
+    patch_geometry,
+    prepare_insertion_source,
+)
 from synthct.synthesis.manifest import Case
-from synthct.synthesis.normalisation import EchoScaling, hu_to_target, normalise_mr
+from synthct.synthesis.normalisation import (
+    EchoScaling,
+    apply_scaling,
+    hu_to_target,
+    normalise_mr,
+)
 
 #: HU used to pad the target outside the field of view (air).
 PAD_HU = -1000.0
@@ -45,6 +61,8 @@ class PreparedCase:
         How the echoes were scaled.
     cumulative_weights : (I*J*K,) ndarray of float64
         Cumulative patch-centre sampling weights (C order).
+    insertion : InsertionSource or None
+        Raw echoes, tissue labels and signal tables for lesion insertion (None: no insertion).
     """
 
     case_id: str
@@ -54,6 +72,7 @@ class PreparedCase:
     lesions: NDArray[np.bool_] | None
     scaling: EchoScaling
     cumulative_weights: NDArray[np.float64]
+    insertion: InsertionSource | None = None
 
     @property
     def n_echoes(self) -> int:
@@ -84,9 +103,18 @@ def sampling_weights(
 
 
 def prepare_case(
-    case: Case, normalisation: NormalisationConfig, patches: PatchConfig
+    case: Case,
+    normalisation: NormalisationConfig,
+    patches: PatchConfig,
+    *,
+    insertion: LesionInsertionConfig | None = None,
+    tissue_labels: NDArray[np.integer] | None = None,
 ) -> PreparedCase:
-    """Normalise a loaded case and compute its patch sampling weights."""
+    """Normalise a loaded case and compute its patch sampling weights.
+
+    With ``insertion`` enabled and the case's ``tissue_labels`` (on the MRI grid), the case
+    also keeps what lesion insertion needs (:class:`InsertionSource`).
+    """
     inputs, body, scaling = normalise_mr(case.mr.array, normalisation, source=case.mr.source)
     ct_hu = np.asarray(case.ct.array, dtype=np.float32)
     lesions = None if case.lesion_labels is None else case.lesion_labels.mask()
@@ -96,6 +124,17 @@ def prepare_case(
     cumulative = np.cumsum(weights.ravel())
     if not cumulative[-1] > 0:
         cumulative = np.arange(1, weights.size + 1, dtype=np.float64)
+    source = None
+    if insertion is not None and insertion.enabled and tissue_labels is not None:
+        allowed = body if case.ct_coverage is None else body & case.ct_coverage
+        source = prepare_insertion_source(
+            np.asarray(case.mr.array),
+            np.asarray(tissue_labels),
+            case.mr.affine,
+            case.mr.protocol,
+            insertion,
+            allowed=allowed,
+        )
     return PreparedCase(
         case_id=case.case_id,
         inputs=inputs,
@@ -104,6 +143,7 @@ def prepare_case(
         lesions=lesions,
         scaling=scaling,
         cumulative_weights=cumulative,
+        insertion=source,
     )
 
 
@@ -149,7 +189,9 @@ class PatchSampler:
     config : PatchConfig
         Patch size, weights and augmentation.
     normalisation : NormalisationConfig
-        For the target value of padding (air).
+        For the target value of padding (air) and the scaling of patches with lesions.
+    insertion : LesionInsertionConfig, optional
+        Lesion insertion; applied to cases prepared with an :class:`InsertionSource`.
     """
 
     def __init__(
@@ -157,11 +199,16 @@ class PatchSampler:
         cases: Sequence[PreparedCase],
         config: PatchConfig,
         normalisation: NormalisationConfig,
+        insertion: LesionInsertionConfig | None = None,
     ) -> None:
         if not cases:
             raise ValueError("a patch sampler needs at least one case")
         self.cases = list(cases)
         self.config = config
+        self.normalisation = normalisation
+        active = insertion is not None and insertion.enabled and insertion.probability > 0
+        # Disabled (or probability 0) insertion draws nothing: the patches stay as without it.
+        self.insertion = insertion if active else None
         self.pad_target = float(hu_to_target(PAD_HU, normalisation))
 
     def centre(self, case: PreparedCase, rng: np.random.Generator) -> tuple[int, int, int]:
@@ -182,6 +229,43 @@ class PatchSampler:
         y = extract_patch(case.target, start, size, self.pad_target)[np.newaxis]
         return x, y
 
+    def lesion_patch(
+        self, case: PreparedCase, rng: np.random.Generator
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """A patch around a random intradural voxel with a library lesion inserted there.
+
+        The lesion is blended into the raw echoes and the CT (HU) of the patch, which are then
+        normalised with the case's own scaling. Needs ``case.insertion`` and ``self.insertion``.
+        """
+        source, settings = case.insertion, self.insertion
+        assert source is not None and settings is not None
+        size = self.config.size
+        shape = case.target.shape
+        flat = int(source.candidates[int(rng.integers(source.candidates.size))])
+        site = np.unravel_index(flat, shape)
+        # Move the patch centre by up to a quarter patch so the lesion is not always central.
+        shift = [int(rng.integers(-(s // 4), s // 4 + 1)) for s in size]
+        centre = [int(c) + d for c, d in zip(site, shift, strict=True)]
+        start = patch_start(centre, shape, size)
+        site_lps = source.affine[:3, :3] @ np.asarray(site, np.float64) + source.affine[:3, 3]
+        lesion = draw_lesion(settings, tuple(site_lps), rng)
+        norm = self.normalisation
+        raw = extract_patch(source.raw_mr, start, size, 0.0)
+        hu = extract_patch(case.target, start, size, self.pad_target) * norm.hu_scale
+        hu = hu + norm.hu_offset
+        tissue = extract_patch(source.tissue.astype(np.float32), start, size, 0.0)
+        mr, ct, _ = insert_lesion_into_patch(
+            raw,
+            hu,
+            tissue.astype(np.uint8),
+            patch_geometry(source.affine, start, size),
+            lesion,
+            source,
+            settings,
+            rng,
+        )
+        return apply_scaling(mr, case.scaling, norm), hu_to_target(ct, norm)[np.newaxis]
+
     def sample(
         self, rng: np.random.Generator, batch_size: int
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -189,7 +273,14 @@ class PatchSampler:
         xs, ys = [], []
         for _ in range(batch_size):
             case = self.cases[int(rng.integers(len(self.cases)))]
-            x, y = self.patch(case, self.centre(case, rng))
+            if (
+                self.insertion is not None
+                and case.insertion is not None
+                and rng.random() < self.insertion.probability
+            ):
+                x, y = self.lesion_patch(case, rng)
+            else:
+                x, y = self.patch(case, self.centre(case, rng))
             for axis in self.config.flip_axes:
                 if rng.random() < 0.5:
                     x = np.flip(x, axis=axis + 1)

@@ -241,9 +241,14 @@ def train_model(
             path=manifest,
             fix="resume with the manifest the run was started with",
         )
-    cases, prepared = _load_cases(records, train_ids + val_ids, config, report)
+    cases, prepared = _load_cases(records, train_ids + val_ids, config, report, train_ids)
     in_channels = next(iter(cases.values())).mr.n_echoes
-    sampler = PatchSampler([prepared[i] for i in train_ids], config.patches, config.normalisation)
+    sampler = PatchSampler(
+        [prepared[i] for i in train_ids],
+        config.patches,
+        config.normalisation,
+        insertion=config.lesion_insertion,
+    )
     val_source = [prepared[i] for i in val_ids] or [prepared[i] for i in train_ids]
     val_patches = PatchSampler(val_source, config.patches, config.normalisation).fixed_patches(
         settings.validation_patches, settings.seed + 1
@@ -413,13 +418,38 @@ def _open_run(out: Path, config: SynthesisConfig, *, resume: bool) -> dict[str, 
     return state
 
 
+def _tissue_labels(record: CaseRecord, case: Case) -> np.ndarray:
+    """The case's tissue labels on its MRI grid (lesion insertion places lesions with them)."""
+    from synthct.io import read_volume
+    from synthct.resample import resample_to
+    from synthct.volume import LabelMap
+
+    if record.tissue_labels is None:
+        raise TrainingConfigError(
+            f"case {record.case_id!r} has no tissue_labels, which lesion insertion needs to "
+            "place intradural lesions",
+            path="manifest",
+            fix="add a tissue_labels column (synthct phantom writes one) or disable "
+            "lesion_insertion",
+        )
+    labels = read_volume(record.tissue_labels, kind="label")
+    assert isinstance(labels, LabelMap)
+    if not labels.same_geometry(case.mr):
+        labels = resample_to(labels, case.mr)
+    return np.asarray(labels.array)
+
+
 def _load_cases(
     records: Sequence[CaseRecord],
     wanted: list[str],
     config: SynthesisConfig,
     report: ProgressCallback,
+    train_ids: Sequence[str] = (),
 ) -> tuple[dict[str, Case], dict[str, PreparedCase]]:
-    """Load and prepare the ``wanted`` cases; they must share one echo count."""
+    """Load and prepare the ``wanted`` cases; they must share one echo count.
+
+    Training cases (``train_ids``) keep lesion insertion data when it is enabled.
+    """
     by_id = {r.case_id: r for r in records}
     cases: dict[str, Case] = {}
     prepared: dict[str, PreparedCase] = {}
@@ -430,7 +460,16 @@ def _load_cases(
             )
         )
         cases[case_id] = load_case(by_id[case_id])
-        prepared[case_id] = prepare_case(cases[case_id], config.normalisation, config.patches)
+        tissue = None
+        if config.lesion_insertion.enabled and case_id in train_ids:
+            tissue = _tissue_labels(by_id[case_id], cases[case_id])
+        prepared[case_id] = prepare_case(
+            cases[case_id],
+            config.normalisation,
+            config.patches,
+            insertion=config.lesion_insertion if tissue is not None else None,
+            tissue_labels=tissue,
+        )
     n_echoes = {c.mr.n_echoes for c in cases.values()}
     if len(n_echoes) != 1:
         raise TrainingConfigError(

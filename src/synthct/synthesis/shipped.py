@@ -1,0 +1,59 @@
+"""The synthesis models shipped with synthct, as package data.
+
+``product_like``  trained on spine phantoms WITHOUT intradural lesions (extradural degenerative
+                  lesions only), as the commercial sCT of Fischer et al. (Acta Neurochir 2025)
+                  was: the model expected to miss calcified intradural meningiomas.
+``lesion_aware``  the same cohort and settings plus lesion insertion of intradural meningiomas
+                  (40-1000 HU) and schwannomas (:mod:`synthct.synthesis.lesion_insertion`).
+
+Both are trained by ``scripts/train_shipped_models.sh`` (``configs/product_like.yaml``,
+``configs/lesion_aware.yaml``) for the paper's protocol (two-echo 3 T SPGR, TR 7 ms,
+TE 1.15/2.30 ms, 0.74 x 0.74 x 0.9 mm); each card records the command, seeds and version.
+Loading verifies the weights' SHA-256 against the card.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from synthct.synthesis.errors import ModelFolderError
+
+if TYPE_CHECKING:
+    from synthct.synthesis.synthesizer import SynthesisModel
+
+#: Names of the shipped models (folders under ``synthct/models/``).
+SHIPPED_MODELS: tuple[str, ...] = ("product_like", "lesion_aware")
+
+
+def shipped_model_path(name: str) -> Path:
+    """The folder of a shipped model, e.g. ``shipped_model_path("lesion_aware")``.
+
+    Raises
+    ------
+    ModelFolderError
+        An unknown name, or a model missing from this installation.
+    """
+    if name not in SHIPPED_MODELS:
+        raise ModelFolderError(
+            f"no shipped model named {name!r}",
+            path="synthct/models",
+            fix=f"use one of {', '.join(SHIPPED_MODELS)}",
+        )
+    folder = Path(str(resources.files("synthct").joinpath("models", name)))
+    if not (folder / "model_card.json").is_file():
+        raise ModelFolderError(
+            f"the shipped model {name!r} is missing from this installation",
+            path=folder,
+            fix="reinstall synthct, or train it with scripts/train_shipped_models.sh "
+            f"{name} (it copies the model folder here)",
+        )
+    return folder
+
+
+def load_shipped_model(name: str, *, device: str = "cpu") -> SynthesisModel:
+    """Load a shipped model; its weights are checked against the card's SHA-256."""
+    from synthct.synthesis.synthesizer import SynthesisModel
+
+    return SynthesisModel.load(shipped_model_path(name), device=device)

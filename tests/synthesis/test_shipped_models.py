@@ -1,0 +1,59 @@
+"""The shipped models (package data) load, pass their checksum and synthesize."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthct.synthesis.errors import ModelFolderError
+from synthct.synthesis.model_folder import load_model_folder, sha256_of
+from synthct.synthesis.shipped import SHIPPED_MODELS, load_shipped_model, shipped_model_path
+from synthct.volume import MRProtocol, MultiEchoMR
+
+
+def _small_mr() -> MultiEchoMR:
+    """A 2-echo paper_3t-like volume: a bright block (fat-like) in dark air, with noise."""
+    rng = np.random.default_rng(0)
+    data = np.abs(rng.normal(0.0, 1e-3, (2, 32, 32, 16))).astype(np.float32)
+    data[:, 6:26, 6:26, 2:14] += np.array([0.08, 0.07], np.float32)[:, None, None, None]
+    affine = np.diag([0.74, 0.74, 0.9, 1.0])
+    protocol = MRProtocol((1.15, 2.30), 7.0, 10.0, 3.0)
+    return MultiEchoMR(data, affine, protocol=protocol)
+
+
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
+def test_shipped_model_loads_checks_and_synthesizes(name: str) -> None:
+    folder = shipped_model_path(name)
+    card = load_model_folder(folder).card
+    assert card["weights_sha256"] == sha256_of(folder / "weights.safetensors")
+    assert card["provenance"]["cohort_seed"] not in (301, 302, 2025)
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 2_000_000
+    model = load_shipped_model(name)
+    result = model.synthesize(_small_mr(), uncertainty=True, mc_passes=2)
+    sct = np.asarray(result.sct.array)
+    assert sct.shape == (32, 32, 16) and np.isfinite(sct).all()
+    assert result.total_sd is not None and np.all(np.asarray(result.total_sd.array) >= 0)
+
+
+def test_shipped_models_differ_only_in_lesion_insertion() -> None:
+    a = load_shipped_model("product_like").config
+    b = load_shipped_model("lesion_aware").config
+    assert not a.lesion_insertion.enabled and b.lesion_insertion.enabled
+    assert a.network == b.network and a.training == b.training and a.patches == b.patches
+
+
+def test_unknown_or_corrupt_shipped_model_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelFolderError, match="no shipped model"):
+        shipped_model_path("bonemri")
+    copy = tmp_path / "m"
+    shutil.copytree(shipped_model_path("product_like"), copy)
+    with (copy / "weights.safetensors").open("r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(ModelFolderError, match="SHA-256"):
+        load_model_folder(copy)
