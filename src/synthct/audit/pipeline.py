@@ -1,0 +1,252 @@
+"""The audit of one sCT with its MRI: signals, flag map and flagged regions.
+
+:func:`run_audit` brings the sCT onto the MRI grid (:mod:`synthct.audit.inputs`), computes
+each available signal on the MRI grid (MRI consistency needs only the MRI and the sCT, so it
+works on any sCT; novelty needs a novelty model; epistemic uncertainty needs our synthesis
+model or its SD map), standardises and combines them (:mod:`synthct.audit.combine`) and
+extracts the flagged regions (:mod:`synthct.audit.regions`). Nothing is written here; see
+:func:`synthct.audit.report.write_audit`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from synthct import __version__
+from synthct.audit.combine import (
+    DEFAULT_CALIBRATION,
+    SIGNALS,
+    AuditCalibration,
+    flag_score,
+    min_region_voxels,
+)
+from synthct.audit.epistemic import EpistemicSD, epistemic_map
+from synthct.audit.errors import AuditInputError
+from synthct.audit.inputs import sct_on_mri_grid
+from synthct.audit.mri_consistency import ConsistencySettings, consistency_map
+from synthct.audit.novelty import NoveltyModel, novelty_map
+from synthct.audit.regions import FlaggedRegion, find_regions
+from synthct.volume import CTVolume, LabelMap, MultiEchoMR, ScalarVolume, SyntheticCT
+
+#: Called as ``progress(step, done, total)`` after each step.
+AuditProgress = Callable[[str, int, int], None]
+
+#: What each signal measures, for reports.
+SIGNAL_DESCRIPTIONS = {
+    "consistency": "MRI consistency: standardised residual of the echoes against what the "
+    "sCT's tissues would show (physics; negative = MRI darker than the sCT allows)",
+    "novelty": "input novelty: patch PPCA negative log-likelihood against lesion-free training MRI",
+    "epistemic": "epistemic uncertainty: MC-dropout / ensemble SD of our synthesis model (HU)",
+}
+
+
+@dataclass
+class AuditResult:
+    """Everything the audit found, on the MRI grid.
+
+    Attributes
+    ----------
+    sct : SyntheticCT
+        The sCT on the MRI grid.
+    body : ndarray of bool
+        Audited voxels (MRI body inside the sCT's field of view).
+    signals : dict of str to ScalarVolume
+        Raw map of each signal computed (consistency score, novelty, epistemic SD in HU).
+    z : dict of str to ScalarVolume
+        Standardised maps (``|z|`` for consistency).
+    flag_score : ScalarVolume
+        ``max_s z_s / t_s``; flagged where >= 1.
+    region_labels : LabelMap
+        Flagged region ids (1 = strongest).
+    regions : list of FlaggedRegion
+        Their descriptions.
+    calibration : AuditCalibration
+        The standardisation and thresholds used.
+    info : dict
+        Inputs, settings, noise estimates, timings.
+    """
+
+    sct: SyntheticCT
+    body: NDArray[np.bool_]
+    signals: dict[str, ScalarVolume]
+    z: dict[str, ScalarVolume]
+    flag_score: ScalarVolume
+    region_labels: LabelMap
+    regions: list[FlaggedRegion]
+    calibration: AuditCalibration
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_flags(self) -> int:
+        """Number of flagged regions."""
+        return len(self.regions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report: inputs, rule, signals and regions."""
+        return {
+            "synthct_version": __version__,
+            "n_flagged_regions": self.n_flags,
+            "signals_used": list(self.signals),
+            "signal_descriptions": {k: SIGNAL_DESCRIPTIONS[k] for k in self.signals},
+            "calibration": self.calibration.to_dict(),
+            "regions": [r.to_dict() for r in self.regions],
+            **self.info,
+        }
+
+
+def run_audit(
+    mr: MultiEchoMR,
+    sct: CTVolume,
+    *,
+    novelty: NoveltyModel | None = None,
+    epistemic: EpistemicSD | None = None,
+    calibration: AuditCalibration | None = None,
+    settings: ConsistencySettings | None = None,
+    consistency: bool = True,
+    register: bool = False,
+    progress: AuditProgress | None = None,
+) -> AuditResult:
+    """Audit an sCT against its MRI without CT.
+
+    Parameters
+    ----------
+    mr : MultiEchoMR
+        Echo magnitudes; the consistency signal needs echo times, TR, flip angle and field
+        strength (:func:`synthct.audit.inputs.with_protocol` fills them in).
+    sct : CTVolume
+        The sCT in HU (any grid of the MRI's frame; ours or a product's).
+    novelty : NoveltyModel, optional
+        Enables the input-novelty signal.
+    epistemic : EpistemicSD, optional
+        Enables the epistemic signal (our model, or a precomputed SD map).
+    calibration : AuditCalibration, optional
+        Standardisation and thresholds; :data:`~synthct.audit.combine.DEFAULT_CALIBRATION`
+        when omitted.
+    settings : ConsistencySettings, optional
+        Settings of the consistency signal.
+    consistency : bool
+        Compute the MRI consistency signal (needs the full protocol).
+    register : bool
+        Register the sCT to the MRI rigidly before resampling.
+    progress : callable, optional
+        ``progress(step, done, total)`` after each step.
+
+    Raises
+    ------
+    AuditInputError
+        No signal enabled, or the protocol lacks what the consistency signal needs.
+    GeometryMismatchError
+        The sCT does not overlap the MRI.
+    """
+    if not isinstance(mr, MultiEchoMR):
+        raise AuditInputError(
+            f"expected a multi-echo MRI, got a {getattr(mr, 'kind', type(mr).__name__)}",
+            fix="read the echoes as MR (kind 'mr')",
+        )
+    if not (consistency or novelty is not None or epistemic is not None):
+        raise AuditInputError(
+            "no signal to compute",
+            fix="enable MRI consistency, or give a novelty model or an epistemic source",
+        )
+    if consistency:
+        from synthct.audit.inputs import signal_protocol
+
+        signal_protocol(mr)  # fail before any work when the protocol is incomplete
+    cal = calibration or DEFAULT_CALIBRATION
+    enabled = {
+        "consistency": consistency,
+        "novelty": novelty is not None,
+        "epistemic": epistemic is not None,
+    }
+    steps = ["align", *(s for s in SIGNALS if enabled[s]), "combine"]
+    done = 0
+    timings: dict[str, float] = {}
+
+    def step(name: str, start: float) -> None:
+        nonlocal done
+        done += 1
+        timings[name] = round(time.perf_counter() - start, 3)
+        if progress is not None:
+            progress(name, done, len(steps))
+
+    t0 = time.perf_counter()
+    aligned = sct_on_mri_grid(sct, mr, register=register)
+    from synthct.synthesis.normalisation import body_mask_from_mri
+
+    body_mr, _ = body_mask_from_mri(mr.array)
+    body = body_mr & aligned.field_of_view
+    if not body.any():
+        raise AuditInputError(
+            "the sCT's field of view holds no voxel of the MRI's body",
+            path=sct.source,
+            fix="check that the sCT belongs to this MRI",
+        )
+    step("align", t0)
+    raw: dict[str, ScalarVolume] = {}
+    info: dict[str, Any] = {}
+    if consistency:
+        t0 = time.perf_counter()
+        result = consistency_map(mr, aligned.sct, body=body, settings=settings)
+        raw["consistency"] = result.score
+        info["consistency"] = {
+            "noise_sd": result.noise_sd,
+            "relative_model_error": result.relative_error,
+            "settings": (settings or ConsistencySettings()).to_dict(),
+        }
+        step("consistency", t0)
+    if novelty is not None:
+        t0 = time.perf_counter()
+        raw["novelty"] = novelty_map(novelty, mr)
+        info["novelty"] = novelty.config()
+        step("novelty", t0)
+    if epistemic is not None:
+        t0 = time.perf_counter()
+        raw["epistemic"] = epistemic_map(epistemic, mr)
+        step("epistemic", t0)
+    t0 = time.perf_counter()
+    z = {name: cal.for_signal(name).standardise(name, v.array, body) for name, v in raw.items()}
+    score, ratios = flag_score(z, cal)
+    labels, regions = find_regions(
+        score,
+        ratios,
+        mr.geometry,
+        min_voxels=min_region_voxels(cal.min_region_volume_mm3, mr.geometry.voxel_volume_mm3),
+        consistency_sign=raw["consistency"].array if "consistency" in raw else None,
+    )
+    step("combine", t0)
+    names = {r.id: f"flag {r.id}: {'+'.join(r.signals_fired)}" for r in regions}
+    info.update(
+        {
+            "mri": {
+                "source": mr.source,
+                **mr.geometry.to_dict(),
+                "protocol": None if mr.protocol is None else mr.protocol.to_dict(),
+            },
+            "sct": {
+                "source": sct.source,
+                "grid": sct.geometry.to_dict(),
+                "resampled_to_mri_grid": aligned.resampled,
+                "registered": aligned.registered,
+                "field_of_view_overlap_fraction": aligned.overlap_fraction,
+            },
+            "audited_voxels": int(np.count_nonzero(body)),
+            "timings_s": timings,
+        }
+    )
+    return AuditResult(
+        sct=aligned.sct,
+        body=body,
+        signals=raw,
+        z={k: ScalarVolume(v, mr.affine) for k, v in z.items()},
+        flag_score=ScalarVolume(score, mr.affine),
+        region_labels=LabelMap(labels, mr.affine, label_names=names),
+        regions=regions,
+        calibration=cal,
+        info=info,
+    )

@@ -1,0 +1,280 @@
+"""Fitting an audit model on lesion-free data: the novelty model and the calibration.
+
+An audit model is a folder::
+
+    audit_model/
+      novelty.npz        the patch PPCA (synthct.audit.novelty)
+      calibration.json   centre, scale and threshold of each signal, the rule, provenance
+
+Lesion-free cases (MRI with a correct sCT, e.g. the CT) are split in two: the first part
+("fit") trains the novelty model and gives the centre and scale of each signal; the second
+("held out") chooses the thresholds for the target false-flag rate
+(:func:`synthct.audit.combine.choose_threshold`). No lesion is ever used, so the thresholds do
+not depend on what should be found.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthct.audit.combine import (
+    CALIBRATION_FILE,
+    DEFAULT_CALIBRATION,
+    DEFAULT_MIN_REGION_VOLUME_MM3,
+    DEFAULT_RULE,
+    DEFAULT_TARGET_FALSE_FLAGS,
+    SIGNALS,
+    TWO_SIDED,
+    AuditCalibration,
+    SignalCalibration,
+    choose_threshold,
+    min_region_voxels,
+    robust_centre_scale,
+)
+from synthct.audit.epistemic import EpistemicSD
+from synthct.audit.errors import AuditInputError
+from synthct.audit.mri_consistency import ConsistencySettings
+from synthct.audit.novelty import NOVELTY_FILE, NoveltyModel, fit_novelty_model
+from synthct.audit.pipeline import run_audit
+from synthct.io.atomic import atomic_directory
+from synthct.volume import CTVolume, MultiEchoMR
+
+#: Called as ``progress(step, done, total)``.
+TrainingProgress = Callable[[str, int, int], None]
+#: Values sampled per volume for the centre and scale.
+_SAMPLES_PER_VOLUME = 200_000
+
+
+@dataclass(frozen=True)
+class LesionFreeCase:
+    """A lesion-free MRI with a correct sCT (e.g. its CT on the MRI grid).
+
+    Attributes
+    ----------
+    mr : MultiEchoMR
+        The echoes with their protocol.
+    sct : CTVolume
+        A correct sCT (or the CT).
+    name : str
+        For provenance.
+    """
+
+    mr: MultiEchoMR
+    sct: CTVolume
+    name: str = ""
+
+
+def fit_calibration(
+    fit_cases: Sequence[LesionFreeCase],
+    held_out_cases: Sequence[LesionFreeCase],
+    *,
+    novelty: NoveltyModel | None = None,
+    epistemic: EpistemicSD | None = None,
+    target_false_flags_per_volume: float = DEFAULT_TARGET_FALSE_FLAGS,
+    min_region_volume_mm3: float = DEFAULT_MIN_REGION_VOLUME_MM3,
+    rule: Sequence[str] = DEFAULT_RULE,
+    settings: ConsistencySettings | None = None,
+    progress: TrainingProgress | None = None,
+) -> AuditCalibration:
+    """Centre and scale on ``fit_cases``, thresholds on ``held_out_cases`` (see module).
+
+    ``rule`` names the signals that flag (:mod:`synthct.audit.combine`); they share the
+    false-flag target, and every other signal gets the whole target for its own threshold.
+
+    Raises
+    ------
+    AuditInputError
+        No case in one of the two sets.
+    """
+    if not fit_cases or not held_out_cases:
+        raise AuditInputError(
+            f"calibration needs lesion-free cases in both sets (fit {len(fit_cases)}, held out "
+            f"{len(held_out_cases)})",
+            fix="give at least 2 lesion-free cases",
+        )
+    total = len(fit_cases) + len(held_out_cases)
+    done = 0
+
+    def maps(case: LesionFreeCase) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+        nonlocal done
+        result = run_audit(
+            case.mr,
+            case.sct,
+            novelty=novelty,
+            epistemic=epistemic,
+            settings=settings,
+            calibration=DEFAULT_CALIBRATION,
+        )
+        done += 1
+        if progress is not None:
+            progress(case.name, done, total)
+        raw = {k: np.asarray(v.array, dtype=np.float32) for k, v in result.signals.items()}
+        return raw, result.body, case.mr.geometry.voxel_volume_mm3
+
+    rng = np.random.default_rng(0)
+    pooled: dict[str, list[np.ndarray]] = {}
+    for case in fit_cases:
+        raw, body, _ = maps(case)
+        for name, values in raw.items():
+            inside = values[body]
+            take = rng.choice(inside.size, min(inside.size, _SAMPLES_PER_VOLUME), replace=False)
+            pooled.setdefault(name, []).append(inside[take])
+    centres: dict[str, tuple[float, float]] = {}
+    for name, parts in pooled.items():
+        if name in TWO_SIDED:
+            centres[name] = (0.0, 1.0)  # already a standardised residual
+        else:
+            centres[name] = robust_centre_scale(np.concatenate(parts))
+    z_maps: dict[str, list[np.ndarray]] = {name: [] for name in centres}
+    min_voxels: list[int] = []
+    for case in held_out_cases:
+        raw, body, voxel_volume = maps(case)
+        min_voxels.append(min_region_voxels(min_region_volume_mm3, voxel_volume))
+        for name, (centre, scale) in centres.items():
+            cal = SignalCalibration(centre, scale, 1.0)
+            z_maps[name].append(cal.standardise(name, raw[name], body))
+    unknown = sorted(set(rule) - set(SIGNALS))
+    if unknown:
+        raise AuditInputError(
+            f"unknown signals {unknown} in the rule", path="rule", fix=f"choose from {SIGNALS}"
+        )
+    in_rule = [name for name in centres if name in rule] or list(centres)
+    per_signal_target = target_false_flags_per_volume / len(in_rule)
+    signals: dict[str, SignalCalibration] = {}
+    achieved: dict[str, float] = {}
+    for name, (centre, scale) in centres.items():
+        share = per_signal_target if name in in_rule else target_false_flags_per_volume
+        threshold, rate = choose_threshold(
+            z_maps[name], min_voxels=min_voxels, target_per_volume=share
+        )
+        signals[name] = SignalCalibration(
+            centre=centre,
+            scale=scale,
+            threshold=threshold,
+            source=f"{len(fit_cases)} lesion-free fit volumes (centre, scale), "
+            f"{len(held_out_cases)} held-out lesion-free volumes (threshold)",
+            in_rule=name in in_rule,
+        )
+        achieved[name] = rate
+    return AuditCalibration(
+        signals=signals,
+        min_region_volume_mm3=min_region_volume_mm3,
+        target_false_flags_per_volume=target_false_flags_per_volume,
+        info={
+            "fit_volumes": [c.name for c in fit_cases],
+            "held_out_volumes": [c.name for c in held_out_cases],
+            "per_signal_target": per_signal_target,
+            "rule": in_rule,
+            "held_out_false_flags_per_volume": achieved,
+        },
+    )
+
+
+def train_audit_model(
+    cases: Sequence[LesionFreeCase],
+    out_dir: str | os.PathLike[str],
+    *,
+    held_out_fraction: float = 0.5,
+    novelty_options: dict[str, Any] | None = None,
+    epistemic: EpistemicSD | None = None,
+    target_false_flags_per_volume: float = DEFAULT_TARGET_FALSE_FLAGS,
+    min_region_volume_mm3: float = DEFAULT_MIN_REGION_VOLUME_MM3,
+    rule: Sequence[str] = DEFAULT_RULE,
+    settings: ConsistencySettings | None = None,
+    overwrite: bool = False,
+    progress: TrainingProgress | None = None,
+) -> Path:
+    """Train the novelty model and calibrate the signals; write the audit model folder.
+
+    Parameters
+    ----------
+    cases : sequence of LesionFreeCase
+        Lesion-free MRI with correct sCTs (at least 2).
+    out_dir : path
+        The audit model folder (written atomically: it appears complete or not at all).
+    held_out_fraction : float
+        Share of the cases kept for the thresholds (the rest fits the novelty model and the
+        standardisation).
+    novelty_options : dict, optional
+        Keyword arguments of :func:`~synthct.audit.novelty.fit_novelty_model`.
+    epistemic : EpistemicSD, optional
+        Calibrate the epistemic signal too (our synthesis model).
+    target_false_flags_per_volume, min_region_volume_mm3 : float
+        The false-flag target and the smallest region.
+    rule : sequence of str
+        Signals that flag (the others are reported only).
+    settings : ConsistencySettings, optional
+        Consistency settings (recorded with the calibration).
+    overwrite : bool
+        Replace an existing folder.
+    progress : callable, optional
+        ``progress(step, done, total)``.
+    """
+    if len(cases) < 2:
+        raise AuditInputError(
+            f"training an audit model needs at least 2 lesion-free cases, got {len(cases)}",
+            fix="generate more lesion-free phantom cases (synthct phantom --no-lesions)",
+        )
+    if not 0 < held_out_fraction < 1:
+        raise AuditInputError(
+            f"held_out_fraction must lie in (0, 1), got {held_out_fraction}",
+            path="held_out_fraction",
+        )
+    n_held = min(max(1, round(len(cases) * held_out_fraction)), len(cases) - 1)
+    fit, held = list(cases[: len(cases) - n_held]), list(cases[len(cases) - n_held :])
+    novelty = fit_novelty_model(
+        [c.mr for c in fit], sources=[c.name for c in fit], **(novelty_options or {})
+    )
+    if progress is not None:
+        progress("novelty model", 0, len(cases))
+    calibration = fit_calibration(
+        fit,
+        held,
+        novelty=novelty,
+        epistemic=epistemic,
+        target_false_flags_per_volume=target_false_flags_per_volume,
+        min_region_volume_mm3=min_region_volume_mm3,
+        rule=rule,
+        settings=settings,
+        progress=progress,
+    )
+    info = dict(calibration.info)
+    info["consistency_settings"] = (settings or ConsistencySettings()).to_dict()
+    calibration = AuditCalibration(
+        calibration.signals,
+        calibration.min_region_volume_mm3,
+        calibration.target_false_flags_per_volume,
+        info,
+    )
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        novelty.save(tmp / NOVELTY_FILE)
+        calibration.save(tmp / CALIBRATION_FILE)
+    return Path(out_dir)
+
+
+def phantom_lesion_free_cases(
+    cohort_dirs: Sequence[str | os.PathLike[str]],
+) -> list[LesionFreeCase]:
+    """The lesion-free cases of phantom cohort folders, each with its CT as the correct sCT."""
+    from synthct.phantom.cohort_files import PhantomCase, read_manifest
+
+    out = []
+    for folder in cohort_dirs:
+        for row in read_manifest(folder):
+            if int(row.get("n_lesions") or 0) > 0:
+                continue
+            case = PhantomCase(Path(folder) / row["case_id"])
+            out.append(LesionFreeCase(case.mr(), case.ct(), f"{Path(folder).name}/{case.case_id}"))
+    if not out:
+        raise AuditInputError(
+            "no lesion-free case in the cohort(s)",
+            path=", ".join(str(c) for c in cohort_dirs),
+            fix="generate a lesion-free cohort (synthct phantom --no-lesions)",
+        )
+    return out

@@ -1,0 +1,279 @@
+"""`synthct audit`, `synthct audit-train` and `synthct audit-evaluate`: the omission audit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from synthct.cli import app, console, reports_errors
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    from synthct.errors import SynthctError
+
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        raise SynthctError(
+            f"{option} needs comma-separated numbers, got {text!r}",
+            path=option,
+            fix=f"e.g. {option} 1.15,2.3",
+        )
+    return values
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _read_mri(paths: list[Path]) -> Any:
+    from synthct.errors import SynthctError
+    from synthct.io import read_volume
+    from synthct.phantom.cohort_files import read_echoes
+    from synthct.volume import MultiEchoMR
+
+    if len(paths) > 1:
+        return read_echoes(paths)
+    volume = read_volume(paths[0], kind="mr")
+    if not isinstance(volume, MultiEchoMR):
+        raise SynthctError(
+            "the MRI is not a multi-echo MR volume",
+            path=paths[0],
+            fix="pass one file per echo (--mri E1 --mri E2) or a 4D file / DICOM folder",
+        )
+    return volume
+
+
+@app.command()
+@reports_errors
+def audit(
+    mri: Annotated[
+        list[Path],
+        typer.Option(
+            "--mri",
+            help="MRI echoes: one file per echo (repeat --mri), or a 4D file or a DICOM folder.",
+        ),
+    ],
+    sct: Annotated[Path, typer.Option("--sct", help="The sCT to audit (ours or a product's).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder to create.")],
+    novelty: Annotated[
+        Path | None,
+        typer.Option(help="Audit model folder (novelty.npz + calibration.json) or novelty.npz."),
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="calibration.json (default: the one beside --novelty).")
+    ] = None,
+    model: Annotated[
+        list[Path] | None,
+        typer.Option(help="Our synthesis model folder(s): enables the epistemic signal."),
+    ] = None,
+    epistemic_sd: Annotated[
+        Path | None, typer.Option(help="Precomputed epistemic SD map (*_epistemic_sd).")
+    ] = None,
+    mc_passes: Annotated[int | None, typer.Option(help="MC-dropout passes with --model.")] = None,
+    echo_times: Annotated[
+        str | None, typer.Option(help="Echo times in ms, e.g. 1.15,2.3 (overrides the header).")
+    ] = None,
+    tr: Annotated[float | None, typer.Option("--tr", help="Repetition time in ms.")] = None,
+    flip_angle: Annotated[float | None, typer.Option(help="Flip angle in degrees.")] = None,
+    field_strength: Annotated[float | None, typer.Option(help="Main field in tesla.")] = None,
+    consistency: Annotated[
+        bool,
+        typer.Option(
+            "--consistency/--no-consistency",
+            help="MRI consistency signal (needs echo times, TR, flip angle, field strength).",
+        ),
+    ] = True,
+    register: Annotated[
+        bool, typer.Option("--register", help="Register the sCT to the MRI rigidly first.")
+    ] = False,
+    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Region figures.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+) -> None:
+    """Flag regions where the sCT probably omits (or invents) what the MRI shows, without CT.
+
+    Writes OUT/audit.json, OUT/report.html, the flag map, the flagged regions and every
+    signal's map (see synthct.audit.report).
+    """
+    from synthct.audit.combine import load_calibration
+    from synthct.audit.epistemic import model_folder_epistemic, precomputed_epistemic
+    from synthct.audit.inputs import with_protocol
+    from synthct.audit.novelty import load_novelty_model
+    from synthct.audit.pipeline import run_audit
+    from synthct.audit.report import write_audit
+    from synthct.errors import SynthctError, WriteError
+    from synthct.io import read_volume
+    from synthct.volume import CTVolume
+
+    if out.exists() and not overwrite:
+        raise WriteError(
+            "the output folder already exists",
+            path=out,
+            fix="choose a new folder or pass --overwrite",
+        )
+    if model and epistemic_sd is not None:
+        raise SynthctError(
+            "--model and --epistemic-sd both give the epistemic signal",
+            path="--epistemic-sd",
+            fix="pass one of them",
+        )
+    with _progress() as bar:
+        task = bar.add_task("reading inputs", total=None)
+        mr = with_protocol(
+            _read_mri(mri),
+            echo_times_ms=_floats(echo_times, "--echo-times"),
+            repetition_time_ms=tr,
+            flip_angle_deg=flip_angle,
+            field_strength_t=field_strength,
+        )
+        volume = read_volume(sct, kind="sct")
+        assert isinstance(volume, CTVolume)
+        novelty_model = None if novelty is None else load_novelty_model(novelty)
+        cal = None
+        if calibration is not None:
+            cal = load_calibration(calibration)
+        elif novelty is not None and novelty.is_dir() and (novelty / "calibration.json").is_file():
+            cal = load_calibration(novelty)
+        epistemic = None
+        if model:
+            epistemic = model_folder_epistemic(model, mc_passes=mc_passes)
+        elif epistemic_sd is not None:
+            epistemic = precomputed_epistemic(epistemic_sd)
+        bar.update(task, description="auditing", total=1, completed=0)
+
+        def progress(step: str, done: int, total: int) -> None:
+            bar.update(task, description=f"audit: {step}", completed=done, total=total + 1)
+
+        result = run_audit(
+            mr,
+            volume,
+            novelty=novelty_model,
+            epistemic=epistemic,
+            calibration=cal,
+            consistency=consistency,
+            register=register,
+            progress=progress,
+        )
+        bar.update(task, description="writing")
+        paths = write_audit(result, mr, out, overwrite=overwrite, figures=figures)
+        bar.update(task, description="done", completed=bar.tasks[task].total)
+    _print_regions(result)
+    console.print(f"report: {paths['report_html']}")
+
+
+def _print_regions(result: Any) -> None:
+    from rich.table import Table
+
+    if not result.regions:
+        console.print("[green]no region flagged[/] (signals: " + ", ".join(result.signals) + ")")
+        return
+    table = Table(title=f"{result.n_flags} flagged region(s)")
+    for column in ("id", "centre LPS (mm)", "size (mm)", "score", "signals", "MRI vs sCT"):
+        table.add_column(column)
+    for r in result.regions[:20]:
+        table.add_row(
+            str(r.id),
+            ", ".join(f"{v:.1f}" for v in r.centre_lps_mm),
+            " x ".join(f"{v:.1f}" for v in r.size_mm),
+            f"{r.peak_score:.2f}",
+            "+".join(r.signals_fired),
+            r.direction or "",
+        )
+    console.print(table)
+
+
+@app.command("audit-train")
+@reports_errors
+def audit_train(
+    cohort: Annotated[
+        list[Path],
+        typer.Option(
+            "--cohort", help="Phantom cohort folder(s); their lesion-free cases are used."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Audit model folder to create.")],
+    target_false_flags: Annotated[
+        float, typer.Option(help="False flags per lesion-free volume the thresholds aim at.")
+    ] = 0.1,
+    min_region_mm3: Annotated[float, typer.Option(help="Smallest flagged region, mm^3.")] = 8.0,
+    components: Annotated[int, typer.Option(help="Novelty model: principal components.")] = 16,
+    patch: Annotated[int, typer.Option(help="Novelty model: patch edge in voxels (odd).")] = 5,
+    held_out_fraction: Annotated[
+        float, typer.Option(help="Share of the cases kept to choose the thresholds.")
+    ] = 0.5,
+    rule: Annotated[
+        str, typer.Option(help="Signals that flag (comma-separated); the others are reported.")
+    ] = "consistency",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+) -> None:
+    """Train the novelty model and calibrate the audit's thresholds on lesion-free cases."""
+    from synthct.audit.training import phantom_lesion_free_cases, train_audit_model
+
+    with _progress() as bar:
+        task = bar.add_task("reading lesion-free cases", total=None)
+        cases = phantom_lesion_free_cases(cohort)
+        bar.update(task, description="training", total=len(cases), completed=0)
+
+        def progress(step: str, done: int, total: int) -> None:
+            bar.update(task, description=f"calibrating: {step}", completed=done, total=total)
+
+        folder = train_audit_model(
+            cases,
+            out,
+            held_out_fraction=held_out_fraction,
+            novelty_options={"n_components": components, "patch_size": patch},
+            target_false_flags_per_volume=target_false_flags,
+            min_region_volume_mm3=min_region_mm3,
+            rule=tuple(s.strip() for s in rule.split(",") if s.strip()),
+            overwrite=overwrite,
+            progress=progress,
+        )
+    console.print(f"audit model: {folder} ({len(cases)} lesion-free cases)")
+
+
+@app.command("audit-evaluate")
+@reports_errors
+def audit_evaluate(
+    cohort: Annotated[Path, typer.Option("--cohort", help="Held-out phantom cohort folder.")],
+    audit_model: Annotated[
+        Path | None, typer.Option(help="Audit model folder (novelty + calibration).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the full results as JSON here.")] = None,
+) -> None:
+    """Sensitivity for omitted lesions, false flags and ROC per signal on a phantom cohort.
+
+    Each case's sCT is the paper's failure (its CT with the lesions rendered as CSF).
+    """
+    from synthct.audit.combine import load_calibration
+    from synthct.audit.evaluation import evaluate_cohort
+    from synthct.audit.novelty import load_novelty_model
+    from synthct.io.atomic import write_json_atomic
+
+    novelty = None if audit_model is None else load_novelty_model(audit_model)
+    cal = None if audit_model is None else load_calibration(audit_model)
+    with _progress() as bar:
+        task = bar.add_task("evaluating", total=None)
+
+        def progress(case_id: str, done: int, total: int) -> None:
+            bar.update(task, description=f"evaluating {case_id}", completed=done, total=total)
+
+        evaluation = evaluate_cohort(cohort, novelty=novelty, calibration=cal, progress=progress)
+    if out is not None:
+        write_json_atomic(out, evaluation.to_dict())
+    console.print_json(json.dumps(evaluation.summary))

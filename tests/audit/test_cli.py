@@ -1,0 +1,125 @@
+"""`synthct audit` on files: outputs, protocol options and bad input (nothing half-written)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from audit.audit_cases import shapes_case
+from synthct.cli import app
+from synthct.io import write_volume
+from synthct.volume import MRProtocol, MultiEchoMR, SyntheticCT
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Echo files with and without a protocol, the failure sCT, a far sCT and a NaN sCT."""
+    folder = tmp_path_factory.mktemp("inputs")
+    case = shapes_case(lesion=True)
+    protocol = case.mr.protocol
+    assert protocol is not None
+    paths: dict[str, Path] = {}
+    for e in range(2):
+        one = MultiEchoMR(
+            case.mr.array[e : e + 1],
+            case.mr.affine,
+            protocol=MRProtocol((protocol.echo_times_ms[e],), 7.0, 10.0, 3.0),
+        )
+        paths[f"echo{e}"] = write_volume(one, folder / f"echo{e + 1}.nii.gz")
+        bare = MultiEchoMR(case.mr.array[e : e + 1], case.mr.affine)
+        paths[f"bare{e}"] = write_volume(bare, folder / f"bare{e + 1}.nii.gz")
+    paths["sct"] = write_volume(case.failure, folder / "sct.nii.gz")
+    far = case.failure.affine.copy()
+    far[:3, 3] += 300.0
+    paths["far"] = write_volume(SyntheticCT(case.failure.array, far), folder / "far.nii.gz")
+    import nibabel as nib
+
+    image = nib.load(paths["sct"])
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    data[3, 3, 3] = np.nan
+    nib.save(nib.Nifti1Image(data, image.affine), folder / "nan.nii.gz")
+    paths["nan"] = folder / "nan.nii.gz"
+    return paths
+
+
+def _args(files: dict[str, Path], out: Path, *extra: str, mri: str = "echo") -> list[str]:
+    return [
+        "audit",
+        "--mri",
+        str(files[f"{mri}0"]),
+        "--mri",
+        str(files[f"{mri}1"]),
+        "--sct",
+        str(files["sct"]),
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_audit_writes_the_report(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    result = runner.invoke(app, _args(files, out))
+    assert result.exit_code == 0, result.output
+    assert "1 flagged region" in result.output
+    report = json.loads((out / "audit.json").read_text())
+    assert report["n_flagged_regions"] == 1
+    assert report["mri"]["protocol"]["echo_times_ms"] == [1.15, 2.3]
+    assert (out / "report.html").is_file() and (out / "figures" / "region-001.png").is_file()
+    assert (out / "signals" / "consistency.nii.gz").is_file()
+
+
+def test_missing_protocol_and_the_options_that_supply_it(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "bare"
+    result = runner.invoke(app, _args(files, out, mri="bare"))
+    assert result.exit_code == 2
+    for option in ("--echo-times", "--tr", "--flip-angle", "--field-strength"):
+        assert option in result.output
+    assert not out.exists()  # nothing half-written
+    assert not list(tmp_path.glob(".partial-*"))
+    filled = _args(
+        files,
+        out,
+        "--echo-times",
+        "1.15,2.3",
+        "--tr",
+        "7",
+        "--flip-angle",
+        "10",
+        "--field-strength",
+        "3",
+        "--no-figures",
+        mri="bare",
+    )
+    result = runner.invoke(app, filled)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "audit.json").read_text())["n_flagged_regions"] == 1
+    assert not (out / "figures").exists()
+
+
+def test_bad_inputs_fail_cleanly(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "bad"
+    args = _args(files, out)
+    far = [*args[:-4], "--sct", str(files["far"]), "--out", str(out)]
+    result = runner.invoke(app, far)
+    assert result.exit_code == 2
+    assert "do not share a frame" in result.output and "MRI:" in result.output
+    nan = [*args[:-4], "--sct", str(files["nan"]), "--out", str(out)]
+    result = runner.invoke(app, nan)
+    assert result.exit_code == 2
+    assert "NaN" in result.output
+    result = runner.invoke(app, [*args, "--echo-times", "1.15,x"])
+    assert result.exit_code == 2 and "--echo-times" in result.output
+    assert not out.exists()
+    out.mkdir()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "already exists" in result.output
+    assert list(out.iterdir()) == []
