@@ -1,0 +1,52 @@
+"""The reduced demo end to end: its report's table matches the validation outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from synthct.demo.pipeline import METHODS, DemoSettings, run_demo
+from synthct.demo.report import comparison_rows
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    run_demo(DemoSettings(out_dir=out, quick=True))
+    return out
+
+
+@pytest.mark.slow
+def test_report_tables_match_the_validation_outputs(quick_demo: Path) -> None:
+    summary = json.loads((quick_demo / "demo_summary.json").read_text())
+    html = (quick_demo / "demo_report.html").read_text()
+    assert "Paper (reported)" in html and "463.6" in html and "20.9" in html
+    for method in METHODS:
+        lesions = pd.read_csv(quick_demo / "validation" / method / "lesions.csv")
+        values = summary["methods"][method]
+        assert values["n_lesions"] == len(lesions) == 2
+        assert values["ct_visible"] == int(lesions["ct_visible"].sum())
+        assert values["sct_visible"] == int(lesions["sct_visible"].sum())
+        assert values["ct_mean_hu"] == pytest.approx(lesions["ct_mean_hu"].mean())
+        assert values["sct_mean_hu"] == pytest.approx(lesions["sct_mean_hu"].mean())
+        # The numbers in the HTML table are the ones computed from the tables.
+        assert f"{values['sct_mean_hu']:.1f}" in html
+        assert f"{values['ct_visible']}/{values['n_lesions']}" in html
+    # The phantom lesions are calcified: CT shows them for every method's run.
+    assert summary["methods"]["product_like"]["ct_visible"] == 2
+    rows = comparison_rows(summary)
+    assert rows[0]["paper"] == "5" and len(rows[0]["values"]) == len(METHODS)
+    assert summary["audit"]["available"]
+    assert {r["case_id"] for r in summary["audit"]["rows"]} == set(summary["cases"])
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_tables(quick_demo: Path, tmp_path: Path) -> None:
+    run_demo(DemoSettings(out_dir=tmp_path, quick=True))
+    for method in METHODS:
+        a = pd.read_csv(quick_demo / "validation" / method / "lesions.csv")
+        b = pd.read_csv(tmp_path / "validation" / method / "lesions.csv")
+        pd.testing.assert_frame_equal(a, b)
