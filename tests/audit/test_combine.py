@@ -14,8 +14,10 @@ from synthct.audit.combine import (
     choose_threshold,
     count_regions,
     flag_score,
+    gumbel_threshold,
     load_calibration,
     min_region_voxels,
+    region_peak,
     robust_centre_scale,
     rule_signals,
 )
@@ -173,3 +175,28 @@ def test_roc_known_answers() -> None:
     ref_fpr, ref_tpr, _ = sklearn.roc_curve(truth, scores, drop_intermediate=False)
     np.testing.assert_allclose(fpr, ref_fpr)
     np.testing.assert_allclose(tpr, ref_tpr)
+
+
+def test_region_peak_and_gumbel_threshold() -> None:
+    shape = (20, 20, 20)
+    values = np.zeros(shape, dtype=np.float32)
+    values[_blob(shape, (10, 10, 10), 2.0)] = 4.0  # 33 voxels at 4
+    values[2, 2, 2] = 9.0  # one voxel: too small to be a region
+    assert region_peak(values, 10) == pytest.approx(4.0, abs=1e-6)
+    assert region_peak(values, 1) == pytest.approx(9.0, abs=1e-6)
+    assert region_peak(values, 100) == 0.0
+    # Gumbel by moments: mean 3, SD 0.5 -> beta = 0.3898, mu = 2.775.
+    peaks = [2.5, 3.5, 2.5, 3.5]  # mean 3, sample SD 0.577
+    beta = 0.5773502691896258 * np.sqrt(6) / np.pi
+    mu = 3.0 - 0.5772156649 * beta
+    assert gumbel_threshold(peaks, 0.1) == pytest.approx(mu - beta * np.log(-np.log(0.9)))
+    assert gumbel_threshold(peaks, 0.01) > gumbel_threshold(peaks, 0.1) > max(peaks)
+    # With few clean volumes the extrapolated tail, not their maximum, sets the threshold.
+    maps = []
+    for height in (2.5, 3.5, 2.5, 3.5):
+        z = np.zeros(shape, dtype=np.float32)
+        z[_blob(shape, (10, 10, 10), 2.0)] = height
+        maps.append(z)
+    threshold, achieved = choose_threshold(maps, min_voxels=[10] * 4, target_per_volume=0.1)
+    assert threshold == pytest.approx(gumbel_threshold([2.5, 3.5, 2.5, 3.5], 0.1), rel=1e-4)
+    assert achieved == 0.0

@@ -8,10 +8,12 @@ The rule
    brighter than the sCT allows both count). Novelty and epistemic SD are one-sided, with the
    median and robust SD (1.4826 MAD) of their values inside the body of lesion-free
    calibration volumes as centre and scale.
-2. **Threshold** each signal at ``t_s``: the smallest value at which held-out lesion-free
-   volumes show on average at most ``target / n`` flagged regions per volume (``n`` signals
-   in the rule; a region is a 26-connected component of ``z_s >= t_s`` of at least
-   ``min_region_volume_mm3``). A signal outside the rule gets the whole target.
+2. **Threshold** each signal at ``t_s`` for at most ``target / n`` flagged regions per
+   lesion-free volume (``n`` signals in the rule; a region is a 26-connected component of
+   ``z_s >= t_s`` of at least ``min_region_volume_mm3``): the larger of the smallest such
+   value on held-out lesion-free volumes and a Gumbel extrapolation of their largest region
+   scores (:func:`choose_threshold`; a few volumes alone underestimate the tail). A signal
+   outside the rule gets the whole target.
 3. **Combine by maximum** over the signals in the rule: ``flag_score = max_s z_s / t_s``; a
    voxel is flagged where ``flag_score >= 1`` (any of them above its threshold). By the union
    bound the combination keeps at most ``target`` false flags per lesion-free volume on the
@@ -282,6 +284,27 @@ def min_region_voxels(min_region_volume_mm3: float, voxel_volume_mm3: float) -> 
     return max(1, int(np.ceil(min_region_volume_mm3 / voxel_volume_mm3 - 1e-9)))
 
 
+def gumbel_threshold(peaks: Sequence[float], exceedance: float) -> float:
+    """The value a volume's largest region score exceeds with probability ``exceedance``.
+
+    The per-volume maxima are modelled by a Gumbel distribution (the limit law of maxima of
+    many weakly dependent variables [1]_) fitted by the method of moments:
+    ``beta = sd sqrt(6) / pi``, ``mu = mean - 0.5772 beta``; the threshold is
+    ``mu - beta ln(-ln(1 - exceedance))``.
+
+    References
+    ----------
+    .. [1] Gumbel EJ. Statistics of extremes. Columbia University Press, 1958.
+    """
+    values = np.asarray(peaks, dtype=np.float64)
+    if values.size < 2:
+        return float(values.max()) if values.size else 0.0
+    beta = float(np.std(values, ddof=1)) * np.sqrt(6.0) / np.pi
+    mu = float(np.mean(values)) - 0.5772156649 * beta
+    p = min(max(exceedance, 1e-6), 0.5)
+    return mu - beta * float(np.log(-np.log(1.0 - p)))
+
+
 def choose_threshold(
     z_maps: Sequence[NDArray[np.float32]],
     *,
@@ -289,7 +312,13 @@ def choose_threshold(
     target_per_volume: float,
     n_candidates: int = 64,
 ) -> tuple[float, float]:
-    """Smallest threshold whose mean region count over ``z_maps`` is at most the target.
+    """A threshold for at most ``target_per_volume`` flagged regions per lesion-free volume.
+
+    The larger of two estimates: the smallest threshold whose mean region count over
+    ``z_maps`` is at most the target (empirical; with few volumes it is their largest region
+    score, an optimistic estimate of the tail), and the Gumbel extrapolation of the
+    per-volume largest region scores (:func:`region_peak`) to an exceedance probability of
+    ``target_per_volume`` (:func:`gumbel_threshold`).
 
     Parameters
     ----------
@@ -300,22 +329,25 @@ def choose_threshold(
     target_per_volume : float
         Allowed mean number of regions per volume.
     n_candidates : int
-        Thresholds tried, spaced geometrically between the pooled 99th percentile and the
-        largest value.
+        Thresholds tried by the empirical estimate, spaced geometrically between the pooled
+        99th percentile and the largest value.
 
     Returns
     -------
     threshold, achieved : float
-        The threshold and the mean region count it gives.
+        The threshold and the mean region count it gives on ``z_maps``.
     """
     peaks = [float(z.max()) if z.size else 0.0 for z in z_maps]
     top = max([*peaks, 1e-6])
     sample = np.concatenate([z[z > 0].ravel()[::50] for z in z_maps] + [np.zeros(1)])
     low = max(float(np.percentile(sample, 99.0)), top * 1e-3, 1e-6)
-    candidates = np.geomspace(low, top * 1.0001, n_candidates)
-    for t in candidates:
+    empirical = float(top * 1.0001)
+    for t in np.geomspace(low, top * 1.0001, n_candidates):
         counts = [count_regions(z >= t, m) for z, m in zip(z_maps, min_voxels, strict=True)]
-        achieved = float(np.mean(counts))
-        if achieved <= target_per_volume:
-            return float(t), achieved
-    return float(top * 1.0001), 0.0
+        if float(np.mean(counts)) <= target_per_volume:
+            empirical = float(t)
+            break
+    region_peaks = [region_peak(z, m) for z, m in zip(z_maps, min_voxels, strict=True)]
+    threshold = max(empirical, gumbel_threshold(region_peaks, target_per_volume))
+    counts = [count_regions(z >= threshold, m) for z, m in zip(z_maps, min_voxels, strict=True)]
+    return threshold, float(np.mean(counts))

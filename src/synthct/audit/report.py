@@ -50,10 +50,10 @@ where the sCT probably omits or invents something the MRI shows. Check them on C
 reading the MRI before trusting the sCT there.</p>{% endif %}
 <h2>Signals and rule</h2>
 <table><tr><th>signal</th><th>what it measures</th><th>centre</th><th>scale</th>
-<th>threshold</th><th>calibration</th></tr>
+<th>threshold</th><th>flags</th><th>calibration</th></tr>
 {% for s in signals %}<tr><td>{{ s.name }}</td><td>{{ s.description }}</td>
 <td>{{ s.centre }}</td><td>{{ s.scale }}</td><td>{{ s.threshold }}</td>
-<td>{{ s.source }}</td></tr>{% endfor %}</table>
+<td>{{ s.flags }}</td><td>{{ s.source }}</td></tr>{% endfor %}</table>
 <p>{{ rule }}</p>
 {% if default_calibration %}<p class="warn">No calibration on lesion-free data was given:
 the thresholds are defaults (see synthct.audit.combine). Train one with
@@ -133,9 +133,11 @@ def render_html(result: AuditResult, mr: MultiEchoMR, figures: dict[int, str]) -
     import jinja2
 
     from synthct import __version__
+    from synthct.audit.combine import rule_signals
     from synthct.audit.pipeline import SIGNAL_DESCRIPTIONS
 
     cal = result.calibration
+    flagging = rule_signals(list(result.signals), cal)
     signals = []
     for name in result.signals:
         c = cal.for_signal(name)
@@ -146,6 +148,7 @@ def render_html(result: AuditResult, mr: MultiEchoMR, figures: dict[int, str]) -
                 "centre": "this volume" if c.centre is None else f"{c.centre:.4g}",
                 "scale": "this volume" if c.scale is None else f"{c.scale:.4g}",
                 "threshold": f"{c.threshold:.4g}",
+                "flags": "yes (in the rule)" if name in flagging else "no (reported only)",
                 "source": c.source,
             }
         )
