@@ -105,15 +105,20 @@ def _table(title: str, summary: dict[str, Any]) -> None:
             if v["n"]
         )
     )
-    print(f"  {'signal':<12} {'alone: target sens.':>20} {'AUC voxel':>10} {'AUC lesion':>11}")
+    print(
+        f"  {'signal':<12} {'alone: target sens.':>20} {'alone: FF/free vol.':>20} "
+        f"{'AUC voxel':>10} {'AUC lesion':>11}"
+    )
     for name, row in summary["per_signal"].items():
+        ff = row["false_flags_alone_per_lesion_free_volume"]
         print(
             f"  {name:<12} {_pct(row['sensitivity_alone_target']):>20} "
+            f"{'n/a' if ff is None else f'{ff:.2f}':>20} "
             f"{_num(row['auc_voxel']):>10} {_num(row['auc_lesion']):>11}"
         )
     combined = summary["combined"]
     print(
-        f"  {'combined':<12} {'':>20} {_num(combined['auc_voxel']):>10} "
+        f"  {'combined':<12} {'':>20} {'':>20} {_num(combined['auc_voxel']):>10} "
         f"{_num(combined['auc_lesion']):>11}"
     )
     print(

@@ -38,7 +38,13 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage, stats
 
-from synthct.audit.combine import SIGNALS, AuditCalibration, min_region_voxels, region_peak
+from synthct.audit.combine import (
+    SIGNALS,
+    AuditCalibration,
+    count_regions,
+    min_region_voxels,
+    region_peak,
+)
 from synthct.audit.epistemic import EpistemicSD
 from synthct.audit.mri_consistency import ConsistencySettings
 from synthct.audit.novelty import NoveltyModel
@@ -164,15 +170,22 @@ def summarise(
         key = f"fired_{name}"
         per_signal[name] = {
             "sensitivity_alone_target": _sensitivity(target, key)["sensitivity"],
+            "false_flags_alone_per_lesion_free_volume": float(
+                np.mean([v.get(f"false_flags_alone_{name}", 0) for v in free])
+            )
+            if free
+            else None,
             "auc_voxel": roc.get("voxel", {}).get(name, {}).get("auc"),
             "auc_lesion": roc.get("lesion", {}).get(name, {}).get("auc"),
         }
+    # The lesion-level AUC is threshold-free: can the signal's peak tell a volume with an
+    # omitted lesion from a clean one? Sensitivity alone breaks ties.
     carrying = (
         max(
             signals,
             key=lambda s: (
-                per_signal[s]["sensitivity_alone_target"] or 0.0,
                 per_signal[s]["auc_lesion"] or 0.0,
+                per_signal[s]["sensitivity_alone_target"] or 0.0,
             ),
         )
         if signals
@@ -383,6 +396,7 @@ def evaluate_cohort(
             name: region_peak(np.where(background, values, 0), min_voxels)
             for name, values in maps.items()
         }
+        alone = {name: count_regions(background & (maps[name] >= 1.0), min_voxels) for name in used}
         if n_lesions == 0:
             for name, value in peaks.items():
                 free_peaks.setdefault(name, []).append(value)
@@ -393,6 +407,7 @@ def evaluate_cohort(
                 "n_regions": len(regions),
                 "false_flags": len(regions) - len(matched),
                 **{f"background_peak_{name}": value for name, value in peaks.items()},
+                **{f"false_flags_alone_{name}": value for name, value in alone.items()},
                 "timings_s": result.info.get("timings_s", {}),
             }
         )
