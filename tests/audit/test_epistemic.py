@@ -55,7 +55,6 @@ def trained() -> tuple[nn.Module, float, float]:
     return net, first, last
 
 
-@pytest.mark.slow
 def test_mc_dropout_sd_of_a_trained_network(trained: tuple[nn.Module, float, float]) -> None:
     net, first, last = trained
     assert last < 0.5 * first  # it learned something
@@ -77,7 +76,6 @@ def test_no_dropout_gives_zero_sd() -> None:
         mc_dropout_epistemic(_network(0.0), _prepare, passes=1)
 
 
-@pytest.mark.slow
 def test_audit_uses_the_epistemic_signal(trained: tuple[nn.Module, float, float]) -> None:
     net, _, _ = trained
     case = shapes_case(lesion=True, seed=9)
