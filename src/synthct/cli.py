@@ -61,6 +61,31 @@ def reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def parse_floats(
+    text: str | None, option: str, *, count: int | None = None
+) -> tuple[float, ...] | None:
+    """Comma-separated numbers of a CLI option (``None`` when not given).
+
+    Raises :class:`synthct.errors.SynthctError` naming ``option`` when a value is not a number
+    or, with ``count``, when there are not exactly ``count`` values.
+    """
+    from synthct.errors import SynthctError
+
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or (count is not None and len(values) != count):
+        needed = f"{count} comma-separated numbers" if count else "comma-separated numbers"
+        example = ",".join(["1"] * count) if count else "1.15,2.3"
+        raise SynthctError(
+            f"{option} needs {needed}, got {text!r}", path=option, fix=f"e.g. {option} {example}"
+        )
+    return values
+
+
 def _register_commands() -> None:
     """Import every module of :mod:`synthct.commands`; each adds its commands to :data:`app`.
 

@@ -8,25 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from synthct.cli import app, console, reports_errors
-
-
-def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
-    from synthct.errors import SynthctError
-
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        values = ()
-    if not values:
-        raise SynthctError(
-            f"{option} needs comma-separated numbers, got {text!r}",
-            path=option,
-            fix=f"e.g. {option} 1.15,2.3",
-        )
-    return values
+from synthct.cli import app, console, parse_floats, reports_errors
 
 
 def _progress() -> Any:
@@ -137,7 +119,7 @@ def audit(
         task = bar.add_task("reading inputs", total=None)
         mr = with_protocol(
             _read_mri(mri),
-            echo_times_ms=_floats(echo_times, "--echo-times"),
+            echo_times_ms=parse_floats(echo_times, "--echo-times"),
             repetition_time_ms=tr,
             flip_angle_deg=flip_angle,
             field_strength_t=field_strength,

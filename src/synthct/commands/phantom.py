@@ -7,25 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from synthct.cli import app, console, reports_errors
-
-
-def _floats(text: str | None, name: str, n: int = 3) -> tuple[float, ...] | None:
-    from synthct.errors import SynthctError
-
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != n:
-        raise SynthctError(
-            f"{name} needs {n} comma-separated numbers, got {text!r}",
-            path=f"--{name}",
-            fix=f"e.g. --{name} " + ",".join(["1"] * n),
-        )
-    return values
+from synthct.cli import app, console, parse_floats, reports_errors
 
 
 @app.command()
@@ -96,10 +78,10 @@ def phantom(
     overrides: dict[str, Any] = {
         "protocol": protocol,
         "supersample": supersample,
-        "voxel_size_mm": _floats(voxel_size, "voxel-size"),
-        "ct_voxel_size_mm": _floats(ct_voxel_size, "ct-voxel-size"),
-        "ct_rotation_deg": _floats(ct_rotation, "ct-rotation"),
-        "ct_translation_mm": _floats(ct_translation, "ct-translation"),
+        "voxel_size_mm": parse_floats(voxel_size, "--voxel-size", count=3),
+        "ct_voxel_size_mm": parse_floats(ct_voxel_size, "--ct-voxel-size", count=3),
+        "ct_rotation_deg": parse_floats(ct_rotation, "--ct-rotation", count=3),
+        "ct_translation_mm": parse_floats(ct_translation, "--ct-translation", count=3),
     }
     if levels is not None:
         overrides["levels"] = tuple(levels.split(":", 1)) if ":" in levels else (levels, levels)
@@ -109,7 +91,7 @@ def phantom(
     if lesion_fraction is not None:
         lesions["probability"] = lesion_fraction
     if lesion_hu is not None:
-        lesions["mean_hu"] = _floats(lesion_hu, "lesion-hu", 2)
+        lesions["mean_hu"] = parse_floats(lesion_hu, "--lesion-hu", count=2)
     if lesions:
         overrides["lesions"] = lesions
     if no_lesions:
@@ -243,9 +225,9 @@ def phantom_from_ct(
         label_volume = read
     lesions = []
     if lesion is not None:
-        size = _floats(lesion_size, "lesion-size")
+        size = parse_floats(lesion_size, "--lesion-size", count=3)
         assert size is not None
-        centre = _floats(lesion_centre, "lesion-centre")
+        centre = parse_floats(lesion_centre, "--lesion-centre", count=3)
         if centre is None:
             tissue = CTDerivedModel.from_ct(ct_volume, label_volume).tissue_map
             centre = tuple(default_lesion_centre(tissue.array, ct_volume.geometry))
