@@ -10,7 +10,6 @@ from synthct.audit.errors import AuditInputError
 from synthct.audit.inputs import signal_protocol, with_protocol
 from synthct.audit.mri_consistency import (
     consistency_map,
-    estimate_noise_sd,
     fit_log_gain,
     relative_model_error,
 )
@@ -88,21 +87,6 @@ def test_envelope_of_a_two_class_edge_spans_the_mixtures() -> None:
     assert hi[1][5, 4, 4] == pytest.approx(s[1, soft], rel=1e-5)
     # Far from the edge the envelope is the pure class.
     np.testing.assert_allclose(hi[1][0], s[1, fluid], rtol=1e-5)
-
-
-def test_noise_sd_from_a_rician_background() -> None:
-    rng = np.random.default_rng(1)
-    sd = 0.02
-    shape = (2, 40, 40, 40)
-    body = np.zeros(shape[1:], dtype=bool)
-    body[10:30, 10:30, 10:30] = True
-    signal = np.where(body, 1.0, 0.0)
-    data = np.hypot(signal + sd * rng.standard_normal(shape), sd * rng.standard_normal(shape))
-    assert estimate_noise_sd(data, body) == pytest.approx(sd, rel=0.03)
-    # Without background: differences of neighbours inside the body.
-    full = np.ones(shape[1:], dtype=bool)
-    noisy = 1.0 + sd * rng.standard_normal(shape)
-    assert estimate_noise_sd(noisy, full) == pytest.approx(sd, rel=0.05)
 
 
 def test_log_gain_recovers_a_smooth_field() -> None:

@@ -511,3 +511,35 @@ def test_bone_next_to_the_lesion_stays_out_of_the_shell() -> None:
     )
     assert not plain.ct.visible
     assert plain.ct.shell_sd_hu > 100
+
+
+def test_mri_cnr_uses_the_noise_not_the_heterogeneous_shell() -> None:
+    # T1w GRE around an intradural lesion: dark CSF on one side, bright cord on the other. The
+    # shell's SD is tissue contrast, not noise; the MRI CNR divides by the noise SD (known: a
+    # Rician background outside the body).
+    geometry = _grid(AFFINES["lps"], field_mm=36.0)
+    ct, annotation, center = _phantom(geometry, (5.0, 5.0, 5.0))
+    fraction = _fraction_inside(geometry, center, (5.0, 5.0, 5.0))
+    shape = geometry.shape
+    body = np.zeros(shape, dtype=bool)
+    body[4:-4, 4:-4, :] = True
+    tissue = np.where(np.arange(shape[1])[None, :, None] < shape[1] // 2, 100.0, 500.0)
+    lesion_signal = 200.0
+    clean = np.where(body, tissue * (1 - fraction) + lesion_signal * fraction, 0.0)
+    sd = 5.0
+    rng = np.random.default_rng(4)
+    echo = np.hypot(clean + sd * rng.standard_normal(shape), sd * rng.standard_normal(shape))
+    ct_values = np.where(body, ct.array, -1000.0).astype(np.float32)
+    ct_body = CTVolume(ct_values, geometry.affine)
+    mri = MultiEchoMR(echo[None], geometry.affine, protocol=MRProtocol((2.3,), 7.0))
+    result = measure_lesion(ct_body, _csf_only(ct_body), annotation, mri=mri)
+    assert result.mri_cnr is not None and result.mri_visible is True
+    # Known answer: (ROI mean - shell mean) / sd, with means of the clean signal in the ROI and
+    # shell the CT used.
+    masks = result.masks
+    assert masks is not None
+    roi_mean = clean[masks.box][masks.roi].mean()
+    shell_mean = clean[masks.box][masks.shell].mean()
+    assert result.mri_cnr == pytest.approx((roi_mean - shell_mean) / sd, rel=0.1, abs=0.5)
+    # The shell SD (tissue contrast) would have hidden it.
+    assert clean[masks.box][masks.shell].std() > 10 * sd

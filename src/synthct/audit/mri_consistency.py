@@ -67,6 +67,7 @@ from synthct.audit.tissue_classes import (
     predicted_envelope,
     window_size,
 )
+from synthct.mri_noise import estimate_noise_sd
 from synthct.volume import CTVolume, MultiEchoMR, ScalarVolume
 
 _F32 = NDArray[np.float32]
@@ -148,35 +149,6 @@ class ConsistencyResult:
     echo_z: list[ScalarVolume]
     noise_sd: float
     relative_error: list[float] = field(default_factory=list)
-
-
-def estimate_noise_sd(data: NDArray[Any], body: NDArray[np.bool_]) -> float:
-    """Noise SD of magnitude images: the smaller of a background and a difference estimate.
-
-    Background: ``median / sqrt(2 ln 2)`` of the magnitudes outside the body dilated by 3
-    voxels (Rayleigh), when there are at least 1000 such voxels. Differences: the robust SD
-    (1.4826 MAD) of differences of neighbours along the first axis inside the body, over
-    ``sqrt(2)``. Both can only be inflated (tissue left in the background of a cropped field
-    of view; edges and texture in the body), so the smaller is kept.
-
-    Parameters
-    ----------
-    data : (echo, I, J, K) ndarray
-        Magnitudes.
-    body : (I, J, K) ndarray of bool
-        Body mask.
-    """
-    estimates = []
-    background = ~ndimage.binary_dilation(body, iterations=3)
-    if np.count_nonzero(background) >= 1000:
-        values = data[:, background]
-        estimates.append(float(np.median(values) / np.sqrt(2.0 * np.log(2.0))))
-    pairs = body[1:] & body[:-1]
-    if pairs.any():
-        diffs = np.diff(np.asarray(data, dtype=np.float32), axis=1)[:, pairs]
-        mad = float(np.median(np.abs(diffs - np.median(diffs))))
-        estimates.append(1.4826 * mad / float(np.sqrt(2.0)))
-    return min(estimates) if estimates else 0.0
 
 
 def fit_log_gain(

@@ -27,7 +27,7 @@ def _progress() -> Any:
 def _read_mri(paths: list[Path]) -> Any:
     from synthct.errors import SynthctError
     from synthct.io import read_volume
-    from synthct.phantom.cohort_files import read_echoes
+    from synthct.io.echoes import read_echoes
     from synthct.volume import MultiEchoMR
 
     if len(paths) > 1:

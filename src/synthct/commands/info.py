@@ -77,5 +77,3 @@ def info(
 def _short_list(values: list[int], limit: int = 12) -> str:
     shown = ", ".join(str(v) for v in values[:limit])
     return shown + (", ..." if len(values) > limit else "")
-
-

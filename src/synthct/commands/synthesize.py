@@ -82,8 +82,8 @@ def synthesize(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from synthct.io.echoes import read_echoes
     from synthct.synthesis.errors import OutOfDomainWarning, SynthesisInputError
-    from synthct.synthesis.manifest import read_multi_echo
     from synthct.synthesis.synthesizer import SynthesisModel, load_synthesizer
 
     if len(model) > 1 and "baseline" in model:
@@ -93,7 +93,7 @@ def synthesize(
             fix="pass either 'baseline' or one or more model folders",
         )
     synthesizer = load_synthesizer(model[0] if model == ["baseline"] else model, device=device)
-    volume = read_multi_echo(mr)
+    volume = read_echoes(mr)
     columns = (TextColumn("[bold]synthesising"), BarColumn(), MofNCompleteColumn())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", OutOfDomainWarning)

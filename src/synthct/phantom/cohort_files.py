@@ -39,6 +39,7 @@ from numpy.typing import ArrayLike
 from synthct.errors import ReadError
 from synthct.io import read_volume, write_volume
 from synthct.io.atomic import write_json_atomic
+from synthct.io.echoes import read_echoes
 from synthct.volume import CTVolume, LabelMap, MRProtocol, MultiEchoMR, SyntheticCT, Volume
 
 MANIFEST_CSV = "manifest.csv"
@@ -189,42 +190,6 @@ def read_manifest(folder: str | os.PathLike[str]) -> list[dict[str, str]]:
         )
     with path.open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
-
-
-def read_echoes(paths: Sequence[str | os.PathLike[str]]) -> MultiEchoMR:
-    """Stack single-echo files (one echo each, same grid) into one :class:`MultiEchoMR`.
-
-    The echo times of the files' protocols are concatenated; TR, flip angle and field strength
-    must agree.
-    """
-    echoes = [read_volume(p, kind="mr") for p in paths]
-    protocols = [e.protocol for e in echoes if isinstance(e, MultiEchoMR)]
-    protocol = None
-    if len(protocols) == len(echoes) and all(p is not None for p in protocols):
-        first = protocols[0]
-        assert first is not None
-        tes: list[float] = []
-        for p, path in zip(protocols, paths, strict=True):
-            assert p is not None
-            same = (p.repetition_time_ms, p.flip_angle_deg, p.field_strength_t) == (
-                first.repetition_time_ms,
-                first.flip_angle_deg,
-                first.field_strength_t,
-            )
-            if not same:
-                raise ReadError(
-                    "echo files disagree on TR, flip angle or field strength",
-                    path=path,
-                    fix="stack only echoes of one acquisition",
-                )
-            tes.extend(p.echo_times_ms)
-        protocol = MRProtocol(
-            tuple(tes), first.repetition_time_ms, first.flip_angle_deg, first.field_strength_t
-        )
-    stacked = np.concatenate([e.array for e in echoes], axis=0)
-    for e in echoes[1:]:
-        echoes[0].require_same_geometry(e)
-    return MultiEchoMR(stacked, echoes[0].affine, protocol=protocol, source=str(paths[0]))
 
 
 class PhantomCase:

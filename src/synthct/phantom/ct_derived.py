@@ -53,8 +53,7 @@ class HUClasses:
     csf_sleeve_mm: float = 3.0
 
     def __post_init__(self) -> None:
-        edges = [self.air_below_hu, self.fat_below_hu, self.soft_below_hu,
-                 self.cancellous_below_hu]
+        edges = [self.air_below_hu, self.fat_below_hu, self.soft_below_hu, self.cancellous_below_hu]
         if edges != sorted(edges) or len(set(edges)) != 4:
             raise SynthctError(
                 f"HU class thresholds must increase, got {edges}",

@@ -46,7 +46,7 @@ from numpy.typing import NDArray
 
 from synthct.errors import SynthctError
 from synthct.synthesis.errors import ManifestError
-from synthct.volume import CTVolume, LabelMap, MRProtocol, MultiEchoMR
+from synthct.volume import CTVolume, LabelMap, MultiEchoMR
 
 REQUIRED_COLUMNS = ("case_id", "ct", "mr_echoes")
 SPLITS = ("train", "validation", "test")
@@ -181,51 +181,16 @@ def read_manifest(path: str | os.PathLike[str]) -> list[CaseRecord]:
     return records
 
 
-def read_multi_echo(paths: list[Path] | tuple[Path, ...]) -> MultiEchoMR:
-    """Read echo magnitudes: one 4D file, or one 3D file per echo (stacked in order).
-
-    The echo times of separate files are joined from their sidecars; TR, flip angle and field
-    strength are taken from the first echo's sidecar.
-    """
-    from synthct.io import read_volume
-
-    if not paths:
-        raise ManifestError("no MRI echo files given", fix="pass at least two echo files")
-    volumes = []
-    for p in paths:
-        v = read_volume(p, kind="mr")
-        assert isinstance(v, MultiEchoMR)
-        volumes.append(v)
-    if len(volumes) == 1:
-        return volumes[0]
-    first = volumes[0]
-    for p, v in zip(paths[1:], volumes[1:], strict=True):
-        first.require_same_geometry(v, names=(f"echo file {paths[0]}", f"echo file {p}"))
-    protocol = None
-    tes = [v.echo_times_ms for v in volumes]
-    if all(t is not None for t in tes):
-        joined = tuple(float(x) for t in tes for x in (t or ()))
-        base = first.protocol
-        assert base is not None
-        protocol = MRProtocol(
-            echo_times_ms=joined,
-            repetition_time_ms=base.repetition_time_ms,
-            flip_angle_deg=base.flip_angle_deg,
-            field_strength_t=base.field_strength_t,
-        )
-    array = np.concatenate([v.array for v in volumes], axis=0)
-    return MultiEchoMR(array, first.affine, protocol=protocol, source=str(paths[0]))
-
-
 def load_case(record: CaseRecord) -> Case:
     """Read a case's MRI, CT and lesion labels; put CT and labels on the MRI grid."""
     from synthct.io import read_volume
+    from synthct.io.echoes import read_echoes
     from synthct.resample import resample_to
     from synthct.volume import ScalarVolume
 
     coverage = None
     try:
-        mr = read_multi_echo(record.mr_echoes)
+        mr = read_echoes(record.mr_echoes)
         ct = read_volume(record.ct, kind="ct")
         lesions = (
             read_volume(record.lesion_labels, kind="label")

@@ -39,7 +39,9 @@ from numpy.typing import NDArray
 
 from synthct.errors import VolumeKindError
 from synthct.geometry import Geometry, require_same_geometry
+from synthct.mri_noise import estimate_noise_sd
 from synthct.resample import resample_to
+from synthct.validation.body_mask import body_mask_from_ct
 from synthct.validation.lesion_image import (
     CalcificationGrade,
     ImageLesionMeasurement,
@@ -244,7 +246,7 @@ def measure_lesion(
             inside,
             lesion_id=label,
             name=annotation.label_names.get(label),
-            mri=_on_ct_grid(mri, ct.geometry),
+            mri=_on_ct_grid(mri, ct),
             background=_background_on_grid(background_mask, ct.geometry),
             settings=s,
         )
@@ -254,7 +256,7 @@ def measure_lesion(
             sct,
             annotation,
             lesion_id=annotation.lesion_id if lesion_id is None else lesion_id,
-            mri=_on_ct_grid(mri, ct.geometry),
+            mri=_on_ct_grid(mri, ct),
             background=_background_on_grid(background_mask, ct.geometry),
             settings=s,
         )
@@ -283,7 +285,7 @@ def measure_lesions(
     """
     s = settings or LesionSettings()
     _check_pair(ct, sct)
-    mri_on_grid = _on_ct_grid(mri, ct.geometry)
+    mri_on_grid = _on_ct_grid(mri, ct)
     background = _background_on_grid(background_mask, ct.geometry)
     if isinstance(annotations, LabelMap):
         boxes = lesion_boxes(annotations, ct.geometry, lesion_ids=lesion_ids)
@@ -326,10 +328,24 @@ def _check_pair(ct: CTVolume, sct: CTVolume) -> None:
     require_same_geometry(ct.geometry, sct.geometry, names=("CT", "sCT"))
 
 
-def _on_ct_grid(mri: Volume | None, geometry: Geometry) -> Volume | None:
-    if mri is None or mri.geometry.is_close(geometry):
-        return mri
-    return resample_to(mri, geometry)
+@dataclass(frozen=True)
+class _MRIOnGrid:
+    """The MRI on the CT grid, as channels, with each channel's noise SD."""
+
+    channels: NDArray[Any]
+    noise_sd: tuple[float, ...]
+
+
+def _on_ct_grid(mri: Volume | None, ct: CTVolume) -> _MRIOnGrid | None:
+    if mri is None:
+        return None
+    if not mri.geometry.is_close(ct.geometry):
+        mri = resample_to(mri, ct.geometry)
+    channels = mri.array if mri.channel_axes else mri.array[None]
+    # Noise outside the CT's body (Rayleigh background), per echo: the MRI CNR's denominator.
+    body = body_mask_from_ct(ct.array)
+    noise = tuple(estimate_noise_sd(channels[e : e + 1], body) for e in range(channels.shape[0]))
+    return _MRIOnGrid(channels, noise)
 
 
 def _background_on_grid(mask: BackgroundMask, geometry: Geometry) -> NDArray[np.bool_] | None:
@@ -359,7 +375,7 @@ def _measure_point(
     point: LesionPoint,
     *,
     lesion_id: int,
-    mri: Volume | None,
+    mri: _MRIOnGrid | None,
     background: NDArray[np.bool_] | None,
     settings: LesionSettings,
 ) -> LesionResult:
@@ -395,7 +411,7 @@ def _measure_labelled(
     *,
     lesion_id: int,
     name: str | None,
-    mri: Volume | None,
+    mri: _MRIOnGrid | None,
     background: NDArray[np.bool_] | None,
     settings: LesionSettings,
 ) -> LesionResult:
@@ -427,7 +443,7 @@ def _measure_box(
     lesion_id: int,
     name: str | None,
     kind: Literal["label", "point"],
-    mri: Volume | None,
+    mri: _MRIOnGrid | None,
     background: NDArray[np.bool_] | None,
     settings: LesionSettings,
 ) -> LesionResult:
@@ -495,17 +511,23 @@ def _measure_box(
 
 
 def _mri_contrast(
-    mri: Volume | None, box: Slices, roi: NDArray[np.bool_], shell: NDArray[np.bool_]
+    mri: _MRIOnGrid | None, box: Slices, roi: NDArray[np.bool_], shell: NDArray[np.bool_]
 ) -> tuple[float | None, int | None]:
-    """CNR of the ROI against the shell on each echo; the echo with the largest |CNR|."""
+    """CNR of the ROI against the shell on each echo; the echo with the largest |CNR|.
+
+    MRI convention: (ROI mean - shell mean) / noise SD of the echo (Rayleigh background).
+    The shell's own SD is no noise on MRI: CSF and cord around an intradural lesion differ
+    several-fold on T1w. Without a noise estimate the shell SD is the denominator.
+    """
     if mri is None:
         return None, None
-    channels = mri.array if mri.channel_axes else mri.array[None]
     best: tuple[float, int] | None = None
-    for echo, channel in enumerate(channels):
+    for echo, channel in enumerate(mri.channels):
         crop = np.asarray(channel[box], dtype=np.float64)
         background = crop[shell]
-        sd = float(background.std(ddof=1)) if background.size > 1 else 0.0
+        sd = mri.noise_sd[echo]
+        if not sd > 0:
+            sd = float(background.std(ddof=1)) if background.size > 1 else 0.0
         cnr = contrast_to_noise(float(crop[roi].mean()), float(background.mean()), sd)
         if best is None or abs(cnr) > abs(best[0]):
             best = (cnr, echo)

@@ -113,7 +113,9 @@ class LesionSettings(BaseModel):
             "dice": "2|A&B|/(|A|+|B|) of the CT and sCT segmentations; 1 when both are empty, "
             "0 when one is",
             "mri": "when an MRI is given (resampled linearly onto the CT grid, same frame "
-            "assumed): per-echo CNR in the same ROI and shell; mri_cnr is the echo with the "
+            "assumed): per-echo CNR = (ROI mean - shell mean) / noise SD of the echo (Rayleigh "
+            "background outside the CT body; the shell SD when there is none); mri_cnr is the "
+            "echo with the "
             f"largest |CNR|, mri_visible = |mri_cnr| >= {self.rose_threshold:g}",
         }
 
