@@ -22,7 +22,7 @@ References
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -137,18 +137,27 @@ class SynthesisUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, echoes, i, j, k]`` to ``[batch, 2, i, j, k]`` (mean, log-variance)."""
+        return self.decode(self.encode(x))
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features of every level (no dropout here: MC passes can share them)."""
         skips = []
         for n, encoder in enumerate(self.encoders):
             if n:
                 x = self.pool(x)
             x = encoder(x)
             skips.append(x)
-        x = self.bottleneck_dropout(skips.pop())
+        return skips
+
+    def decode(self, skips: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Bottleneck dropout, decoder and head from :meth:`encode`'s features."""
+        features = list(skips)
+        x = self.bottleneck_dropout(features.pop())
         for up, decoder, drop in zip(
             self.upsamplers, self.decoders, self.decoder_dropouts, strict=True
         ):
             x = up(x)
-            x = drop(decoder(torch.cat([skips.pop(), x], dim=1)))
+            x = drop(decoder(torch.cat([features.pop(), x], dim=1)))
         return self.head(x)
 
 

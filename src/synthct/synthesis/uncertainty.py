@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from synthct.synthesis.network import LOG_VARIANCE_CHANNEL, MEAN_CHANNEL, mc_dropout
+from synthct.synthesis.network import LOG_VARIANCE_CHANNEL, MEAN_CHANNEL, SynthesisUNet, mc_dropout
 from synthct.synthesis.sliding_window import WindowPredictor
 
 MEAN = 0
@@ -41,7 +41,10 @@ EPISTEMIC = 2
 
 
 def _forward(network: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    out = network(x.contiguous(memory_format=torch.channels_last_3d))
+    return _split(network(x.contiguous(memory_format=torch.channels_last_3d)))
+
+
+def _split(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = out[:, MEAN_CHANNEL : MEAN_CHANNEL + 1]
     variance = torch.exp(out[:, LOG_VARIANCE_CHANNEL : LOG_VARIANCE_CHANNEL + 1])
     return mean, variance
@@ -71,14 +74,23 @@ def mc_dropout_predictor(network: nn.Module, passes: int) -> WindowPredictor:
     if passes < 2:
         raise ValueError(f"MC dropout needs at least 2 passes, got {passes}")
 
+    # Dropout sits after the encoder of our U-Net: its features are computed once per window
+    # and only the decoder runs again for each pass (the same draws, about a third less work).
+    unet = network if isinstance(network, SynthesisUNet) else None
+
+    def run(x: torch.Tensor, skips: list[torch.Tensor] | None) -> torch.Tensor:
+        return network(x) if unet is None or skips is None else unet.decode(skips)
+
     def predict(x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
         with mc_dropout(network, enabled=False):
-            mean, variance = _forward(network, x)
+            skips = unet.encode(x) if unet is not None else None
+            mean, variance = _split(run(x, skips))
         running_mean = torch.zeros_like(mean)
         m2 = torch.zeros_like(mean)
         with mc_dropout(network, enabled=True):
             for n in range(1, passes + 1):
-                sample, _ = _forward(network, x)
+                sample, _ = _split(run(x, skips))
                 delta = sample - running_mean
                 running_mean += delta / n
                 m2 += delta * (sample - running_mean)
