@@ -103,9 +103,18 @@ def _uncertainty_rows(pool: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> d
 
 
 def evaluate(
-    method: str, manifests: list[Path], mc_passes: int, *, mask_outside_body: bool | None = None
+    method: str,
+    manifests: list[Path],
+    mc_passes: int,
+    *,
+    mask_outside_body: bool | None = None,
+    window: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of one method; ``mc_passes`` 0: no uncertainty maps (one pass)."""
+    """Metrics of one method; ``mc_passes`` 0: no uncertainty maps (one pass).
+
+    ``window`` overrides the models' sliding-window settings (``patch_size``, ``overlap``).
+    """
+    window = window or {}
     synth: Any = BaselineSynthesizer() if method == "baseline" else load_shipped_model(method)
     maes: list[float] = []
     dices: list[float] = []
@@ -124,13 +133,14 @@ def evaluate(
             if method == "baseline":
                 result = synth.synthesize(case.mr)
             elif mc_passes == 0:
-                result = synth.synthesize(case.mr, mask_outside_body=mask_outside_body)
+                result = synth.synthesize(case.mr, mask_outside_body=mask_outside_body, **window)
             else:
                 result = synth.synthesize(
                     case.mr,
                     uncertainty=True,
                     mc_passes=mc_passes,
                     mask_outside_body=mask_outside_body,
+                    **window,
                 )
             ct = case.ct
             sct = CTVolume(np.asarray(result.sct.array, np.float32), ct.affine)
@@ -207,15 +217,24 @@ def main() -> None:
     parser.add_argument(
         "--methods", default="baseline,product_like,lesion_aware", help="comma-separated"
     )
+    parser.add_argument("--patch", default=None, help="sliding window, e.g. 96,96,48")
+    parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    window: dict[str, Any] = {}
+    if args.patch:
+        window["patch_size"] = tuple(int(p) for p in args.patch.split(","))
+    if args.overlap is not None:
+        window["overlap"] = args.overlap
     manifests = cohorts(args.out)
     mask = False if args.no_mask else None
     results = [
-        evaluate(m, manifests, args.mc_passes, mask_outside_body=mask)
+        evaluate(m, manifests, args.mc_passes, mask_outside_body=mask, window=window)
         for m in args.methods.split(",")
     ]
     name = "results_" + "_".join(args.methods.split(",")) + ("_nomask" if args.no_mask else "")
+    if window:
+        name += "_window_" + "_".join(str(v) for v in window.values()).replace(" ", "")
     name += ".json"
     (args.out / name).write_text(json.dumps(results, indent=2, default=float))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -116,3 +118,36 @@ def test_insertion_is_deterministic_for_a_seed(phantom) -> None:  # type: ignore
     assert not np.array_equal(a[1], c[1])
     # An inserted lesion raises the target inside the canal above what the case holds there.
     assert float(a[1].max()) > 0.0
+
+
+def test_sham_insertion_centres_patches_in_the_canal_without_a_lesion(  # type: ignore[no-untyped-def]
+    phantom,
+) -> None:
+    # The ablation's control: the same canal-centred patches, nothing inserted, so every patch
+    # is an unchanged window of the case holding canal voxels.
+    sham = LesionInsertionConfig(enabled=True, sham=True, probability=1.0)
+    settings, prepared = _prepared(phantom, sham)
+    shape = prepared.target.shape
+    # Voxel index as the target: a patch's first value says where its window starts.
+    indexed = dataclasses.replace(
+        prepared, target=np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+    )
+    sampler = PatchSampler([indexed], settings.patches, settings.normalisation, insertion=sham)
+    _, _, tissue = phantom
+    canal = np.isin(tissue, [int(Tissue.CSF), int(Tissue.SPINAL_CORD)])
+    size = settings.patches.size
+    rng = np.random.default_rng(3)
+    for _ in range(8):
+        _, y = sampler.sample(rng, 1)
+        start = np.unravel_index(int(y[0, 0, 0, 0, 0]), shape)
+        window = tuple(slice(int(s), int(s) + n) for s, n in zip(start, size, strict=True))
+        np.testing.assert_array_equal(y[0, 0], indexed.target[window])
+        assert canal[window].any()
+    # Without sham the same draws insert lesions: the targets change.
+    real = PatchSampler(
+        [prepared], settings.patches, settings.normalisation, insertion=INSERTION
+    ).sample(np.random.default_rng(3), 1)[1]
+    control = PatchSampler(
+        [prepared], settings.patches, settings.normalisation, insertion=sham
+    ).sample(np.random.default_rng(3), 1)[1]
+    assert not np.array_equal(real, control)

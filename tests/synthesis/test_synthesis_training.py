@@ -65,7 +65,13 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
     cohort_manifest: Path, make_config: Callable[..., Any], tmp_path: Path
 ) -> None:
     config = make_config(
-        training={"iterations": 12, "checkpoint_interval": 6, "validation_interval": 6},
+        training={
+            "iterations": 12,
+            "checkpoint_interval": 6,
+            "validation_interval": 6,
+            # precise BN after the last iteration: also identical after a resume
+            "batch_norm_recalibration_batches": 3,
+        },
         card={"name": "resume"},
     )
     straight = train_model(
@@ -201,3 +207,43 @@ def test_a_ct_on_another_grid_is_resampled_onto_the_mri(
     np.testing.assert_allclose(case.ct.array[2:], ct.array[2:], atol=1e-3)
     assert case.ct_coverage is not None
     assert not case.ct_coverage[:2].any() and case.ct_coverage[2:].all()
+
+
+class _FixedBatches:
+    """Stands in for the patch sampler: known batches, in order."""
+
+    def __init__(self, batches: list[np.ndarray]) -> None:
+        self.batches = iter(batches)
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, None]:
+        return next(self.batches), None
+
+
+def test_batch_norm_recalibration_gives_exact_averages_over_the_batches() -> None:
+    import torch
+
+    from synthct.synthesis.training import recalibrate_batch_norm
+
+    rng = np.random.default_rng(0)
+    batches = [
+        rng.normal(
+            [[[[[3.0]]], [[[-1.0]]]]], [[[[[2.0]]], [[[0.5]]]]], size=(4, 2, 3, 3, 3)
+        ).astype(np.float32)
+        for _ in range(20)
+    ]
+    network = torch.nn.Sequential(torch.nn.BatchNorm3d(2), torch.nn.Dropout(0.5))
+    network[0].running_mean.fill_(100.0)  # stale statistics
+    n = recalibrate_batch_norm(
+        network,
+        _FixedBatches(batches),  # type: ignore[arg-type]
+        rng,
+        batches=20,
+        batch_size=4,
+    )
+    assert n == 1
+    assert not network.training and network[0].momentum == 0.1  # restored, evaluation mode
+    means = np.mean([b.mean(axis=(0, 2, 3, 4)) for b in batches], axis=0)
+    variances = np.mean([b.var(axis=(0, 2, 3, 4), ddof=1) for b in batches], axis=0)
+    np.testing.assert_allclose(network[0].running_mean.numpy(), means, rtol=1e-5)
+    np.testing.assert_allclose(network[0].running_var.numpy(), variances, rtol=1e-5)
+    np.testing.assert_allclose(means, [3.0, -1.0], atol=0.1)

@@ -34,6 +34,7 @@ RESUMABLE_CHANGES = {
     ("training", "iterations"),
     ("training", "device"),
     ("training", "tensorboard"),
+    ("training", "batch_norm_recalibration_batches"),  # applied after the last iteration
 }
 
 

@@ -138,6 +138,9 @@ class TrainingSettings(_Section):
     #: Run a full-volume sliding-window validation of the held-out cases at the end (figures
     #: for the model card).
     final_validation: bool = True
+    #: Batches of training patches over which the batch-norm statistics are re-estimated at
+    #: the end ("precise BN"; 0: keep the running averages, dominated by the last ~10 batches).
+    batch_norm_recalibration_batches: Annotated[int, Field(ge=0)] = 0
 
 
 class LesionInsertionConfig(_Section):
@@ -150,9 +153,14 @@ class LesionInsertionConfig(_Section):
     (mm; axial along L, thickness along P, sagittal along S), the mean HU of calcifying types
     uniformly in ``mean_hu`` (clipped to what the type can reach), the calcification pattern
     from ``patterns``.
+
+    With ``sham`` the placement is drawn in the same way but nothing is inserted: the
+    control arm of an ablation (the same canal-centred patches, no lesion), so that a model
+    trained with and one without lesions differ in the lesions alone.
     """
 
     enabled: bool = False
+    sham: bool = False
     probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
     types: tuple[str, ...] = ("meningioma", "schwannoma")
     mean_hu: tuple[float, float] = (40.0, 1000.0)

@@ -234,6 +234,8 @@ class PatchSampler:
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """A patch around a random intradural voxel with a library lesion inserted there.
 
+        With ``sham`` insertion the same patch is returned without a lesion.
+
         The lesion is blended into the raw echoes and the CT (HU) of the patch, which are then
         normalised with the case's own scaling. Needs ``case.insertion`` and ``self.insertion``.
         """
@@ -246,6 +248,8 @@ class PatchSampler:
         # Move the patch centre by up to a quarter patch so the lesion is not always central.
         shift = [int(rng.integers(-(s // 4), s // 4 + 1)) for s in size]
         centre = [int(c) + d for c, d in zip(site, shift, strict=True)]
+        if settings.sham:  # the control arm: the same placement, nothing inserted
+            return self.patch(case, centre)
         start = patch_start(centre, shape, size)
         site_lps = source.affine[:3, :3] @ np.asarray(site, np.float64) + source.affine[:3, 3]
         lesion = draw_lesion(settings, tuple(site_lps), rng)
