@@ -11,6 +11,7 @@
 # Cohort seeds: 101 (training). Held-out: benchmarks/synthesis_accuracy.py uses 301/302, the demo's
 # paper cohort uses 2025. Work folders go to $SYNTHCT_TRAIN_DIR (default out/shipped_training).
 # Each model card gets a "provenance" entry: this command, the seeds and the synthct version.
+# RESUME=1 continues an interrupted run in $SYNTHCT_TRAIN_DIR instead of starting it again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
@@ -39,9 +40,15 @@ train_one() {
   local name="$1" config="configs/$1.yaml"
   local run="$WORK/run_$name"
   local start end
+  local resume=()
   start=$(date +%s)
-  rm -rf "$run"
-  "$SYNTHCT" train "$WORK/cohort_train/manifest.csv" --config "$config" --output "$run" --device cpu
+  if [ "${RESUME:-0}" = 1 ] && [ -d "$run/checkpoints" ]; then
+    resume=(--resume)   # continue (or finish) an interrupted run of the same config
+  else
+    rm -rf "$run"
+  fi
+  "$SYNTHCT" train "$WORK/cohort_train/manifest.csv" --config "$config" --output "$run" \
+    --device cpu "${resume[@]}"
   end=$(date +%s)
   # (c) copy the model folder into the package and record provenance in its card
   local dest="src/synthct/models/$name"
@@ -69,6 +76,8 @@ card["provenance"] = {
     "synthct_version": synthct.__version__,
     "training_wall_time_s": int(seconds),
 }
+if card.get("training", {}).get("duration_s"):  # the run's own clock (also across a resume)
+    card["provenance"]["training_wall_time_s"] = int(card["training"]["duration_s"])
 card_path.write_text(json.dumps(card, indent=2) + "\n")
 lines = ["", "## Provenance", ""]
 lines += [f"- {k}: {v}" for k, v in card["provenance"].items()]
