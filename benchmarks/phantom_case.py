@@ -44,7 +44,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             out = subprocess.run(
                 [sys.executable, "-c", CHILD, json.dumps(values), f"{tmp}/cohort"],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             )
         result = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{name:<52} {result['seconds']:8.2f} {result['peak_rss_mb']:12.0f}")

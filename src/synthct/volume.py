@@ -294,9 +294,33 @@ class CTVolume(Volume):
 
 
 class SyntheticCT(CTVolume):
-    """A CT in HU synthesised from MRI (ours or a product's)."""
+    """A CT in HU synthesised from MRI (ours or a product's).
+
+    Parameters
+    ----------
+    provenance : mapping, optional
+        How it was made (e.g. ``{"model": ..., "out_of_domain": [...]}``); kept through
+        resampling, written to the image's sidecar and read back, so that every report that
+        uses the sCT can repeat its model's warnings.
+    """
 
     kind = "sct"
+
+    def __init__(
+        self,
+        array: ArrayLike,
+        affine: ArrayLike,
+        *,
+        source: str | None = None,
+        provenance: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(array, affine, source=source)
+        self.provenance: dict[str, Any] = dict(provenance or {})
+
+    @property
+    def out_of_domain(self) -> list[str]:
+        """The synthesis model's out-of-domain warnings for this sCT (empty when none)."""
+        return [str(w) for w in self.provenance.get("out_of_domain", [])]
 
 
 class LabelMap(Volume):

@@ -184,3 +184,20 @@ def test_writing_is_atomic(tmp_path: Path) -> None:
         write_volume(ct, final, overwrite=False)
     with pytest.raises(WriteError, match="does not exist"):
         write_volume(ct, tmp_path / "missing" / "ct.nii.gz")
+
+
+def test_sct_provenance_travels_in_the_sidecar_and_through_resampling(tmp_path: Path) -> None:
+    from synthct.resample import resample_to
+
+    provenance = {"model": "product-like", "out_of_domain": ["1 echo, the model needs 2"]}
+    data = np.full((6, 5, 4), 40.0, np.float32)
+    data[0] = -1000.0
+    sct = SyntheticCT(data, np.diag([1.0, 1.0, 2.0, 1.0]), provenance=provenance)
+    back = read_volume(write_volume(sct, tmp_path / "sct.nii.gz"))
+    assert isinstance(back, SyntheticCT)
+    assert back.provenance == provenance and back.out_of_domain == ["1 echo, the model needs 2"]
+    coarse = resample_to(back, CTVolume(np.zeros((3, 3, 2), np.float32), np.diag([2.0] * 3 + [1])))
+    assert isinstance(coarse, SyntheticCT) and coarse.out_of_domain == back.out_of_domain
+    plain = read_volume(write_volume(SyntheticCT(data, np.eye(4)), tmp_path / "plain.nii.gz"))
+    assert isinstance(plain, SyntheticCT) and plain.out_of_domain == []
+    assert "synthesis" not in json.loads(sidecar_path(tmp_path / "plain.nii.gz").read_text())

@@ -145,6 +145,9 @@ def test_out_of_domain_input_warns_naming_the_mismatch(
         result = model.synthesize(mr)
     assert "echo 1 TE 2.3 ms" in str(w[0].message)
     assert any("field strength" in m for m in result.out_of_domain)
+    # ... and travel with the sCT (its sidecar) to every report that uses it
+    assert result.sct.out_of_domain == result.out_of_domain
+    assert result.sct.provenance["model"] == model.name
     fine = MultiEchoMR(mr.array, np.diag([0.7, 0.7, 0.7, 1.0]), protocol=model_protocol())
     with pytest.warns(OutOfDomainWarning, match="voxel size 0.7 x 0.7 x 0.7 mm"):
         model.synthesize(fine)

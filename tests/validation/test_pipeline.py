@@ -417,3 +417,24 @@ def test_dicom_ct_gets_lesion_seg_and_sr(tmp_path: Path) -> None:
     assert by_image["ct"]["mean_hu"] == pytest.approx(lesion["ct_mean_hu"], rel=1e-6)
     assert by_image["sct"]["mean_hu"] == pytest.approx(lesion["sct_mean_hu"], rel=1e-6)
     assert by_image["ct"]["visible"] and not by_image["sct"]["visible"]
+
+
+def test_domain_warnings_of_the_sct_are_repeated_in_the_outputs(tmp_path: Path) -> None:
+    # A synthesis model's out-of-domain warning travels in the sCT's sidecar to every report.
+    row = write_case(tmp_path, "p01")
+    sct_path = tmp_path / row["sct"]
+    sct = read_volume(sct_path, kind="sct")
+    warning = "field strength 1.5 T outside the training domain (3.0 T)"
+    write_volume(
+        SyntheticCT(sct.array, sct.affine, provenance={"model": "m", "out_of_domain": [warning]}),
+        sct_path,
+    )
+    result = _ok(validate_case(spec(tmp_path, row)))
+    assert any(warning in w for w in result.warnings)
+    assert result.case_row["sct_out_of_domain"] == warning
+    plain = _ok(validate_case(spec(tmp_path / "b", write_case(tmp_path / "b", "p02"))))
+    assert plain.warnings == [] and plain.case_row["sct_out_of_domain"] == ""
+    from synthct.validation.runner import run_validation
+
+    run_validation([spec(tmp_path, row)], tmp_path / "out", n_workers=0)
+    assert warning in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")

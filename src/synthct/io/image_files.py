@@ -31,6 +31,7 @@ from synthct.volume import (
     LabelMap,
     MRProtocol,
     MultiEchoMR,
+    SyntheticCT,
     Volume,
     check_hounsfield,
 )
@@ -180,7 +181,7 @@ def read_image_file(
         except VolumeKindError as exc:
             raise VolumeKindError(exc.problem, path=sidecar_path(p)) from exc
     names = {int(k): str(v) for k, v in meta.get("label_names", {}).items()}
-    return make_volume(
+    volume = make_volume(
         array,
         affine,
         kind=chosen,
@@ -189,6 +190,9 @@ def read_image_file(
         label_names=names or None,
         check_hu=check_hu,
     )
+    if isinstance(volume, SyntheticCT) and isinstance(meta.get("synthesis"), dict):
+        volume.provenance = dict(meta["synthesis"])
+    return volume
 
 
 def sidecar_for(volume: Volume) -> dict[str, Any]:
@@ -201,6 +205,8 @@ def sidecar_for(volume: Volume) -> dict[str, Any]:
             meta["extra"] = volume.protocol.extra
     if isinstance(volume, LabelMap) and volume.label_names:
         meta["label_names"] = {str(k): v for k, v in volume.label_names.items()}
+    if isinstance(volume, SyntheticCT) and volume.provenance:
+        meta["synthesis"] = volume.provenance
     return meta
 
 

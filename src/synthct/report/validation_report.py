@@ -157,6 +157,15 @@ def read_validation_outputs(out_dir: str | os.PathLike[str]) -> ValidationOutput
         if status not in OK_STATUSES and case_id not in failed:
             failed[case_id] = _reason(record, f"status {record.get('status')}")
     notes = []
+    if "sct_out_of_domain" in cases.columns:
+        # The synthesis model's domain warnings travel with each sCT (its sidecar).
+        for record in cases.to_dict(orient="records"):
+            text = record.get("sct_out_of_domain")
+            if isinstance(text, str) and text.strip():
+                notes.append(
+                    f"Case {record['case_id']}: the sCT was made outside its model's training "
+                    f"domain: {text}"
+                )
     dropped = lesions["case_id"].astype(str).isin(list(failed))
     if dropped.any():
         notes.append(

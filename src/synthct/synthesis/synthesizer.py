@@ -300,6 +300,7 @@ class SynthesisModel:
             mc_passes=(mc_passes or config.inference.mc_passes) if method == "mc_dropout" else None,
             mask_outside_body=mask_outside_body,
             out_of_domain=found,
+            model_name=self.name,
         )
 
 
@@ -314,6 +315,7 @@ def assemble_result(
     mc_passes: int | None = None,
     mask_outside_body: bool | None = None,
     out_of_domain: list[str] | None = None,
+    model_name: str | None = None,
 ) -> SynthesisResult:
     """Turn the network-unit prediction into HU volumes on the MRI grid (in place)."""
     scale = np.float32(config.normalisation.hu_scale)
@@ -329,7 +331,12 @@ def assemble_result(
         sct[outside] = config.inference.air_hu
     source = f"synthesised from {mr.source}" if mr.source else None
     result = SynthesisResult(
-        sct=SyntheticCT(sct, mr.affine, source=source),
+        sct=SyntheticCT(
+            sct,
+            mr.affine,
+            source=source,
+            provenance={"model": model_name, "out_of_domain": list(out_of_domain or [])},
+        ),
         body_mask=body,
         out_of_domain=list(out_of_domain or []),
     )

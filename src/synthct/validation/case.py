@@ -53,7 +53,7 @@ from synthct.validation.image_metrics import (
 from synthct.validation.lesion_metrics import LesionMasks, LesionResult, measure_lesions
 from synthct.validation.lesion_settings import LesionSettings
 from synthct.validation.manifest import CaseSpec
-from synthct.volume import CTVolume, LabelMap, MRProtocol, MultiEchoMR, Volume
+from synthct.volume import CTVolume, LabelMap, MRProtocol, MultiEchoMR, SyntheticCT, Volume
 
 __all__ = [
     "CaseFailure",
@@ -438,10 +438,15 @@ def compute_case(
             )
 
     figures: list[str] = []
-    warnings: list[str] = []
+    # The synthesis model's domain warnings travel with the sCT and are repeated here.
+    warnings: list[str] = [
+        f"sCT made outside its model's training domain: {w}"
+        for w in (sct.out_of_domain if isinstance(sct, SyntheticCT) else [])
+    ]
     if figure_dir is not None and lesions:
         start = time.perf_counter()
-        figures, warnings = _write_figures(figure_dir, ct, aligned, lesions)
+        figures, figure_warnings = _write_figures(figure_dir, ct, aligned, lesions)
+        warnings += figure_warnings
         stages.timings_s["figures"] = time.perf_counter() - start
 
     if figure_dir is not None and lesions and Path(case.ct).is_dir():
@@ -453,6 +458,9 @@ def compute_case(
 
     lesion_rows = [_lesion_row(case.case_id, lesion, aligned) for lesion in lesions]
     case_row = _case_row(case, ct, metrics, lesions, aligned, given_mask is not None)
+    case_row["sct_out_of_domain"] = "; ".join(
+        sct.out_of_domain if isinstance(sct, SyntheticCT) else []
+    )
     return CaseResult(
         case_id=case.case_id,
         status="ok",
