@@ -13,15 +13,21 @@ What runs (cohorts are generated once into --work and reused):
    100-1000 HU); every case has the paper's failure sCT (its CT with the lesion rendered as
    CSF). ``evaluate_cohort`` reports sensitivity by HU and size, false flags and ROC per signal.
 3. **Our learned sCT** (optional): a small convolutional MRI-to-HU network with dropout before
-   its last layer, trained on the lesion-free cases (or, with ``--synthesis-model
-   product_like``, the shipped synthesis model trained without intradural lesions); the
-   held-out cohort is audited with its sCT and its MC-dropout SD as the epistemic signal.
-   Lesions the model does not render as calcified count as omitted.
+   its last layer, trained on the lesion-free cases; the held-out cohort is audited with its
+   sCT and its MC-dropout SD as the epistemic signal. Lesions the model does not render as
+   calcified count as omitted.
+   With ``--synthesis-model product_like`` (the shipped model trained without intradural
+   lesions) instead: the model's sCTs of the training cohort (cached under ``--work``, keyed by
+   the weights' checksum) train the learned consistency network (first half) and calibrate
+   every signal (second half; ``--rule`` names the signals that flag); the held-out cohort is
+   audited with the model's sCT, the learned consistency signal and its MC-dropout SD.
 4. **Speed**: one 256 x 256 x 96 case (paper contrast, 0.98 x 0.98 x 0.94 mm): the audit with
-   the consistency signal alone (the baseline), with novelty, and the written outputs.
+   the consistency signal alone (the baseline), with novelty, with the learned consistency
+   signal when one was trained, and the written outputs.
 
-Run: .venv/bin/python benchmarks/audit.py [--quick] [--no-learned] [--work DIR]
-     [--synthesis-model product_like --learned-cases 8]
+Run: .venv/bin/python benchmarks/audit.py [--quick] [--no-learned] [--no-failure] [--work DIR]
+     [--synthesis-model product_like [--rule consistency,learned_consistency]
+      [--learned-steps 2000] [--learned-cases 8]]
 """
 
 from __future__ import annotations
@@ -142,6 +148,31 @@ def _synthesis_model(name: str) -> Any:
     return load_shipped_model(name) if name in SHIPPED_MODELS else SynthesisModel.load(name)
 
 
+def _sct_cache_dir(work: Path, name: str, model: Any) -> Path:
+    """Cache folder of one synthesis model's sCTs, keyed by its weights' checksum."""
+    digest = str(model.members[0].card.get("weights_sha256", "unknown"))[:12]
+    return work / f"sct-{Path(name).name}-{digest}"
+
+
+def _cached_sct(
+    model: Any, cache: Path, cohort: Path, case: Any, mc_passes: int | None
+) -> tuple[Any, Any]:
+    """The model's sCT of a phantom case (and its MC-dropout SD when ``mc_passes``), cached."""
+    from synthct.io import read_volume, write_volume
+
+    folder = cache / cohort.name / case.case_id
+    sct_path, sd_path = folder / "sct.nii.gz", folder / f"epistemic_sd_mc{mc_passes}.nii.gz"
+    if sct_path.is_file() and (mc_passes is None or sd_path.is_file()):
+        sd = read_volume(sd_path, kind="scalar").as_scalar() if mc_passes else None
+        return read_volume(sct_path, kind="sct"), sd
+    folder.mkdir(parents=True, exist_ok=True)
+    result = model.synthesize(case.mr(), uncertainty=bool(mc_passes), mc_passes=mc_passes)
+    write_volume(result.sct, sct_path)
+    if mc_passes:
+        write_volume(result.epistemic_sd, sd_path)
+    return result.sct, result.epistemic_sd
+
+
 def _balanced(rows: list[dict[str, str]], n: int) -> list[str]:
     """``n`` case ids, about half of them with a lesion, in manifest order."""
     with_lesion = [r["case_id"] for r in rows if int(r["n_lesions"] or 0) > 0]
@@ -240,6 +271,9 @@ def main() -> None:
     parser.add_argument("--no-learned", action="store_true", help="skip our learned sCT")
     parser.add_argument("--speed-only", action="store_true", help="only the timing")
     parser.add_argument(
+        "--no-failure", action="store_true", help="skip the paper's failure-sCT evaluation"
+    )
+    parser.add_argument(
         "--synthesis-model",
         default=None,
         help="learned sCT from a synthct model folder or shipped model name (e.g. product_like) "
@@ -251,6 +285,15 @@ def main() -> None:
         type=int,
         default=None,
         help="audit the learned sCT on this many held-out cases (half with a lesion)",
+    )
+    parser.add_argument(
+        "--rule",
+        default=None,
+        help="signals in the flag rule for the --synthesis-model audit (comma-separated; "
+        "default synthct.audit.combine.DEFAULT_RULE)",
+    )
+    parser.add_argument(
+        "--learned-steps", type=int, default=2000, help="learned consistency: training steps"
     )
     args = parser.parse_args()
     import torch
@@ -289,9 +332,10 @@ def main() -> None:
         )
     )
 
+    learned = None
     if not args.speed_only:
-        _evaluations(args, work, eval_dir, cases, novelty, calibration, n_eval)
-    _speed(work, novelty, calibration)
+        learned = _evaluations(args, work, eval_dir, cases, novelty, calibration, n_eval)
+    _speed(work, novelty, calibration, learned)
 
 
 def _evaluations(
@@ -302,74 +346,181 @@ def _evaluations(
     novelty: Any,
     calibration: Any,
     n_eval: int,
-) -> None:
+) -> Any:
+    """The evaluation tables; returns the learned consistency model when one was trained."""
     from synthct.audit.evaluation import evaluate_cohort
     from synthct.audit.training import LesionFreeCase
     from synthct.phantom.cohort_files import read_manifest
 
+    if not args.no_failure:
+        t0 = time.perf_counter()
+        evaluation = evaluate_cohort(eval_dir, novelty=novelty, calibration=calibration)
+        (work / "evaluation_failure_sct.json").write_text(json.dumps(evaluation.to_dict()))
+        _table(
+            f"Held-out cohort, paper's failure sCT ({n_eval} cases, "
+            f"{time.perf_counter() - t0:.0f} s)",
+            evaluation.summary,
+        )
+    if args.no_learned:
+        return None
+    if args.synthesis_model is not None:
+        return _synthesis_model_audit(args, work, eval_dir, cases, n_eval)
     t0 = time.perf_counter()
-    evaluation = evaluate_cohort(eval_dir, novelty=novelty, calibration=calibration)
-    (work / "evaluation_failure_sct.json").write_text(json.dumps(evaluation.to_dict()))
-    _table(
-        f"Held-out cohort, paper's failure sCT ({n_eval} cases, {time.perf_counter() - t0:.0f} s)",
-        evaluation.summary,
+    memo: dict[str, Any] = {}
+    net = TinySynthesis()
+    final_loss = net.train(
+        [LesionFreeCase(c.mr, c.sct, c.name) for c in cases],
+        steps=150 if args.quick else 400,
+    )
+    print(
+        f"\nlearned sCT: tiny network trained in {time.perf_counter() - t0:.0f} s "
+        f"(last patch MAE {final_loss:.0f} HU)"
     )
 
-    if not args.no_learned:
+    def learned_sct(case: Any) -> Any:
+        sct, memo["sd"] = net.sct_and_sd(case.mr())
+        return sct
+
+    def epistemic(_mr: Any) -> Any:
+        return memo["sd"]
+
+    rows = read_manifest(eval_dir)
+    subset = None if args.learned_cases is None else _balanced(rows, args.learned_cases)
+    t0 = time.perf_counter()
+    learned = evaluate_cohort(
+        eval_dir,
+        novelty=novelty,
+        calibration=calibration,
+        epistemic=epistemic,
+        sct_for_case=learned_sct,
+        case_ids=subset,
+    )
+    (work / "evaluation_learned_sct.json").write_text(json.dumps(learned.to_dict()))
+    omitted = sum(r["omitted"] and r["calcified"] for r in learned.lesions)
+    calcified = sum(r["calcified"] for r in learned.lesions)
+    _table(
+        f"Held-out cohort, our learned sCT with MC-dropout SD ({omitted}/{calcified} "
+        f"calcified lesions omitted by it; {time.perf_counter() - t0:.0f} s; epistemic "
+        "self-standardised, reported, not in the rule)",
+        learned.summary,
+    )
+    return None
+
+
+def _synthesis_model_audit(
+    args: Any, work: Path, eval_dir: Path, cases: list[Any], n_eval: int
+) -> Any:
+    """Audit a synthesis model's sCT with an audit model calibrated on that model's sCTs.
+
+    The lesion-free training cases get the model's sCT (cached under ``--work``, keyed by the
+    weights' checksum); the learned consistency network is trained on the first half of them,
+    and every signal is calibrated on the second half (so the model's own systematic errors
+    are part of "normal"). The held-out cohort is audited with the model's sCT and its
+    MC-dropout SD (epistemic, self-standardised, reported).
+    """
+    from synthct.audit.combine import DEFAULT_RULE, load_calibration
+    from synthct.audit.evaluation import evaluate_cohort
+    from synthct.audit.learned_consistency import (
+        LearnedConsistencySettings,
+        fit_learned_consistency,
+        has_learned_consistency,
+        load_learned_consistency,
+    )
+    from synthct.audit.novelty import load_novelty_model
+    from synthct.audit.training import LesionFreeCase, train_audit_model
+    from synthct.phantom.cohort_files import PhantomCase, read_manifest
+
+    name = args.synthesis_model
+    model = _synthesis_model(name)
+    cache = _sct_cache_dir(work, name, model)
+    rule = DEFAULT_RULE if args.rule is None else tuple(args.rule.split(","))
+    t0 = time.perf_counter()
+    sct_cases = []
+    for case in cases:
+        cohort, case_id = case.name.split("/")
+        phantom = PhantomCase(work / cohort / case_id)
+        sct, _ = _cached_sct(model, cache, work / cohort, phantom, None)
+        sct_cases.append(LesionFreeCase(case.mr, sct, case.name))
+    print(
+        f"\n{name} sCTs of {len(sct_cases)} lesion-free training cases ready "
+        f"({time.perf_counter() - t0:.0f} s; cache {cache})"
+    )
+    n_held = len(sct_cases) // 2
+    fit = sct_cases[: len(sct_cases) - n_held]
+    learned_dir = work / f"learned-{cache.name}-{len(fit)}fit-{args.learned_steps}steps"
+    if has_learned_consistency(learned_dir):
+        learned = load_learned_consistency(learned_dir)
+    else:
         t0 = time.perf_counter()
-        memo: dict[str, Any] = {}
-        if args.synthesis_model is None:
-            net = TinySynthesis()
-            final_loss = net.train(
-                [LesionFreeCase(c.mr, c.sct, c.name) for c in cases],
-                steps=150 if args.quick else 400,
-            )
-            print(
-                f"\nlearned sCT: tiny network trained in {time.perf_counter() - t0:.0f} s "
-                f"(last patch MAE {final_loss:.0f} HU)"
-            )
-
-            def learned_sct(case: Any) -> Any:
-                sct, memo["sd"] = net.sct_and_sd(case.mr())
-                return sct
-        else:
-            model = _synthesis_model(args.synthesis_model)
-            print(
-                f"\nlearned sCT: synthct model {args.synthesis_model}, MC dropout "
-                f"{args.mc_passes} passes"
-            )
-
-            def learned_sct(case: Any) -> Any:
-                result = model.synthesize(case.mr(), uncertainty=True, mc_passes=args.mc_passes)
-                memo["sd"] = result.epistemic_sd
-                return result.sct
-
-        def epistemic(_mr: Any) -> Any:
-            return memo["sd"]
-
-        rows = read_manifest(eval_dir)
-        subset = None if args.learned_cases is None else _balanced(rows, args.learned_cases)
+        learned = fit_learned_consistency(
+            [(c.mr, c.sct) for c in fit],
+            settings=LearnedConsistencySettings(steps=args.learned_steps),
+            sources=[c.name for c in fit],
+            sct_source=f"synthesis model {name}",
+        )
+        learned_dir.mkdir(parents=True, exist_ok=True)
+        learned.save(learned_dir)
+        print(
+            f"learned consistency trained in {time.perf_counter() - t0:.0f} s on {len(fit)} "
+            f"pairs (loss {learned.info['first_loss']:.2f} -> {learned.info['final_loss']:.2f})"
+        )
+    audit_dir = work / f"audit-model-{len(sct_cases)}-{cache.name}-{'+'.join(rule)}"
+    if not (audit_dir / "calibration.json").is_file():
         t0 = time.perf_counter()
-        learned = evaluate_cohort(
-            eval_dir,
-            novelty=novelty,
-            calibration=calibration,
-            epistemic=epistemic,
-            sct_for_case=learned_sct,
-            case_ids=subset,
+        train_audit_model(
+            sct_cases,
+            audit_dir,
+            held_out_fraction=n_held / len(sct_cases),
+            learned_consistency=learned,
+            sct_source=f"synthesis model {name}",
+            rule=rule,
+            overwrite=True,
         )
-        (work / "evaluation_learned_sct.json").write_text(json.dumps(learned.to_dict()))
-        omitted = sum(r["omitted"] and r["calcified"] for r in learned.lesions)
-        calcified = sum(r["calcified"] for r in learned.lesions)
-        _table(
-            f"Held-out cohort, our learned sCT with MC-dropout SD ({omitted}/{calcified} "
-            f"calcified lesions omitted by it; {time.perf_counter() - t0:.0f} s; epistemic "
-            "self-standardised, reported, not in the rule)",
-            learned.summary,
+        print(f"audit model on {name} sCTs trained in {time.perf_counter() - t0:.0f} s")
+    novelty = load_novelty_model(audit_dir)
+    calibration = load_calibration(audit_dir)
+    print(
+        f"thresholds on {name} sCTs: "
+        + ", ".join(
+            f"{k} {v.threshold:.3g}{' (in rule)' if v.in_rule else ' (reported)'}"
+            for k, v in calibration.signals.items()
         )
+    )
+    memo: dict[str, Any] = {}
+
+    def learned_sct(case: Any) -> Any:
+        sct, memo["sd"] = _cached_sct(model, cache, eval_dir, case, args.mc_passes)
+        return sct
+
+    def epistemic(_mr: Any) -> Any:
+        return memo["sd"]
+
+    rows = read_manifest(eval_dir)
+    subset = None if args.learned_cases is None else _balanced(rows, args.learned_cases)
+    t0 = time.perf_counter()
+    result = evaluate_cohort(
+        eval_dir,
+        novelty=novelty,
+        calibration=calibration,
+        epistemic=epistemic,
+        learned=learned,
+        sct_for_case=learned_sct,
+        case_ids=subset,
+    )
+    (work / f"evaluation_{Path(name).name}_sct.json").write_text(json.dumps(result.to_dict()))
+    omitted = sum(r["omitted"] and r["calcified"] for r in result.lesions)
+    calcified = sum(r["calcified"] for r in result.lesions)
+    _table(
+        f"Held-out cohort, {name} sCT, audit calibrated on its lesion-free sCTs, rule "
+        f"{'+'.join(rule)} ({omitted}/{calcified} calcified lesions omitted by it; "
+        f"{time.perf_counter() - t0:.0f} s; epistemic: MC-dropout SD ({args.mc_passes} passes), "
+        "self-standardised, reported)",
+        result.summary,
+    )
+    return learned
 
 
-def _speed(work: Path, novelty: Any, calibration: Any) -> None:
+def _speed(work: Path, novelty: Any, calibration: Any, learned: Any = None) -> None:
     from synthct.audit.evaluation import failure_sct
     from synthct.audit.pipeline import run_audit
     from synthct.audit.report import write_audit
@@ -392,10 +543,16 @@ def _speed(work: Path, novelty: Any, calibration: Any) -> None:
         f"({mr.spacing_mm[0]:.2f} x {mr.spacing_mm[1]:.2f} x {mr.spacing_mm[2]:.2f} mm)"
     )
     print(f"  {'configuration':<40} {'seconds':>8}  steps")
-    for name, kwargs in (
+    configurations: list[tuple[str, dict[str, Any]]] = [
         ("consistency only (baseline)", {}),
         ("consistency + novelty", {"novelty": novelty}),
-    ):
+    ]
+    if learned is not None:
+        configurations += [
+            ("learned consistency only", {"learned": learned, "consistency": False}),
+            ("consistency + learned + novelty", {"novelty": novelty, "learned": learned}),
+        ]
+    for name, kwargs in configurations:
         start = time.perf_counter()
         result = run_audit(mr, sct, calibration=calibration, **kwargs)
         elapsed = time.perf_counter() - start

@@ -3,11 +3,11 @@
 The rule
 --------
 1. **Standardise** each signal ``s`` against lesion-free volumes:
-   ``z_s = (value - centre_s) / scale_s``. The MRI consistency score is a standardised
-   residual by construction (centre 0, scale 1) and is used two-sided (``|z|``: darker and
-   brighter than the sCT allows both count). Novelty and epistemic SD are one-sided, with the
-   median and robust SD (1.4826 MAD) of their values inside the body of lesion-free
-   calibration volumes as centre and scale.
+   ``z_s = (value - centre_s) / scale_s``. The MRI consistency scores (physics and learned)
+   are standardised residuals by construction (centre 0, scale 1) and are used two-sided
+   (``|z|``: darker and brighter than the sCT allows both count). Novelty and epistemic SD
+   are one-sided, with the median and robust SD (1.4826 MAD) of their values inside the body
+   of lesion-free calibration volumes as centre and scale.
 2. **Threshold** each signal at ``t_s`` for at most ``target / n`` flagged regions per
    lesion-free volume (``n`` signals in the rule; a region is a 26-connected component of
    ``z_s >= t_s`` of at least ``min_region_volume_mm3``): the larger of the smallest such
@@ -20,12 +20,27 @@ The rule
    calibration data.
 
 Which signals are in the rule is part of the calibration (``in_rule``). The default,
-:data:`DEFAULT_RULE`, is the MRI consistency signal alone: on held-out phantom cohorts
-(``benchmarks/audit.py``) it carries every detection, while input novelty and epistemic SD
-add false flags but no omitted lesion (their lesion-level AUC is below 0.5: an omitted
-calcified tumour is less unusual than the most unusual normal anatomy of a clean volume).
-They are still computed, written and reported. When no signal of the rule is available (no
-protocol for the physics), the available ones flag.
+:data:`DEFAULT_RULE`, is the physics MRI consistency signal alone: on held-out phantom cohorts
+(``benchmarks/audit.py``) it carries every detection of the paper's failure sCT (lesion
+rendered as CSF), while input novelty and epistemic SD add false flags but no omitted lesion
+(their lesion-level AUC is below 0.5: an omitted calcified tumour is less unusual than the
+most unusual normal anatomy of a clean volume). They are still computed, written and reported.
+When no signal of the rule is available (no protocol for the physics), the available ones
+flag.
+
+The learned consistency signal (:mod:`synthct.audit.learned_consistency`) is not in the
+default rule either, because it did not earn a place: with the shipped product-like model
+(trained without intradural lesions; weights 25ad2599...) on the held-out cohort of
+``benchmarks/audit.py --synthesis-model product_like`` (30 cases, 17 target lesions, every
+signal calibrated on that model's lesion-free sCTs), the model renders the calcified
+meningiomas as 40-90 HU soft tissue, and neither consistency signal separates them from the
+model's errors in lesion-free anatomy: lesion-level AUC 0.32 (physics) and 0.34 (learned),
+0/17 target lesions flagged at 0.3 false flags per lesion-free volume (voxel-level AUC 0.99
+for both: the lesion is abnormal, but less so than the worst normal region). Only lesions of
+>= 900 HU reach the typical, not the largest, background score. Put it in the rule of an
+audit model trained for one synthesis model with ``synthct audit-train --synthesis-model M
+--learned-consistency --rule consistency,learned_consistency`` when that model's own
+measurements support it.
 
 Without a calibration (:data:`DEFAULT_CALIBRATION`), consistency uses a fixed threshold of
 :data:`DEFAULT_CONSISTENCY_THRESHOLD` standardised units, and novelty and epistemic SD are
@@ -54,13 +69,16 @@ from synthct.audit.errors import AuditModelError
 from synthct.io.atomic import write_json_atomic
 
 #: The signals, in report order.
-SIGNALS: tuple[str, ...] = ("consistency", "novelty", "epistemic")
+SIGNALS: tuple[str, ...] = ("consistency", "learned_consistency", "novelty", "epistemic")
 #: Signals flagged on both tails (|z|).
-TWO_SIDED = frozenset({"consistency"})
+TWO_SIDED = frozenset({"consistency", "learned_consistency"})
 #: File name of the calibration inside an audit model folder.
 CALIBRATION_FILE = "calibration.json"
 #: Fixed threshold of the consistency score without calibration (standardised units).
 DEFAULT_CONSISTENCY_THRESHOLD = 6.0
+#: Fixed threshold of the learned consistency score without calibration (its score is about
+#: 1 in normal tissue: a local root mean square of standardised residuals).
+DEFAULT_LEARNED_THRESHOLD = 6.0
 #: Threshold of self-standardised signals without calibration (robust SDs).
 DEFAULT_SELF_THRESHOLD = 10.0
 #: Smallest flagged region kept, mm^3.
@@ -209,6 +227,9 @@ def load_calibration(path: str | os.PathLike[str]) -> AuditCalibration:
 DEFAULT_CALIBRATION = AuditCalibration(
     signals={
         "consistency": SignalCalibration(0.0, 1.0, DEFAULT_CONSISTENCY_THRESHOLD, "default"),
+        "learned_consistency": SignalCalibration(
+            0.0, 1.0, DEFAULT_LEARNED_THRESHOLD, "default", in_rule=False
+        ),
         "novelty": SignalCalibration(
             None, None, DEFAULT_SELF_THRESHOLD, "self-standardised", in_rule=False
         ),

@@ -46,6 +46,7 @@ from synthct.audit.combine import (
     region_peak,
 )
 from synthct.audit.epistemic import EpistemicSD
+from synthct.audit.learned_consistency import LearnedConsistencyModel
 from synthct.audit.mri_consistency import ConsistencySettings
 from synthct.audit.novelty import NoveltyModel
 from synthct.audit.pipeline import run_audit
@@ -269,6 +270,7 @@ def evaluate_cohort(
     novelty: NoveltyModel | None = None,
     calibration: AuditCalibration | None = None,
     epistemic: EpistemicSD | None = None,
+    learned: LearnedConsistencyModel | None = None,
     sct_for_case: SCTForCase = failure_sct,
     settings: ConsistencySettings | None = None,
     match_margin_mm: float = 2.0,
@@ -283,7 +285,7 @@ def evaluate_cohort(
     ----------
     cohort_dir : path
         A cohort folder (``manifest.csv``, ``case-NNN/``), lesion and lesion-free cases.
-    novelty, calibration, epistemic, settings
+    novelty, calibration, epistemic, learned, settings
         As for :func:`synthct.audit.pipeline.run_audit`.
     sct_for_case : callable
         The sCT to audit for a :class:`~synthct.phantom.cohort_files.PhantomCase`
@@ -320,6 +322,7 @@ def evaluate_cohort(
             sct_for_case(case),
             novelty=novelty,
             epistemic=epistemic,
+            learned=learned,
             calibration=calibration,
             settings=settings,
         )

@@ -2,9 +2,11 @@
 
 :func:`run_audit` brings the sCT onto the MRI grid (:mod:`synthct.audit.inputs`), computes
 each available signal on the MRI grid (MRI consistency needs only the MRI and the sCT, so it
-works on any sCT; novelty needs a novelty model; epistemic uncertainty needs our synthesis
-model or its SD map), standardises and combines them (:mod:`synthct.audit.combine`) and
-extracts the flagged regions (:mod:`synthct.audit.regions`). Nothing is written here; see
+works on any sCT; learned consistency needs a learned sCT-to-MRI model, trained on the sCTs
+of the synthesis model that made the audited sCT; novelty needs a novelty model; epistemic
+uncertainty needs our synthesis model or its SD map), standardises and combines them
+(:mod:`synthct.audit.combine`) and extracts the flagged regions
+(:mod:`synthct.audit.regions`). Nothing is written here; see
 :func:`synthct.audit.report.write_audit`.
 """
 
@@ -29,6 +31,7 @@ from synthct.audit.combine import (
 from synthct.audit.epistemic import EpistemicSD, epistemic_map
 from synthct.audit.errors import AuditInputError
 from synthct.audit.inputs import sct_on_mri_grid
+from synthct.audit.learned_consistency import LearnedConsistencyModel, learned_consistency_map
 from synthct.audit.mri_consistency import ConsistencySettings, consistency_map
 from synthct.audit.novelty import NoveltyModel, novelty_map
 from synthct.audit.regions import FlaggedRegion, find_regions
@@ -41,6 +44,9 @@ AuditProgress = Callable[[str, int, int], None]
 SIGNAL_DESCRIPTIONS = {
     "consistency": "MRI consistency: standardised residual of the echoes against what the "
     "sCT's tissues would show (physics; negative = MRI darker than the sCT allows)",
+    "learned_consistency": "learned MRI consistency: standardised residual of the echoes "
+    "against what a network trained on lesion-free pairs of MRI and this synthesis model's sCT "
+    "predicts from the sCT (negative = MRI darker than predicted)",
     "novelty": "input novelty: patch PPCA negative log-likelihood against lesion-free training MRI",
     "epistemic": "epistemic uncertainty: MC-dropout / ensemble SD of our synthesis model (HU)",
 }
@@ -106,6 +112,7 @@ def run_audit(
     *,
     novelty: NoveltyModel | None = None,
     epistemic: EpistemicSD | None = None,
+    learned: LearnedConsistencyModel | None = None,
     calibration: AuditCalibration | None = None,
     settings: ConsistencySettings | None = None,
     consistency: bool = True,
@@ -125,6 +132,8 @@ def run_audit(
         Enables the input-novelty signal.
     epistemic : EpistemicSD, optional
         Enables the epistemic signal (our model, or a precomputed SD map).
+    learned : LearnedConsistencyModel, optional
+        Enables the learned consistency signal (:mod:`synthct.audit.learned_consistency`).
     calibration : AuditCalibration, optional
         Standardisation and thresholds; :data:`~synthct.audit.combine.DEFAULT_CALIBRATION`
         when omitted.
@@ -149,10 +158,11 @@ def run_audit(
             f"expected a multi-echo MRI, got a {getattr(mr, 'kind', type(mr).__name__)}",
             fix="read the echoes as MR (kind 'mr')",
         )
-    if not (consistency or novelty is not None or epistemic is not None):
+    if not (consistency or novelty is not None or epistemic is not None or learned is not None):
         raise AuditInputError(
             "no signal to compute",
-            fix="enable MRI consistency, or give a novelty model or an epistemic source",
+            fix="enable MRI consistency, or give a learned consistency model, a novelty model "
+            "or an epistemic source",
         )
     if consistency:
         from synthct.audit.inputs import signal_protocol
@@ -161,6 +171,7 @@ def run_audit(
     cal = calibration or DEFAULT_CALIBRATION
     enabled = {
         "consistency": consistency,
+        "learned_consistency": learned is not None,
         "novelty": novelty is not None,
         "epistemic": epistemic is not None,
     }
@@ -200,6 +211,13 @@ def run_audit(
             "settings": (settings or ConsistencySettings()).to_dict(),
         }
         step("consistency", t0)
+    if learned is not None:
+        t0 = time.perf_counter()
+        raw["learned_consistency"] = learned_consistency_map(
+            learned, mr, aligned.sct, body=body
+        ).score
+        info["learned_consistency"] = learned.config()
+        step("learned_consistency", t0)
     if novelty is not None:
         t0 = time.perf_counter()
         raw["novelty"] = novelty_map(novelty, mr)

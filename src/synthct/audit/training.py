@@ -3,14 +3,21 @@
 An audit model is a folder::
 
     audit_model/
-      novelty.npz        the patch PPCA (synthct.audit.novelty)
-      calibration.json   centre, scale and threshold of each signal, the rule, provenance
+      novelty.npz                        the patch PPCA (synthct.audit.novelty)
+      learned_consistency.safetensors    optional: the sCT-to-MRI network
+      learned_consistency.json           (synthct.audit.learned_consistency)
+      calibration.json                   centre, scale and threshold of each signal, the rule
 
-Lesion-free cases (MRI with a correct sCT, e.g. the CT) are split in two: the first part
-("fit") trains the novelty model and gives the centre and scale of each signal; the second
-("held out") chooses the thresholds for the target false-flag rate
+Lesion-free cases (MRI with an sCT) are split in two: the first part ("fit") trains the
+novelty model and the learned consistency network and gives the centre and scale of each
+signal; the second ("held out") chooses the thresholds for the target false-flag rate
 (:func:`synthct.audit.combine.choose_threshold`). No lesion is ever used, so the thresholds do
 not depend on what should be found.
+
+The sCT of each case should be what the audit will see: the sCT of the synthesis model whose
+output is audited (its systematic errors are then part of what is normal), or the CT when
+that model is unknown. The learned consistency network learns the MRI that goes with that
+model's sCT, so it is only meaningful for that model.
 """
 
 from __future__ import annotations
@@ -39,6 +46,11 @@ from synthct.audit.combine import (
 )
 from synthct.audit.epistemic import EpistemicSD
 from synthct.audit.errors import AuditInputError
+from synthct.audit.learned_consistency import (
+    LearnedConsistencyModel,
+    LearnedConsistencySettings,
+    fit_learned_consistency,
+)
 from synthct.audit.mri_consistency import ConsistencySettings
 from synthct.audit.novelty import NOVELTY_FILE, NoveltyModel, fit_novelty_model
 from synthct.audit.pipeline import run_audit
@@ -53,14 +65,14 @@ _SAMPLES_PER_VOLUME = 200_000
 
 @dataclass(frozen=True)
 class LesionFreeCase:
-    """A lesion-free MRI with a correct sCT (e.g. its CT on the MRI grid).
+    """A lesion-free MRI with its sCT (or its CT).
 
     Attributes
     ----------
     mr : MultiEchoMR
         The echoes with their protocol.
     sct : CTVolume
-        A correct sCT (or the CT).
+        The sCT of the synthesis model to be audited (or the CT), any grid of the MRI's frame.
     name : str
         For provenance.
     """
@@ -76,6 +88,7 @@ def fit_calibration(
     *,
     novelty: NoveltyModel | None = None,
     epistemic: EpistemicSD | None = None,
+    learned: LearnedConsistencyModel | None = None,
     target_false_flags_per_volume: float = DEFAULT_TARGET_FALSE_FLAGS,
     min_region_volume_mm3: float = DEFAULT_MIN_REGION_VOLUME_MM3,
     rule: Sequence[str] = DEFAULT_RULE,
@@ -108,6 +121,7 @@ def fit_calibration(
             case.sct,
             novelty=novelty,
             epistemic=epistemic,
+            learned=learned,
             settings=settings,
             calibration=DEFAULT_CALIBRATION,
         )
@@ -183,6 +197,8 @@ def train_audit_model(
     held_out_fraction: float = 0.5,
     novelty_options: dict[str, Any] | None = None,
     epistemic: EpistemicSD | None = None,
+    learned_consistency: LearnedConsistencySettings | LearnedConsistencyModel | None = None,
+    sct_source: str = "CT",
     target_false_flags_per_volume: float = DEFAULT_TARGET_FALSE_FLAGS,
     min_region_volume_mm3: float = DEFAULT_MIN_REGION_VOLUME_MM3,
     rule: Sequence[str] = DEFAULT_RULE,
@@ -190,12 +206,15 @@ def train_audit_model(
     overwrite: bool = False,
     progress: TrainingProgress | None = None,
 ) -> Path:
-    """Train the novelty model and calibrate the signals; write the audit model folder.
+    """Train the novelty model (and the learned consistency network), calibrate the signals.
+
+    Writes the audit model folder (see the module docstring).
 
     Parameters
     ----------
     cases : sequence of LesionFreeCase
-        Lesion-free MRI with correct sCTs (at least 2).
+        Lesion-free MRI with the sCTs of the synthesis model to be audited, or CTs (at least
+        2).
     out_dir : path
         The audit model folder (written atomically: it appears complete or not at all).
     held_out_fraction : float
@@ -205,6 +224,12 @@ def train_audit_model(
         Keyword arguments of :func:`~synthct.audit.novelty.fit_novelty_model`.
     epistemic : EpistemicSD, optional
         Calibrate the epistemic signal too (our synthesis model).
+    learned_consistency : LearnedConsistencySettings or LearnedConsistencyModel, optional
+        Settings: train the learned consistency network on the fit cases; a model: use it as
+        trained (it must have been trained on other cases than the held-out ones). Either is
+        calibrated and written to the folder; no learned signal when omitted.
+    sct_source : str
+        Where the cases' sCTs come from (e.g. ``"synthesis model product_like"``), recorded.
     target_false_flags_per_volume, min_region_volume_mm3 : float
         The false-flag target and the smallest region.
     rule : sequence of str
@@ -233,11 +258,23 @@ def train_audit_model(
     )
     if progress is not None:
         progress("novelty model", 0, len(cases))
+    learned = None
+    if isinstance(learned_consistency, LearnedConsistencyModel):
+        learned = learned_consistency
+    elif learned_consistency is not None:
+        learned = fit_learned_consistency(
+            [(c.mr, c.sct) for c in fit],
+            settings=learned_consistency,
+            sources=[c.name for c in fit],
+            sct_source=sct_source,
+            progress=progress,
+        )
     calibration = fit_calibration(
         fit,
         held,
         novelty=novelty,
         epistemic=epistemic,
+        learned=learned,
         target_false_flags_per_volume=target_false_flags_per_volume,
         min_region_volume_mm3=min_region_volume_mm3,
         rule=rule,
@@ -246,6 +283,7 @@ def train_audit_model(
     )
     info = dict(calibration.info)
     info["consistency_settings"] = (settings or ConsistencySettings()).to_dict()
+    info["sct_source"] = sct_source
     calibration = AuditCalibration(
         calibration.signals,
         calibration.min_region_volume_mm3,
@@ -254,6 +292,8 @@ def train_audit_model(
     )
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         novelty.save(tmp / NOVELTY_FILE)
+        if learned is not None:
+            learned.save(tmp)
         calibration.save(tmp / CALIBRATION_FILE)
     return Path(out_dir)
 

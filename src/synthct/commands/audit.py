@@ -56,7 +56,10 @@ def audit(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder to create.")],
     novelty: Annotated[
         Path | None,
-        typer.Option(help="Audit model folder (novelty.npz + calibration.json) or novelty.npz."),
+        typer.Option(
+            help="Audit model folder (novelty.npz + calibration.json, and the learned "
+            "consistency network when trained) or novelty.npz."
+        ),
     ] = None,
     calibration: Annotated[
         Path | None, typer.Option(help="calibration.json (default: the one beside --novelty).")
@@ -82,6 +85,14 @@ def audit(
             help="MRI consistency signal (needs echo times, TR, flip angle, field strength).",
         ),
     ] = True,
+    learned_consistency: Annotated[
+        bool,
+        typer.Option(
+            "--learned-consistency/--no-learned-consistency",
+            help="Learned consistency signal, when the audit model folder holds one (it is "
+            "meaningful only for sCTs of the synthesis model it was trained with).",
+        ),
+    ] = True,
     register: Annotated[
         bool, typer.Option("--register", help="Register the sCT to the MRI rigidly first.")
     ] = False,
@@ -96,6 +107,10 @@ def audit(
     from synthct.audit.combine import load_calibration
     from synthct.audit.epistemic import model_folder_epistemic, precomputed_epistemic
     from synthct.audit.inputs import with_protocol
+    from synthct.audit.learned_consistency import (
+        has_learned_consistency,
+        load_learned_consistency,
+    )
     from synthct.audit.novelty import load_novelty_model
     from synthct.audit.pipeline import run_audit
     from synthct.audit.report import write_audit
@@ -132,6 +147,14 @@ def audit(
             cal = load_calibration(calibration)
         elif novelty is not None and novelty.is_dir() and (novelty / "calibration.json").is_file():
             cal = load_calibration(novelty)
+        learned = None
+        if (
+            learned_consistency
+            and novelty is not None
+            and novelty.is_dir()
+            and has_learned_consistency(novelty)
+        ):
+            learned = load_learned_consistency(novelty)
         epistemic = None
         if model:
             epistemic = model_folder_epistemic(model, mc_passes=mc_passes)
@@ -147,6 +170,7 @@ def audit(
             volume,
             novelty=novelty_model,
             epistemic=epistemic,
+            learned=learned,
             calibration=cal,
             consistency=consistency,
             register=register,
@@ -200,16 +224,56 @@ def audit_train(
         float, typer.Option(help="Share of the cases kept to choose the thresholds.")
     ] = 0.5,
     rule: Annotated[
-        str, typer.Option(help="Signals that flag (comma-separated); the others are reported.")
-    ] = "consistency",
+        str | None,
+        typer.Option(
+            help="Signals that flag (comma-separated); the others are reported "
+            "[default: synthct.audit.combine.DEFAULT_RULE]."
+        ),
+    ] = None,
+    synthesis_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Synthesis model folder or shipped name (e.g. product_like) whose sCTs will "
+            "be audited: each lesion-free case is audited with its sCT instead of its CT, "
+            "for every signal's calibration and for the learned consistency network."
+        ),
+    ] = None,
+    learned_consistency: Annotated[
+        bool,
+        typer.Option(
+            "--learned-consistency/--no-learned-consistency",
+            help="Train the learned consistency network (sCT to MRI) on the fit cases.",
+        ),
+    ] = False,
+    learned_steps: Annotated[
+        int, typer.Option(help="Learned consistency: optimiser steps.")
+    ] = 2000,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
 ) -> None:
-    """Train the novelty model and calibrate the audit's thresholds on lesion-free cases."""
-    from synthct.audit.training import phantom_lesion_free_cases, train_audit_model
+    """Train the audit model on lesion-free cases: novelty (and learned consistency) models
+    and the thresholds."""
+    from synthct.audit.combine import DEFAULT_RULE
+    from synthct.audit.learned_consistency import LearnedConsistencySettings
+    from synthct.audit.training import (
+        LesionFreeCase,
+        phantom_lesion_free_cases,
+        train_audit_model,
+    )
 
     with _progress() as bar:
         task = bar.add_task("reading lesion-free cases", total=None)
         cases = phantom_lesion_free_cases(cohort)
+        sct_source = "CT"
+        if synthesis_model is not None:
+            synthesis = _load_synthesis_model(synthesis_model)
+            sct_source = f"synthesis model {synthesis_model}"
+            bar.update(task, description="synthesising sCTs", total=len(cases), completed=0)
+            with_scts = []
+            for n, case in enumerate(cases, start=1):
+                sct = synthesis.synthesize(case.mr).sct
+                with_scts.append(LesionFreeCase(case.mr, sct, case.name))
+                bar.update(task, completed=n)
+            cases = with_scts
         bar.update(task, description="training", total=len(cases), completed=0)
 
         def progress(step: str, done: int, total: int) -> None:
@@ -220,13 +284,27 @@ def audit_train(
             out,
             held_out_fraction=held_out_fraction,
             novelty_options={"n_components": components, "patch_size": patch},
+            learned_consistency=LearnedConsistencySettings(steps=learned_steps)
+            if learned_consistency
+            else None,
+            sct_source=sct_source,
             target_false_flags_per_volume=target_false_flags,
             min_region_volume_mm3=min_region_mm3,
-            rule=tuple(s.strip() for s in rule.split(",") if s.strip()),
+            rule=DEFAULT_RULE
+            if rule is None
+            else tuple(s.strip() for s in rule.split(",") if s.strip()),
             overwrite=overwrite,
             progress=progress,
         )
-    console.print(f"audit model: {folder} ({len(cases)} lesion-free cases)")
+    console.print(f"audit model: {folder} ({len(cases)} lesion-free cases, sCT: {sct_source})")
+
+
+def _load_synthesis_model(name: str) -> Any:
+    """A synthesis model folder, or a shipped model by name."""
+    from synthct.synthesis.shipped import SHIPPED_MODELS, load_shipped_model
+    from synthct.synthesis.synthesizer import SynthesisModel
+
+    return load_shipped_model(name) if name in SHIPPED_MODELS else SynthesisModel.load(name)
 
 
 @app.command("audit-evaluate")
@@ -237,25 +315,56 @@ def audit_evaluate(
         Path | None, typer.Option(help="Audit model folder (novelty + calibration).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the full results as JSON here.")] = None,
+    synthesis_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Audit this synthesis model's sCT (folder or shipped name) instead of the "
+            "paper's failure sCT."
+        ),
+    ] = None,
 ) -> None:
     """Sensitivity for omitted lesions, false flags and ROC per signal on a phantom cohort.
 
-    Each case's sCT is the paper's failure (its CT with the lesions rendered as CSF).
+    Each case's sCT is the paper's failure (its CT with the lesions rendered as CSF), or the
+    sCT of --synthesis-model.
     """
     from synthct.audit.combine import load_calibration
-    from synthct.audit.evaluation import evaluate_cohort
+    from synthct.audit.evaluation import evaluate_cohort, failure_sct
+    from synthct.audit.learned_consistency import (
+        has_learned_consistency,
+        load_learned_consistency,
+    )
     from synthct.audit.novelty import load_novelty_model
     from synthct.io.atomic import write_json_atomic
 
     novelty = None if audit_model is None else load_novelty_model(audit_model)
     cal = None if audit_model is None else load_calibration(audit_model)
+    learned = (
+        load_learned_consistency(audit_model)
+        if audit_model is not None and has_learned_consistency(audit_model)
+        else None
+    )
+    sct_for_case = failure_sct
+    if synthesis_model is not None:
+        synthesis = _load_synthesis_model(synthesis_model)
+
+        def sct_for_case(case: Any) -> Any:
+            return synthesis.synthesize(case.mr()).sct
+
     with _progress() as bar:
         task = bar.add_task("evaluating", total=None)
 
         def progress(case_id: str, done: int, total: int) -> None:
             bar.update(task, description=f"evaluating {case_id}", completed=done, total=total)
 
-        evaluation = evaluate_cohort(cohort, novelty=novelty, calibration=cal, progress=progress)
+        evaluation = evaluate_cohort(
+            cohort,
+            novelty=novelty,
+            calibration=cal,
+            learned=learned,
+            sct_for_case=sct_for_case,
+            progress=progress,
+        )
     if out is not None:
         write_json_atomic(out, evaluation.to_dict())
     console.print_json(json.dumps(evaluation.summary))
