@@ -32,7 +32,8 @@ from scipy import stats
 from synthct.phantom.cohort import CohortSpec, LesionRange, generate_cohort
 from synthct.synthesis.baseline import BaselineSynthesizer
 from synthct.synthesis.manifest import load_case, read_manifest
-from synthct.synthesis.shipped import load_shipped_model
+from synthct.synthesis.shipped import SHIPPED_MODELS, load_shipped_model
+from synthct.synthesis.synthesizer import SynthesisModel
 from synthct.validation.body_mask import body_mask_from_ct
 from synthct.validation.image_metrics import image_metrics
 from synthct.validation.lesion_metrics import measure_lesions
@@ -115,7 +116,13 @@ def evaluate(
     ``window`` overrides the models' sliding-window settings (``patch_size``, ``overlap``).
     """
     window = window or {}
-    synth: Any = BaselineSynthesizer() if method == "baseline" else load_shipped_model(method)
+    synth: Any
+    if method == "baseline":
+        synth = BaselineSynthesizer()
+    elif method in SHIPPED_MODELS:
+        synth = load_shipped_model(method)
+    else:  # a model folder
+        synth = SynthesisModel.load(method)
     maes: list[float] = []
     dices: list[float] = []
     tissue_mae: list[dict[str, float]] = []
@@ -215,7 +222,9 @@ def main() -> None:
         help="diagnostic: keep the network's output outside the MRI body mask (models only)",
     )
     parser.add_argument(
-        "--methods", default="baseline,product_like,lesion_aware", help="comma-separated"
+        "--methods",
+        default="baseline,product_like,lesion_aware",
+        help="comma-separated: baseline, shipped model names or model folders",
     )
     parser.add_argument("--patch", default=None, help="sliding window, e.g. 96,96,48")
     parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap")
@@ -232,7 +241,8 @@ def main() -> None:
         evaluate(m, manifests, args.mc_passes, mask_outside_body=mask, window=window)
         for m in args.methods.split(",")
     ]
-    name = "results_" + "_".join(args.methods.split(",")) + ("_nomask" if args.no_mask else "")
+    methods = [Path(m).parent.name if "/" in m else m for m in args.methods.split(",")]
+    name = "results_" + "_".join(methods) + ("_nomask" if args.no_mask else "")
     if window:
         name += "_window_" + "_".join(str(v) for v in window.values()).replace(" ", "")
     name += ".json"

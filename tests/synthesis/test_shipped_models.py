@@ -41,7 +41,11 @@ def test_shipped_model_loads_checks_and_synthesizes(name: str) -> None:
 def test_shipped_models_differ_only_in_lesion_insertion() -> None:
     a = load_shipped_model("product_like").config
     b = load_shipped_model("lesion_aware").config
-    assert not a.lesion_insertion.enabled and b.lesion_insertion.enabled
+    # the control arm draws the same canal-centred patches and inserts nothing (sham)
+    assert a.lesion_insertion.enabled and a.lesion_insertion.sham
+    assert b.lesion_insertion.enabled and not b.lesion_insertion.sham
+    assert a.lesion_insertion.probability == b.lesion_insertion.probability
+    assert a.lesion_insertion.placement_tissues == b.lesion_insertion.placement_tissues
     assert a.network == b.network and a.training == b.training and a.patches == b.patches
 
 
