@@ -31,6 +31,7 @@ SETTINGS = [
     ("tests (configs/phantom_tiny.yaml)", 6, 2, (16, 16, 16), 4),
     ("default network, 32^3", 12, 3, (32, 32, 32), 2),
     ("base 8, 32^3", 8, 3, (32, 32, 32), 2),
+    ("shipped models (configs/product_like.yaml), 24^3", 8, 4, (24, 24, 24), 4),
     ("default network, 48^3", 12, 3, (48, 48, 48), 2),
 ]
 
