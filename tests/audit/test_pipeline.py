@@ -128,3 +128,16 @@ def test_registration_recovers_a_shifted_sct(case: ShapesCase) -> None:
     assert result.n_flags == 1
     centre = np.asarray(result.regions[0].centre_lps_mm)
     assert np.linalg.norm(centre - LESION_CENTRE_LPS_MM) < 2.0
+
+
+def test_domain_warnings_of_the_sct_are_repeated_in_the_audit_report(
+    case: ShapesCase, tmp_path: Path
+) -> None:
+    warning = "field strength 1.5 T (trained on 3 T)"
+    sct = SyntheticCT(case.ct.array, case.ct.affine, provenance={"out_of_domain": [warning]})
+    result = run_audit(case.mr, sct)
+    paths = write_audit(result, case.mr, tmp_path / "audit", figures=False)
+    assert json.loads(Path(paths["audit_json"]).read_text())["sct"]["out_of_domain"] == [warning]
+    assert warning in Path(paths["report_html"]).read_text(encoding="utf-8")
+    plain = run_audit(case.mr, case.ct)
+    assert plain.info["sct"]["out_of_domain"] == []

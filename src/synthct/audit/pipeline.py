@@ -252,6 +252,8 @@ def run_audit(
                 "resampled_to_mri_grid": aligned.resampled,
                 "registered": aligned.registered,
                 "field_of_view_overlap_fraction": aligned.overlap_fraction,
+                # the synthesis model's domain warnings, repeated in every report of this sCT
+                "out_of_domain": sct.out_of_domain if isinstance(sct, SyntheticCT) else [],
             },
             "audited_voxels": int(np.count_nonzero(body)),
             "timings_s": timings,

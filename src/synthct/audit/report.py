@@ -41,6 +41,8 @@ padding: 0.3em 0.6em; text-align: left; } th { background: #f3f3f3; }
 figure { margin: 1.5em 0; } img { max-width: 100%; } code { font-size: 0.9em; }
 </style></head><body>
 <h1>Omission audit</h1>
+{% for w in out_of_domain %}
+<p class="warn">The sCT was made outside its model's training domain: {{ w }}</p>{% endfor %}
 <p>MRI: <code>{{ mri }}</code><br>sCT: <code>{{ sct }}</code>{% if resampled %}
 (resampled onto the MRI grid){% endif %}</p>
 {% if n == 0 %}<p class="ok">No region flagged: nothing the MRI shows contradicts the sCT
@@ -171,6 +173,7 @@ def render_html(result: AuditResult, mr: MultiEchoMR, figures: dict[int, str]) -
         mri=mr.source or "(in memory)",
         sct=result.info.get("sct", {}).get("source") or "(in memory)",
         resampled=result.info.get("sct", {}).get("resampled_to_mri_grid", False),
+        out_of_domain=result.info.get("sct", {}).get("out_of_domain", []),
         n=result.n_flags,
         signals=signals,
         rule=cal.to_dict()["rule"],
