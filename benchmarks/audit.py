@@ -21,13 +21,16 @@ What runs (cohorts are generated once into --work and reused):
    the weights' checksum) train the learned consistency network (first half) and calibrate
    every signal (second half; ``--rule`` names the signals that flag); the held-out cohort is
    audited with the model's sCT, the learned consistency signal and its MC-dropout SD.
+   ``--reference-model lesion_aware`` adds the reference disagreement signal
+   (:mod:`synthct.audit.reference`), calibrated on the same lesion-free sCTs; the reference's
+   sCTs and SDs are cached beside the audited model's.
 4. **Speed**: one 256 x 256 x 96 case (paper contrast, 0.98 x 0.98 x 0.94 mm): the audit with
    the consistency signal alone (the baseline), with novelty, with the learned consistency
    signal when one was trained, and the written outputs.
 
 Run: .venv/bin/python benchmarks/audit.py [--quick] [--no-learned] [--no-failure] [--work DIR]
      [--synthesis-model product_like [--rule consistency,learned_consistency]
-      [--learned-steps 2000] [--learned-cases 8]]
+      [--learned-steps 2000] [--learned-cases 8] [--reference-model lesion_aware]]
 """
 
 from __future__ import annotations
@@ -173,6 +176,31 @@ def _cached_sct(
     return result.sct, result.epistemic_sd
 
 
+def _cached_reference(name: str, work: Path) -> Any:
+    """A reference source whose predictions are cached per MRI file (same seed and passes)."""
+    from synthct.audit.reference import ReferencePrediction, model_reference
+    from synthct.io import read_volume, write_volume
+
+    source = model_reference(name)
+    cache = work / f"reference-{Path(name).name}"
+
+    def predict(mr: Any) -> Any:
+        echo = Path(str(mr.source).split(";")[0])
+        folder = cache / echo.parent.parent.name / echo.parent.name
+        sct_path, sd_path = folder / "sct.nii.gz", folder / "epistemic_sd.nii.gz"
+        if sct_path.is_file() and sd_path.is_file():
+            sd = read_volume(sd_path, kind="scalar").as_scalar()
+            sct = read_volume(sct_path, kind="sct", check_hu=False)  # written here
+            return ReferencePrediction(sct, sd, name)
+        prediction = source(mr)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_volume(prediction.sct, sct_path)
+        write_volume(prediction.sd, sd_path)
+        return prediction
+
+    return predict
+
+
 def _balanced(rows: list[dict[str, str]], n: int) -> list[str]:
     """``n`` case ids, about half of them with a lesion, in manifest order."""
     with_lesion = [r["case_id"] for r in rows if int(r["n_lesions"] or 0) > 0]
@@ -295,6 +323,12 @@ def main() -> None:
     parser.add_argument(
         "--learned-steps", type=int, default=2000, help="learned consistency: training steps"
     )
+    parser.add_argument(
+        "--reference-model",
+        default=None,
+        help="with --synthesis-model: calibrate and evaluate the reference disagreement signal "
+        "against this lesion-aware model (e.g. lesion_aware)",
+    )
     args = parser.parse_args()
     import torch
 
@@ -335,7 +369,7 @@ def main() -> None:
     learned = None
     if not args.speed_only:
         learned = _evaluations(args, work, eval_dir, cases, novelty, calibration, n_eval)
-    _speed(work, novelty, calibration, learned)
+    _speed(work, novelty, calibration, learned, args.reference_model)
 
 
 def _evaluations(
@@ -464,7 +498,12 @@ def _synthesis_model_audit(
             f"learned consistency trained in {time.perf_counter() - t0:.0f} s on {len(fit)} "
             f"pairs (loss {learned.info['first_loss']:.2f} -> {learned.info['final_loss']:.2f})"
         )
-    audit_dir = work / f"audit-model-{len(sct_cases)}-{cache.name}-{'+'.join(rule)}"
+    reference = None
+    suffix = ""
+    if args.reference_model is not None:
+        reference = _cached_reference(args.reference_model, work)
+        suffix = f"-ref-{Path(args.reference_model).name}"
+    audit_dir = work / f"audit-model-{len(sct_cases)}-{cache.name}-{'+'.join(rule)}{suffix}"
     if not (audit_dir / "calibration.json").is_file():
         t0 = time.perf_counter()
         train_audit_model(
@@ -472,6 +511,8 @@ def _synthesis_model_audit(
             audit_dir,
             held_out_fraction=n_held / len(sct_cases),
             learned_consistency=learned,
+            reference=reference,
+            reference_name=args.reference_model,
             sct_source=f"synthesis model {name}",
             rule=rule,
             overwrite=True,
@@ -504,10 +545,12 @@ def _synthesis_model_audit(
         calibration=calibration,
         epistemic=epistemic,
         learned=learned,
+        reference=reference,
         sct_for_case=learned_sct,
         case_ids=subset,
     )
-    (work / f"evaluation_{Path(name).name}_sct.json").write_text(json.dumps(result.to_dict()))
+    table_path = work / f"evaluation_{Path(name).name}_sct{suffix}.json"
+    table_path.write_text(json.dumps(result.to_dict()))
     omitted = sum(r["omitted"] and r["calcified"] for r in result.lesions)
     calcified = sum(r["calcified"] for r in result.lesions)
     _table(
@@ -520,7 +563,9 @@ def _synthesis_model_audit(
     return learned
 
 
-def _speed(work: Path, novelty: Any, calibration: Any, learned: Any = None) -> None:
+def _speed(
+    work: Path, novelty: Any, calibration: Any, learned: Any = None, reference: str | None = None
+) -> None:
     from synthct.audit.evaluation import failure_sct
     from synthct.audit.pipeline import run_audit
     from synthct.audit.report import write_audit
@@ -551,6 +596,17 @@ def _speed(work: Path, novelty: Any, calibration: Any, learned: Any = None) -> N
         configurations += [
             ("learned consistency only", {"learned": learned, "consistency": False}),
             ("consistency + learned + novelty", {"novelty": novelty, "learned": learned}),
+        ]
+    if reference is not None:
+        from synthct.audit.reference import model_reference
+
+        source = model_reference(reference)  # loaded once, as `synthct audit` does
+        configurations += [
+            (f"consistency + reference ({reference})", {"reference": source}),
+            (
+                "consistency + reference + novelty",
+                {"reference": source, "novelty": novelty},
+            ),
         ]
     for name, kwargs in configurations:
         start = time.perf_counter()

@@ -75,6 +75,25 @@ def test_audit_writes_the_report(files: dict[str, Path], tmp_path: Path) -> None
     assert (out / "signals" / "consistency.nii.gz").is_file()
 
 
+@pytest.mark.filterwarnings("ignore::synthct.synthesis.errors.OutOfDomainWarning")
+def test_audit_with_the_shipped_reference_model(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "audit-ref"
+    result = runner.invoke(
+        app, _args(files, out, "--reference-model", "lesion_aware", "--no-figures")
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "audit.json").read_text())
+    assert report["reference"]["model"] == "lesion_aware"
+    assert report["reference"]["same_as_audited_sct"] is False
+    assert "reference" in report["signals_used"]
+    assert (out / "signals" / "reference.nii.gz").is_file()
+    missing = runner.invoke(
+        app, _args(files, tmp_path / "bad-ref", "--reference-model", str(tmp_path / "nope"))
+    )
+    assert missing.exit_code != 0 and "nope" in missing.output
+    assert not (tmp_path / "bad-ref").exists()
+
+
 def test_missing_protocol_and_the_options_that_supply_it(
     files: dict[str, Path], tmp_path: Path
 ) -> None:

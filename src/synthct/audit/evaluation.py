@@ -50,6 +50,7 @@ from synthct.audit.learned_consistency import LearnedConsistencyModel
 from synthct.audit.mri_consistency import ConsistencySettings
 from synthct.audit.novelty import NoveltyModel
 from synthct.audit.pipeline import run_audit
+from synthct.audit.reference import ReferenceSource
 from synthct.volume import CTVolume, SyntheticCT
 
 #: Mean CT (HU) from which a lesion counts as calcified.
@@ -271,6 +272,7 @@ def evaluate_cohort(
     calibration: AuditCalibration | None = None,
     epistemic: EpistemicSD | None = None,
     learned: LearnedConsistencyModel | None = None,
+    reference: ReferenceSource | None = None,
     sct_for_case: SCTForCase = failure_sct,
     settings: ConsistencySettings | None = None,
     match_margin_mm: float = 2.0,
@@ -285,7 +287,7 @@ def evaluate_cohort(
     ----------
     cohort_dir : path
         A cohort folder (``manifest.csv``, ``case-NNN/``), lesion and lesion-free cases.
-    novelty, calibration, epistemic, learned, settings
+    novelty, calibration, epistemic, learned, reference, settings
         As for :func:`synthct.audit.pipeline.run_audit`.
     sct_for_case : callable
         The sCT to audit for a :class:`~synthct.phantom.cohort_files.PhantomCase`
@@ -323,6 +325,7 @@ def evaluate_cohort(
             novelty=novelty,
             epistemic=epistemic,
             learned=learned,
+            reference=reference,
             calibration=calibration,
             settings=settings,
         )

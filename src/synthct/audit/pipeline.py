@@ -34,6 +34,13 @@ from synthct.audit.inputs import sct_on_mri_grid
 from synthct.audit.learned_consistency import LearnedConsistencyModel, learned_consistency_map
 from synthct.audit.mri_consistency import ConsistencySettings, consistency_map
 from synthct.audit.novelty import NoveltyModel, novelty_map
+from synthct.audit.reference import (
+    ReferenceSettings,
+    ReferenceSource,
+    reference_map,
+    reference_prediction,
+    same_as_audited,
+)
 from synthct.audit.regions import FlaggedRegion, find_regions
 from synthct.volume import CTVolume, LabelMap, MultiEchoMR, ScalarVolume, SyntheticCT
 
@@ -47,6 +54,9 @@ SIGNAL_DESCRIPTIONS = {
     "learned_consistency": "learned MRI consistency: standardised residual of the echoes "
     "against what a network trained on lesion-free pairs of MRI and this synthesis model's sCT "
     "predicts from the sCT (negative = MRI darker than predicted)",
+    "reference": "reference disagreement: HU by which the sCT falls short of a lesion-aware "
+    "reference model's sCT of the same MRI, in reference epistemic SDs (positive = sCT less "
+    "dense than the reference)",
     "novelty": "input novelty: patch PPCA negative log-likelihood against lesion-free training MRI",
     "epistemic": "epistemic uncertainty: MC-dropout / ensemble SD of our synthesis model (HU)",
 }
@@ -113,8 +123,10 @@ def run_audit(
     novelty: NoveltyModel | None = None,
     epistemic: EpistemicSD | None = None,
     learned: LearnedConsistencyModel | None = None,
+    reference: ReferenceSource | None = None,
     calibration: AuditCalibration | None = None,
     settings: ConsistencySettings | None = None,
+    reference_settings: ReferenceSettings | None = None,
     consistency: bool = True,
     register: bool = False,
     progress: AuditProgress | None = None,
@@ -134,11 +146,15 @@ def run_audit(
         Enables the epistemic signal (our model, or a precomputed SD map).
     learned : LearnedConsistencyModel, optional
         Enables the learned consistency signal (:mod:`synthct.audit.learned_consistency`).
+    reference : ReferenceSource, optional
+        Enables the reference disagreement signal (:mod:`synthct.audit.reference`).
     calibration : AuditCalibration, optional
         Standardisation and thresholds; :data:`~synthct.audit.combine.DEFAULT_CALIBRATION`
         when omitted.
     settings : ConsistencySettings, optional
         Settings of the consistency signal.
+    reference_settings : ReferenceSettings, optional
+        Settings of the reference disagreement signal.
     consistency : bool
         Compute the MRI consistency signal (needs the full protocol).
     register : bool
@@ -158,11 +174,12 @@ def run_audit(
             f"expected a multi-echo MRI, got a {getattr(mr, 'kind', type(mr).__name__)}",
             fix="read the echoes as MR (kind 'mr')",
         )
-    if not (consistency or novelty is not None or epistemic is not None or learned is not None):
+    optional = (novelty, epistemic, learned, reference)
+    if not (consistency or any(x is not None for x in optional)):
         raise AuditInputError(
             "no signal to compute",
-            fix="enable MRI consistency, or give a learned consistency model, a novelty model "
-            "or an epistemic source",
+            fix="enable MRI consistency, or give a learned consistency model, a reference "
+            "model, a novelty model or an epistemic source",
         )
     if consistency:
         from synthct.audit.inputs import signal_protocol
@@ -172,6 +189,7 @@ def run_audit(
     enabled = {
         "consistency": consistency,
         "learned_consistency": learned is not None,
+        "reference": reference is not None,
         "novelty": novelty is not None,
         "epistemic": epistemic is not None,
     }
@@ -218,6 +236,20 @@ def run_audit(
         ).score
         info["learned_consistency"] = learned.config()
         step("learned_consistency", t0)
+    if reference is not None:
+        t0 = time.perf_counter()
+        prediction = reference_prediction(reference, mr)
+        raw["reference"] = reference_map(
+            prediction, aligned.sct, body, settings=reference_settings
+        )
+        info["reference"] = {
+            "model": prediction.source,
+            "weights_sha256": prediction.weights_sha256,
+            "settings": (reference_settings or ReferenceSettings()).to_dict(),
+            # the signal is empty by construction when the audited sCT is the reference's own
+            "same_as_audited_sct": same_as_audited(prediction, aligned.sct, body),
+        }
+        step("reference", t0)
     if novelty is not None:
         t0 = time.perf_counter()
         raw["novelty"] = novelty_map(novelty, mr)

@@ -37,7 +37,7 @@ from synthct.audit.combine import (
     DEFAULT_RULE,
     DEFAULT_TARGET_FALSE_FLAGS,
     SIGNALS,
-    TWO_SIDED,
+    STANDARDISED,
     AuditCalibration,
     SignalCalibration,
     choose_threshold,
@@ -54,6 +54,7 @@ from synthct.audit.learned_consistency import (
 from synthct.audit.mri_consistency import ConsistencySettings
 from synthct.audit.novelty import NOVELTY_FILE, NoveltyModel, fit_novelty_model
 from synthct.audit.pipeline import run_audit
+from synthct.audit.reference import ReferenceSource
 from synthct.io.atomic import atomic_directory
 from synthct.volume import CTVolume, MultiEchoMR
 
@@ -89,6 +90,7 @@ def fit_calibration(
     novelty: NoveltyModel | None = None,
     epistemic: EpistemicSD | None = None,
     learned: LearnedConsistencyModel | None = None,
+    reference: ReferenceSource | None = None,
     target_false_flags_per_volume: float = DEFAULT_TARGET_FALSE_FLAGS,
     min_region_volume_mm3: float = DEFAULT_MIN_REGION_VOLUME_MM3,
     rule: Sequence[str] = DEFAULT_RULE,
@@ -122,6 +124,7 @@ def fit_calibration(
             novelty=novelty,
             epistemic=epistemic,
             learned=learned,
+            reference=reference,
             settings=settings,
             calibration=DEFAULT_CALIBRATION,
         )
@@ -141,8 +144,8 @@ def fit_calibration(
             pooled.setdefault(name, []).append(inside[take])
     centres: dict[str, tuple[float, float]] = {}
     for name, parts in pooled.items():
-        if name in TWO_SIDED:
-            centres[name] = (0.0, 1.0)  # already a standardised residual
+        if name in STANDARDISED:
+            centres[name] = (0.0, 1.0)  # standardised by construction
         else:
             centres[name] = robust_centre_scale(np.concatenate(parts))
     z_maps: dict[str, list[np.ndarray]] = {name: [] for name in centres}
@@ -198,6 +201,8 @@ def train_audit_model(
     novelty_options: dict[str, Any] | None = None,
     epistemic: EpistemicSD | None = None,
     learned_consistency: LearnedConsistencySettings | LearnedConsistencyModel | None = None,
+    reference: ReferenceSource | None = None,
+    reference_name: str | None = None,
     sct_source: str = "CT",
     target_false_flags_per_volume: float = DEFAULT_TARGET_FALSE_FLAGS,
     min_region_volume_mm3: float = DEFAULT_MIN_REGION_VOLUME_MM3,
@@ -228,6 +233,10 @@ def train_audit_model(
         Settings: train the learned consistency network on the fit cases; a model: use it as
         trained (it must have been trained on other cases than the held-out ones). Either is
         calibrated and written to the folder; no learned signal when omitted.
+    reference : ReferenceSource, optional
+        Calibrate the reference disagreement signal (:mod:`synthct.audit.reference`).
+    reference_name : str, optional
+        The reference model's name or folder, recorded so that ``synthct audit`` uses it.
     sct_source : str
         Where the cases' sCTs come from (e.g. ``"synthesis model product_like"``), recorded.
     target_false_flags_per_volume, min_region_volume_mm3 : float
@@ -275,6 +284,7 @@ def train_audit_model(
         novelty=novelty,
         epistemic=epistemic,
         learned=learned,
+        reference=reference,
         target_false_flags_per_volume=target_false_flags_per_volume,
         min_region_volume_mm3=min_region_volume_mm3,
         rule=rule,
@@ -284,6 +294,8 @@ def train_audit_model(
     info = dict(calibration.info)
     info["consistency_settings"] = (settings or ConsistencySettings()).to_dict()
     info["sct_source"] = sct_source
+    if reference is not None:
+        info["reference_model"] = reference_name
     calibration = AuditCalibration(
         calibration.signals,
         calibration.min_region_volume_mm3,

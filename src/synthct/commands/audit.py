@@ -93,6 +93,20 @@ def audit(
             "meaningful only for sCTs of the synthesis model it was trained with).",
         ),
     ] = True,
+    reference_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Lesion-aware reference synthesis model (shipped name, e.g. lesion_aware, or "
+            "a folder): enables the reference disagreement signal [default: the one the audit "
+            "model was calibrated with]."
+        ),
+    ] = None,
+    reference: Annotated[
+        bool,
+        typer.Option(
+            "--reference/--no-reference", help="Reference disagreement signal, when available."
+        ),
+    ] = True,
     register: Annotated[
         bool, typer.Option("--register", help="Register the sCT to the MRI rigidly first.")
     ] = False,
@@ -113,6 +127,7 @@ def audit(
     )
     from synthct.audit.novelty import load_novelty_model
     from synthct.audit.pipeline import run_audit
+    from synthct.audit.reference import calibrated_reference
     from synthct.audit.report import write_audit
     from synthct.errors import SynthctError, WriteError
     from synthct.io import read_volume
@@ -160,6 +175,7 @@ def audit(
             epistemic = model_folder_epistemic(model, mc_passes=mc_passes)
         elif epistemic_sd is not None:
             epistemic = precomputed_epistemic(epistemic_sd)
+        reference_source, _ = calibrated_reference(cal, reference_model, enabled=reference)
         bar.update(task, description="auditing", total=1, completed=0)
 
         def progress(step: str, done: int, total: int) -> None:
@@ -171,6 +187,7 @@ def audit(
             novelty=novelty_model,
             epistemic=epistemic,
             learned=learned,
+            reference=reference_source,
             calibration=cal,
             consistency=consistency,
             register=register,
@@ -248,12 +265,21 @@ def audit_train(
     learned_steps: Annotated[
         int, typer.Option(help="Learned consistency: optimiser steps.")
     ] = 2000,
+    reference_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Calibrate the reference disagreement signal against this lesion-aware "
+            "synthesis model (shipped name, e.g. lesion_aware, or a folder); `synthct audit` "
+            "then uses it."
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
 ) -> None:
     """Train the audit model on lesion-free cases: novelty (and learned consistency) models
     and the thresholds."""
     from synthct.audit.combine import DEFAULT_RULE
     from synthct.audit.learned_consistency import LearnedConsistencySettings
+    from synthct.audit.reference import model_reference
     from synthct.audit.training import (
         LesionFreeCase,
         phantom_lesion_free_cases,
@@ -287,6 +313,8 @@ def audit_train(
             learned_consistency=LearnedConsistencySettings(steps=learned_steps)
             if learned_consistency
             else None,
+            reference=None if reference_model is None else model_reference(reference_model),
+            reference_name=reference_model,
             sct_source=sct_source,
             target_false_flags_per_volume=target_false_flags,
             min_region_volume_mm3=min_region_mm3,
@@ -335,6 +363,7 @@ def audit_evaluate(
         load_learned_consistency,
     )
     from synthct.audit.novelty import load_novelty_model
+    from synthct.audit.reference import calibrated_reference
     from synthct.io.atomic import write_json_atomic
 
     novelty = None if audit_model is None else load_novelty_model(audit_model)
@@ -362,6 +391,7 @@ def audit_evaluate(
             novelty=novelty,
             calibration=cal,
             learned=learned,
+            reference=calibrated_reference(cal)[0],
             sct_for_case=sct_for_case,
             progress=progress,
         )

@@ -2,7 +2,9 @@
 
 The audit model (novelty model + calibration) is the one shipped with synthct, trained on
 lesion-free phantoms of the product-like model's domain; the epistemic signal is the
-product-like model's own MC-dropout SD map written by the synthesis stage. The phantom's
+product-like model's own MC-dropout SD map written by the synthesis stage, and the reference
+disagreement signal compares each product-like sCT with the lesion-aware model's sCT (and SD)
+of the same MRI, also written by the synthesis stage. The phantom's
 lesion truth is used only afterwards, to score each lesion as flagged or not.
 """
 
@@ -22,12 +24,18 @@ def audit_cases(
     cases: list[PhantomCase],
     scts: dict[str, Path],
     step: Any,
+    references: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
-    """Audit each case's product-like sCT; return rows per lesion and the false flags."""
+    """Audit each case's product-like sCT; return rows per lesion and the false flags.
+
+    ``references`` (the lesion-aware sCT of each case, with its epistemic SD map beside it)
+    feed the reference disagreement signal when the audit model calibrated it.
+    """
     from synthct.audit.combine import DEFAULT_CALIBRATION, load_calibration
     from synthct.audit.epistemic import precomputed_epistemic
     from synthct.audit.novelty import load_novelty_model
     from synthct.audit.pipeline import run_audit
+    from synthct.audit.reference import precomputed_reference
     from synthct.audit.report import write_audit
     from synthct.io import read_volume
     from synthct.synthesis.synthesizer import map_paths
@@ -52,7 +60,20 @@ def audit_cases(
         assert isinstance(sct, CTVolume)
         epistemic_path = map_paths(scts[case.case_id])["epistemic_sd"]
         epistemic = precomputed_epistemic(epistemic_path) if epistemic_path.exists() else None
-        result = run_audit(mr, sct, novelty=novelty, epistemic=epistemic, calibration=calibration)
+        reference = None
+        if references is not None and "reference" in calibration.signals:
+            ref_path = references[case.case_id]
+            ref_sd = map_paths(ref_path)["epistemic_sd"]
+            if ref_sd.exists():
+                reference = precomputed_reference(ref_path, ref_sd, source="lesion_aware")
+        result = run_audit(
+            mr,
+            sct,
+            novelty=novelty,
+            epistemic=epistemic,
+            reference=reference,
+            calibration=calibration,
+        )
         out = settings.out_dir / "audit" / case.case_id
         out.parent.mkdir(parents=True, exist_ok=True)
         written = write_audit(result, mr, out, overwrite=True)

@@ -124,7 +124,11 @@ def sct_path(settings: DemoSettings, method: str, case_id: str) -> Path:
 def synthesize_all(
     settings: DemoSettings, cases: list[PhantomCase], models: DemoModels, step: Step
 ) -> dict[str, dict[str, Path]]:
-    """sCT of every case by every method; the product-like one with its uncertainty maps."""
+    """sCT of every case by every method; the learned ones with their uncertainty maps.
+
+    The product-like model's epistemic SD is the audit's epistemic signal; the lesion-aware
+    model's sCT and SD are the audit's reference (:mod:`synthct.audit.reference`).
+    """
     from synthct.synthesis.synthesizer import SynthesisModel
 
     out: dict[str, dict[str, Path]] = {m: {} for m in METHODS}
@@ -141,7 +145,7 @@ def synthesize_all(
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     if isinstance(synthesizer, SynthesisModel):
-                        uncertainty = method == "product_like"
+                        uncertainty = method in ("product_like", "lesion_aware")
                         result = synthesizer.synthesize(
                             mr,
                             uncertainty=uncertainty,
@@ -210,10 +214,15 @@ def audit_all(
     models: DemoModels,
     step: Step,
 ) -> dict[str, Any]:
-    """The omission audit of the product-like sCTs (MRI + sCT only), lesion by lesion."""
+    """The omission audit of the product-like sCTs (MRI + sCT only), lesion by lesion.
+
+    The lesion-aware model's sCTs of the same MRI serve as the audit's reference.
+    """
     from synthct.demo.audit_stage import audit_cases
 
-    return audit_cases(settings, cases, scts["product_like"], step)
+    return audit_cases(
+        settings, cases, scts["product_like"], step, references=scts.get("lesion_aware")
+    )
 
 
 def summarise(
