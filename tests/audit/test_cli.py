@@ -87,6 +87,8 @@ def test_audit_with_the_shipped_reference_model(files: dict[str, Path], tmp_path
     assert report["reference"]["same_as_audited_sct"] is False
     assert "reference" in report["signals_used"]
     assert (out / "signals" / "reference.nii.gz").is_file()
+    assert report["files"]["reference_sct"] == "reference_sct.nii.gz"
+    assert (out / "reference_sct.nii.gz").is_file()
     missing = runner.invoke(
         app, _args(files, tmp_path / "bad-ref", "--reference-model", str(tmp_path / "nope"))
     )

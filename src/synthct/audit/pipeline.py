@@ -86,6 +86,8 @@ class AuditResult:
         The standardisation and thresholds used.
     info : dict
         Inputs, settings, noise estimates, timings.
+    reference_sct : CTVolume, optional
+        The reference model's sCT on the MRI grid, when the reference signal ran.
     """
 
     sct: SyntheticCT
@@ -97,6 +99,7 @@ class AuditResult:
     regions: list[FlaggedRegion]
     calibration: AuditCalibration
     info: dict[str, Any] = field(default_factory=dict)
+    reference_sct: CTVolume | None = None
 
     @property
     def n_flags(self) -> int:
@@ -219,6 +222,7 @@ def run_audit(
     step("align", t0)
     raw: dict[str, ScalarVolume] = {}
     info: dict[str, Any] = {}
+    reference_sct: CTVolume | None = None
     if consistency:
         t0 = time.perf_counter()
         result = consistency_map(mr, aligned.sct, body=body, settings=settings)
@@ -239,6 +243,7 @@ def run_audit(
     if reference is not None:
         t0 = time.perf_counter()
         prediction = reference_prediction(reference, mr)
+        reference_sct = prediction.sct
         raw["reference"] = reference_map(
             prediction, aligned.sct, body, settings=reference_settings
         )
@@ -301,4 +306,5 @@ def run_audit(
         regions=regions,
         calibration=cal,
         info=info,
+        reference_sct=reference_sct,
     )

@@ -10,6 +10,7 @@ Layout of the output folder (written under a temporary name and renamed when com
       signals/<name>.nii.gz      raw map of each signal (consistency score, novelty, SD in HU)
       signals/<name>_z.nii.gz    standardised map of each signal
       sct_on_mri_grid.nii.gz     the sCT resampled onto the MRI grid (only when it was)
+      reference_sct.nii.gz       the reference model's sCT (only with the reference signal)
       figures/region-NNN.png     MRI | sCT | flag overlay, axial and sagittal, through the peak
 """
 
@@ -227,6 +228,9 @@ def write_audit(
         if result.info.get("sct", {}).get("resampled_to_mri_grid"):
             names["sct_on_mri_grid"] = "sct_on_mri_grid.nii.gz"
             write_volume(result.sct, tmp / names["sct_on_mri_grid"])
+        if result.reference_sct is not None:
+            names["reference_sct"] = "reference_sct.nii.gz"
+            write_volume(result.reference_sct, tmp / names["reference_sct"])
         drawn: dict[int, str] = {}
         if figures and result.regions:
             (tmp / "figures").mkdir()
