@@ -97,8 +97,8 @@ def audit(
         str | None,
         typer.Option(
             help="Lesion-aware reference synthesis model (shipped name, e.g. lesion_aware, or "
-            "a folder): enables the reference disagreement signal [default: the one the audit "
-            "model was calibrated with]."
+            "a folder): enables the reference disagreement signal (default: the one the audit "
+            "model was calibrated with)."
         ),
     ] = None,
     reference: Annotated[
@@ -244,7 +244,7 @@ def audit_train(
         str | None,
         typer.Option(
             help="Signals that flag (comma-separated); the others are reported "
-            "[default: synthct.audit.combine.DEFAULT_RULE]."
+            "(default: synthct.audit.combine.DEFAULT_RULE)."
         ),
     ] = None,
     synthesis_model: Annotated[

@@ -72,17 +72,48 @@ def validate(
     require_files: Annotated[
         bool, typer.Option(help="Stop before running when any input file is missing.")
     ] = False,
+    audit: Annotated[
+        bool,
+        typer.Option(
+            "--audit",
+            help="Also run the omission audit on each case with an MRI (needs its echo times, "
+            "TR, flip angle and field strength): per lesion, was it flagged; per flag, does "
+            "the CT confirm a discrepancy (audit_flags.csv).",
+        ),
+    ] = False,
+    audit_model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Audit model folder from `synthct audit-train` (novelty.npz + "
+            "calibration.json); implies --audit (default: the default calibration, MRI "
+            "consistency only).",
+            show_default=False,
+        ),
+    ] = None,
+    audit_reference_model: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME|PATH",
+            help="Lesion-aware reference synthesis model for the audit's reference signal "
+            "(shipped name, e.g. lesion_aware, or a folder); implies --audit (default: the one "
+            "the audit model was calibrated with, if any).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Validate sCTs against CT: image metrics, each lesion on CT and sCT, cohort statistics.
 
     Writes lesions, cases and image_metrics_long tables (CSV and Parquet), metrics.json,
     statistics.json, settings.json and failures.csv into OUT, and each case under OUT/cases/.
+    With --audit, the lesion and case tables gain audit_* columns and audit_flags.csv lists
+    every flagged region with its CT comparison.
 
     A rerun into the same folder recomputes only new, changed or failed cases.
 
     Exit code: 0 when every case was validated, 1 when some failed, 2 on bad input.
     """
     from synthct.errors import SynthctError
+    from synthct.validation.audit_column import AuditColumnSettings, check_audit_settings
     from synthct.validation.case import ValidationSettings
     from synthct.validation.manifest import Manifest, case_from_paths, read_manifest
 
@@ -115,7 +146,21 @@ def validate(
             fix="pass a manifest (synthct validate cases.csv --out DIR) or a single case "
             "(synthct validate --ct CT --sct SCT [--mri MRI] [--lesions MASK] --out DIR)",
         )
-    settings = ValidationSettings(rigid_registration=register, check_hu=check_hu)
+    audit_settings = None
+    if audit or audit_model is not None or audit_reference_model is not None:
+        from synthct.synthesis.shipped import SHIPPED_MODELS
+
+        reference = audit_reference_model
+        if reference is not None and reference not in SHIPPED_MODELS:
+            reference = str(Path(reference).resolve())  # workers may not share the cwd
+        audit_settings = AuditColumnSettings(
+            model=None if audit_model is None else str(audit_model.resolve()),
+            reference_model=reference,
+        )
+        check_audit_settings(audit_settings)
+    settings = ValidationSettings(
+        rigid_registration=register, check_hu=check_hu, audit=audit_settings
+    )
     try:
         summary = _run(cases, out, settings, workers, scheduler, resume, figures, report)
     except KeyboardInterrupt:
@@ -176,7 +221,10 @@ def _run(
 
 
 def _print_summary(summary: RunSummary) -> None:
+    from rich.markup import escape
     from rich.table import Table
+
+    from synthct.validation.audit_column import AUDIT_SKIP
 
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -192,6 +240,26 @@ def _print_summary(summary: RunSummary) -> None:
         if modality in summary.visibility:
             k, total = summary.visibility[modality]
             table.add_row(label, f"{k}/{total} lesions")
+    audit = summary.statistics.get("audit")
+    if audit and audit["n_cases_audited"]:
+        flagged, omitted = audit["lesions_flagged"], audit["omitted_lesions_flagged"]
+        table.add_row(
+            "audit",
+            f"{flagged['flagged']}/{flagged['n']} lesions flagged "
+            f"({omitted['flagged']}/{omitted['n']} of those missing on sCT); "
+            f"{audit['n_flags']} flag(s): {audit['n_true_discrepancies']} confirmed by CT, "
+            f"{audit['n_false_flags']} false",
+        )
+    skipped = [
+        (r.case_id, w) for r in summary.results for w in r.warnings if w.startswith(AUDIT_SKIP)
+    ]
+    if skipped:
+        case_id, why = skipped[0]
+        table.add_row(
+            "audit not run",
+            f"[yellow]{len(skipped)} case(s)[/], e.g. {escape(case_id)}: "
+            + escape(why[len(AUDIT_SKIP) :]),
+        )
     table.add_row("output", str(summary.out_dir))
     if summary.report is not None:
         table.add_row("report", str(summary.report))

@@ -84,8 +84,19 @@ def _visible_text(flag: Any, cnr: Any) -> str:
     return f"{'yes' if visible else 'no'} (CNR {format_value(cnr)})"
 
 
+def _audit_text(flagged: Any, score: Any, signals: Any) -> str:
+    value = as_bool(flagged)
+    if value is None:
+        return MISSING
+    if not value:
+        return "no"
+    fired = "" if _missing(signals) or not str(signals) else f", {signals}"
+    return f"yes ({format_value(score, 2)}{fired})"
+
+
 def lesion_rows(lesions: pd.DataFrame) -> list[dict[str, str]]:
-    """One row per lesion: visibility, diameters, HU, grade, Dice and MRI contrast."""
+    """One row per lesion: visibility, diameters, HU, grade, Dice, MRI contrast and, with the
+    audit column, whether the audit flagged it (peak score, signals)."""
     rows = []
     for record in lesions.to_dict(orient="records"):
         get = record.get
@@ -106,6 +117,9 @@ def lesion_rows(lesions: pd.DataFrame) -> list[dict[str, str]]:
                 "sct_mean_hu": format_value(get("sct_mean_hu")),
                 "mean_difference_hu": format_value(get("mean_difference_hu")),
                 "dice": format_value(get("dice"), 3),
+                "audit": _audit_text(
+                    get("audit_flagged"), get("audit_score"), get("audit_signals")
+                ),
             }
         )
     return rows

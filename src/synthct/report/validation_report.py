@@ -421,6 +421,7 @@ def write_validation_report(
         "summary": summary_rows(cohort),
         "visibility": visibility_rows(cohort),
         "lesions": lesion_rows(outputs.lesions),
+        "audit_column": "audit_flagged" in outputs.lesions.columns,
         "lesion_figures": _lesion_figures(outputs, embed=embed_images),
         "plots": _plots(outputs, cohort, embed=embed_images, dpi=dpi),
         "metric_columns": metric_columns,

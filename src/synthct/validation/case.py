@@ -16,6 +16,8 @@ Stages (each timed in ``CaseResult.timings_s``):
    (:mod:`synthct.validation.alignment`).
 4. ``image_metrics``: inside the body mask intersected with the sCT's field of view.
 5. ``lesion_metrics``: every lesion, on CT and sCT in the same ROI, with the MRI when given.
+6. ``audit`` (with ``ValidationSettings.audit``): the omission audit of the sCT with the MRI,
+   each flag compared with the CT and the lesions (:mod:`synthct.validation.audit_column`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ from synthct.validation.alignment import (
     align_sct,
     label_map_on_grid,
     mri_on_grid,
+)
+from synthct.validation.audit_column import (
+    AuditColumns,
+    AuditColumnSettings,
+    audit_case,
+    empty_audit_columns,
+    run_case_audit,
 )
 from synthct.validation.body_mask import DEFAULT_BODY_THRESHOLD_HU, axial_axis, body_mask_from_ct
 from synthct.validation.image_metrics import (
@@ -90,6 +99,10 @@ class ValidationSettings(BaseModel):
     metric_threads : int, optional
         Threads of the MS-SSIM filters within one case; ``None``: the machine's cores (the
         cohort runner gives its Dask workers 1). Not part of the fingerprint.
+    audit : AuditColumnSettings, optional
+        Run the omission audit on each case with an MRI and report, per lesion, whether it
+        was flagged and, per flag, whether the CT confirms a discrepancy
+        (:mod:`synthct.validation.audit_column`). ``None``: no audit.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -104,11 +117,14 @@ class ValidationSettings(BaseModel):
     bone_thresholds_hu: tuple[float, ...] = BONE_THRESHOLDS_HU
     min_overlap_fraction: float = Field(default=DEFAULT_MIN_OVERLAP_FRACTION, ge=0, le=1)
     metric_threads: int | None = Field(default=None, ge=1)
+    audit: AuditColumnSettings | None = None
 
     def fingerprint(self) -> str:
         """SHA-256 of the settings that change results (threads excluded)."""
         data = self.model_dump(mode="json", exclude={"metric_threads"})
         data["registration"].pop("threads", None)
+        if data["audit"] is None:
+            del data["audit"]  # runs without the audit keep the fingerprints they had
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -117,6 +133,8 @@ class ValidationSettings(BaseModel):
         out = self.model_dump(mode="json")
         out["lesion"] = self.lesion.to_dict()
         out["registration"]["rules"] = self.registration.rules()
+        if self.audit is not None:
+            out["audit"]["rules"] = self.audit.rules()
         return out
 
 
@@ -159,7 +177,9 @@ class CaseResult:
     ``case_row`` and ``lesion_rows`` are flat dicts with units in the keys (``case_id`` and
     ``lesion_id`` included); they are empty for a failed case, whose ``error`` says why.
     ``lesion_masks`` (one per lesion row, same order) are kept in memory for figures and are
-    not part of :meth:`to_json`.
+    not part of :meth:`to_json`. ``audit_flags`` holds the rows of the flag table
+    (:data:`~synthct.validation.audit_column.AUDIT_FLAG_COLUMNS`) when the case was audited,
+    else ``None``.
     """
 
     case_id: str
@@ -177,6 +197,7 @@ class CaseResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    audit_flags: list[dict[str, Any]] | None = None
     lesion_masks: list[LesionMasks] = field(default_factory=list, repr=False)
 
     @property
@@ -213,6 +234,7 @@ class CaseResult:
             "timings_s": self.timings_s,
             "figures": self.figures,
             "warnings": self.warnings,
+            "audit_flags": self.audit_flags,
         }
 
     @classmethod
@@ -437,6 +459,10 @@ def compute_case(
                 ct, aligned.sct, annotations, mri=aligned.mri, settings=s.lesion
             )
 
+    audit = None
+    if s.audit is not None:
+        audit = _audit(case, stages, s.audit, mri, sct, ct, aligned, lesions)
+
     figures: list[str] = []
     # The synthesis model's domain warnings travel with the sCT and are repeated here.
     warnings: list[str] = [
@@ -461,6 +487,11 @@ def compute_case(
     case_row["sct_out_of_domain"] = "; ".join(
         sct.out_of_domain if isinstance(sct, SyntheticCT) else []
     )
+    if audit is not None:
+        for row, columns in zip(lesion_rows, audit.lesion_columns, strict=True):
+            row.update(columns)
+        case_row.update(audit.case_columns)
+        warnings += audit.warnings
     return CaseResult(
         case_id=case.case_id,
         status="ok",
@@ -474,8 +505,45 @@ def compute_case(
         timings_s=stages.timings_s,
         figures=figures,
         warnings=warnings,
+        audit_flags=None if audit is None else audit.flags,
         lesion_masks=[lesion.masks for lesion in lesions if lesion.masks is not None],
     )
+
+
+#: Where `synthct validate` reads the MRI protocol the audit needs.
+PROTOCOL_FIX = (
+    "give the protocol in the MRI's JSON sidecar (<image>.json beside each echo file: "
+    "echo_times_ms, repetition_time_ms, flip_angle_deg, field_strength_t, or the BIDS keys "
+    "EchoTime, RepetitionTime in s, FlipAngle, MagneticFieldStrength) or as DICOM headers"
+)
+
+
+def _audit(
+    case: CaseSpec,
+    stages: _Stages,
+    settings: AuditColumnSettings,
+    mri: MultiEchoMR | None,
+    sct: CTVolume,
+    ct: CTVolume,
+    aligned: Alignment,
+    lesions: list[LesionResult],
+) -> AuditColumns:
+    """The audit stage: empty columns (and a warning) without an MRI or its protocol."""
+    from synthct.audit.errors import AuditInputError
+    from synthct.audit.inputs import signal_protocol
+
+    if mri is None:
+        return empty_audit_columns(len(lesions), "the case has no MRI (manifest column mri)")
+    try:
+        signal_protocol(mri)
+    except AuditInputError as exc:
+        # the validation stands without the audit; the warning says what to supply (the
+        # error's own fix names `synthct audit` options, which validate does not have)
+        return empty_audit_columns(len(lesions), f"{exc.problem} (fix: {PROTOCOL_FIX})")
+    # errors name the audit stage and the MRI (a model or sCT problem names its own file)
+    with stages.stage("audit", column="mri", path=mri.source):
+        result = run_case_audit(mri, sct, settings)
+        return audit_case(case.case_id, result, ct, aligned, lesions, settings)
 
 
 def validate_case(

@@ -18,7 +18,14 @@ file                           content
                                lesion table; ``results_paragraph``; ``error`` when unavailable
 ``settings.json``              every setting, the conventions of every metric, the versions
 ``failures.csv``               one row per failed case: stage, column, file, error type, reason
+``audit_flags.csv/.parquet``   with the audit column only: one row per flagged region of the
+                               audited cases, compared with CT and the lesions
+                               (:mod:`synthct.validation.audit_column`)
 =============================  ==================================================================
+
+With the audit column, the lesion and case tables gain ``audit_*`` columns and
+``metrics.json`` and ``statistics.json`` an ``audit`` section (lesions flagged, omitted lesions
+flagged, true discrepancies and false flags).
 
 JSON is strict: NaN and +-inf are written as ``null`` (``settings.json`` says so; e.g. the PSNR
 of identical images is infinite and appears as ``null``). The per-case ``result.json`` files
@@ -39,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from synthct.io.atomic import atomic_file, write_json_atomic
+from synthct.validation.audit_column import AUDIT_FLAG_COLUMNS, audit_summary
 from synthct.validation.case import CaseResult, ValidationSettings
 
 __all__ = [
@@ -46,6 +54,7 @@ __all__ = [
     "TABLE_CONVENTIONS",
     "ReportWriter",
     "aggregate",
+    "audit_flags_table",
     "cases_table",
     "decode_json",
     "default_report_writer",
@@ -79,6 +88,9 @@ TABLE_CONVENTIONS = {
     "failed_cases": "only in failures.csv: no metric is claimed for them",
     "lesion_id": "the label value in the lesion label map, or 1, 2, ... in the order of "
     "lesion_points",
+    "audit": "with the audit column: audit_* columns in lesions and cases (empty for a case "
+    "without MRI or MRI protocol) and audit_flags, one row per flagged region (flag_id = the "
+    "audit's region id; matched_lesion_ids ';'-separated; HU on the CT grid)",
 }
 AGGREGATE_RULE = (
     "over the finite values of the metric across cases (or lesions): n, mean, SD (ddof=1; null "
@@ -208,6 +220,21 @@ def image_metrics_long(results: Sequence[CaseResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["case_id", "metric", "value", "unit"])
 
 
+def audit_flags_table(results: Sequence[CaseResult]) -> pd.DataFrame:
+    """One row per flagged region of the audited cases (:data:`AUDIT_FLAG_COLUMNS`)."""
+    rows = [row for r in results if r.ok and r.audit_flags for row in r.audit_flags]
+    if not rows:
+        return pd.DataFrame(columns=list(AUDIT_FLAG_COLUMNS))
+    frame = _frame(rows, ["case_id", "flag_id"])
+    # undecidable flags (outside the CT) leave gaps: keep the column boolean, not object
+    frame["true_discrepancy"] = frame["true_discrepancy"].astype("boolean")
+    return frame
+
+
+def _audited(results: Sequence[CaseResult]) -> bool:
+    return any(r.ok and r.audit_flags is not None for r in results)
+
+
 def failures_table(results: Sequence[CaseResult]) -> pd.DataFrame:
     """One row per failed case."""
     columns = ["case_id", "stage", "column", "file", "error_type", "reason"]
@@ -283,6 +310,7 @@ def _metrics_json(
             flags = [bool(v) for v in lesions[column] if v is not None and v == v]
             if flags:
                 visible[modality] = {"visible": int(sum(flags)), "n": len(flags)}
+    audit = _audit_json(results)
     return {
         "n_cases": len(results),
         "n_ok": len(ok),
@@ -299,10 +327,17 @@ def _metrics_json(
             "per_lesion": lesions.to_dict(orient="records"),
             "aggregate": {name: aggregate(lesions[name]) for name in lesion_columns},
         },
+        **({} if audit is None else {"audit": audit}),
     }
 
 
-def _statistics_json(lesions: pd.DataFrame) -> dict[str, Any]:
+def _audit_json(results: Sequence[CaseResult]) -> dict[str, Any] | None:
+    """The audit totals of the validated cases (None when no case was audited)."""
+    ok = [r for r in results if r.ok]
+    return audit_summary([row for r in ok for row in r.lesion_rows], [r.case_row for r in ok])
+
+
+def _statistics_json(lesions: pd.DataFrame, audit: dict[str, Any] | None = None) -> dict[str, Any]:
     from synthct.validation.statistics import (
         StatisticsInputError,
         cohort_statistics,
@@ -310,6 +345,8 @@ def _statistics_json(lesions: pd.DataFrame) -> dict[str, Any]:
     )
 
     out: dict[str, Any] = {"n_lesions": len(lesions), "conventions": JSON_CONVENTIONS}
+    if audit is not None:
+        out["audit"] = audit
     if len(lesions) < 2:
         reason = f"{len(lesions)} lesion(s) measured; the cohort tests need at least 2"
         return out | {"available": False, "error": reason, "results_paragraph": None}
@@ -370,6 +407,7 @@ def _settings_json(
             "image_metrics": image_conventions,
             "lesion_metrics": settings.lesion.rules(),
             "registration": settings.registration.rules() if settings.rigid_registration else None,
+            "audit": None if settings.audit is None else settings.audit.rules(),
             "alignment": "sCT and MRI resampled onto the CT grid (linear), label maps nearest "
             "neighbour; lesion annotations and body masks are in the CT frame; the "
             "registration transform maps CT points to sCT points (cases/<id>/sct_to_ct.tfm)",
@@ -433,12 +471,20 @@ def write_outputs(
     ):
         write_table(frame, out, name, parquet=parquet)
         written[name] = out / f"{name}.csv"
+    if settings.audit is not None or _audited(results):
+        write_table(audit_flags_table(results), out, "audit_flags", parquet=parquet)
+        written["audit_flags"] = out / "audit_flags.csv"
+    else:
+        for suffix in (".csv", ".parquet"):  # a stale table of an earlier run with the audit
+            (out / f"audit_flags{suffix}").unlink(missing_ok=True)
     write_table(failures_table(results), out, "failures", parquet=False)
     written["failures"] = out / "failures.csv"
     written["metrics"] = write_strict_json(
         out / "metrics.json", _metrics_json(results, lesions, cases)
     )
-    written["statistics"] = write_strict_json(out / "statistics.json", _statistics_json(lesions))
+    written["statistics"] = write_strict_json(
+        out / "statistics.json", _statistics_json(lesions, _audit_json(results))
+    )
     written["settings"] = write_strict_json(
         out / "settings.json", _settings_json(results, settings, manifest)
     )

@@ -12,7 +12,8 @@ Resume
 Each finished case is written atomically to ``OUT/cases/<case_id>/result.json`` (the lesion
 masks to ``lesion_masks.npz`` and a registration to ``sct_to_ct.tfm`` before it), together with
 a fingerprint of its inputs: the case's manifest entry, the size and modification time of every
-input file (and of its JSON sidecar; every file of a DICOM folder) and the settings' fingerprint.
+input file (and of its JSON sidecar; every file of a DICOM folder), of the audit model's files
+when the audit column is on, and the settings' fingerprint.
 A rerun (after a crash, Ctrl-C, or a fixed input) reuses every successful result whose
 fingerprint still matches and recomputes the others (missing, changed or failed cases). The
 tables are then rebuilt from the per-case results of the manifest's cases only, in manifest
@@ -142,11 +143,14 @@ def case_fingerprint(case: CaseSpec, settings: ValidationSettings) -> dict[str, 
     -------
     dict
         ``{"digest": sha256, "case": ..., "files": {path: [size, mtime_ns] | listing | None},
-        "settings": settings fingerprint, "synthct": version}``.
+        "settings": settings fingerprint, "synthct": version}``; the audit model's files are
+        among ``files`` when the audit column is on.
     """
     from synthct import __version__
 
     paths = _with_sidecars([p for ps in case.input_paths().values() for p in ps])
+    if settings.audit is not None and settings.audit.model is not None:
+        paths.append(Path(settings.audit.model))  # a retrained audit model changes the flags
     body = {
         "case": case.describe(),
         "files": {str(p): _stat(p) for p in paths},
