@@ -85,6 +85,8 @@ def test_audit_with_the_shipped_reference_model(files: dict[str, Path], tmp_path
     report = json.loads((out / "audit.json").read_text())
     assert report["reference"]["model"] == "lesion_aware"
     assert report["reference"]["same_as_audited_sct"] is False
+    assert any("voxel size" in w for w in report["reference"]["out_of_domain"])
+    assert "reference model is outside its training domain" in (out / "report.html").read_text()
     assert "reference" in report["signals_used"]
     assert (out / "signals" / "reference.nii.gz").is_file()
     assert report["files"]["reference_sct"] == "reference_sct.nii.gz"

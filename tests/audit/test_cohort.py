@@ -131,6 +131,18 @@ def test_train_evaluate_and_audit_from_the_command_line(cohort: Path, tmp_path: 
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((out / "audit.json").read_text())
-    assert report["signals_used"] == ["consistency", "novelty"]
+    # novelty is outside the calibrated rule: computed only with --all-signals
+    assert report["signals_used"] == ["consistency"]
     assert report["calibration"]["signals"]["novelty"]["in_rule"] is False
     assert report["n_flagged_regions"] >= 1
+    everything = tmp_path / "audit-all"
+    result = runner.invoke(
+        app,
+        ["audit", "--mri", str(case / "mr_echo-1.nii.gz"), "--mri", str(case / "mr_echo-2.nii.gz"),
+         "--sct", str(case / "sct_lesions_as_csf.nii.gz"), "--novelty", str(model),
+         "--out", str(everything), "--no-figures", "--all-signals"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report_all = json.loads((everything / "audit.json").read_text())
+    assert report_all["signals_used"] == ["consistency", "novelty"]
+    assert report_all["n_flagged_regions"] == report["n_flagged_regions"]

@@ -181,3 +181,5 @@ def test_shipped_lesion_aware_model_as_reference(case: ShapesCase) -> None:
     assert float(prediction.sd.array.max()) > 0  # dropout varies
     card = json.loads((shipped_model_path("lesion_aware") / "model_card.json").read_text())
     assert prediction.weights_sha256 == card["weights_sha256"]
+    # 1.5 mm voxels: outside the reference's training domain, and the prediction says so
+    assert any("voxel size" in w for w in prediction.out_of_domain)

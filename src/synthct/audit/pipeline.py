@@ -250,6 +250,8 @@ def run_audit(
         info["reference"] = {
             "model": prediction.source,
             "weights_sha256": prediction.weights_sha256,
+            # the reference is a synthesis model: outside its domain its sCT is not a reference
+            "out_of_domain": prediction.out_of_domain,
             "settings": (reference_settings or ReferenceSettings()).to_dict(),
             # the signal is empty by construction when the audited sCT is the reference's own
             "same_as_audited_sct": same_as_audited(prediction, aligned.sct, body),

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -86,12 +86,16 @@ class ReferencePrediction:
         The reference model (name or folder) or the files read.
     weights_sha256 : str or None
         Checksum of the reference weights, when known.
+    out_of_domain : list of str
+        The reference model's training-domain mismatches for this MRI: its sCT (and the
+        signal) may be wrong there, and every report of the audit repeats them.
     """
 
     sct: CTVolume
     sd: ScalarVolume
     source: str
     weights_sha256: str | None = None
+    out_of_domain: list[str] = field(default_factory=list)
 
 
 #: The interface: MRI -> the reference's sCT and SD of that MRI.
@@ -142,7 +146,9 @@ def model_reference(
                 path=name,
                 fix="use a reference model with dropout",
             )
-        return ReferencePrediction(result.sct, result.epistemic_sd, name, digest)
+        return ReferencePrediction(
+            result.sct, result.epistemic_sd, name, digest, list(result.out_of_domain)
+        )
 
     return predict
 
@@ -203,7 +209,11 @@ def reference_prediction(source: ReferenceSource, mr: MultiEchoMR) -> ReferenceP
     sct = checked[0]
     assert isinstance(sct, CTVolume)
     return ReferencePrediction(
-        sct, checked[1].as_scalar(), prediction.source, prediction.weights_sha256
+        sct,
+        checked[1].as_scalar(),
+        prediction.source,
+        prediction.weights_sha256,
+        prediction.out_of_domain,
     )
 
 

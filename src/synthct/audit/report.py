@@ -44,6 +44,11 @@ figure { margin: 1.5em 0; } img { max-width: 100%; } code { font-size: 0.9em; }
 <h1>Omission audit</h1>
 {% for w in out_of_domain %}
 <p class="warn">The sCT was made outside its model's training domain: {{ w }}</p>{% endfor %}
+{% for w in reference_out_of_domain %}
+<p class="warn">The reference model is outside its training domain ({{ w }}): its flags may
+be false.</p>{% endfor %}
+{% if reference_is_audited %}<p class="warn">The audited sCT is the reference model's own: the
+reference signal cannot find anything.</p>{% endif %}
 <p>MRI: <code>{{ mri }}</code><br>sCT: <code>{{ sct }}</code>{% if resampled %}
 (resampled onto the MRI grid){% endif %}</p>
 {% if n == 0 %}<p class="ok">No region flagged: nothing the MRI shows contradicts the sCT
@@ -175,6 +180,8 @@ def render_html(result: AuditResult, mr: MultiEchoMR, figures: dict[int, str]) -
         sct=result.info.get("sct", {}).get("source") or "(in memory)",
         resampled=result.info.get("sct", {}).get("resampled_to_mri_grid", False),
         out_of_domain=result.info.get("sct", {}).get("out_of_domain", []),
+        reference_out_of_domain=result.info.get("reference", {}).get("out_of_domain", []),
+        reference_is_audited=result.info.get("reference", {}).get("same_as_audited_sct", False),
         n=result.n_flags,
         signals=signals,
         rule=cal.to_dict()["rule"],

@@ -100,6 +100,14 @@ def validate(
             show_default=False,
         ),
     ] = None,
+    audit_reference: Annotated[
+        bool,
+        typer.Option(
+            "--audit-reference/--no-audit-reference",
+            help="Use the audit's reference signal when a reference model is named (leave it "
+            "out for MRI outside the reference model's training domain).",
+        ),
+    ] = True,
 ) -> None:
     """Validate sCTs against CT: image metrics, each lesion on CT and sCT, cohort statistics.
 
@@ -156,6 +164,7 @@ def validate(
         audit_settings = AuditColumnSettings(
             model=None if audit_model is None else str(audit_model.resolve()),
             reference_model=reference,
+            reference=audit_reference,
         )
         check_audit_settings(audit_settings)
     settings = ValidationSettings(

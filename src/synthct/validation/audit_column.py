@@ -117,6 +117,9 @@ class AuditColumnSettings(BaseModel):
     reference_model : str, optional
         Lesion-aware reference synthesis model (shipped name or folder) for the reference
         disagreement signal. ``None``: the one the audit model was calibrated with, if any.
+    reference : bool
+        Use the reference disagreement signal when a reference is named (``False``: never,
+        e.g. for MRI outside the reference model's training domain).
     match_margin_mm : float
         A flag matches a lesion when it overlaps the lesion's ROI dilated by this, mm.
     discrepancy_hu : float
@@ -128,6 +131,7 @@ class AuditColumnSettings(BaseModel):
 
     model: str | None = None
     reference_model: str | None = None
+    reference: bool = True
     match_margin_mm: float = Field(default=2.0, ge=0)
     discrepancy_hu: float = Field(default=100.0, gt=0)
 
@@ -170,7 +174,9 @@ class AuditModel:
 
 
 @lru_cache(maxsize=4)
-def load_audit_model(model: str | None, reference_model: str | None = None) -> AuditModel:
+def load_audit_model(
+    model: str | None, reference_model: str | None = None, reference: bool = True
+) -> AuditModel:
     """Load an audit model folder (cached per process: Dask workers load it once).
 
     Parameters
@@ -179,6 +185,8 @@ def load_audit_model(model: str | None, reference_model: str | None = None) -> A
         Audit model folder, or ``novelty.npz``; ``None`` for the default calibration.
     reference_model : str, optional
         Reference model name or folder (default: the calibration's).
+    reference : bool
+        ``False``: no reference signal whatever the calibration names.
 
     Raises
     ------
@@ -203,8 +211,10 @@ def load_audit_model(model: str | None, reference_model: str | None = None) -> A
                 calibration = load_calibration(folder)
             if has_learned_consistency(folder):
                 learned = load_learned_consistency(folder)
-    reference, name = calibrated_reference(calibration, reference_model)
-    return AuditModel(novelty, calibration, learned, reference, name)
+        if calibration is not None and not calibration.for_signal("novelty").in_rule:
+            novelty = None  # as `synthct audit` without --all-signals: it would only report
+    source, name = calibrated_reference(calibration, reference_model, enabled=reference)
+    return AuditModel(novelty, calibration, learned, source, name)
 
 
 @dataclass
@@ -244,7 +254,7 @@ def run_case_audit(mri: MultiEchoMR, sct: CTVolume, settings: AuditColumnSetting
     """Run the audit of ``sct`` with ``mri`` on the MRI grid, with the cached audit model."""
     from synthct.audit.pipeline import run_audit
 
-    model = load_audit_model(settings.model, settings.reference_model)
+    model = load_audit_model(settings.model, settings.reference_model, settings.reference)
     return run_audit(
         mri,
         sct,
@@ -298,7 +308,11 @@ def audit_case(
     ct_hu = np.asarray(ct.array, dtype=np.float32)
     sct_hu = np.asarray(aligned.sct.array, dtype=np.float32)
     flags: list[dict[str, Any]] = []
-    warnings: list[str] = []
+    warnings: list[str] = [
+        f"audit reference model outside its training domain: {w} (its flags may be false; "
+        "--no-audit-reference leaves it out)"
+        for w in result.info.get("reference", {}).get("out_of_domain", [])
+    ]
     boxes = ndimage.find_objects(labels)  # work in each region's box, not the whole CT grid
     for region in result.regions:
         box = boxes[region.id - 1] if region.id <= len(boxes) else None
