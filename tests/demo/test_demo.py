@@ -41,6 +41,13 @@ def test_report_tables_match_the_validation_outputs(quick_demo: Path) -> None:
     assert rows[0]["paper"] == "5" and len(rows[0]["values"]) == len(METHODS)
     assert summary["audit"]["available"]
     assert {r["case_id"] for r in summary["audit"]["rows"]} == set(summary["cases"])
+    # "missed" as in the paper: shown by CT (2/2 here), absent from the sCT
+    product = pd.read_csv(quick_demo / "validation" / "product_like" / "lesions.csv")
+    for row in summary["audit"]["rows"]:
+        same = (product.case_id == row["case_id"]) & (product.lesion_id == row["lesion_id"])
+        measured = product[same]
+        assert row["ct_visible"] == bool(measured.ct_visible.iloc[0])
+        assert row["missed"] == (row["ct_visible"] and not bool(measured.sct_visible.iloc[0]))
 
 
 @pytest.mark.slow

@@ -89,11 +89,15 @@ def audit_cases(
             region_ids = sorted({int(r) for r in np.unique(overlap) if r != 0})
             hit_regions.update(region_ids)
             regions = [r for r in result.regions if r.id in region_ids]
-            missed = not validation_rows.get(lesion_id, {}).get("sct_visible", False)
+            # missed as in the paper: the CT shows it and the sCT does not
+            measured = validation_rows.get(lesion_id, {})
+            ct_visible = bool(measured.get("ct_visible", False))
+            missed = ct_visible and not measured.get("sct_visible", False)
             rows.append(
                 {
                     "case_id": case.case_id,
                     "lesion_id": lesion_id,
+                    "ct_visible": ct_visible,
                     "missed": missed,
                     "flagged": bool(region_ids),
                     "score": max((r.peak_score for r in regions), default=None),
@@ -110,8 +114,9 @@ def audit_cases(
         "false_flags": false_flags,
         "figures": figures,
         "sentence": (
-            f"The audit flagged {flagged_missed}/{len(missed_rows)} tumours that the product-like "
-            f"sCT missed, with {false_flags} flag(s) elsewhere in {len(cases)} volumes."
+            f"The audit flagged {flagged_missed}/{len(missed_rows)} tumours that the CT shows and "
+            f"the product-like sCT missed, with {false_flags} flag(s) elsewhere in "
+            f"{len(cases)} volumes."
         ),
         "rule": calibration.describe() if hasattr(calibration, "describe") else "",
         "audit_model": None if model_dir is None else str(model_dir),
