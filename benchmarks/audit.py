@@ -176,6 +176,24 @@ def _cached_sct(
     return result.sct, result.epistemic_sd
 
 
+def _sct_with_sd(sct_and_sd: Any) -> tuple[Any, Any]:
+    """``sct_for_case`` and an epistemic source from one ``case -> (sCT, SD)`` call per case.
+
+    ``evaluate_cohort`` asks for the sCT of a case, then for the SD of its MRI: the SD of the
+    last sCT is kept for the second call instead of running the model twice.
+    """
+    memo: dict[str, Any] = {}
+
+    def sct_for_case(case: Any) -> Any:
+        sct, memo["sd"] = sct_and_sd(case)
+        return sct
+
+    def epistemic(_mr: Any) -> Any:
+        return memo["sd"]
+
+    return sct_for_case, epistemic
+
+
 def _cached_reference(name: str, work: Path) -> Any:
     """A reference source whose predictions are cached per MRI file (same seed and passes)."""
     from synthct.audit.reference import ReferencePrediction, model_reference
@@ -400,7 +418,6 @@ def _evaluations(
     if args.synthesis_model is not None:
         return _synthesis_model_audit(args, work, eval_dir, cases, n_eval)
     t0 = time.perf_counter()
-    memo: dict[str, Any] = {}
     net = TinySynthesis()
     final_loss = net.train(
         [LesionFreeCase(c.mr, c.sct, c.name) for c in cases],
@@ -411,12 +428,7 @@ def _evaluations(
         f"(last patch MAE {final_loss:.0f} HU)"
     )
 
-    def learned_sct(case: Any) -> Any:
-        sct, memo["sd"] = net.sct_and_sd(case.mr())
-        return sct
-
-    def epistemic(_mr: Any) -> Any:
-        return memo["sd"]
+    learned_sct, epistemic = _sct_with_sd(lambda case: net.sct_and_sd(case.mr()))
 
     rows = read_manifest(eval_dir)
     subset = None if args.learned_cases is None else _balanced(rows, args.learned_cases)
@@ -527,14 +539,10 @@ def _synthesis_model_audit(
             for k, v in calibration.signals.items()
         )
     )
-    memo: dict[str, Any] = {}
 
-    def learned_sct(case: Any) -> Any:
-        sct, memo["sd"] = _cached_sct(model, cache, eval_dir, case, args.mc_passes)
-        return sct
-
-    def epistemic(_mr: Any) -> Any:
-        return memo["sd"]
+    learned_sct, epistemic = _sct_with_sd(
+        lambda case: _cached_sct(model, cache, eval_dir, case, args.mc_passes)
+    )
 
     rows = read_manifest(eval_dir)
     subset = None if args.learned_cases is None else _balanced(rows, args.learned_cases)

@@ -45,36 +45,15 @@ def epistemic_map(source: EpistemicSD, mr: MultiEchoMR) -> ScalarVolume:
     AuditInputError
         NaN, infinite or negative values, or a map that does not overlap the MRI.
     """
-    result = source(mr)
-    values = np.asarray(result.array)
-    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
-        raise AuditInputError(
-            f"the epistemic SD map holds {int(np.count_nonzero(~np.isfinite(values)))} NaN or "
-            "infinite voxels",
-            path=result.source or "epistemic SD",
-            fix="recompute it (synthct synthesize --uncertainty) or leave the epistemic signal out",
-        )
-    if np.any(values < 0):
-        raise AuditInputError(
-            "the epistemic map has negative values: it is not a standard deviation",
-            path=result.source or "epistemic SD",
-            fix="pass the *_epistemic_sd map (an SD in HU), not a difference image",
-        )
-    if not result.same_geometry(mr):
-        from synthct.audit.inputs import DEFAULT_MIN_OVERLAP_FRACTION
-        from synthct.resample import resample_to
-        from synthct.validation.alignment import frame_overlap_fraction
+    from synthct.audit.inputs import sd_map_on_mri_grid
 
-        overlap = frame_overlap_fraction(mr.geometry, result.geometry)
-        if overlap < DEFAULT_MIN_OVERLAP_FRACTION:
-            raise AuditInputError(
-                f"the epistemic SD map and the MRI overlap by {100 * overlap:.3g}% only.\n"
-                f"  MRI: {mr.geometry.describe()}\n  map: {result.geometry.describe()}",
-                path=result.source,
-                fix="pass the map written with the sCT made from this MRI",
-            )
-        result = resample_to(result.as_scalar(), mr.geometry, fill_value=0.0)
-    return result.as_scalar()
+    return sd_map_on_mri_grid(
+        source(mr),
+        mr,
+        what="epistemic SD map",
+        fix="pass the *_epistemic_sd map (an SD in HU, from synthct synthesize --uncertainty), "
+        "not a difference image",
+    )
 
 
 def precomputed_epistemic(path: str | os.PathLike[str]) -> EpistemicSD:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from itertools import pairwise
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,7 +20,17 @@ from numpy.typing import NDArray
 from synthct.audit.errors import AuditInputError
 from synthct.errors import GeometryMismatchError
 from synthct.resample import resample_to
-from synthct.volume import CTVolume, LabelMap, MRProtocol, MultiEchoMR, SyntheticCT, Volume
+from synthct.volume import (
+    CTVolume,
+    LabelMap,
+    MRProtocol,
+    MultiEchoMR,
+    ScalarVolume,
+    SyntheticCT,
+    Volume,
+)
+
+V = TypeVar("V", bound=Volume)
 
 #: Below this overlap of the two fields of view the sCT and the MRI are in different frames.
 DEFAULT_MIN_OVERLAP_FRACTION = 0.25
@@ -217,3 +227,57 @@ def _register(mr: MultiEchoMR, sct: Volume) -> Any:
     moving = CTVolume(np.asarray(sct.array, dtype=np.float32), sct.affine, source=sct.source)
     transform, _, _, _ = register_rigid(fixed, moving)
     return transform
+
+
+def sd_map_on_mri_grid(
+    volume: Volume, mr: MultiEchoMR, *, what: str, fix: str
+) -> ScalarVolume:
+    """An SD map (HU) made from ``mr``, checked finite and non-negative, on (or resampled onto)
+    its grid.
+
+    Raises
+    ------
+    AuditInputError
+        NaN, infinite or negative values (``fix`` says what to pass; a map can be corrupted
+        in place after it was built), or a map that does not overlap the MRI.
+    """
+    values = np.asarray(volume.array)
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        raise AuditInputError(
+            f"the {what} holds {int(np.count_nonzero(~np.isfinite(values)))} NaN or infinite "
+            "voxels",
+            path=volume.source or what,
+            fix=fix,
+        )
+    if np.any(values < 0):
+        raise AuditInputError(
+            f"the {what} has negative values: it is not a standard deviation",
+            path=volume.source or what,
+            fix=fix,
+        )
+    return map_on_mri_grid(volume, mr, what=what, fill_value=0.0).as_scalar()
+
+
+def map_on_mri_grid(volume: V, mr: MultiEchoMR, *, what: str, fill_value: float) -> V:
+    """A map made from ``mr`` (SD map, reference sCT) on its grid; resampled from another grid
+    of the same frame (linear, ``fill_value`` outside the map).
+
+    Raises
+    ------
+    AuditInputError
+        The map's field of view overlaps the MRI's by less than
+        :data:`DEFAULT_MIN_OVERLAP_FRACTION`.
+    """
+    if volume.same_geometry(mr):
+        return volume
+    from synthct.validation.alignment import frame_overlap_fraction
+
+    overlap = frame_overlap_fraction(mr.geometry, volume.geometry)
+    if overlap < DEFAULT_MIN_OVERLAP_FRACTION:
+        raise AuditInputError(
+            f"the {what} and the MRI overlap by {100 * overlap:.3g}% only.\n"
+            f"  MRI: {mr.geometry.describe()}\n  map: {volume.geometry.describe()}",
+            path=volume.source or what,
+            fix="pass the map made from this MRI",
+        )
+    return resample_to(volume, mr.geometry, fill_value=fill_value)

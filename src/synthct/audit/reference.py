@@ -179,38 +179,19 @@ def reference_prediction(source: ReferenceSource, mr: MultiEchoMR) -> ReferenceP
     AuditInputError
         Negative SD, or maps that do not overlap the MRI.
     """
-    from synthct.audit.inputs import DEFAULT_MIN_OVERLAP_FRACTION
-    from synthct.resample import resample_to
-    from synthct.validation.alignment import frame_overlap_fraction
+    from synthct.audit.inputs import map_on_mri_grid, sd_map_on_mri_grid
 
     prediction = source(mr)
-    checked: list[Any] = []
-    for label, volume in (("reference sCT", prediction.sct), ("reference SD", prediction.sd)):
-        values = np.asarray(volume.array)
-        where = volume.source or prediction.source
-        if label == "reference SD" and np.any(values < 0):
-            raise AuditInputError(
-                "the reference SD map has negative values: it is not a standard deviation",
-                path=where,
-                fix="pass the *_epistemic_sd map written with the reference sCT",
-            )
-        if not volume.same_geometry(mr):
-            overlap = frame_overlap_fraction(mr.geometry, volume.geometry)
-            if overlap < DEFAULT_MIN_OVERLAP_FRACTION:
-                raise AuditInputError(
-                    f"the {label} and the MRI overlap by {100 * overlap:.3g}% only.\n"
-                    f"  MRI: {mr.geometry.describe()}\n  map: {volume.geometry.describe()}",
-                    path=where,
-                    fix="pass the reference made from this MRI",
-                )
-            fill = -1000.0 if label == "reference sCT" else 0.0
-            volume = resample_to(volume, mr.geometry, fill_value=fill)
-        checked.append(volume)
-    sct = checked[0]
-    assert isinstance(sct, CTVolume)
+    sd = sd_map_on_mri_grid(
+        prediction.sd,
+        mr,
+        what="reference SD map",
+        fix="pass the *_epistemic_sd map written with the reference sCT",
+    )
+    sct = map_on_mri_grid(prediction.sct, mr, what="reference sCT", fill_value=-1000.0)
     return ReferencePrediction(
         sct,
-        checked[1].as_scalar(),
+        sd,
         prediction.source,
         prediction.weights_sha256,
         prediction.out_of_domain,
