@@ -20,10 +20,10 @@ from synthct.phantom.anatomy import SpineModel, SpineSpec
 from synthct.phantom.mri import render_ct_and_mri
 from synthct.phantom.protocols import FAST_3T
 from synthct.synthesis.config import SynthesisConfig
+from synthct.synthesis.losses import loss_terms
 from synthct.synthesis.manifest import Case
 from synthct.synthesis.network import build_network, count_parameters
 from synthct.synthesis.patches import PatchSampler, prepare_case
-from synthct.synthesis.training import loss_terms
 
 THREADS = 2
 #: (label, base channels, levels, patch size, batch size)

@@ -8,6 +8,7 @@ import torch
 from synthct.synthesis.config import NetworkConfig
 from synthct.synthesis.network import (
     INITIAL_LOG_VARIANCE,
+    SynthesisUNet,
     build_network,
     count_parameters,
     has_dropout,
@@ -57,6 +58,21 @@ def test_mc_dropout_turns_only_dropout_on_and_restores_modes() -> None:
         assert torch.equal(network(x), network(x))
     assert has_dropout(network)
     assert not has_dropout(build_network(NetworkConfig(base_channels=4, dropout=0.0), 2))
+
+
+def test_dropout_before_head_can_be_switched_off_and_mc_passes_still_vary() -> None:
+    config = NetworkConfig(base_channels=4, levels=3, dropout=0.5, dropout_before_head=False)
+    network = build_network(config, 2)
+    assert isinstance(network, SynthesisUNet)
+    # The last decoder block feeds the head: no dropout there; the deeper ones keep it.
+    assert [d.p for d in network.decoder_dropouts] == [0.5, 0.0]
+    assert network.bottleneck_dropout.p == 0.5
+    x = torch.rand(1, 2, 8, 8, 8)
+    with torch.no_grad(), mc_dropout(network, enabled=True):
+        assert not torch.equal(network(x), network(x))  # epistemic variance is still there
+    default = build_network(NetworkConfig(base_channels=4, levels=3, dropout=0.5), 2)
+    assert isinstance(default, SynthesisUNet)
+    assert [d.p for d in default.decoder_dropouts] == [0.5, 0.5]
 
 
 @pytest.mark.slow

@@ -15,8 +15,9 @@ from safetensors.torch import load_file
 
 from synthct.synthesis.config import LossConfig
 from synthct.synthesis.errors import ManifestError, TrainingConfigError
+from synthct.synthesis.losses import loss_terms
 from synthct.synthesis.manifest import read_manifest
-from synthct.synthesis.training import TrainingResult, loss_terms, split_cases, train_model
+from synthct.synthesis.training import TrainingResult, split_cases, train_model
 
 
 def test_training_lowers_the_loss_and_learns_hu(trained: TrainingResult) -> None:

@@ -229,9 +229,7 @@ def _register(mr: MultiEchoMR, sct: Volume) -> Any:
     return transform
 
 
-def sd_map_on_mri_grid(
-    volume: Volume, mr: MultiEchoMR, *, what: str, fix: str
-) -> ScalarVolume:
+def sd_map_on_mri_grid(volume: Volume, mr: MultiEchoMR, *, what: str, fix: str) -> ScalarVolume:
     """An SD map (HU) made from ``mr``, checked finite and non-negative, on (or resampled onto)
     its grid.
 

@@ -244,9 +244,7 @@ def run_audit(
         t0 = time.perf_counter()
         prediction = reference_prediction(reference, mr)
         reference_sct = prediction.sct
-        raw["reference"] = reference_map(
-            prediction, aligned.sct, body, settings=reference_settings
-        )
+        raw["reference"] = reference_map(prediction, aligned.sct, body, settings=reference_settings)
         info["reference"] = {
             "model": prediction.source,
             "weights_sha256": prediction.weights_sha256,

@@ -100,6 +100,8 @@ class SynthesisUNet(nn.Module):
         Resolution levels; spatial input sizes must be multiples of ``2 ** (levels - 1)``.
     dropout : float
         Dropout probability after each decoder block and at the bottleneck (0: none).
+    dropout_before_head : bool
+        Whether the last decoder block (the head's input) also gets dropout.
     norm : {"batch", "instance", "none"}
         Normalisation layer after each convolution.
     log_variance_min, log_variance_max : float
@@ -113,6 +115,7 @@ class SynthesisUNet(nn.Module):
         base_channels: int = 12,
         levels: int = 3,
         dropout: float = 0.1,
+        dropout_before_head: bool = True,
         norm: str = "batch",
         log_variance_min: float = -14.0,
         log_variance_max: float = 4.0,
@@ -129,10 +132,13 @@ class SynthesisUNet(nn.Module):
         self.upsamplers = nn.ModuleList()
         self.decoders = nn.ModuleList()
         self.decoder_dropouts = nn.ModuleList()
-        for width in reversed(widths[:-1]):
+        for n, width in enumerate(reversed(widths[:-1])):
             self.upsamplers.append(nn.ConvTranspose3d(width * 2, width, 2, stride=2))
             self.decoders.append(ConvBlock(width * 2, width, norm))
-            self.decoder_dropouts.append(nn.Dropout(dropout))
+            last = n == levels - 2
+            self.decoder_dropouts.append(
+                nn.Dropout(0.0 if last and not dropout_before_head else dropout)
+            )
         self.head = HeteroscedasticHead(widths[0], log_variance_min, log_variance_max)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -200,6 +206,7 @@ def build_network(config: NetworkConfig, in_channels: int) -> nn.Module:
         base_channels=config.base_channels,
         levels=config.levels,
         dropout=config.dropout,
+        dropout_before_head=config.dropout_before_head,
         norm=config.norm,
         log_variance_min=config.log_variance_min,
         log_variance_max=config.log_variance_max,

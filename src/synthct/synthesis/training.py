@@ -3,12 +3,13 @@
 :func:`train_model` reads the manifest (:mod:`synthct.synthesis.manifest`), splits the cases
 into training and validation, normalises them, and optimises the network on patches drawn
 towards bone and lesions (:mod:`synthct.synthesis.patches`) with the loss of
-:func:`loss_terms`. Every ``validation_interval`` iterations it computes the loss and the MAE
-in HU on fixed validation patches and appends a row to ``training_log.csv``; every
-``checkpoint_interval`` iterations it writes ``checkpoints/last.pt``, from which
-``resume=True`` continues exactly (same random streams, so an interrupted and resumed run
-gives the same weights as an uninterrupted one). At the end it validates the held-out cases
-on whole volumes (sliding window) and writes the model folder ``model/``.
+:func:`synthct.synthesis.losses.loss_terms`. Every ``validation_interval`` iterations it
+computes the loss and the MAE in HU on fixed validation patches and appends a row to
+``training_log.csv``; every ``checkpoint_interval`` iterations it writes
+``checkpoints/last.pt``, from which ``resume=True`` continues exactly (same random streams, so
+an interrupted and resumed run gives the same weights as an uninterrupted one). At the end it
+validates the held-out cases on whole volumes (sliding window) and writes the model
+folder ``model/``.
 
 Run folder::
 
@@ -44,9 +45,10 @@ from synthct.synthesis.checkpoint import (
     save_checkpoint,
     write_log,
 )
-from synthct.synthesis.config import LossConfig, SynthesisConfig, config_to_yaml
+from synthct.synthesis.config import SynthesisConfig, config_to_yaml
 from synthct.synthesis.domain import domain_from_volumes
 from synthct.synthesis.errors import TrainingConfigError
+from synthct.synthesis.losses import loss_terms
 from synthct.synthesis.manifest import Case, CaseRecord, load_case, read_manifest
 from synthct.synthesis.model_folder import build_card, save_model_folder
 from synthct.synthesis.network import build_network, count_parameters
@@ -87,30 +89,6 @@ class TrainingResult:
     iterations: int
     log: list[dict[str, Any]] = field(default_factory=list)
     validation: dict[str, Any] = field(default_factory=dict)
-
-
-def loss_terms(
-    prediction: torch.Tensor, target: torch.Tensor, config: LossConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Total loss and the L1 term, in scaled HU units.
-
-    ``total = l1_weight * mean|mu - y| + nll_weight * NLL``, with the Laplace NLL
-    ``|y - mu| / b + log(2 b)``, ``b = sqrt(var / 2)``, or the Gaussian NLL
-    ``0.5 ((y - mu)^2 / var + log var) + 0.5 log(2 pi)``; ``var = exp(log-variance)``.
-    """
-    mean = prediction[:, 0:1]
-    log_var = prediction[:, 1:2]
-    l1 = torch.mean(torch.abs(mean - target))
-    total = config.l1_weight * l1
-    if config.nll != "none" and config.nll_weight > 0:
-        mu = mean.detach() if config.detach_mean_in_nll else mean
-        if config.nll == "laplace":
-            log_b = 0.5 * log_var - 0.5 * math.log(2.0)
-            nll = torch.abs(target - mu) * torch.exp(-log_b) + log_b + math.log(2.0)
-        else:
-            nll = 0.5 * ((target - mu) ** 2 * torch.exp(-log_var) + log_var + math.log(2 * math.pi))
-        total = total + config.nll_weight * torch.mean(nll)
-    return total, l1
 
 
 def split_cases(
