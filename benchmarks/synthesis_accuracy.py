@@ -18,8 +18,12 @@ bone >= 150) inside the CT body mask, and inside the lesion labels; voxels poole
 Detection is printed with its Wilson 95% interval: 4 lesions cannot show 95%; pass
 ``--lesion-cases 24`` (and ``--mc-passes 0`` to skip the uncertainty) for a tighter one.
 
+``--record-in-cards`` writes each shipped model's figures into its model card
+(``held_out_validation``; the weights and their checksum are not touched).
+
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/synthesis_accuracy.py [--out DIR]
      [--methods baseline,product_like,lesion_aware] [--lesion-cases N] [--mc-passes K]
+     [--record-in-cards]
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from scipy import stats
 from synthct.phantom.cohort import CohortSpec, LesionRange, generate_cohort
 from synthct.synthesis.baseline import BaselineSynthesizer
 from synthct.synthesis.manifest import load_case, read_manifest
-from synthct.synthesis.shipped import SHIPPED_MODELS, load_shipped_model
+from synthct.synthesis.model_folder import update_card
+from synthct.synthesis.shipped import SHIPPED_MODELS, load_shipped_model, shipped_model_path
 from synthct.synthesis.synthesizer import SynthesisModel
 from synthct.validation.body_mask import body_mask_from_ct
 from synthct.validation.image_metrics import image_metrics
@@ -217,6 +222,37 @@ def evaluate(
     }
 
 
+def card_figures(result: dict[str, Any], lesion_cases: int, mc_passes: int) -> dict[str, Any]:
+    """One method's held-out figures as a model card's ``held_out_validation`` section."""
+    low, high = _wilson(result["detected"], result["eligible"])
+    figures: dict[str, Any] = {
+        "cohort": (
+            f"{lesion_cases} phantoms with a calcified intradural meningioma (seed {LESION_SEED}) "
+            f"+ 2 lesion-free (seed {FREE_SEED}); paper_3t grid, FOV {FOV_MM} mm"
+        ),
+        "command": (
+            "benchmarks/synthesis_accuracy.py "
+            f"--lesion-cases {lesion_cases} --mc-passes {mc_passes} --record-in-cards"
+        ),
+        "date_utc": time.strftime("%Y-%m-%d", time.gmtime()),
+        "body_mae_hu": round(result["body_mae_hu"], 1),
+        "mae_by_tissue_hu": {k: round(v, 1) for k, v in result["mae_by_tissue_hu"].items()},
+        "bone_dice_250hu": round(result["bone_dice_250hu"], 3),
+        "calcified_lesions_visible": (
+            f"{result['detected']}/{result['eligible']} lesions >= {MIN_DIAMETER_MM:g} mm and "
+            f">= {CALCIFIED_HU:g} HU visible on the sCT (Wilson 95% CI "
+            f"{100 * low:.0f}-{100 * high:.0f}%)"
+        ),
+    }
+    for region, v in result["uncertainty"].items():
+        figures[f"uncertainty_{region}"] = (
+            f"SD-|error| Pearson {v['pearson']:.2f}, Spearman {v['spearman']:.2f}; 95% interval "
+            f"coverage {v['coverage_95']:.2f}; mean SD {v['mean_sd_hu']:.0f} HU, "
+            f"MAE {v['mae_hu']:.0f} HU"
+        )
+    return figures
+
+
 def _wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """Wilson score interval of a proportion ``k / n``."""
     if n == 0:
@@ -249,6 +285,11 @@ def main() -> None:
         default=4,
         help="cases with a calcified meningioma (seed 301; more cases narrow the detection CI)",
     )
+    parser.add_argument(
+        "--record-in-cards",
+        action="store_true",
+        help="write each shipped model's figures into its model card (held_out_validation)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     window: dict[str, Any] = {}
@@ -270,6 +311,12 @@ def main() -> None:
         name += "_window_" + "_".join(str(v) for v in window.values()).replace(" ", "")
     name += ".json"
     (args.out / name).write_text(json.dumps(results, indent=2, default=float))
+    if args.record_in_cards:
+        for result in results:
+            if result["method"] in SHIPPED_MODELS:
+                figures = card_figures(result, args.lesion_cases, args.mc_passes)
+                update_card(shipped_model_path(result["method"]), held_out_validation=figures)
+                print(f"recorded in {shipped_model_path(result['method'])}/model_card.json")
 
     print(
         f"held-out phantoms: {args.lesion_cases} calcified meningioma cases (seed {LESION_SEED}) "

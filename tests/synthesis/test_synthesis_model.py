@@ -20,7 +20,7 @@ from synthct.synthesis.errors import (
     OutOfDomainWarning,
     SynthesisInputError,
 )
-from synthct.synthesis.model_folder import load_model_folder, sha256_of
+from synthct.synthesis.model_folder import load_model_folder, sha256_of, update_card
 from synthct.synthesis.synthesizer import SynthesisModel, map_paths
 from synthct.synthesis.training import TrainingResult
 from synthct.validation.body_mask import body_mask_from_ct
@@ -205,3 +205,26 @@ def test_corrupt_or_mismatched_folders_are_refused(trained: TrainingResult, tmp_
         load_model_folder(rescaled)
     card = json.loads((trained.model_dir / "model_card.json").read_text())
     assert card["weights_sha256"] == sha256_of(trained.model_dir / "weights.safetensors")
+
+
+def test_update_card_adds_sections_and_keeps_the_weights_valid(
+    trained: TrainingResult, tmp_path: Path
+) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(trained.model_dir, folder)
+    before = json.loads((folder / "model_card.json").read_text())
+    update_card(
+        folder,
+        provenance={"command": "scripts/train.sh tiny"},
+        held_out_validation={"body_mae_hu": 27.5, "bone_dice_250hu": 0.98},
+    )
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["held_out_validation"] == {"body_mae_hu": 27.5, "bone_dice_250hu": 0.98}
+    assert card["provenance"] == {"command": "scripts/train.sh tiny"}
+    assert {k: v for k, v in card.items() if k in before} == before  # nothing else changed
+    markdown = (folder / "model_card.md").read_text()
+    assert "## Held-out validation\n\n- body_mae_hu: 27.5" in markdown
+    assert "## Provenance\n\n- command: scripts/train.sh tiny" in markdown
+    load_model_folder(folder)  # the checksum still matches the weights
+    with pytest.raises(ModelFolderError, match="no model card"):
+        update_card(tmp_path / "absent", provenance={})

@@ -30,7 +30,7 @@ from typing import Any
 from torch import nn
 
 from synthct.errors import SynthctError
-from synthct.io.atomic import atomic_directory
+from synthct.io.atomic import atomic_directory, write_text_atomic
 from synthct.synthesis.config import SynthesisConfig, config_to_yaml, load_config
 from synthct.synthesis.domain import TrainingDomain
 from synthct.synthesis.errors import ModelFolderError
@@ -99,6 +99,8 @@ def build_card(
             "base_channels": config.network.base_channels,
             "levels": config.network.levels,
             "dropout": config.network.dropout,
+            "dropout_before_head": config.network.dropout_before_head,
+            "norm": config.network.norm,
         },
         "weights_file": WEIGHTS,
         "domain": domain.model_dump(mode="json"),
@@ -147,9 +149,40 @@ def card_markdown(card: dict[str, Any]) -> str:
                 + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values())
                 + " |"
             )
+    held_out = card.get("held_out_validation")
+    if held_out:
+        lines += ["", "## Held-out validation", ""]
+        lines += [f"- {k}: {v}" for k, v in held_out.items()]
     lines += ["", "## Limitations", ""]
     lines += [f"- {text}" for text in card.get("limitations", [])]
+    provenance = card.get("provenance")
+    if provenance:
+        lines += ["", "## Provenance", ""]
+        lines += [f"- {k}: {v}" for k, v in provenance.items()]
     return "\n".join(lines) + "\n"
+
+
+def update_card(path: str | os.PathLike[str], **sections: Any) -> dict[str, Any]:
+    """Set top-level sections of a model folder's card (JSON and Markdown, each atomically).
+
+    Used for what is known only after training: ``provenance`` (the command that made the
+    model) and ``held_out_validation`` (figures on a held-out cohort, e.g. from
+    ``benchmarks/synthesis_accuracy.py --record-in-cards``). The weights are not touched, so
+    their checksum stays valid.
+
+    Returns
+    -------
+    dict
+        The updated card.
+    """
+    folder = Path(path)
+    card_path = folder / CARD_JSON
+    if not card_path.is_file():
+        raise ModelFolderError("no model card", path=card_path, fix="pass a model folder")
+    card = {**_read_json(card_path), **sections}
+    write_text_atomic(card_path, json.dumps(card, indent=2, default=float) + "\n")
+    write_text_atomic(folder / CARD_MD, card_markdown(card))
+    return card
 
 
 def save_model_folder(
