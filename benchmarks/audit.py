@@ -153,8 +153,12 @@ def _synthesis_model(name: str) -> Any:
 
 def _sct_cache_dir(work: Path, name: str, model: Any) -> Path:
     """Cache folder of one synthesis model's sCTs, keyed by its weights' checksum."""
-    digest = str(model.members[0].card.get("weights_sha256", "unknown"))[:12]
-    return work / f"sct-{Path(name).name}-{digest}"
+    return work / f"sct-{Path(name).name}-{_weights_digest(model)}"
+
+
+def _weights_digest(model: Any) -> str:
+    """The first 12 hex digits of a synthesis model's weights checksum (a cache key)."""
+    return str(model.members[0].card.get("weights_sha256", "unknown"))[:12]
 
 
 def _cached_sct(
@@ -194,13 +198,18 @@ def _sct_with_sd(sct_and_sd: Any) -> tuple[Any, Any]:
     return sct_for_case, epistemic
 
 
+def _reference_cache_dir(work: Path, name: str) -> Path:
+    """Cache folder of a reference model's predictions, keyed by its weights' checksum."""
+    return work / f"reference-{Path(name).name}-{_weights_digest(_synthesis_model(name))}"
+
+
 def _cached_reference(name: str, work: Path) -> Any:
     """A reference source whose predictions are cached per MRI file (same seed and passes)."""
     from synthct.audit.reference import ReferencePrediction, model_reference
     from synthct.io import read_volume, write_volume
 
     source = model_reference(name)
-    cache = work / f"reference-{Path(name).name}"
+    cache = _reference_cache_dir(work, name)
 
     def predict(mr: Any) -> Any:
         echo = Path(str(mr.source).split(";")[0])
@@ -514,7 +523,8 @@ def _synthesis_model_audit(
     suffix = ""
     if args.reference_model is not None:
         reference = _cached_reference(args.reference_model, work)
-        suffix = f"-ref-{Path(args.reference_model).name}"
+        ref_cache = _reference_cache_dir(work, args.reference_model)
+        suffix = "-ref-" + ref_cache.name.removeprefix("reference-")
     audit_dir = work / f"audit-model-{len(sct_cases)}-{cache.name}-{'+'.join(rule)}{suffix}"
     if not (audit_dir / "calibration.json").is_file():
         t0 = time.perf_counter()
