@@ -336,6 +336,12 @@ def main() -> None:
     )
     parser.add_argument("--mc-passes", type=int, default=4, help="MC-dropout passes")
     parser.add_argument(
+        "--eval-cases",
+        type=int,
+        default=30,
+        help="held-out cohort size (60%% with a meningioma); more cases, more omitted targets",
+    )
+    parser.add_argument(
         "--learned-cases",
         type=int,
         default=None,
@@ -366,7 +372,7 @@ def main() -> None:
 
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    n_train, n_eval = (12, 12) if args.quick else (24, 30)
+    n_train, n_eval = (12, 12) if args.quick else (24, args.eval_cases)
     t0 = time.perf_counter()
     train_dir = _cohort(
         work / f"train-{n_train}", n_cases=n_train, seed=1041, lesions=None, **COMMON

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from synthct.demo.pipeline import METHODS, DemoSettings, run_demo
 from synthct.demo.report import comparison_rows
+from synthct.io import read_volume
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,20 @@ def test_report_tables_match_the_validation_outputs(quick_demo: Path) -> None:
         measured = product[same]
         assert row["ct_visible"] == bool(measured.ct_visible.iloc[0])
         assert row["missed"] == (row["ct_visible"] and not bool(measured.sct_visible.iloc[0]))
+    # Flags off the lesions, checked against the CT from the written files.
+    elsewhere = confirmed = 0
+    for case_id in summary["cases"]:
+        case_dir = quick_demo / "cohort" / case_id
+        regions = read_volume(quick_demo / "audit" / case_id / "flag_regions.nii.gz").array
+        lesions = read_volume(case_dir / "lesion_labels.nii.gz").array
+        ct = read_volume(case_dir / "ct.nii.gz").array
+        sct = read_volume(quick_demo / "sct" / "product_like" / f"{case_id}.nii.gz").array
+        on_lesion = set(np.unique(regions[lesions > 0]).tolist())
+        for r in set(np.unique(regions).tolist()) - on_lesion - {0}:
+            elsewhere += 1
+            confirmed += float(np.abs(sct - ct)[regions == r].mean()) >= 100.0
+    assert summary["audit"]["false_flags"] == elsewhere
+    assert summary["audit"]["flags_elsewhere_confirmed_by_ct"] == confirmed
 
 
 @pytest.mark.slow

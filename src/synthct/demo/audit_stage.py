@@ -17,6 +17,7 @@ import numpy as np
 
 from synthct.demo.pipeline import DemoSettings
 from synthct.phantom.cohort_files import PhantomCase
+from synthct.validation.audit_column import AuditColumnSettings
 
 
 def audit_cases(
@@ -54,6 +55,8 @@ def audit_cases(
     rows: list[dict[str, Any]] = []
     figures: list[str] = []
     false_flags = 0
+    confirmed_elsewhere = 0
+    discrepancy_hu = AuditColumnSettings().discrepancy_hu  # validate --audit's rule
     for i, case in enumerate(cases):
         mr = case.mr()
         sct = read_volume(scts[case.case_id], kind="sct")
@@ -104,7 +107,9 @@ def audit_cases(
                     "signals": sorted({s for r in regions for s in r.signals_fired}),
                 }
             )
-        false_flags += sum(1 for r in result.regions if r.id not in hit_regions)
+        elsewhere = [r.id for r in result.regions if r.id not in hit_regions]
+        false_flags += len(elsewhere)
+        confirmed_elsewhere += _confirmed_by_ct(case, sct, flags, elsewhere, discrepancy_hu)
         step("audit", case.case_id, i + 1, len(cases))
     missed_rows = [r for r in rows if r["missed"]]
     flagged_missed = sum(r["flagged"] for r in missed_rows)
@@ -112,15 +117,40 @@ def audit_cases(
         "available": True,
         "rows": rows,
         "false_flags": false_flags,
+        "flags_elsewhere_confirmed_by_ct": confirmed_elsewhere,
         "figures": figures,
         "sentence": (
             f"The audit flagged {flagged_missed}/{len(missed_rows)} tumours that the CT shows and "
             f"the product-like sCT missed, with {false_flags} flag(s) elsewhere in "
-            f"{len(cases)} volumes."
+            f"{len(cases)} volumes"
+            + (
+                f" ({confirmed_elsewhere} of them real sCT errors by CT: mean |sCT - CT| >= "
+                f"{discrepancy_hu:g} HU)."
+                if false_flags
+                else "."
+            )
         ),
         "rule": calibration.describe() if hasattr(calibration, "describe") else "",
         "audit_model": None if model_dir is None else str(model_dir),
     }
+
+
+def _confirmed_by_ct(
+    case: PhantomCase,
+    sct: Any,
+    regions: np.ndarray,
+    region_ids: list[int],
+    discrepancy_hu: float,
+) -> int:
+    """How many of the flagged regions the CT confirms as sCT errors (``validate --audit``'s
+    rule: mean |sCT - CT| inside the region >= ``discrepancy_hu``)."""
+    if not region_ids:
+        return 0
+    from synthct.validation.alignment import mri_on_grid
+
+    ct = np.asarray(mri_on_grid(case.ct(), sct.geometry).array, dtype=np.float32)
+    error = np.abs(np.asarray(sct.array, dtype=np.float32) - ct)
+    return sum(float(error[regions == r].mean()) >= discrepancy_hu for r in region_ids)
 
 
 def _validation_rows(settings: DemoSettings, case_id: str) -> dict[int, dict[str, Any]]:
