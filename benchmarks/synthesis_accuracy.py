@@ -245,7 +245,7 @@ def card_figures(result: dict[str, Any], lesion_cases: int, mc_passes: int) -> d
         ),
     }
     for region, v in result["uncertainty"].items():
-        figures[f"uncertainty_{region}"] = (
+        figures[f"uncertainty_{region.replace('/', '_')}"] = (
             f"SD-|error| Pearson {v['pearson']:.2f}, Spearman {v['spearman']:.2f}; 95% interval "
             f"coverage {v['coverage_95']:.2f}; mean SD {v['mean_sd_hu']:.0f} HU, "
             f"MAE {v['mae_hu']:.0f} HU"

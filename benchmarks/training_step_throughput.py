@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from synthct.synthesis.config import load_config
+from synthct.synthesis.config import SynthesisConfig, load_config
 from synthct.synthesis.losses import loss_terms
 from synthct.synthesis.network import build_network, count_parameters
 
@@ -46,10 +46,13 @@ def smooth_batch(
 
 
 def time_steps(
-    device: torch.device, size: tuple[int, int, int], batch: int, steps: int
+    config: SynthesisConfig,
+    device: torch.device,
+    size: tuple[int, int, int],
+    batch: int,
+    steps: int,
 ) -> tuple[float, float]:
     """Patches per second and peak GPU memory (GiB; 0 on CPU) over ``steps`` timed steps."""
-    config = load_config(CONFIG)
     torch.manual_seed(0)
     network = build_network(config.network, 2).to(device)
     optimiser = torch.optim.Adam(network.parameters(), lr=config.training.learning_rate)
@@ -102,7 +105,7 @@ def main() -> None:
         cpu_rate = None
         for name in devices:
             steps = args.steps if name == "cuda" else max(2, args.steps // 4)
-            rate, peak = time_steps(torch.device(name), size, batch, steps)
+            rate, peak = time_steps(config, torch.device(name), size, batch, steps)
             if name == "cpu":
                 cpu_rate = rate
             ratio = f"{rate / cpu_rate:.1f}" if cpu_rate else "-"

@@ -64,6 +64,8 @@ def test_report_tables_match_the_validation_outputs(quick_demo: Path) -> None:
             confirmed += float(np.abs(sct - ct)[regions == r].mean()) >= 100.0
     assert summary["audit"]["false_flags"] == elsewhere
     assert summary["audit"]["flags_elsewhere_confirmed_by_ct"] == confirmed
+    assert summary["audit"]["discrepancy_hu"] == 100.0  # validate --audit's default
+    assert "least 100 HU inside the region" in html
 
 
 @pytest.mark.slow

@@ -37,6 +37,10 @@ def test_missing_keys_take_defaults(tmp_path: Path) -> None:
         ("network:\n  dropout: 1.5\n", "network.dropout"),
         ("patches:\n  size: [30, 32, 32]\n", "multiple of 4"),
         ("loss:\n  nll: poisson\n", "loss.nll"),
+        (
+            "network:\n  architecture: monai_basic_unet\n  dropout_before_head: false\n",
+            "dropout_before_head: false needs architecture 'unet'",
+        ),
         ("- a list\n", "mapping"),
         ("training: [unclosed\n", "YAML"),
     ],

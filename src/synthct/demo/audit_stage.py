@@ -118,6 +118,7 @@ def audit_cases(
         "rows": rows,
         "false_flags": false_flags,
         "flags_elsewhere_confirmed_by_ct": confirmed_elsewhere,
+        "discrepancy_hu": discrepancy_hu,
         "figures": figures,
         "sentence": (
             f"The audit flagged {flagged_missed}/{len(missed_rows)} tumours that the CT shows and "

@@ -52,6 +52,15 @@ class NetworkConfig(_Section):
     log_variance_min: float = -14.0
     log_variance_max: float = 4.0
 
+    @model_validator(mode="after")
+    def _check(self) -> NetworkConfig:
+        if not self.dropout_before_head and self.architecture != "unet":
+            raise ValueError(
+                f"dropout_before_head: false needs architecture 'unet' ({self.architecture!r} "
+                "places its own dropout); remove the key or use architecture: unet"
+            )
+        return self
+
     @property
     def size_multiple(self) -> int:
         """Patch sizes must be multiples of this (2 ** number of down-samplings)."""
