@@ -468,6 +468,16 @@ def _evaluations(
     return None
 
 
+def _settings_digest() -> str:
+    """Short checksum of the reference signal's settings: a calibration holds for its own."""
+    import hashlib
+
+    from synthct.audit.reference import ReferenceSettings
+
+    text = json.dumps(ReferenceSettings().to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def _synthesis_model_audit(
     args: Any, work: Path, eval_dir: Path, cases: list[Any], n_eval: int
 ) -> Any:
@@ -530,7 +540,7 @@ def _synthesis_model_audit(
     if args.reference_model is not None:
         reference = _cached_reference(args.reference_model, work)
         ref_cache = _reference_cache_dir(work, args.reference_model)
-        suffix = "-ref-" + ref_cache.name.removeprefix("reference-")
+        suffix = "-ref-" + ref_cache.name.removeprefix("reference-") + "-" + _settings_digest()
     audit_dir = work / f"audit-model-{len(sct_cases)}-{cache.name}-{'+'.join(rule)}{suffix}"
     if not (audit_dir / "calibration.json").is_file():
         t0 = time.perf_counter()

@@ -19,6 +19,7 @@ from synthct.audit.reference import (
     ReferencePrediction,
     ReferenceSettings,
     calibrated_reference,
+    calibrated_reference_settings,
     model_reference,
     precomputed_reference,
     reference_map,
@@ -73,11 +74,87 @@ def test_shortfall_in_reference_sds() -> None:
     ).array
     assert z[16, 16, 16] == pytest.approx(-1.0, rel=1e-4)
     # ...and bone rendered less dense than the reference (300 vs 1000 HU) is an HU error, not
-    # an omission: nothing counts at or above the 250 HU ceiling.
+    # an omission: nothing counts at or above the 150 HU ceiling.
     dense_ref = _block(shape, 40.0, 1000.0)
     weak_bone = _block(shape, 40.0, 300.0)
     z = reference_map(ReferencePrediction(dense_ref, zero_sd, "r"), weak_bone, body).array
     assert float(np.abs(z).max()) == 0.0
+
+
+def test_only_density_above_soft_tissue_counts() -> None:
+    """Fat rendered lighter than the reference's fat is no omission of dense tissue."""
+    shape = (32, 32, 32)
+    zero_sd = ScalarVolume(np.zeros(shape, np.float32), np.eye(4))
+    body = np.ones(shape, dtype=bool)
+    fat_ref, fat_sct = _block(shape, 40.0, -100.0), _block(shape, 40.0, -300.0)
+    z = reference_map(ReferencePrediction(fat_ref, zero_sd, "r"), fat_sct, body).array
+    assert float(np.abs(z).max()) == 0.0
+    # A calcification rendered as fat counts from the soft-tissue level up: (540 - 40) / 50.
+    z = reference_map(
+        ReferencePrediction(_block(shape, 40.0, 540.0), zero_sd, "r"), fat_sct, body
+    ).array
+    assert z[16, 16, 16] == pytest.approx(10.0, rel=1e-4)
+    # The settings of calibrations written before soft_tissue_hu existed: plain difference.
+    legacy = ReferenceSettings.from_dict({})
+    z = reference_map(
+        ReferencePrediction(fat_ref, zero_sd, "r"), fat_sct, body, settings=legacy
+    ).array
+    assert z[16, 16, 16] == pytest.approx(200 / 50, rel=1e-4)
+
+
+def test_bone_and_edge_margins() -> None:
+    """Nothing counts within bone_margin_mm of the sCT's bone or edge_margin_mm of the edge."""
+    shape = (40, 40, 40)
+    zero_sd = ScalarVolume(np.zeros(shape, np.float32), np.eye(4))
+    body = np.ones(shape, dtype=bool)
+    ref = np.full(shape, 540.0, dtype=np.float32)  # dense everywhere...
+    audited = np.full(shape, 40.0, dtype=np.float32)  # ...rendered as soft tissue
+    audited[:, :, 20:] = 1000.0  # bone slab: k >= 20
+    no_smoothing = ReferenceSettings(smoothing_mm=0.0)
+    z = reference_map(
+        ReferencePrediction(SyntheticCT(ref, np.eye(4)), zero_sd, "r"),
+        SyntheticCT(audited, np.eye(4)),
+        body,
+        settings=no_smoothing,
+    ).array
+    centre = z[20, 20, :]
+    # bone margin 1 mm on a 1 mm grid: k = 19 is 1 mm from the slab, k = 18 is 2 mm
+    assert centre[19] == 0.0 and centre[18] == pytest.approx(10.0)
+    assert np.all(centre[20:] == 0.0)  # the bone itself is above the ceiling
+    # edge margin 3 mm: index 2 is 3 mm from outside the grid, index 3 is 4 mm
+    assert z[2, 20, 10] == 0.0 and z[3, 20, 10] == pytest.approx(10.0)
+    assert z[20, 37, 10] == 0.0 and z[20, 36, 10] == pytest.approx(10.0)
+    # a smaller field of view has its own edge
+    fov = np.zeros(shape, dtype=bool)
+    fov[:, :30, :] = True
+    z = reference_map(
+        ReferencePrediction(SyntheticCT(ref, np.eye(4)), zero_sd, "r"),
+        SyntheticCT(audited, np.eye(4)),
+        body,
+        settings=no_smoothing,
+        field_of_view=fov,
+    ).array
+    assert z[20, 27, 10] == 0.0 and z[20, 26, 10] == pytest.approx(10.0)
+    # margins off: every soft voxel counts
+    z = reference_map(
+        ReferencePrediction(SyntheticCT(ref, np.eye(4)), zero_sd, "r"),
+        SyntheticCT(audited, np.eye(4)),
+        body,
+        settings=ReferenceSettings(smoothing_mm=0.0, bone_margin_mm=0.0, edge_margin_mm=0.0),
+    ).array
+    assert np.all(z[:, :, :20] == pytest.approx(10.0))
+
+
+def test_reference_settings_round_trip_and_bad_values() -> None:
+    settings = ReferenceSettings(omission_ceiling_hu=130.0, min_shortfall_hu=75.0)
+    assert ReferenceSettings.from_dict(settings.to_dict()) == settings
+    assert settings.min_threshold == pytest.approx(75.0 / 50.0)
+    with pytest.raises(AuditInputError, match="unknown reference settings"):
+        ReferenceSettings.from_dict({"floor": 50.0})
+    with pytest.raises(AuditInputError, match="floor_hu"):
+        ReferenceSettings(floor_hu=0.0)
+    with pytest.raises(AuditInputError, match="edge_margin_mm"):
+        ReferenceSettings(edge_margin_mm=float("nan"))
 
 
 def test_identical_sct_scores_zero_and_is_reported(case: ShapesCase) -> None:
@@ -161,6 +238,33 @@ def test_calibration_records_and_selects_the_reference(case: ShapesCase) -> None
     ref = cal.signals["reference"]
     assert (ref.centre, ref.scale) == (0.0, 1.0)  # standardised by construction
     assert ref.in_rule and ref.threshold > 0
+    # A reference that agrees with the sCT everywhere would set a threshold of ~0: the
+    # calibration keeps the smallest shortfall worth a flag (50 HU / 50 HU floor) and says so.
+    assert ref.threshold == pytest.approx(ReferenceSettings().min_threshold)
+    assert "raised to the smallest shortfall flagged (50 HU" in ref.source
+    # The settings are recorded, and the audit uses them with the thresholds.
+    assert cal.info["reference_settings"] == ReferenceSettings().to_dict()
+    custom = ReferenceSettings(min_shortfall_hu=100.0, edge_margin_mm=0.0)
+    cal_custom = fit_calibration(
+        cases[:1],
+        cases[1:],
+        reference=lambda _mr: _perfect(clean, 30.0),
+        rule=("consistency", "reference"),
+        reference_settings=custom,
+    )
+    assert cal_custom.signals["reference"].threshold == pytest.approx(2.0)
+    assert calibrated_reference_settings(cal_custom) == custom
+    audited = run_audit(
+        clean.mr, clean.ct, reference=lambda _mr: _perfect(clean), calibration=cal_custom
+    )
+    assert audited.info["reference"]["settings"] == custom.to_dict()
+    # A calibration written before the settings were recorded holds for the settings then.
+    assert calibrated_reference_settings(
+        AuditCalibration(
+            {"reference": SignalCalibration(0.0, 1.0, 2.6)}, info={"reference_model": "x"}
+        )
+    ) == ReferenceSettings.from_dict({})
+    assert calibrated_reference_settings(DEFAULT_CALIBRATION) == ReferenceSettings()
     # Which reference `synthct audit` uses.
     assert calibrated_reference(DEFAULT_CALIBRATION) == (None, None)
     recorded = AuditCalibration(
@@ -183,3 +287,17 @@ def test_shipped_lesion_aware_model_as_reference(case: ShapesCase) -> None:
     assert prediction.weights_sha256 == card["weights_sha256"]
     # 1.5 mm voxels: outside the reference's training domain, and the prediction says so
     assert any("voxel size" in w for w in prediction.out_of_domain)
+
+
+def test_shipped_audit_model_holds_for_the_default_settings() -> None:
+    """Changing ReferenceSettings' defaults needs scripts/train_audit_model.sh."""
+    from synthct.audit.combine import load_calibration
+    from synthct.demo.audit_stage import shipped_audit_model
+
+    folder = shipped_audit_model()
+    assert folder is not None
+    calibration = load_calibration(folder)
+    assert calibration.info["reference_model"] == "lesion_aware"
+    assert calibrated_reference_settings(calibration) == ReferenceSettings()
+    reference = calibration.signals["reference"]
+    assert reference.in_rule and reference.threshold >= ReferenceSettings().min_threshold

@@ -24,32 +24,32 @@ Which signals are in the rule is part of the calibration (``in_rule``). The defa
 given, the reference disagreement (:mod:`synthct.audit.reference`; it is computed only then).
 Consistency carries every detection of the paper's failure sCT (lesion rendered as CSF,
 ``benchmarks/audit.py``). The reference carries the result on a learned product-like sCT that
-renders the tumours as soft tissue: with the shipped product-like model (weights 21d32962...)
-on the 30 held-out phantoms of ``benchmarks/audit.py --synthesis-model product_like --rule
-consistency,reference --reference-model lesion_aware`` (thresholds from 12 lesion-free sCTs of
-that model: consistency 11.6, reference 2.6), 8/9 target lesions (calcified, omitted,
->= 5 mm) are flagged at 0.10 false flags per lesion-free volume (reference alone: lesion-level
-AUC 0.81; consistency alone 0/9, AUC 0.07); the one missed is a barely calcified 131 HU
-tumour that the reference does not render either. Input novelty and epistemic SD add false
-flags but no omitted lesion (lesion-level AUC <= 0.07: an omitted calcified tumour is less
-unusual than the most unusual normal anatomy of a clean volume, and MC-dropout SD flags every
-lesion only at 3.3 false flags per volume). They are still computed, written and reported.
-When no signal of the rule is available (no protocol for the physics), the available ones
-flag.
+renders the tumours as soft tissue: with the shipped product-like model (weights 2ee1d3a0...)
+on the 90 held-out phantoms of ``benchmarks/audit.py --synthesis-model product_like --rule
+consistency,reference --reference-model lesion_aware --eval-cases 90`` (thresholds from 12
+lesion-free sCTs of that model: consistency 8.94, reference 1.0, the smallest shortfall
+flagged), **14/14** target lesions (calcified, omitted, >= 5 mm; 131-434 HU on CT) are flagged
+at 0.07 false flags per lesion-free volume (40 volumes; all from consistency). The reference
+alone: 14/14 at 0.00, lesion-level AUC 0.999; the lowest target scored 1.8 times its threshold
+(a 131 HU tumour of 5 mm), the highest lesion-free background 0.64. The reference settings
+(:mod:`synthct.audit.reference`) were chosen on the first 52 cases; the other 38 (6 targets,
+18 lesion-free volumes) gave 6/6 at 0.11. Physics consistency alone: 0/14, lesion-level AUC
+0.01; input novelty 0/14 (AUC 0.07: an omitted calcified tumour is less unusual than the
+most unusual normal anatomy of a clean volume); MC-dropout SD of the audited model flags
+14/14 only at 42 false flags per volume (lesion-level AUC 0.51: the model is as unsure of the
+tumours as of normal anatomy, so its variance does not single out what it omits). They are
+still computed, written and reported. When no signal of the rule is available (no protocol
+for the physics), the available ones flag.
 
 The learned consistency signal (:mod:`synthct.audit.learned_consistency`) is not in the
-default rule either, because it did not earn a place: with the shipped product-like model
-(trained without intradural lesions; weights 25ad2599...) on the held-out cohort of
-``benchmarks/audit.py --synthesis-model product_like`` (30 cases, 17 target lesions, every
-signal calibrated on that model's lesion-free sCTs), the model renders the calcified
-meningiomas as 40-90 HU soft tissue, and neither consistency signal separates them from the
-model's errors in lesion-free anatomy: lesion-level AUC 0.32 (physics) and 0.34 (learned),
-0/17 target lesions flagged at 0.3 false flags per lesion-free volume (voxel-level AUC 0.99
-for both: the lesion is abnormal, but less so than the worst normal region). Only lesions of
->= 900 HU reach the typical, not the largest, background score. Put it in the rule of an
-audit model trained for one synthesis model with ``synthct audit-train --synthesis-model M
---learned-consistency --rule consistency,learned_consistency`` when that model's own
-measurements support it.
+default rule either, because it did not earn a place: on the same 90 held-out cases (trained
+on 12 lesion-free pairs of MRI and the product-like sCT), it flags 0/14 targets, with 0.40
+false flags per lesion-free volume and a lesion-level AUC of 0.02 (voxel-level 0.92: the
+lesion is abnormal, but less so than the worst normal region). The product-like model renders
+omitted tumours as 30-130 HU soft tissue whose MRI is close to what such tissue shows. Put
+it in the rule of an audit model trained for one synthesis model with ``synthct audit-train
+--synthesis-model M --learned-consistency --rule consistency,learned_consistency`` when that
+model's own measurements support it.
 
 Without a calibration (:data:`DEFAULT_CALIBRATION`), consistency uses a fixed threshold of
 :data:`DEFAULT_CONSISTENCY_THRESHOLD` standardised units, and novelty and epistemic SD are
@@ -96,10 +96,12 @@ DEFAULT_CONSISTENCY_THRESHOLD = 6.0
 #: Fixed threshold of the learned consistency score without calibration (its score is about
 #: 1 in normal tissue: a local root mean square of standardised residuals).
 DEFAULT_LEARNED_THRESHOLD = 6.0
-#: Fixed threshold of the reference disagreement without calibration (reference SDs): the
-#: largest region score of 10 lesion-free development volumes (product-like sCT against the
-#: shipped lesion-aware reference, 0.8 mm) was 4.7.
-DEFAULT_REFERENCE_THRESHOLD = 5.0
+#: Fixed threshold of the reference disagreement without calibration (reference SDs: 75 HU
+#: of shortfall at the 50 HU floor). With the default settings
+#: (:class:`~synthct.audit.reference.ReferenceSettings`) the largest region score of 22
+#: lesion-free development volumes (product-like sCT against the shipped lesion-aware
+#: reference, 0.8 mm) was 0.64; omitted calcified tumours >= 5 mm scored 1.8-4.7.
+DEFAULT_REFERENCE_THRESHOLD = 1.5
 #: Threshold of self-standardised signals without calibration (robust SDs).
 DEFAULT_SELF_THRESHOLD = 10.0
 #: Smallest flagged region kept, mm^3.

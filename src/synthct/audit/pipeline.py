@@ -37,6 +37,7 @@ from synthct.audit.novelty import NoveltyModel, novelty_map
 from synthct.audit.reference import (
     ReferenceSettings,
     ReferenceSource,
+    calibrated_reference_settings,
     reference_map,
     reference_prediction,
     same_as_audited,
@@ -157,7 +158,8 @@ def run_audit(
     settings : ConsistencySettings, optional
         Settings of the consistency signal.
     reference_settings : ReferenceSettings, optional
-        Settings of the reference disagreement signal.
+        Settings of the reference disagreement signal (default: those ``calibration`` was
+        made with, :func:`~synthct.audit.reference.calibrated_reference_settings`).
     consistency : bool
         Compute the MRI consistency signal (needs the full protocol).
     register : bool
@@ -242,15 +244,23 @@ def run_audit(
         step("learned_consistency", t0)
     if reference is not None:
         t0 = time.perf_counter()
+        # the thresholds hold for the settings the calibration was made with
+        reference_settings = reference_settings or calibrated_reference_settings(cal)
         prediction = reference_prediction(reference, mr)
         reference_sct = prediction.sct
-        raw["reference"] = reference_map(prediction, aligned.sct, body, settings=reference_settings)
+        raw["reference"] = reference_map(
+            prediction,
+            aligned.sct,
+            body,
+            settings=reference_settings,
+            field_of_view=aligned.field_of_view,
+        )
         info["reference"] = {
             "model": prediction.source,
             "weights_sha256": prediction.weights_sha256,
             # the reference is a synthesis model: outside its domain its sCT is not a reference
             "out_of_domain": prediction.out_of_domain,
-            "settings": (reference_settings or ReferenceSettings()).to_dict(),
+            "settings": reference_settings.to_dict(),
             # the signal is empty by construction when the audited sCT is the reference's own
             "same_as_audited_sct": same_as_audited(prediction, aligned.sct, body),
         }

@@ -41,6 +41,7 @@ from synthct.audit.combine import (
     AuditCalibration,
     SignalCalibration,
     choose_threshold,
+    count_regions,
     min_region_voxels,
     robust_centre_scale,
 )
@@ -54,7 +55,7 @@ from synthct.audit.learned_consistency import (
 from synthct.audit.mri_consistency import ConsistencySettings
 from synthct.audit.novelty import NOVELTY_FILE, NoveltyModel, fit_novelty_model
 from synthct.audit.pipeline import run_audit
-from synthct.audit.reference import ReferenceSource
+from synthct.audit.reference import ReferenceSettings, ReferenceSource
 from synthct.io.atomic import atomic_directory
 from synthct.volume import CTVolume, MultiEchoMR
 
@@ -95,6 +96,7 @@ def fit_calibration(
     min_region_volume_mm3: float = DEFAULT_MIN_REGION_VOLUME_MM3,
     rule: Sequence[str] = DEFAULT_RULE,
     settings: ConsistencySettings | None = None,
+    reference_settings: ReferenceSettings | None = None,
     progress: TrainingProgress | None = None,
 ) -> AuditCalibration:
     """Centre and scale on ``fit_cases``, thresholds on ``held_out_cases`` (see module).
@@ -126,6 +128,7 @@ def fit_calibration(
             learned=learned,
             reference=reference,
             settings=settings,
+            reference_settings=reference_settings or ReferenceSettings(),
             calibration=DEFAULT_CALIBRATION,
         )
         done += 1
@@ -162,6 +165,14 @@ def fit_calibration(
             f"unknown signals {unknown} in the rule", path="rule", fix=f"choose from {SIGNALS}"
         )
     in_rule = [name for name in centres if name in rule] or list(centres)
+    ref_settings = reference_settings or ReferenceSettings()
+    minimum_thresholds = {
+        "reference": (
+            ref_settings.min_threshold,
+            f"the smallest shortfall flagged ({ref_settings.min_shortfall_hu:g} HU above "
+            f"{ref_settings.soft_tissue_hu:g} HU)",
+        )
+    }
     per_signal_target = target_false_flags_per_volume / len(in_rule)
     signals: dict[str, SignalCalibration] = {}
     achieved: dict[str, float] = {}
@@ -170,12 +181,29 @@ def fit_calibration(
         threshold, rate = choose_threshold(
             z_maps[name], min_voxels=min_voxels, target_per_volume=share
         )
+        source = (
+            f"{len(fit_cases)} lesion-free fit volumes (centre, scale), "
+            f"{len(held_out_cases)} held-out lesion-free volumes (threshold)"
+        )
+        lowest = minimum_thresholds.get(name)
+        if lowest is not None and threshold < lowest[0]:
+            # below it the flags are the two models' ordinary disagreement, whatever the few
+            # calibration volumes say
+            threshold = lowest[0]
+            rate = float(
+                np.mean(
+                    [
+                        count_regions(z >= threshold, m)
+                        for z, m in zip(z_maps[name], min_voxels, strict=True)
+                    ]
+                )
+            )
+            source += f", raised to {lowest[1]}"
         signals[name] = SignalCalibration(
             centre=centre,
             scale=scale,
             threshold=threshold,
-            source=f"{len(fit_cases)} lesion-free fit volumes (centre, scale), "
-            f"{len(held_out_cases)} held-out lesion-free volumes (threshold)",
+            source=source,
             in_rule=name in in_rule,
         )
         achieved[name] = rate
@@ -189,6 +217,11 @@ def fit_calibration(
             "per_signal_target": per_signal_target,
             "rule": in_rule,
             "held_out_false_flags_per_volume": achieved,
+            **(
+                {"reference_settings": (reference_settings or ReferenceSettings()).to_dict()}
+                if reference is not None
+                else {}
+            ),
         },
     )
 
@@ -208,6 +241,7 @@ def train_audit_model(
     min_region_volume_mm3: float = DEFAULT_MIN_REGION_VOLUME_MM3,
     rule: Sequence[str] = DEFAULT_RULE,
     settings: ConsistencySettings | None = None,
+    reference_settings: ReferenceSettings | None = None,
     overwrite: bool = False,
     progress: TrainingProgress | None = None,
 ) -> Path:
@@ -245,6 +279,9 @@ def train_audit_model(
         Signals that flag (the others are reported only).
     settings : ConsistencySettings, optional
         Consistency settings (recorded with the calibration).
+    reference_settings : ReferenceSettings, optional
+        Reference disagreement settings (recorded with the calibration; ``synthct audit``
+        uses them with its thresholds).
     overwrite : bool
         Replace an existing folder.
     progress : callable, optional
@@ -289,6 +326,7 @@ def train_audit_model(
         min_region_volume_mm3=min_region_volume_mm3,
         rule=rule,
         settings=settings,
+        reference_settings=reference_settings,
         progress=progress,
     )
     info = dict(calibration.info)
