@@ -301,3 +301,23 @@ def test_shipped_audit_model_holds_for_the_default_settings() -> None:
     assert calibrated_reference_settings(calibration) == ReferenceSettings()
     reference = calibration.signals["reference"]
     assert reference.in_rule and reference.threshold >= ReferenceSettings().min_threshold
+
+
+@pytest.mark.parametrize("distance_mm", [1.0, 2.0, 3.0])
+def test_margins_equal_the_euclidean_distance(distance_mm: float) -> None:
+    """The dilation and slicing shortcuts give exactly ``distance_transform_edt > d``."""
+    from scipy import ndimage
+
+    from synthct.audit.reference import _away_from_edge, _farther_than
+
+    rng = np.random.default_rng(3)
+    spacing = (0.8, 1.0, 0.6)
+    inside = ndimage.binary_opening(rng.random((30, 28, 26)) > 0.3)
+    expected = ndimage.distance_transform_edt(inside, sampling=spacing) > distance_mm
+    np.testing.assert_array_equal(_farther_than(inside, distance_mm, spacing), expected)
+    for fov in (np.ones(inside.shape, dtype=bool), inside):
+        padded = np.pad(fov, 1, constant_values=False)
+        depth = ndimage.distance_transform_edt(padded, sampling=spacing)[1:-1, 1:-1, 1:-1]
+        np.testing.assert_array_equal(
+            _away_from_edge(fov, distance_mm, spacing), depth > distance_mm
+        )
