@@ -141,3 +141,35 @@ def test_domain_warnings_of_the_sct_are_repeated_in_the_audit_report(
     assert warning in Path(paths["report_html"]).read_text(encoding="utf-8")
     plain = run_audit(case.mr, case.ct)
     assert plain.info["sct"]["out_of_domain"] == []
+
+
+def test_consistency_settings_recorded_with_the_calibration_are_used(case: ShapesCase) -> None:
+    from synthct.audit.mri_consistency import ConsistencySettings
+    from synthct.demo.audit_stage import shipped_audit_model
+
+    custom = ConsistencySettings(score_sigma_mm=2.5, gain_degree=1)
+    assert ConsistencySettings.from_dict(custom.to_dict()) == custom
+    calibration = AuditCalibration(
+        {"consistency": SignalCalibration(0.0, 1.0, 6.0, in_rule=True)},
+        info={"consistency_settings": custom.to_dict()},
+    )
+    result = run_audit(case.mr, case.failure, calibration=calibration)
+    assert result.info["consistency"]["settings"] == custom.to_dict()
+    # settings given explicitly win
+    explicit = run_audit(
+        case.mr, case.failure, calibration=calibration, settings=ConsistencySettings()
+    )
+    assert explicit.info["consistency"]["settings"] == ConsistencySettings().to_dict()
+    # the shipped audit model was calibrated with the defaults
+    folder = shipped_audit_model()
+    assert folder is not None
+    shipped = json.loads((folder / "calibration.json").read_text())
+    assert ConsistencySettings.from_dict(shipped["info"]["consistency_settings"]) == (
+        ConsistencySettings()
+    )
+    with pytest.raises(AuditInputError, match="unknown consistency settings"):
+        ConsistencySettings.from_dict({"sigma": 1.0})
+    bad = custom.to_dict()
+    bad["classes"][0]["tissue"] = "NOT_A_TISSUE"
+    with pytest.raises(AuditInputError, match="malformed tissue class"):
+        ConsistencySettings.from_dict(bad)

@@ -128,6 +128,46 @@ class ConsistencySettings:
             ],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConsistencySettings:
+        """Settings from :meth:`to_dict`'s output (as recorded with a calibration).
+
+        Raises
+        ------
+        AuditInputError
+            Unknown keys or tissues.
+        """
+        from synthct.audit.errors import AuditInputError
+        from synthct.phantom.tissues import Tissue
+
+        values = dict(data)
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise AuditInputError(
+                f"unknown consistency settings {unknown}",
+                path="consistency_settings",
+                fix=f"use only {sorted(cls.__dataclass_fields__)}",
+            )
+        try:
+            if "classes" in values:
+                values["classes"] = tuple(
+                    TissueClass(
+                        str(c["name"]),
+                        Tissue[str(c["tissue"])],
+                        float(c["hu_band"][0]),
+                        float(c["hu_band"][1]),
+                        tuple(Tissue[str(m)] for m in c.get("members", ())),
+                    )
+                    for c in values["classes"]
+                )
+        except (KeyError, IndexError, TypeError) as exc:
+            raise AuditInputError(
+                f"consistency settings: malformed tissue class ({exc})",
+                path="consistency_settings",
+                fix="write them with ConsistencySettings.to_dict()",
+            ) from exc
+        return cls(**values)
+
 
 @dataclass
 class ConsistencyResult:

@@ -156,7 +156,7 @@ def run_audit(
         Standardisation and thresholds; :data:`~synthct.audit.combine.DEFAULT_CALIBRATION`
         when omitted.
     settings : ConsistencySettings, optional
-        Settings of the consistency signal.
+        Settings of the consistency signal (default: those recorded with ``calibration``).
     reference_settings : ReferenceSettings, optional
         Settings of the reference disagreement signal (default: those ``calibration`` was
         made with, :func:`~synthct.audit.reference.calibrated_reference_settings`).
@@ -191,6 +191,10 @@ def run_audit(
 
         signal_protocol(mr)  # fail before any work when the protocol is incomplete
     cal = calibration or DEFAULT_CALIBRATION
+    # the thresholds hold for the settings the calibration was made with
+    recorded = cal.info.get("consistency_settings")
+    if settings is None and recorded is not None:
+        settings = ConsistencySettings.from_dict(recorded)
     enabled = {
         "consistency": consistency,
         "learned_consistency": learned is not None,
