@@ -104,6 +104,12 @@ def test_threshold_meets_the_false_flag_target() -> None:
     assert achieved == pytest.approx(np.mean(counts))
     # Only the two strongest hot spots (11 and 12) may stay above: 10 < threshold <= 11.
     assert 10.0 < threshold <= 11.0
+    # A minimum above it wins, and the achieved rate is that of the minimum: only the
+    # hot spot of 12 stays above 11.5, in one volume of ten.
+    raised, achieved = choose_threshold(
+        maps, min_voxels=[10] * 10, target_per_volume=0.2, minimum=11.5
+    )
+    assert raised == 11.5 and achieved == pytest.approx(0.1)
 
 
 def test_calibration_round_trip_and_errors(tmp_path: Path) -> None:

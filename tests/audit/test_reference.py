@@ -151,6 +151,8 @@ def test_reference_settings_round_trip_and_bad_values() -> None:
     assert settings.min_threshold == pytest.approx(75.0 / 50.0)
     with pytest.raises(AuditInputError, match="unknown reference settings"):
         ReferenceSettings.from_dict({"floor": 50.0})
+    with pytest.raises(AuditInputError, match="must be numbers"):
+        ReferenceSettings.from_dict({"floor_hu": "fifty"})
     with pytest.raises(AuditInputError, match="floor_hu"):
         ReferenceSettings(floor_hu=0.0)
     with pytest.raises(AuditInputError, match="edge_margin_mm"):

@@ -12,8 +12,10 @@ The rule
    lesion-free volume (``n`` signals in the rule; a region is a 26-connected component of
    ``z_s >= t_s`` of at least ``min_region_volume_mm3``): the larger of the smallest such
    value on held-out lesion-free volumes and a Gumbel extrapolation of their largest region
-   scores (:func:`choose_threshold`; a few volumes alone underestimate the tail). A signal
-   outside the rule gets the whole target.
+   scores (:func:`choose_threshold`; a few volumes alone underestimate the tail), and never
+   below the reference disagreement's smallest meaningful shortfall
+   (:attr:`~synthct.audit.reference.ReferenceSettings.min_threshold`). A signal outside the
+   rule gets the whole target.
 3. **Combine by maximum** over the signals in the rule: ``flag_score = max_s z_s / t_s``; a
    voxel is flagged where ``flag_score >= 1`` (any of them above its threshold). By the union
    bound the combination keeps at most ``target`` false flags per lesion-free volume on the
@@ -357,6 +359,7 @@ def choose_threshold(
     min_voxels: Sequence[int],
     target_per_volume: float,
     n_candidates: int = 64,
+    minimum: float = 0.0,
 ) -> tuple[float, float]:
     """A threshold for at most ``target_per_volume`` flagged regions per lesion-free volume.
 
@@ -377,6 +380,8 @@ def choose_threshold(
     n_candidates : int
         Thresholds tried by the empirical estimate, spaced geometrically between the pooled
         99th percentile and the largest value.
+    minimum : float
+        The threshold is at least this (a signal's smallest meaningful value).
 
     Returns
     -------
@@ -394,6 +399,6 @@ def choose_threshold(
             empirical = float(t)
             break
     region_peaks = [region_peak(z, m) for z, m in zip(z_maps, min_voxels, strict=True)]
-    threshold = max(empirical, gumbel_threshold(region_peaks, target_per_volume))
+    threshold = max(empirical, gumbel_threshold(region_peaks, target_per_volume), minimum)
     counts = [count_regions(z >= threshold, m) for z, m in zip(z_maps, min_voxels, strict=True)]
     return threshold, float(np.mean(counts))

@@ -140,7 +140,13 @@ class ReferenceSettings:
         """Settings from :meth:`to_dict`'s output.
 
         Keys missing from ``data`` (a calibration written before they existed) take the
-        values that calibration was made with: no bone or edge margin, a 250 HU ceiling.
+        values that calibration was made with: a plain difference (no soft-tissue level),
+        a 250 HU ceiling, no bone or edge margin, no minimum shortfall.
+
+        Raises
+        ------
+        AuditInputError
+            Unknown keys or values that are not numbers.
         """
         legacy = {
             "omission_ceiling_hu": 250.0,
@@ -157,7 +163,14 @@ class ReferenceSettings:
                 path="reference_settings",
                 fix=f"use only {sorted(known)}",
             )
-        values = {**legacy, **{k: float(v) for k, v in data.items()}}
+        try:
+            values = {**legacy, **{k: float(v) for k, v in data.items()}}
+        except (TypeError, ValueError) as exc:
+            raise AuditInputError(
+                f"reference settings must be numbers ({exc})",
+                path="reference_settings",
+                fix="write them with ReferenceSettings.to_dict()",
+            ) from exc
         return cls(**values)
 
 

@@ -41,7 +41,6 @@ from synthct.audit.combine import (
     AuditCalibration,
     SignalCalibration,
     choose_threshold,
-    count_regions,
     min_region_voxels,
     robust_centre_scale,
 )
@@ -117,6 +116,7 @@ def fit_calibration(
         )
     total = len(fit_cases) + len(held_out_cases)
     done = 0
+    ref_settings = reference_settings or ReferenceSettings()
 
     def maps(case: LesionFreeCase) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
         nonlocal done
@@ -128,7 +128,7 @@ def fit_calibration(
             learned=learned,
             reference=reference,
             settings=settings,
-            reference_settings=reference_settings or ReferenceSettings(),
+            reference_settings=ref_settings,
             calibration=DEFAULT_CALIBRATION,
         )
         done += 1
@@ -165,40 +165,27 @@ def fit_calibration(
             f"unknown signals {unknown} in the rule", path="rule", fix=f"choose from {SIGNALS}"
         )
     in_rule = [name for name in centres if name in rule] or list(centres)
-    ref_settings = reference_settings or ReferenceSettings()
-    minimum_thresholds = {
-        "reference": (
-            ref_settings.min_threshold,
-            f"the smallest shortfall flagged ({ref_settings.min_shortfall_hu:g} HU above "
-            f"{ref_settings.soft_tissue_hu:g} HU)",
-        )
-    }
+    # below it the reference's flags are the two models' ordinary disagreement, whatever the
+    # few calibration volumes say
+    minimum = {"reference": ref_settings.min_threshold}
     per_signal_target = target_false_flags_per_volume / len(in_rule)
     signals: dict[str, SignalCalibration] = {}
     achieved: dict[str, float] = {}
     for name, (centre, scale) in centres.items():
         share = per_signal_target if name in in_rule else target_false_flags_per_volume
+        lowest = minimum.get(name, 0.0)
         threshold, rate = choose_threshold(
-            z_maps[name], min_voxels=min_voxels, target_per_volume=share
+            z_maps[name], min_voxels=min_voxels, target_per_volume=share, minimum=lowest
         )
         source = (
             f"{len(fit_cases)} lesion-free fit volumes (centre, scale), "
             f"{len(held_out_cases)} held-out lesion-free volumes (threshold)"
         )
-        lowest = minimum_thresholds.get(name)
-        if lowest is not None and threshold < lowest[0]:
-            # below it the flags are the two models' ordinary disagreement, whatever the few
-            # calibration volumes say
-            threshold = lowest[0]
-            rate = float(
-                np.mean(
-                    [
-                        count_regions(z >= threshold, m)
-                        for z, m in zip(z_maps[name], min_voxels, strict=True)
-                    ]
-                )
+        if lowest > 0 and threshold == lowest:
+            source += (
+                f", raised to the smallest shortfall flagged ({ref_settings.min_shortfall_hu:g}"
+                f" HU above {ref_settings.soft_tissue_hu:g} HU)"
             )
-            source += f", raised to {lowest[1]}"
         signals[name] = SignalCalibration(
             centre=centre,
             scale=scale,
@@ -217,11 +204,7 @@ def fit_calibration(
             "per_signal_target": per_signal_target,
             "rule": in_rule,
             "held_out_false_flags_per_volume": achieved,
-            **(
-                {"reference_settings": (reference_settings or ReferenceSettings()).to_dict()}
-                if reference is not None
-                else {}
-            ),
+            **({"reference_settings": ref_settings.to_dict()} if reference is not None else {}),
         },
     )
 
