@@ -59,3 +59,7 @@ class ReadError(SynthctError, OSError):
 
 class WriteError(SynthctError, OSError):
     """A volume that cannot be written where it was asked to go."""
+
+
+class GeometryWarning(UserWarning):
+    """An image geometry synthct accepted but that deserves a look (e.g. qform vs sform)."""

@@ -120,8 +120,20 @@ def phantom(
         def advance(case_id: str, done: int, total: int) -> None:
             bar.update(task, completed=done, description=f"phantom cases ({case_id})")
 
-        folder = generate_cohort(spec, out, overwrite=overwrite, resume=resume, progress=advance)
-    console.print(f"wrote {spec.case_count} cases to [bold]{folder}[/] (manifest.csv)")
+        repaired: list[str] = []
+
+        def repair(case_id: str, problems: list[str]) -> None:
+            repaired.append(case_id)
+            bar.console.print(
+                f"[yellow]{case_id} was damaged[/] ({'; '.join(problems)}): regenerating it",
+                highlight=False,
+            )
+
+        folder = generate_cohort(
+            spec, out, overwrite=overwrite, resume=resume, progress=advance, on_repair=repair
+        )
+    again = f"; {len(repaired)} damaged case(s) regenerated" if repaired else ""
+    console.print(f"wrote {spec.case_count} cases to [bold]{folder}[/] (manifest.csv){again}")
 
 
 @app.command()

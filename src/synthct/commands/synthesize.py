@@ -74,17 +74,52 @@ def synthesize(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Seed of the MC-dropout masks.")] = 0,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing outputs.")
-    ] = True,
+        bool,
+        typer.Option(
+            "--overwrite/--no-overwrite",
+            help="Replace existing outputs (never a CT: a file whose sidecar says it is a CT, "
+            "or a DICOM CT series, is refused).",
+        ),
+    ] = False,
+    keep_identifiers: Annotated[
+        bool,
+        typer.Option(
+            "--keep-identifiers",
+            help="DICOM output from a DICOM MRI: copy the patient and study identifiers of the "
+            "MRI as they are. Default: de-identified (DICOM PS3.15 basic profile, UIDs "
+            "replaced consistently).",
+        ),
+    ] = False,
 ) -> None:
-    """Synthesise a CT in HU on the MRI grid with a trained model or the baseline."""
+    """Synthesise a CT in HU on the MRI grid with a trained model or the baseline.
+
+    OUTPUT is a .nii.gz, .nrrd or .mha file, or a folder name without a suffix for a DICOM
+    series; it is checked before any work and an existing output is kept unless --overwrite.
+    """
     import warnings
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from synthct.io.deidentify import source_headers
     from synthct.io.echoes import read_echoes
+    from synthct.io.image_files import SUFFIXES, image_suffix
+    from synthct.io.output_safety import check_output_path
     from synthct.synthesis.errors import OutOfDomainWarning, SynthesisInputError
-    from synthct.synthesis.synthesizer import SynthesisModel, load_synthesizer
+    from synthct.synthesis.synthesizer import SynthesisModel, load_synthesizer, map_paths
+
+    check_output_path(
+        output, option="--output", overwrite=overwrite, suffixes=SUFFIXES, folder_allowed=True
+    )
+    dicom_output = image_suffix(output) is None
+    if uncertainty and dicom_output:
+        raise SynthesisInputError(
+            "uncertainty maps cannot be written as DICOM (they are SD maps, not CT images)",
+            path="--output",
+            fix="write the sCT as .nii.gz/.nrrd/.mha with --uncertainty, or leave it out",
+        )
+    if uncertainty:
+        for path in map_paths(output).values():
+            check_output_path(path, option="--output (map)", overwrite=overwrite, suffixes=SUFFIXES)
 
     if len(model) > 1 and "baseline" in model:
         raise SynthesisInputError(
@@ -120,7 +155,10 @@ def synthesize(
     for w in caught:
         label = "out of domain" if issubclass(w.category, OutOfDomainWarning) else "warning"
         err_console.print(f"[bold yellow]{label}:[/] {w.message}", highlight=False)
-    written = result.write(output, overwrite=overwrite)
+    dicom = {}
+    if dicom_output and len(mr) == 1:
+        dicom["source_headers"] = source_headers(mr[0], keep_identifiers=keep_identifiers)
+    written = result.write(output, overwrite=overwrite, **dicom)
     lo, hi = result.sct.value_range()
     console.print(f"sCT ({synthesizer.name}): [bold]{written['sct']}[/]  {lo:.0f} .. {hi:.0f} HU")
     for name, path in written.items():

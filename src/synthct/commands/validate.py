@@ -33,7 +33,15 @@ def validate(
         Path | None, typer.Argument(help=_MANIFEST_HELP, show_default=False)
     ] = None,
     *,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder: created by synthct (a non-empty folder synthct did not make "
+            "is refused; one run at a time per folder).",
+        ),
+    ],
     ct: Annotated[
         Path | None, typer.Option(help="Single case: the CT (file or DICOM folder).")
     ] = None,
@@ -108,6 +116,15 @@ def validate(
             "out for MRI outside the reference model's training domain).",
         ),
     ] = True,
+    keep_identifiers: Annotated[
+        bool,
+        typer.Option(
+            "--keep-identifiers",
+            help="Copy the CT's patient and study identifiers (name, ID, birth date, accession "
+            "number, institution, UIDs) into the DICOM SEG and SR as they are. Default: "
+            "de-identified (DICOM PS3.15 basic profile, UIDs replaced consistently).",
+        ),
+    ] = False,
 ) -> None:
     """Validate sCTs against CT: image metrics, each lesion on CT and sCT, cohort statistics.
 
@@ -167,8 +184,15 @@ def validate(
             reference=audit_reference,
         )
         check_audit_settings(audit_settings)
+    if scheduler is not None:
+        from synthct.validation.runner import check_scheduler_address
+
+        check_scheduler_address(scheduler)
     settings = ValidationSettings(
-        rigid_registration=register, check_hu=check_hu, audit=audit_settings
+        rigid_registration=register,
+        check_hu=check_hu,
+        audit=audit_settings,
+        keep_identifiers=keep_identifiers,
     )
     try:
         summary = _run(cases, out, settings, workers, scheduler, resume, figures, report)

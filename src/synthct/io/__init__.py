@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from synthct.errors import ReadError, SynthctError
 from synthct.io.image_files import image_suffix, read_image_file, write_image_file
 from synthct.volume import Volume
 
@@ -38,11 +39,26 @@ def read_volume(
         Which series to read when a DICOM folder holds several.
     """
     p = Path(path)
-    if p.is_dir():
-        from synthct.io.dicom_series import read_dicom_series
+    if not p.is_dir():
+        return read_image_file(p, kind=kind, check_hu=check_hu)
+    from synthct.io.dicom_series import read_dicom_series
 
+    try:
         return read_dicom_series(p, kind=kind, series_uid=series_uid, check_hu=check_hu)
-    return read_image_file(p, kind=kind, check_hu=check_hu)
+    except SynthctError:
+        raise
+    except MemoryError as exc:
+        raise ReadError(
+            "not enough memory to read this DICOM series",
+            path=p,
+            fix="read a smaller series, or use a machine with more memory",
+        ) from exc
+    except Exception as exc:  # a damaged file that pydicom or a decoder chokes on
+        raise ReadError(
+            f"a file of this DICOM series cannot be decoded ({type(exc).__name__}: {exc})",
+            path=p,
+            fix="re-export or re-copy the series; remove damaged files from the folder",
+        ) from exc
 
 
 def write_volume(

@@ -60,7 +60,9 @@ def lesion_tracking_uid(series_instance_uid: str, lesion_id: int) -> str:
     return str(generate_uid(entropy_srcs=[str(series_instance_uid), f"lesion-{int(lesion_id)}"]))
 
 
-def read_ct_datasets(source: CTSource, *, series_uid: str | None = None) -> list[Dataset]:
+def read_ct_datasets(
+    source: CTSource, *, series_uid: str | None = None, deidentify: bool = False
+) -> list[Dataset]:
     """The headers of one CT series (pixel data not loaded), sorted along the slice normal.
 
     Parameters
@@ -69,6 +71,9 @@ def read_ct_datasets(source: CTSource, *, series_uid: str | None = None) -> list
         A folder of DICOM files, or the datasets themselves.
     series_uid : str, optional
         Which series, when the folder holds several.
+    deidentify : bool
+        Return de-identified copies (:func:`synthct.io.deidentify.deidentify_dataset`: Basic
+        Profile, UIDs replaced consistently), checked and sorted like the originals.
 
     Raises
     ------
@@ -115,6 +120,10 @@ def read_ct_datasets(source: CTSource, *, series_uid: str | None = None) -> list
             fix="give the series valid UIDs (e.g. pydicom.uid.generate_uid(), one per study and "
             "series) in a copy, and measure on that copy",
         )
+    if deidentify:
+        from synthct.io.deidentify import deidentify_dataset
+
+        datasets = [deidentify_dataset(ds) for ds in datasets]
     normal = np.cross(*np.reshape(np.asarray(datasets[0].ImageOrientationPatient, float), (2, 3)))
     return sorted(
         datasets, key=lambda ds: float(np.asarray(ds.ImagePositionPatient, float) @ normal)

@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from synthct import __version__
 from synthct.errors import GeometryMismatchError, WriteError
 from synthct.geometry import Geometry
+from synthct.io.deidentify import mark_deidentified
 from synthct.io.dicom_references import (
     MANUFACTURER,
     CTSource,
@@ -167,6 +168,7 @@ def write_lesion_seg(
     series_number: int = 900,
     series_description: str = "synthct lesion segmentation",
     overwrite: bool = True,
+    deidentify: bool = False,
 ) -> Path:
     """Write the lesion masks as a binary DICOM SEG referencing the CT series.
 
@@ -187,6 +189,9 @@ def write_lesion_seg(
         Of the new SEG series.
     overwrite : bool
         Replace an existing file.
+    deidentify : bool
+        Apply the Basic Profile (:mod:`synthct.io.deidentify`) to what is copied from the CT
+        headers (patient, study, UIDs); ``synthct validate`` does unless --keep-identifiers.
 
     Returns
     -------
@@ -211,7 +216,7 @@ def write_lesion_seg(
             path=path,
             fix="pass one non-empty mask per lesion",
         )
-    datasets = read_ct_datasets(ct)
+    datasets = read_ct_datasets(ct, deidentify=deidentify)
     used, frames = _frames(datasets, arrays, geometry)
     series_uid = str(datasets[0].SeriesInstanceUID)
     algorithm = hd.AlgorithmIdentificationSequence(
@@ -247,4 +252,6 @@ def write_lesion_seg(
         content_description=series_description[:64],
         series_description=series_description[:64],
     )
+    if deidentify:
+        mark_deidentified(seg)
     return save_dataset(seg, path, overwrite)

@@ -16,6 +16,7 @@ from pydicom.uid import generate_uid
 
 from synthct import __version__
 from synthct.errors import ReadError
+from synthct.io.deidentify import mark_deidentified
 from synthct.io.dicom_references import (
     MANUFACTURER,
     PRIVATE_SCHEME,
@@ -164,6 +165,7 @@ def write_lesion_sr(
     seg: Dataset | str | os.PathLike[str] | None = None,
     series_number: int = 901,
     overwrite: bool = True,
+    deidentify: bool = False,
 ) -> Path:
     """Write the lesion measurements as a Comprehensive 3D SR (TID 1500 measurement report).
 
@@ -182,6 +184,9 @@ def write_lesion_sr(
         Of the new SR series.
     overwrite : bool
         Replace an existing file.
+    deidentify : bool
+        Apply the Basic Profile (:mod:`synthct.io.deidentify`) to what is copied from the CT
+        headers (patient, study, UIDs); ``synthct validate`` does unless --keep-identifiers.
 
     Returns
     -------
@@ -190,7 +195,7 @@ def write_lesion_sr(
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    datasets = read_ct_datasets(ct)
+    datasets = read_ct_datasets(ct, deidentify=deidentify)
     ct0 = datasets[0]
     seg_ds = pydicom.dcmread(seg) if isinstance(seg, str | os.PathLike) else seg
     numbers = _segment_numbers(seg_ds)
@@ -246,6 +251,8 @@ def write_lesion_sr(
     scheme.CodingSchemeName = "synthct private codes"
     scheme.CodingSchemeResponsibleOrganization = "synthct project"
     sr.CodingSchemeIdentificationSequence = [scheme]
+    if deidentify:
+        mark_deidentified(sr)
     return save_dataset(sr, path, overwrite)
 
 

@@ -51,6 +51,25 @@ from synthct.io.dicom_geometry import plane_from_affine
 from synthct.io.dicom_read import SYNTHETIC_IMAGE_TYPE
 from synthct.volume import CTVolume, LabelMap, MultiEchoMR, SyntheticCT, Volume
 
+#: Patient and study attributes a new series takes from ``source_headers``.
+COPIED_FROM_SOURCE = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "InstitutionName",
+    "InstitutionAddress",
+)
 _UINT16_MAX = 65535
 _LO_MAX_CHARS = 64
 _UID_MAX_CHARS = 64
@@ -68,6 +87,7 @@ def write_dicom_series(
     frame_of_reference_uid: str | None = None,
     series_description: str | None = None,
     series_number: int = 1,
+    source_headers: Dataset | None = None,
 ) -> Path:
     """Write ``volume`` as a DICOM series into the new folder ``folder``.
 
@@ -89,6 +109,12 @@ def write_dicom_series(
         says "synthetic CT".
     series_number : int
         SeriesNumber.
+    source_headers : pydicom.Dataset, optional
+        A header of the series the volume was made from (e.g. the MRI of a synthetic CT): its
+        patient and study attributes (:data:`COPIED_FROM_SOURCE`), study and frame of reference
+        UIDs are copied, so the new series joins that patient's study. Pass a de-identified
+        header (:func:`synthct.io.deidentify.deidentify_dataset`) to write a de-identified
+        series; ``patient_id``/``patient_name`` are then ignored.
 
     Returns
     -------
@@ -116,16 +142,22 @@ def write_dicom_series(
             path=final,
             fix="write it as NIfTI/NRRD/MHA, or build a CTVolume/MultiEchoMR if it is one",
         )
+    source = source_headers if source_headers is not None else Dataset()
     uids = {
-        "StudyInstanceUID": study_instance_uid or generate_uid(),
+        "StudyInstanceUID": study_instance_uid or source.get("StudyInstanceUID") or generate_uid(),
         "SeriesInstanceUID": series_instance_uid or generate_uid(),
-        "FrameOfReferenceUID": frame_of_reference_uid or generate_uid(),
+        "FrameOfReferenceUID": frame_of_reference_uid
+        or source.get("FrameOfReferenceUID")
+        or generate_uid(),
     }
     for keyword, uid in uids.items():
         _check_uid(uid, keyword, final)
     # A family^given name (DICOM PN) even when only an id is known: "SYNTHCT^".
     name = patient_name or f"{patient_id}^"
     base = _base_dataset(volume, patient_id, name, series_number)
+    for keyword in COPIED_FROM_SOURCE:
+        if keyword in source:
+            setattr(base, keyword, source.get(keyword))
     for keyword, uid in uids.items():
         setattr(base, keyword, uid)
     base.SeriesDescription = _description(volume, series_description)

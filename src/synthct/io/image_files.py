@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import SimpleITK as sitk
 from synthct.errors import ReadError, SynthctError, VolumeKindError, WriteError
 from synthct.geometry import lps_to_ras, ras_to_lps, validate_affine
 from synthct.io.atomic import atomic_file, write_json_atomic
+from synthct.io.header_checks import check_nifti_geometry, check_payload
 from synthct.io.itk import array_to_sitk, sitk_to_array, stack_to_sitk
 from synthct.io.kinds import infer_kind, parse_kind
 from synthct.volume import (
@@ -156,9 +157,23 @@ def read_image_file(
             path=p,
             fix=f"use one of {', '.join(SUFFIXES)} or a DICOM series folder",
         )
+    if p.stat().st_size == 0:
+        raise ReadError(
+            "the file is empty (0 bytes)",
+            path=p,
+            fix="re-export or re-copy the file; the copy or the export did not finish",
+        )
     try:
-        array, affine = _read_nifti(p) if _is_nifti(p) else sitk_to_array(sitk.ReadImage(str(p)))
-    except (RuntimeError, OSError, EOFError, ValueError, zlib.error) as exc:
+        array, affine = _read_nifti(p) if _is_nifti(p) else _read_itk(p)
+    except SynthctError:
+        raise
+    except MemoryError as exc:
+        raise ReadError(
+            "not enough memory to read this image",
+            path=p,
+            fix="crop or downsample it first, or use a machine with more memory",
+        ) from exc
+    except Exception as exc:  # any decoder failure of a damaged file (nibabel, ITK, zlib, ...)
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise ReadError(
             f"cannot be read as an image; it is truncated, corrupt or not what its name says "
@@ -261,6 +276,15 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     image = nib.load(str(path))
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
         raise ValueError(f"not a NIfTI-1/2 image ({type(image).__name__})")
+    header = image.header
+    check_payload(
+        path,
+        tuple(int(n) for n in header.get_data_shape()),
+        header.get_data_dtype().itemsize,
+        offset=int(header["vox_offset"]),
+        compressed=path.name.lower().endswith(".gz"),
+    )
+    check_nifti_geometry(path, header)
     # dataobj applies scl_slope/scl_inter only when set, so integer files stay integer.
     data = np.asanyarray(image.dataobj)
     if data.ndim == 4:
@@ -270,6 +294,41 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     elif data.ndim != 3:
         raise ValueError(f"{data.ndim}D NIfTI images are not supported (3D or 4D only)")
     return np.ascontiguousarray(data), ras_to_lps(image.affine)
+
+
+_COMPRESSED = re.compile(
+    rb"(CompressedData\s*=\s*True)|(^encoding:\s*(gz|gzip|bz2|bzip2))", re.IGNORECASE | re.M
+)
+_DATA_FILE = re.compile(rb"^(?:ElementDataFile\s*=|data file:)\s*(\S+)\s*$", re.IGNORECASE | re.M)
+
+
+def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Array and LPS affine of an NRRD or MHA file, its header checked against the file first."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    with path.open("rb") as handle:
+        head = handle.read(8192)
+    data_bytes = None
+    found = _DATA_FILE.search(head)
+    if found and found.group(1).upper() != b"LOCAL":
+        detached = path.parent / found.group(1).decode("utf-8", "replace")
+        data_bytes = detached.stat().st_size if detached.is_file() else 0
+    itemsize = np.dtype(
+        sitk.GetArrayViewFromImage(
+            sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())
+        ).dtype
+    ).itemsize
+    shape = (*reader.GetSize(), reader.GetNumberOfComponents())
+    check_payload(
+        path,
+        shape,
+        itemsize,
+        offset=0,
+        compressed=bool(_COMPRESSED.search(head)),
+        data_bytes=data_bytes,
+    )
+    return sitk_to_array(sitk.ReadImage(str(path)))
 
 
 def _write_nifti(data: np.ndarray, affine_lps: np.ndarray, path: Path) -> None:

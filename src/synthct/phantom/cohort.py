@@ -13,19 +13,32 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from scipy.spatial.transform import Rotation
 
 from synthct import __version__
 from synthct.errors import SynthctError, WriteError
 from synthct.geometry import Geometry
-from synthct.io.atomic import atomic_directory, write_json_atomic, write_text_atomic
+from synthct.io.atomic import (
+    PARTIAL_PREFIX,
+    atomic_directory,
+    write_json_atomic,
+    write_text_atomic,
+)
 from synthct.phantom import cohort_files as files
 from synthct.phantom.anatomy import SpineSpec
 from synthct.phantom.ct import render_ct
@@ -36,6 +49,10 @@ from synthct.phantom.mri import render_ct_and_mri, render_mri
 from synthct.phantom.protocols import PRESETS, SpgrProtocol
 from synthct.phantom.tissues import TISSUES
 from synthct.volume import LabelMap
+
+#: Most voxels one phantom image may have (512 x 512 x 512): a finer grid would not fit in a
+#: workstation's memory once supersampled and is refused before anything is rendered.
+MAX_GRID_VOXELS = 512**3
 
 #: Vertebrae drawn above and below the centre level: enough to fill a 250 mm field of view.
 _LEVEL_MARGIN = 7
@@ -130,6 +147,25 @@ class CohortSpec(_Model):
             raise ValueError(f"levels must go cranial to caudal, got {value}")
         return value
 
+    @model_validator(mode="after")
+    def _grids_fit_in_memory(self) -> CohortSpec:
+        protocol = self.mr_protocol()
+        grids: dict[str, tuple[int, ...]] = {"voxel_size_mm (--voxel-size)": protocol.shape}
+        if self.ct_voxel_size_mm is not None:
+            n = np.rint(np.asarray(protocol.field_of_view_mm) / np.asarray(self.ct_voxel_size_mm))
+            grids["ct_voxel_size_mm (--ct-voxel-size)"] = tuple(int(max(v, 1)) for v in n)
+        for option, shape in grids.items():
+            voxels = int(np.prod(np.asarray(shape, dtype=np.float64)))
+            if voxels > MAX_GRID_VOXELS:
+                raise ValueError(
+                    f"{option} gives a {' x '.join(map(str, shape))} grid ({voxels:.3g} voxels) "
+                    f"over the {' x '.join(f'{v:g}' for v in protocol.field_of_view_mm)} mm field "
+                    f"of view, more than the {MAX_GRID_VOXELS:.3g} synthct renders; use a voxel "
+                    "size of at least ~0.5 mm (the paper's is 0.74 x 0.74 x 0.9) or a smaller "
+                    "field_of_view_mm"
+                )
+        return self
+
     @property
     def case_count(self) -> int:
         """Number of cases the cohort will hold."""
@@ -221,6 +257,7 @@ def generate_cohort(
     overwrite: bool = False,
     resume: bool = False,
     progress: ProgressCallback | None = None,
+    on_repair: Callable[[str, list[str]], None] | None = None,
 ) -> Path:
     """Write the cohort described by ``spec`` into ``out_dir``.
 
@@ -233,6 +270,10 @@ def generate_cohort(
         ``resume`` (keep complete cases made from the same spec, generate the rest).
     progress : callable, optional
         Called as ``progress(case_id, done, total)`` after each case.
+    on_repair : callable, optional
+        With ``resume``: called as ``on_repair(case_id, problems)`` for each finished case whose
+        files no longer match its checksums (missing, truncated or changed); that case is
+        regenerated. Stale ``.partial-*`` folders of an interrupted run are removed.
 
     Returns
     -------
@@ -260,12 +301,24 @@ def generate_cohort(
                 fix="rerun with the same options, or use --overwrite",
             )
     write_json_atomic(spec_path, spec_json)
+    for stale in out.glob(f"{PARTIAL_PREFIX}*"):  # left by a killed run
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink()
     rows = []
     total = spec.case_count
     for index in range(total):
         cid = files.case_id(index)
         case_dir = out / cid
-        if not (case_dir / files.CASE_JSON).is_file():
+        done = (case_dir / files.CASE_JSON).is_file()
+        if done and resume:
+            problems = files.verify_case(case_dir)
+            if problems:
+                done = False
+                if on_repair is not None:
+                    on_repair(cid, problems)
+        if not done:
             with atomic_directory(case_dir, overwrite=True) as tmp:
                 _write_case(spec, index, tmp)
         rows.append(files.manifest_row(out, case_dir))
@@ -280,8 +333,6 @@ def generate_cohort(
 
 
 def _remove_cohort(folder: Path) -> None:
-    import shutil
-
     if not (folder / "cohort_spec.json").exists() and any(folder.iterdir()):
         raise WriteError(
             "refusing to overwrite a folder that is not a synthct phantom cohort",

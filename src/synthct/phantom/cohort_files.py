@@ -18,7 +18,10 @@
         montage.png        optional: axial and sagittal CT and echoes, lesions outlined
 
 A case folder is written under a temporary name and renamed when complete, so a folder named
-``case-NNN`` is always whole; ``case.json`` inside it is the last file written.
+``case-NNN`` is always whole; ``case.json`` inside it is the last file written. ``case.json``
+holds the SHA-256 of each file's bytes (``file_sha256``, image files and their sidecars) besides
+the voxel checksums; :func:`verify_case` checks a finished case against them (a resumed cohort
+regenerates the cases it finds damaged).
 """
 
 from __future__ import annotations
@@ -36,10 +39,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from synthct.errors import ReadError
+from synthct.errors import ReadError, SynthctError
 from synthct.io import read_volume, write_volume
 from synthct.io.atomic import write_json_atomic
+from synthct.io.checksums import sha256_of
 from synthct.io.echoes import read_echoes
+from synthct.io.image_files import sidecar_path
 from synthct.volume import CTVolume, LabelMap, MRProtocol, MultiEchoMR, SyntheticCT, Volume
 
 MANIFEST_CSV = "manifest.csv"
@@ -151,6 +156,10 @@ def write_case_files(
             title=f"{meta.get('case_id', folder.name)}: "
             + (", ".join(lesions_mr.label_names.values()) or "no lesion"),
         )
+    written = [path for _, path in outputs]
+    written += [p for p in (sidecar_path(path) for path in written) if p.is_file()]
+    if (folder / MONTAGE_FILE).is_file():
+        written.append(folder / MONTAGE_FILE)
     record = {
         **meta,
         "protocol": None if protocol is None else protocol.to_dict(),
@@ -165,8 +174,43 @@ def write_case_files(
             "sct_failure": FAILURE_SCT_FILE if failure_sct is not None else "",
         },
         "checksums_sha256": checksums,
+        "file_sha256": {p.name: sha256_of(p) for p in sorted(written)},
     }
     write_json_atomic(folder / CASE_JSON, record)
+
+
+def verify_case(folder: str | os.PathLike[str]) -> list[str]:
+    """What is wrong with a finished case folder: ``[]`` when every file matches ``case.json``.
+
+    Files are checked by the SHA-256 of their bytes (``file_sha256``); a case written before
+    those existed is checked by reading each image and comparing its voxel checksum.
+    """
+    case_dir = Path(folder)
+    try:
+        meta = json.loads((case_dir / CASE_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return [f"{CASE_JSON} unreadable ({exc})"]
+    problems = []
+    by_bytes = meta.get("file_sha256")
+    expected = by_bytes if isinstance(by_bytes, dict) else meta.get("checksums_sha256", {})
+    for name, digest in expected.items():
+        path = case_dir / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif (sha256_of(path) if by_bytes else _voxel_checksum(path)) != digest:
+            problems.append(f"{name} does not match its checksum (truncated or changed)")
+    return problems
+
+
+def _voxel_checksum(path: Path) -> str | None:
+    kind = "ct" if path.name == CT_FILE else "sct" if path.name == FAILURE_SCT_FILE else None
+    try:
+        volume = read_volume(path, kind=kind or ("mr" if path.name.startswith("mr_") else "label"))
+    except SynthctError:
+        return None
+    if isinstance(volume, MultiEchoMR):
+        return array_checksum(volume.echo(0))
+    return array_checksum(volume)
 
 
 def manifest_rows_csv(rows: Sequence[dict[str, Any]]) -> str:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -92,11 +92,16 @@ class SynthesisResult:
         }
         return {k: v for k, v in found.items() if v is not None}
 
-    def write(self, path: str | os.PathLike[str], *, overwrite: bool = True) -> dict[str, Path]:
-        """Write the sCT to ``path`` and its SD maps beside it (atomic writes); return paths."""
+    def write(
+        self, path: str | os.PathLike[str], *, overwrite: bool = True, **dicom: Any
+    ) -> dict[str, Path]:
+        """Write the sCT to ``path`` and its SD maps beside it (atomic writes); return paths.
+
+        Extra keyword arguments go to the DICOM writer when ``path`` is a DICOM folder.
+        """
         from synthct.io import write_volume
 
-        written = {"sct": write_volume(self.sct, path, overwrite=overwrite)}
+        written = {"sct": write_volume(self.sct, path, overwrite=overwrite, **dicom)}
         targets = map_paths(path)
         for name, volume in self.maps().items():
             written[name] = write_volume(volume, targets[name], overwrite=overwrite)

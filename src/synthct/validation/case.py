@@ -103,6 +103,9 @@ class ValidationSettings(BaseModel):
         Run the omission audit on each case with an MRI and report, per lesion, whether it
         was flagged and, per flag, whether the CT confirms a discrepancy
         (:mod:`synthct.validation.audit_column`). ``None``: no audit.
+    keep_identifiers : bool
+        Copy the CT's patient and study identifiers into the DICOM SEG and SR as they are
+        (``--keep-identifiers``); by default they are de-identified (:mod:`synthct.io.deidentify`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -118,6 +121,7 @@ class ValidationSettings(BaseModel):
     min_overlap_fraction: float = Field(default=DEFAULT_MIN_OVERLAP_FRACTION, ge=0, le=1)
     metric_threads: int | None = Field(default=None, ge=1)
     audit: AuditColumnSettings | None = None
+    keep_identifiers: bool = False
 
     def fingerprint(self) -> str:
         """SHA-256 of the settings that change results (threads excluded)."""
@@ -125,6 +129,8 @@ class ValidationSettings(BaseModel):
         data["registration"].pop("threads", None)
         if data["audit"] is None:
             del data["audit"]  # runs without the audit keep the fingerprints they had
+        if not data["keep_identifiers"]:
+            del data["keep_identifiers"]  # likewise for de-identified runs (the default)
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -477,7 +483,9 @@ def compute_case(
 
     if figure_dir is not None and lesions and Path(case.ct).is_dir():
         start = time.perf_counter()
-        dicom_files, dicom_warnings = _write_dicom_outputs(figure_dir, Path(case.ct), ct, lesions)
+        dicom_files, dicom_warnings = _write_dicom_outputs(
+            figure_dir, Path(case.ct), ct, lesions, deidentify=not s.keep_identifiers
+        )
         figures += dicom_files
         warnings += dicom_warnings
         stages.timings_s["dicom_outputs"] = time.perf_counter() - start
@@ -592,7 +600,12 @@ SR_FILE = "lesions.sr.dcm"
 
 
 def _write_dicom_outputs(
-    folder: Path, ct_folder: Path, ct: CTVolume, lesions: list[LesionResult]
+    folder: Path,
+    ct_folder: Path,
+    ct: CTVolume,
+    lesions: list[LesionResult],
+    *,
+    deidentify: bool = True,
 ) -> tuple[list[str], list[str]]:
     """DICOM SEG of the lesion ROIs and a TID 1500 SR of their measurements.
 
@@ -607,9 +620,13 @@ def _write_dicom_outputs(
         masks = masks_from_results(lesions, ct.spatial_shape)
         seg_path = None
         if masks:
-            seg_path = write_lesion_seg(ct_folder, masks, folder / SEG_FILE, affine=ct.affine)
+            seg_path = write_lesion_seg(
+                ct_folder, masks, folder / SEG_FILE, affine=ct.affine, deidentify=deidentify
+            )
             written.append(seg_path.name)
-        sr_path = write_lesion_sr(ct_folder, lesions, folder / SR_FILE, seg=seg_path)
+        sr_path = write_lesion_sr(
+            ct_folder, lesions, folder / SR_FILE, seg=seg_path, deidentify=deidentify
+        )
         written.append(sr_path.name)
     except SynthctError as exc:
         return written, [f"DICOM SEG/SR not written: {exc.problem}"]

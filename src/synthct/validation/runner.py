@@ -23,10 +23,13 @@ same paths; results come back to this process, which writes them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
+import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +39,9 @@ from typing import Any, Literal
 import numpy as np
 
 from synthct.errors import SynthctError, WriteError
-from synthct.io.atomic import atomic_file
+from synthct.io.atomic import PARTIAL_PREFIX, atomic_file
+from synthct.io.deidentify import relative_path, relative_paths_in
+from synthct.io.output_safety import OutputLock, claim_output_folder
 from synthct.validation.alignment import transform_from_dict, write_transform
 from synthct.validation.case import CaseResult, ValidationSettings, validate_case
 from synthct.validation.lesion_metrics import LesionMasks
@@ -205,7 +210,10 @@ def read_lesion_masks(case_dir: str | os.PathLike[str]) -> list[tuple[int, Lesio
 
 
 def write_case_result(out_dir: Path, result: CaseResult, fingerprint: dict[str, Any]) -> Path:
-    """Write a case's files; ``result.json`` last, so its presence means the case is complete."""
+    """Write a case's files; ``result.json`` last, so its presence means the case is complete.
+
+    Input paths inside the result and the fingerprint are written relative to ``out_dir``.
+    """
     folder = _case_dir(out_dir, result.case_id)
     folder.mkdir(parents=True, exist_ok=True)
     for stale in (MASKS_FILE, TRANSFORM_FILE):
@@ -215,7 +223,7 @@ def write_case_result(out_dir: Path, result: CaseResult, fingerprint: dict[str, 
     if result.registration_transform is not None:
         write_transform(transform_from_dict(result.registration_transform), folder / TRANSFORM_FILE)
     payload = {"fingerprint": fingerprint, "result": encode_json(result.to_json())}
-    return write_strict_json(folder / RESULT_FILE, payload)
+    return write_strict_json(folder / RESULT_FILE, _relative(payload, out_dir))
 
 
 def load_case_result(
@@ -229,6 +237,81 @@ def load_case_result(
         return result, str(payload["fingerprint"]["digest"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _path_replacements(value: Any, out_dir: Path) -> dict[str, str]:
+    """Absolute path strings found in the case description -> relative to ``out_dir``."""
+    found: dict[str, str] = {}
+    if isinstance(value, dict):
+        for v in value.values():
+            found |= _path_replacements(v, out_dir)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            found |= _path_replacements(v, out_dir)
+    elif isinstance(value, str) and Path(value).is_absolute():
+        for path in value.split(";"):  # echo files are joined by ';' in messages
+            found[path] = relative_path(path, out_dir)
+            folder = Path(path).parent
+            if len(folder.parts) > 2:  # sidecars and DICOM files beside the input
+                found[str(folder)] = relative_path(folder, out_dir)
+    return found
+
+
+def _relative(payload: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """``payload`` with the input paths of its case relative to ``out_dir`` (see module notes)."""
+    case = payload.get("fingerprint", {}).get("case") or payload["result"].get("inputs", {})
+    replacements = _path_replacements(case, out_dir)
+    replacements |= {str(Path(k).resolve()): v for k, v in replacements.items()}
+    return dict(relative_paths_in(payload, replacements))
+
+
+def _relative_result(result: CaseResult, case: CaseSpec, out_dir: Path) -> CaseResult:
+    """The result as it is stored: input paths relative to ``out_dir``, masks kept."""
+    stored = _relative(
+        {"fingerprint": {"case": case.describe()}, "result": result.to_json()}, out_dir
+    )
+    rewritten = CaseResult.from_json(stored["result"])
+    return dataclasses.replace(
+        rewritten,
+        lesion_masks=result.lesion_masks,
+        registration_transform=result.registration_transform,
+    )
+
+
+def _remove_partials(out: Path) -> list[Path]:
+    """Delete the ``.partial-*`` files and folders a killed run left; return them."""
+    stale = [
+        *out.glob(f"{PARTIAL_PREFIX}*"),
+        *out.glob(f"cases/*/{PARTIAL_PREFIX}*"),
+        *out.glob(f"cases/{PARTIAL_PREFIX}*"),
+    ]
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
+
+
+_ADDRESS = re.compile(r"^((tcp|tls|ws|wss|ucx|inproc)://)?\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}/?$")
+
+
+def check_scheduler_address(address: str) -> str:
+    """``address`` when it looks like a Dask scheduler address (``tcp://host:8786``).
+
+    Raises
+    ------
+    SynthctError
+        Naming ``--scheduler`` and the expected form.
+    """
+    if not _ADDRESS.match(address.strip()):
+        raise SynthctError(
+            f"{address!r} is not a Dask scheduler address",
+            path="--scheduler",
+            fix="give the scheduler's address as printed by `dask scheduler`, e.g. "
+            "tcp://10.0.0.5:8786, or leave --scheduler out to use a local cluster",
+        )
+    return address.strip()
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -283,7 +366,7 @@ class _Dask:
                     silence_logs=logging.ERROR,
                 )
                 self.client = Client(self.cluster)
-        except OSError as exc:
+        except (OSError, ValueError, TypeError) as exc:  # unreachable, refused, malformed
             raise SynthctError(
                 f"cannot connect to the Dask scheduler ({exc})",
                 path=scheduler_address or "LocalCluster",
@@ -401,12 +484,49 @@ def run_validation(
     )
     if isinstance(cases, Sequence) and not isinstance(cases, Manifest):
         Manifest(cases=tuple(case_list))  # duplicate case ids are an error here too
-    out = Path(out_dir)
-    try:
-        (out / "cases").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WriteError(f"cannot create the output folder ({exc})", path=out) from exc
+    if scheduler_address:
+        scheduler_address = check_scheduler_address(scheduler_address)
+    out = claim_output_folder(out_dir, command="validate", legacy=("settings.json", "cases"))
+    with OutputLock(out):
+        _remove_partials(out)
+        try:
+            (out / "cases").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise WriteError(f"cannot create the output folder ({exc})", path=out) from exc
+        summary = _run_locked(
+            case_list,
+            out,
+            s,
+            manifest_path=manifest_path,
+            n_workers=n_workers,
+            scheduler_address=scheduler_address,
+            resume=resume,
+            progress=progress,
+            figures=figures,
+        )
+        writer = default_report_writer() if report_writer == "auto" else report_writer
+        if writer is not None:
+            try:
+                summary.report = writer(out)
+            except SynthctError as exc:
+                summary.report_error = str(exc)
+    summary.wall_s = time.perf_counter() - start
+    return summary
 
+
+def _run_locked(
+    case_list: list[CaseSpec],
+    out: Path,
+    s: ValidationSettings,
+    *,
+    manifest_path: str | None,
+    n_workers: int | None,
+    scheduler_address: str | None,
+    resume: bool,
+    progress: ProgressCallback | None,
+    figures: bool,
+) -> RunSummary:
+    """The run inside the output folder's lock: compute, then write the tables."""
     total = len(case_list)
     fingerprints = {c.case_id: case_fingerprint(c, s) for c in case_list}
     results: dict[str, CaseResult] = {}
@@ -423,8 +543,11 @@ def run_validation(
         else:
             todo.append(case)
 
+    by_id = {c.case_id: c for c in case_list}
+
     def on_result(result: CaseResult, seconds: float) -> None:
         write_case_result(out, result, fingerprints[result.case_id])
+        result = _relative_result(result, by_id[result.case_id], out)
         results[result.case_id] = result
         if progress is not None:
             status: Literal["ok", "failed"] = "ok" if result.ok else "failed"
@@ -445,7 +568,8 @@ def run_validation(
         on_result=on_result,
     )
     ordered = [results[c.case_id] for c in case_list]
-    files = write_outputs(out, ordered, s, manifest=manifest_path)
+    manifest_rel = None if manifest_path is None else relative_path(manifest_path, out)
+    files = write_outputs(out, ordered, s, manifest=manifest_rel)
     statistics = json.loads(files["statistics"].read_text(encoding="utf-8"))
     summary = RunSummary(
         out_dir=out,
@@ -457,13 +581,6 @@ def run_validation(
         workers=used,
         visibility=_visibility(ordered),
     )
-    writer = default_report_writer() if report_writer == "auto" else report_writer
-    if writer is not None:
-        try:
-            summary.report = writer(out)
-        except SynthctError as exc:
-            summary.report_error = str(exc)
-    summary.wall_s = time.perf_counter() - start
     return summary
 
 
