@@ -28,6 +28,7 @@ References
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, generate_uid
+from pydicom.uid import UID
 
 __all__ = [
     "DEIDENTIFICATION_METHOD",
@@ -48,7 +49,7 @@ __all__ = [
     "source_headers",
 ]
 
-DEIDENTIFICATION_METHOD = "synthct: DICOM PS3.15 Annex E Basic Application Confidentiality Profile"
+DEIDENTIFICATION_METHOD = "synthct: DICOM PS3.15 E.1 Basic Profile"
 #: Kept but emptied (action Z): type 2 attributes of the patient and study modules.
 EMPTIED = (
     "PatientName",
@@ -121,10 +122,11 @@ _UID_SALT = "synthct-deidentified-uid-v1"
 def replace_uid(uid: str) -> str:
     """The de-identified replacement of an instance UID (same input, same output).
 
-    A ``2.25.`` UID derived from a SHA-512 of the original (pydicom's ``generate_uid``), so it
-    cannot be turned back into the original.
+    A ``2.25.`` UID (PS3.5 B.2: a 128-bit integer) from the SHA-256 of the salted original, so
+    it cannot be turned back into the original.
     """
-    return str(generate_uid(prefix=None, entropy_srcs=[_UID_SALT, str(uid)]))
+    digest = hashlib.sha256(f"{_UID_SALT}:{uid}".encode()).hexdigest()
+    return f"2.25.{int(digest[:32], 16)}"
 
 
 def _is_instance_uid(value: str) -> bool:
