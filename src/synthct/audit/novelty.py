@@ -133,9 +133,14 @@ def load_novelty_model(path: str | os.PathLike[str]) -> NoveltyModel:
     ------
     AuditModelError
         Missing or malformed file.
+    ReadError
+        A folder whose ``checksums.json`` does not match its files.
     """
     p = Path(path)
     if p.is_dir():
+        from synthct.io.checksums import verify_checksums
+
+        verify_checksums(p, what="audit model folder")  # when it has checksums.json
         p = p / NOVELTY_FILE
     if not p.is_file():
         raise AuditModelError(
@@ -173,9 +178,9 @@ def load_novelty_model(path: str | os.PathLike[str]) -> NoveltyModel:
                     }
                 },
             )
-    except (KeyError, ValueError, OSError) as exc:
+    except Exception as exc:  # a damaged archive: zipfile, zlib, numpy or JSON errors
         raise AuditModelError(
-            f"not a synthct novelty model ({exc})",
+            f"not a synthct novelty model, or a damaged one ({type(exc).__name__}: {exc})",
             path=p,
             fix="point to the novelty.npz written by `synthct audit-train`",
         ) from None

@@ -7,6 +7,7 @@ An audit model is a folder::
       learned_consistency.safetensors    optional: the sCT-to-MRI network
       learned_consistency.json           (synthct.audit.learned_consistency)
       calibration.json                   centre, scale and threshold of each signal, the rule
+      checksums.json                     SHA-256 of every file, verified on load
 
 Lesion-free cases (MRI with an sCT) are split in two: the first part ("fit") trains the
 novelty model and the learned consistency network and gives the centre and scale of each
@@ -56,6 +57,7 @@ from synthct.audit.novelty import NOVELTY_FILE, NoveltyModel, fit_novelty_model
 from synthct.audit.pipeline import run_audit
 from synthct.audit.reference import ReferenceSettings, ReferenceSource
 from synthct.io.atomic import atomic_directory
+from synthct.io.checksums import write_checksums
 from synthct.volume import CTVolume, MultiEchoMR
 
 #: Called as ``progress(step, done, total)``.
@@ -328,6 +330,7 @@ def train_audit_model(
         if learned is not None:
             learned.save(tmp)
         calibration.save(tmp / CALIBRATION_FILE)
+        write_checksums(tmp)  # verified by load_novelty_model
     return Path(out_dir)
 
 

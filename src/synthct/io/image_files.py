@@ -188,6 +188,8 @@ def read_image_file(
     meta = read_sidecar(p)
     chosen = kind or meta.get("kind") or infer_kind(array)
     chosen = parse_kind(chosen, where=f"{p} (kind)")
+    if chosen == "label":
+        _check_label_file(array, p, meta)
     protocol = None
     if chosen == "mr":
         n = array.shape[0] if array.ndim == 4 else 1
@@ -208,6 +210,27 @@ def read_image_file(
     if isinstance(volume, SyntheticCT) and isinstance(meta.get("synthesis"), dict):
         volume.provenance = dict(meta["synthesis"])
     return volume
+
+
+def _check_label_file(array: np.ndarray, path: Path, meta: dict[str, Any]) -> None:
+    """Refuse an image read as a label map that is something else (e.g. a CT given as lesions)."""
+    declared = meta.get("kind")
+    if declared is not None and parse_kind(declared, where=f"{sidecar_path(path)} (kind)") not in (
+        "label",
+    ):
+        raise VolumeKindError(
+            f"was given as a label map, but its sidecar says it is {declared!r}",
+            path=path,
+            fix="pass the lesion (or other) label map here, e.g. lesion_labels.nii.gz, not the "
+            "image itself",
+        )
+    if array.size and np.issubdtype(array.dtype, np.number) and np.nanmin(array) < 0:
+        raise VolumeKindError(
+            f"was given as a label map, but holds negative values (min {np.nanmin(array):g}); "
+            "it looks like an image (a CT in HU?), not labels",
+            path=path,
+            fix="pass the lesion label map (0 = background, 1, 2, ... = lesions)",
+        )
 
 
 def sidecar_for(volume: Volume) -> dict[str, Any]:
@@ -319,7 +342,8 @@ def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
             sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())
         ).dtype
     ).itemsize
-    shape = (*reader.GetSize(), reader.GetNumberOfComponents())
+    components = reader.GetNumberOfComponents()
+    shape = (*reader.GetSize(), *((components,) if components > 1 else ()))
     check_payload(
         path,
         shape,

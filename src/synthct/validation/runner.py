@@ -293,9 +293,7 @@ def _remove_partials(out: Path) -> list[Path]:
     return stale
 
 
-_ADDRESS = re.compile(
-    r"^((tcp|tls|ws|wss|ucx)://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}/?$|^inproc://\S+$"
-)
+_ADDRESS = re.compile(r"^((tcp|tls|ws|wss|ucx)://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}/?$|^inproc://\S+$")
 
 
 def check_scheduler_address(address: str) -> str:
