@@ -50,6 +50,8 @@ def make_cohort(folder: Path, n_cases: int) -> Path:
         field_of_view_mm=(96.0, 128.0, 48.0),
         supersample=1,
         failure_sct=True,
+        levels=("T2", "T11"),  # thoracic canal: room for every lesion drawn below
+        lesions={"axial_diameter_mm": (5.0, 8.0), "sagittal_diameter_mm": (8.0, 14.0)},
     )
     cohort = generate_cohort(spec, folder)
     manifest = cohort / "validate.csv"

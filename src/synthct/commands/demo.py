@@ -29,7 +29,10 @@ def demo(
     from rich.table import Table
 
     from synthct.demo.pipeline import STAGES, DemoSettings, run_demo
+    from synthct.io.output_safety import claim_output_folder
 
+    # a rerun reuses the demo's own folder; a user's non-empty folder is refused
+    claim_output_folder(out, command="demo", legacy=("cohort",))
     settings = DemoSettings(out_dir=out, seed=seed, retrain=retrain, quick=quick)
     start = time.perf_counter()
     with Progress(

@@ -146,13 +146,18 @@ def montage(
     zoom_mm: Annotated[
         float | None, typer.Option(help="Half-width of the view around the lesion, mm.")
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing PNG.")] = False,
 ) -> None:
     """Draw axial and sagittal CT and MR echoes of a phantom case with lesions outlined."""
     import numpy as np
 
+    from synthct.io.output_safety import check_output_path
     from synthct.phantom.cohort_files import MONTAGE_FILE, PhantomCase
     from synthct.report.montage import save_montage
 
+    check_output_path(
+        out or case / MONTAGE_FILE, option="--out", overwrite=overwrite, suffixes=(".png",)
+    )
     phantom_case = PhantomCase(case)
     lesions = phantom_case.lesions()
     point = (

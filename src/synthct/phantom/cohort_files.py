@@ -158,8 +158,6 @@ def write_case_files(
         )
     written = [path for _, path in outputs]
     written += [p for p in (sidecar_path(path) for path in written) if p.is_file()]
-    if (folder / MONTAGE_FILE).is_file():
-        written.append(folder / MONTAGE_FILE)
     record = {
         **meta,
         "protocol": None if protocol is None else protocol.to_dict(),
