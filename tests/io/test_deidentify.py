@@ -157,6 +157,11 @@ def test_validate_outputs_carry_no_identifier_unless_kept(totalseg: Path, tmp_pa
         assert any(f.endswith(".seg.dcm") for f in found.get(keyword, [])), keyword
         assert any(f.endswith(".sr.dcm") for f in found.get(keyword, [])), keyword
 
+    # a stored case whose SEG carries identifiers (an older synthct wrote it) is not reused
+    seg_path.write_bytes((kept / "cases/case/lesions.seg.dcm").read_bytes())
+    _validate(ct, out)
+    assert leaks(out, planted) == {}
+
 
 # -- synthesize ----------------------------------------------------------------------------------
 def _planted_mr_series(folder: Path) -> dict[str, str]:

@@ -61,6 +61,15 @@ def test_synthesize_never_replaces_a_patient_ct(tmp_path: Path) -> None:
     assert ct.read_bytes() == before
 
 
+def test_library_writer_never_replaces_a_ct_with_another_kind(tmp_path: Path) -> None:
+    ct = small_ct(tmp_path / "ct.nii.gz")
+    sct = read_volume(ct, kind="sct")
+    with pytest.raises(WriteError, match="is a CT"):
+        write_volume(sct, ct, overwrite=True)
+    assert read_volume(ct).kind == "ct"
+    write_volume(read_volume(ct), ct, overwrite=True)  # a CT may replace itself
+
+
 def test_synthesize_does_not_overwrite_by_default(tmp_path: Path) -> None:
     mr = small_mr(tmp_path / "mr.nii.gz")
     out = tmp_path / "sct.nii.gz"

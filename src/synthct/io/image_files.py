@@ -268,6 +268,12 @@ def write_image_file(
             path=p,
             fix="choose another path, delete it, or pass overwrite=True / --overwrite",
         )
+    if p.exists() and volume.kind != "ct" and read_sidecar(p).get("kind") == "ct":
+        raise WriteError(
+            f"is a CT (its sidecar says so); synthct does not replace a CT with a {volume.kind}",
+            path=p,
+            fix="choose another output path",
+        )
     data = volume.array
     if data.dtype == np.float16:
         data = data.astype(np.float32)

@@ -278,6 +278,26 @@ def _relative_result(result: CaseResult, case: CaseSpec, out_dir: Path) -> CaseR
     )
 
 
+def _dicom_outputs_deidentified(folder: Path) -> bool:
+    """False when the case's DICOM SEG/SR were written with identifiers (an older synthct)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from synthct.validation.case import SEG_FILE, SR_FILE
+
+    for name in (SEG_FILE, SR_FILE):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (OSError, ValueError, EOFError, InvalidDicomError):  # unreadable: recompute
+            return False
+        if str(ds.get("PatientIdentityRemoved", "")) != "YES":
+            return False
+    return True
+
+
 def _remove_partials(out: Path) -> list[Path]:
     """Delete the ``.partial-*`` files and folders a killed run left; return them."""
     stale = [
@@ -535,7 +555,12 @@ def _run_locked(
     for case in case_list:
         stored = load_case_result(out, case.case_id) if resume else None
         digest = fingerprints[case.case_id]["digest"]
-        if stored is not None and stored[0].ok and stored[1] == digest:
+        if (
+            stored is not None
+            and stored[0].ok
+            and stored[1] == digest
+            and (s.keep_identifiers or _dicom_outputs_deidentified(_case_dir(out, case.case_id)))
+        ):
             results[case.case_id] = stored[0]
             reused.append(case.case_id)
             if progress is not None:
