@@ -9,7 +9,8 @@ cases failed because a worker died under them). Then:
 - the tables (lesions, cases, image_metrics_long, failures; timing columns aside) must equal the
   reference run's,
 - no ``.partial-*`` file and no lock file may remain in the output folder,
-- no process started by a killed run may still be alive.
+- no process started by a killed run may still be alive,
+- no run may print a traceback (a kill while the cluster starts is a clear error).
 
 Prints one line per round and a summary table; exit code 1 when a check fails::
 
@@ -90,9 +91,10 @@ def kill(process: psutil.Process) -> None:
 def soak_round(
     rng: np.random.Generator, args: list[str], started: set[int], log: Path, longest_s: float
 ) -> tuple[str, float, int | None]:
-    """One run killed at a random time (up to ``longest_s``): the runner, a worker, or both."""
-    what = str(rng.choice(["runner", "worker", "worker+runner"]))
-    delay = float(rng.uniform(3.0, max(longest_s, 6.0)))
+    """One run killed at a random time (1/4 to 1 x ``longest_s``): the runner, a worker, both."""
+    # mostly rounds that end with the runner killed, so each one leaves work for the next
+    what = str(rng.choice(["runner", "worker", "worker+runner"], p=[0.45, 0.1, 0.45]))
+    delay = float(rng.uniform(0.25 * longest_s, longest_s))
     with log.open("a") as handle:
         runner = subprocess.Popen(args, stdout=handle, stderr=handle, start_new_session=True)
     parent = psutil.Process(runner.pid)
@@ -149,7 +151,7 @@ def run(options: argparse.Namespace, rng: np.random.Generator, work: Path) -> in
     print(f"{'round':>5} {'killed':<26} {'after s':>8} {'exit':>5} {'results':>8}")
     for n in range(options.kills):
         what, delay, code = soak_round(
-            rng, command(manifest, out, options.workers), started, log, 0.5 * reference_s
+            rng, command(manifest, out, options.workers), started, log, reference_s
         )
         done = len(list(out.glob("cases/*/result.json")))
         print(f"{n + 1:>5} {what:<26} {delay:>8.1f} {code!s:>5} {done:>8}")
@@ -168,8 +170,16 @@ def run(options: argparse.Namespace, rng: np.random.Generator, work: Path) -> in
         for name in TABLES
     }
     partials = [str(p.relative_to(out)) for p in out.rglob(".partial-*")]
+    tracebacks = log.read_text(errors="replace").count("Traceback") if log.exists() else 0
     lock = (out / LOCK_FILE).exists()
-    ok = all(equal.values()) and not partials and not lock and not orphans and finals[-1] == 0
+    ok = (
+        all(equal.values())
+        and not partials
+        and not lock
+        and not orphans
+        and not tracebacks
+        and finals[-1] == 0
+    )
     print()
     print(f"{'check':<44}{'result'}")
     rows = [
@@ -182,6 +192,7 @@ def run(options: argparse.Namespace, rng: np.random.Generator, work: Path) -> in
         ("stale .partial-* files", len(partials)),
         ("lock file left", lock),
         ("processes of killed runs still alive", len(orphans)),
+        ("tracebacks printed by the killed runs", tracebacks),
         ("PASS", ok),
     ]
     for label, value in rows:

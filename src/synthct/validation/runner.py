@@ -374,10 +374,8 @@ class _Dask:
         from distributed import Client, LocalCluster
 
         self.cluster = None
-        try:
-            if scheduler_address:
-                self.client = Client(scheduler_address, timeout="10s")
-            else:
+        if not scheduler_address:
+            try:
                 self.cluster = LocalCluster(
                     n_workers=n_workers,
                     threads_per_worker=1,
@@ -386,10 +384,22 @@ class _Dask:
                     silence_logs=logging.ERROR,
                 )
                 self.client = Client(self.cluster)
+            except (OSError, RuntimeError, TimeoutError) as exc:  # e.g. a worker died starting
+                if self.cluster is not None:
+                    self.cluster.close()
+                raise SynthctError(
+                    f"the local Dask cluster did not start ({exc})",
+                    path="LocalCluster",
+                    fix="run the same command again (finished cases are kept), or use "
+                    "--workers 0 to run the cases in this process",
+                ) from exc
+            return
+        try:
+            self.client = Client(scheduler_address, timeout="10s")
         except (OSError, ValueError, TypeError) as exc:  # unreachable, refused, malformed
             raise SynthctError(
                 f"cannot connect to the Dask scheduler ({exc})",
-                path=scheduler_address or "LocalCluster",
+                path=scheduler_address,
                 fix="check the address (e.g. tcp://host:8786) and that the scheduler runs, or "
                 "leave --scheduler out to use a local cluster",
             ) from exc
