@@ -91,10 +91,10 @@ def kill(process: psutil.Process) -> None:
 def soak_round(
     rng: np.random.Generator, args: list[str], started: set[int], log: Path, longest_s: float
 ) -> tuple[str, float, int | None]:
-    """One run killed at a random time (1/4 to 1 x ``longest_s``): the runner, a worker, both."""
+    """One run killed at a random time (1/2 to 1 x ``longest_s``): the runner, a worker, both."""
     # mostly rounds that end with the runner killed, so each one leaves work for the next
     what = str(rng.choice(["runner", "worker", "worker+runner"], p=[0.45, 0.1, 0.45]))
-    delay = float(rng.uniform(0.25 * longest_s, longest_s))
+    delay = float(rng.uniform(0.5 * longest_s, longest_s))
     with log.open("a") as handle:
         runner = subprocess.Popen(args, stdout=handle, stderr=handle, start_new_session=True)
     parent = psutil.Process(runner.pid)
@@ -151,7 +151,7 @@ def run(options: argparse.Namespace, rng: np.random.Generator, work: Path) -> in
     print(f"{'round':>5} {'killed':<26} {'after s':>8} {'exit':>5} {'results':>8}")
     for n in range(options.kills):
         what, delay, code = soak_round(
-            rng, command(manifest, out, options.workers), started, log, reference_s
+            rng, command(manifest, out, options.workers), started, log, 0.4 * reference_s
         )
         done = len(list(out.glob("cases/*/result.json")))
         print(f"{n + 1:>5} {what:<26} {delay:>8.1f} {code!s:>5} {done:>8}")
