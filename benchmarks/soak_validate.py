@@ -3,7 +3,8 @@
 A cohort of ``--cases`` small phantom cases (default 50; failure sCT = the CT with each lesion
 rendered as CSF) is validated once without interruption (the reference), then again into another
 folder while the runner process, one of its Dask worker processes, or both are killed with
-SIGKILL at random times (``--kills`` rounds). A final run resumes to completion (rerun while
+SIGKILL (``--kills`` rounds; each kill comes while cases are computed, after a random 2 to 6
+more of them were stored). A final run resumes to completion (rerun while
 cases failed because a worker died under them). Then:
 
 - the tables (lesions, cases, image_metrics_long, failures; timing columns aside) must equal the
@@ -88,33 +89,44 @@ def kill(process: psutil.Process) -> None:
         process.send_signal(signal.SIGKILL)
 
 
+def _results(out: Path) -> int:
+    return len(list(out.glob("cases/*/result.json")))
+
+
+def _wait_for_results(
+    runner: subprocess.Popen[bytes], out: Path, target: int, started: set[int]
+) -> None:
+    """Until ``target`` cases are stored or the run ends (collecting its process ids)."""
+    parent = psutil.Process(runner.pid)
+    deadline = time.monotonic() + 600
+    while runner.poll() is None and _results(out) < target and time.monotonic() < deadline:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            started.update(p.pid for p in parent.children(recursive=True))
+        time.sleep(0.1)
+
+
 def soak_round(
-    rng: np.random.Generator, args: list[str], started: set[int], log: Path, longest_s: float
+    rng: np.random.Generator, args: list[str], out: Path, started: set[int], log: Path
 ) -> tuple[str, float, int | None]:
-    """One run killed at a random time (1/2 to 1 x ``longest_s``): the runner, a worker, both."""
-    # mostly rounds that end with the runner killed, so each one leaves work for the next
+    """One run killed while it computes, after 2 to 6 more cases are stored: the runner, a
+    worker (the run then goes on to its end), or a worker and then the runner."""
     what = str(rng.choice(["runner", "worker", "worker+runner"], p=[0.45, 0.1, 0.45]))
-    delay = float(rng.uniform(0.5 * longest_s, longest_s))
+    start = time.monotonic()
     with log.open("a") as handle:
         runner = subprocess.Popen(args, stdout=handle, stderr=handle, start_new_session=True)
     parent = psutil.Process(runner.pid)
-    deadline = time.monotonic() + delay
-    while time.monotonic() < deadline and runner.poll() is None:
-        started.update(p.pid for p in parent.children(recursive=True))
-        time.sleep(0.2)
+    _wait_for_results(runner, out, _results(out) + int(rng.integers(2, 7)), started)
     if runner.poll() is not None:
-        return what + " (finished first)", delay, runner.returncode
-    children = parent.children(recursive=True)
-    started.update(p.pid for p in children)
-    workers = [p for p in children if "python" in p.name().lower()]
+        return what + " (finished first)", time.monotonic() - start, runner.returncode
+    workers = [p for p in parent.children(recursive=True) if "python" in p.name().lower()]
     if "worker" in what and workers:
         kill(workers[int(rng.integers(len(workers)))])
         if what == "worker":
-            return what, delay, runner.wait(timeout=600)
-        time.sleep(float(rng.uniform(0.5, 3.0)))
+            return what, time.monotonic() - start, runner.wait(timeout=600)
+        _wait_for_results(runner, out, _results(out) + 1, started)
     kill(parent)
     runner.wait()
-    return what, delay, -9
+    return what, time.monotonic() - start, -9
 
 
 def main() -> int:
@@ -148,13 +160,13 @@ def run(options: argparse.Namespace, rng: np.random.Generator, work: Path) -> in
     print(f"reference run: exit {reference.returncode} in {reference_s:.0f} s")
     out = work / "soak"
     started: set[int] = set()
-    print(f"{'round':>5} {'killed':<26} {'after s':>8} {'exit':>5} {'results':>8}")
+    print(f"{'round':>5} {'killed':<30} {'after s':>8} {'exit':>5} {'results':>8}")
     for n in range(options.kills):
         what, delay, code = soak_round(
-            rng, command(manifest, out, options.workers), started, log, 0.4 * reference_s
+            rng, command(manifest, out, options.workers), out, started, log
         )
-        done = len(list(out.glob("cases/*/result.json")))
-        print(f"{n + 1:>5} {what:<26} {delay:>8.1f} {code!s:>5} {done:>8}")
+        done = _results(out)
+        print(f"{n + 1:>5} {what:<30} {delay:>8.1f} {code!s:>5} {done:>8}")
     time.sleep(5)  # give orphans a chance to notice their parent is gone
     orphans = [pid for pid in started if psutil.pid_exists(pid)]
     orphans = [p for p in orphans if psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
