@@ -129,8 +129,6 @@ class ValidationSettings(BaseModel):
         data["registration"].pop("threads", None)
         if data["audit"] is None:
             del data["audit"]  # runs without the audit keep the fingerprints they had
-        if not data["keep_identifiers"]:
-            del data["keep_identifiers"]  # likewise for de-identified runs (the default)
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
