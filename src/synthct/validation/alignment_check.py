@@ -1,0 +1,280 @@
+"""Is the sCT aligned with the CT? A check on the CT grid before any lesion is measured.
+
+A misaligned sCT looks exactly like an sCT that misses a lesion: the ROI set on the CT falls
+beside the lesion on the sCT. A validation must therefore measure alignment before it calls a
+lesion missed. :func:`check_alignment` does, inside the body mask and the sCT's field of view:
+
+* **Similarity at the given pose**: normalised cross-correlation (NCC, Pearson's r of the HU
+  values, both clipped to ``[-1024, 3071]`` HU), bone Dice at ``bone_threshold_hu`` (250 HU by
+  default; only when the CT holds at least ``min_bone_ml`` of bone there) and MAE.
+* **A search of small shifts**: the NCC of the CT with the sCT translated by every whole
+  voxel of a coarse grid (``search_grid_mm``, block means of the images) up to
+  ``max_shift_mm`` along each axis, computed for all shifts at once by FFT cross-correlation
+  (scipy [1]_) with the CT region held fixed; the peak is refined to sub-voxel by a parabola
+  through its neighbours along each axis. The best shift says where the sCT's anatomy lies
+  relative to the CT's (LPS mm): ``sct(x + shift) ~ ct(x)``.
+
+Decision (every threshold in :class:`AlignmentCheckSettings`): the check **fails** when
+
+1. the best shift is longer than ``shift_tolerance_mm`` (or one voxel, when coarser) and
+   improves the NCC by at least ``min_ncc_gain``: the sCT is shifted (e.g. a wrong origin);
+2. or the NCC at the given pose is below ``min_ncc``: the images do not match at all (a
+   mirrored array, a wrong spacing, another patient, a rotation);
+3. or the bone Dice at the given pose is below ``min_bone_dice``.
+
+The thresholds are loose on purpose: an sCT from a poor model, or one that omits a lesion,
+still has its anatomy where the CT has it (NCC ~0.8-0.95, bone Dice ~0.7-0.95); a misaligned
+one does not.
+
+References
+----------
+.. [1] P. Virtanen et al., "SciPy 1.0: fundamental algorithms for scientific computing in
+   Python", Nature Methods 17, 2020 (``scipy.signal.correlate``).
+.. [2] J. P. Lewis, "Fast normalized cross-correlation", Vision Interface, 1995 (NCC by FFT
+   with running sums).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.signal import correlate
+from skimage.measure import block_reduce
+
+__all__ = ["AlignmentCheck", "AlignmentCheckSettings", "check_alignment"]
+
+#: HU range both images are clipped to before the NCC (the SynthRAD2025 range).
+CLIP_HU = (-1024.0, 3071.0)
+#: The coarse search grid keeps at least this many voxels along each axis.
+MIN_SEARCH_VOXELS = 16
+
+
+class AlignmentCheckSettings(BaseModel):
+    """Thresholds of the alignment check (immutable; recorded in ``settings.json``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    max_shift_mm: float = Field(default=16.0, gt=0, description="shift search range per axis")
+    search_grid_mm: float = Field(default=3.0, gt=0, description="coarse grid of the search")
+    shift_tolerance_mm: float = Field(
+        default=3.0, ge=0, description="a longer best shift (that improves the NCC) fails"
+    )
+    min_ncc_gain: float = Field(
+        default=0.02, ge=0, description="NCC gain that makes a best shift significant"
+    )
+    min_ncc: float = Field(default=0.5, ge=-1, le=1, description="lower NCC at the pose fails")
+    min_bone_dice: float = Field(default=0.3, ge=0, le=1, description="lower bone Dice fails")
+    bone_threshold_hu: float = Field(default=250.0, description="bone: voxels >= this HU")
+    min_bone_ml: float = Field(
+        default=1.0, ge=0, description="less CT bone in the mask: no bone Dice criterion"
+    )
+
+    def rules(self) -> str:
+        """The decision in words, with the values."""
+        return (
+            "inside the body mask and the sCT's field of view on the CT grid: NCC of HU clipped "
+            f"to [{CLIP_HU[0]:g}, {CLIP_HU[1]:g}], bone Dice at {self.bone_threshold_hu:g} HU "
+            f"(when the CT has >= {self.min_bone_ml:g} ml of bone there), and the shift of the "
+            f"sCT (whole voxels of a ~{self.search_grid_mm:g} mm grid up to "
+            f"{self.max_shift_mm:g} mm per axis, FFT cross-correlation, parabolic sub-voxel "
+            "peak) that maximises the NCC; fails when the best shift exceeds "
+            f"{self.shift_tolerance_mm:g} mm (or one voxel) and raises the NCC by >= "
+            f"{self.min_ncc_gain:g}, when the NCC is < {self.min_ncc:g}, or when the bone Dice "
+            f"is < {self.min_bone_dice:g}"
+        )
+
+
+@dataclass(frozen=True)
+class AlignmentCheck:
+    """The measured alignment of an sCT with its CT and the verdict.
+
+    ``best_shift_lps_mm`` is where the sCT's anatomy lies relative to the CT's. ``reason`` is
+    empty when the check passed. ``bone_dice`` is NaN when the CT has too little bone.
+    """
+
+    passed: bool
+    reason: str
+    ncc: float
+    bone_dice: float
+    mae_hu: float
+    best_shift_lps_mm: tuple[float, float, float]
+    ncc_at_best_shift: float
+    n_voxels: int
+
+    @property
+    def best_shift_mm(self) -> float:
+        """Length of the best shift, in mm."""
+        return float(np.linalg.norm(self.best_shift_lps_mm))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON-ready columns, prefixed ``alignment_``."""
+        shift = self.best_shift_lps_mm
+        return {
+            "alignment_passed": self.passed,
+            "alignment_reason": self.reason,
+            "alignment_ncc": self.ncc,
+            "alignment_bone_dice": self.bone_dice,
+            "alignment_mae_hu": self.mae_hu,
+            "alignment_best_shift_mm": self.best_shift_mm,
+            "alignment_best_shift_l_mm": shift[0],
+            "alignment_best_shift_p_mm": shift[1],
+            "alignment_best_shift_s_mm": shift[2],
+            "alignment_ncc_at_best_shift": self.ncc_at_best_shift,
+        }
+
+    def describe(self) -> str:
+        """One line: why it failed, or the figures when it passed."""
+        if not self.passed:
+            return f"{self.reason} (MAE {self.mae_hu:.1f} HU)"
+        l_mm, p_mm, s_mm = self.best_shift_lps_mm
+        return (
+            f"NCC {self.ncc:.3f}, bone Dice {self.bone_dice:.3f}, MAE {self.mae_hu:.1f} HU; "
+            f"best shift {self.best_shift_mm:.1f} mm (L {l_mm:+.1f}, P {p_mm:+.1f}, "
+            f"S {s_mm:+.1f} mm)"
+        )
+
+
+def _ncc(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
+    a0, b0 = a - a.mean(), b - b.mean()
+    denominator = math.sqrt(float(np.dot(a0, a0)) * float(np.dot(b0, b0)))
+    return float(np.dot(a0, b0)) / denominator if denominator > 0 else math.nan
+
+
+def _dice(a: NDArray[np.bool_], b: NDArray[np.bool_]) -> float:
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 2.0 * int(np.count_nonzero(a & b)) / total if total else 1.0
+
+
+def _shift_search(
+    ct: NDArray[np.float64],
+    sct: NDArray[np.float64],
+    inside: NDArray[np.bool_],
+    spacing_mm: tuple[float, float, float],
+    s: AlignmentCheckSettings,
+) -> tuple[NDArray[np.float64], float]:
+    """Best shift in CT voxel units (array axes) and its NCC (see the module notes)."""
+    factors = tuple(
+        max(1, min(round(s.search_grid_mm / d), n // MIN_SEARCH_VOXELS))
+        for d, n in zip(spacing_mm, ct.shape, strict=True)
+    )
+    a = block_reduce(ct, factors, np.mean, cval=CLIP_HU[0])
+    b = block_reduce(sct, factors, np.mean, cval=CLIP_HU[0])
+    m = block_reduce(inside.astype(np.float64), factors, np.mean, cval=0.0) >= 0.5
+    if m.sum() < 2:
+        return np.zeros(3), math.nan
+    radius = [
+        max(1, math.ceil(s.max_shift_mm / (d * f)))
+        for d, f in zip(spacing_mm, factors, strict=True)
+    ]
+    weights = m.astype(np.float64)
+    n = float(weights.sum())
+    centred = (a - a[m].mean()) * weights
+    padded = np.pad(b, [(r, r) for r in radius], constant_values=CLIP_HU[0])
+    cross = correlate(padded, centred, mode="valid", method="fft")
+    sums = correlate(padded, weights, mode="valid", method="fft")
+    squares = correlate(padded**2, weights, mode="valid", method="fft")
+    variance = np.clip(squares - sums**2 / n, 0.0, None)
+    denominator = np.sqrt(float(np.sum(centred**2)) * variance)
+    ncc = np.divide(cross, denominator, out=np.full_like(cross, -1.0), where=denominator > 0)
+    peak = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
+    refined = np.asarray(peak, dtype=np.float64)
+    for axis in range(3):
+        k = peak[axis]
+        if 0 < k < ncc.shape[axis] - 1:
+            lo = list(peak)
+            hi = list(peak)
+            lo[axis], hi[axis] = k - 1, k + 1
+            y0, y1, y2 = float(ncc[tuple(lo)]), float(ncc[peak]), float(ncc[tuple(hi)])
+            curvature = y0 - 2 * y1 + y2
+            if curvature < 0:
+                refined[axis] += float(np.clip(0.5 * (y0 - y2) / curvature, -0.5, 0.5))
+    shift_voxels = (refined - np.asarray(radius)) * np.asarray(factors)
+    return shift_voxels, float(ncc[peak])
+
+
+def check_alignment(
+    ct_hu: NDArray[Any],
+    sct_hu: NDArray[Any],
+    inside: NDArray[np.bool_],
+    *,
+    affine: NDArray[np.float64],
+    settings: AlignmentCheckSettings | None = None,
+) -> AlignmentCheck:
+    """Measure the alignment of an sCT with its CT on the CT grid and decide.
+
+    Parameters
+    ----------
+    ct_hu, sct_hu : (I, J, K) ndarray
+        The CT and the sCT on the same grid, in HU.
+    inside : (I, J, K) ndarray of bool
+        Where to compare: the body mask within the sCT's field of view.
+    affine : (4, 4) ndarray
+        Voxel index to LPS mm of the grid (spacing and directions of the shift).
+    settings : AlignmentCheckSettings, optional
+        Thresholds; defaults when omitted.
+
+    Returns
+    -------
+    AlignmentCheck
+        Figures, best shift (LPS mm) and verdict; see the module notes for the rule.
+    """
+    s = settings or AlignmentCheckSettings()
+    ct = np.clip(np.asarray(ct_hu, dtype=np.float64), *CLIP_HU)
+    sct = np.clip(np.asarray(sct_hu, dtype=np.float64), *CLIP_HU)
+    mask = np.asarray(inside, dtype=bool)
+    a = np.asarray(affine, dtype=np.float64)
+    spacing = np.linalg.norm(a[:3, :3], axis=0)
+    n_voxels = int(np.count_nonzero(mask))
+    if n_voxels < 2:
+        return AlignmentCheck(
+            False, "the sCT and the CT share no body voxel", math.nan, math.nan, math.nan,
+            (0.0, 0.0, 0.0), math.nan, n_voxels,
+        )  # fmt: skip
+    ct_in, sct_in = ct[mask], sct[mask]
+    ncc = _ncc(ct_in, sct_in)
+    mae = float(np.mean(np.abs(sct_in - ct_in)))
+    bone_ct = ct_in >= s.bone_threshold_hu
+    voxel_ml = float(abs(np.linalg.det(a[:3, :3]))) / 1000.0
+    bone_dice = (
+        _dice(bone_ct, sct_in >= s.bone_threshold_hu)
+        if np.count_nonzero(bone_ct) * voxel_ml >= s.min_bone_ml
+        else math.nan
+    )
+    shift_voxels, ncc_best = _shift_search(
+        ct, sct, mask, (float(spacing[0]), float(spacing[1]), float(spacing[2])), s
+    )
+    shift_lps = a[:3, :3] @ shift_voxels
+    length = float(np.linalg.norm(shift_lps))
+    tolerance = max(s.shift_tolerance_mm, float(spacing.max()))
+    reasons = []
+    if length > tolerance and ncc_best - ncc >= s.min_ncc_gain:
+        l_mm, p_mm, s_mm = shift_lps
+        reasons.append(
+            f"the sCT appears shifted by {length:.1f} mm (L {l_mm:+.1f}, P {p_mm:+.1f}, "
+            f"S {s_mm:+.1f} mm) relative to the CT: shifted back, its NCC with the CT rises "
+            f"from {ncc:.3f} to {ncc_best:.3f}"
+        )
+    if not ncc >= s.min_ncc:
+        reasons.append(
+            f"NCC {ncc:.3f} < {s.min_ncc:g}: the images do not match (mirrored, rotated, wrong "
+            "spacing or another patient?)"
+        )
+    if bone_dice < s.min_bone_dice:
+        reasons.append(
+            f"bone Dice {bone_dice:.3f} < {s.min_bone_dice:g} at {s.bone_threshold_hu:g} HU"
+        )
+    return AlignmentCheck(
+        passed=not reasons,
+        reason="; ".join(reasons),
+        ncc=ncc,
+        bone_dice=bone_dice,
+        mae_hu=mae,
+        best_shift_lps_mm=(float(shift_lps[0]), float(shift_lps[1]), float(shift_lps[2])),
+        ncc_at_best_shift=ncc_best,
+        n_voxels=n_voxels,
+    )
