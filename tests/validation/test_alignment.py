@@ -171,8 +171,15 @@ def test_pipeline_with_register_recovers_the_lesions(tmp_path: Path) -> None:
     from synthct.io import write_volume
 
     write_volume(SyntheticCT(sct.array, motion @ sct.affine), tmp_path / row["sct"])
-    unregistered = validate_case(spec(tmp_path, row))
+    # without registration the alignment check stops the case (it used to pass silently with
+    # misaligned ROIs); measured anyway with --align warn, no lesion is called missed
+    stopped = validate_case(spec(tmp_path, row))
+    assert not stopped.ok and stopped.error_stage == "alignment_check"
+    assert "--register" in (stopped.error or "")
+    unregistered = validate_case(spec(tmp_path, row), ValidationSettings(alignment="warn"))
     assert unregistered.ok and unregistered.case_row["n_visible_sct"] < 2  # misaligned ROIs
+    assert unregistered.case_row["n_missed_sct"] is None
+    assert all(lesion["sct_missed"] is None for lesion in unregistered.lesion_rows)
     result = validate_case(spec(tmp_path, row), ValidationSettings(rigid_registration=True))
     assert result.ok, result.error
     assert result.case_row["sct_registered"] and result.case_row["n_visible_sct"] == 2

@@ -73,6 +73,8 @@ QUALITY_STRIDE = 2
 #: Multi-start: the starts with the best coarse metric optimised briefly, and for how long.
 MULTI_START_KEEP = 4
 MULTI_START_ITERATIONS = 30
+#: ... on the coarsest level with at least this many voxels (mutual information needs samples).
+MULTI_START_MIN_VOXELS = 20_000
 #: Below this overlap of the two fields of view, the grids are taken as different frames.
 DEFAULT_MIN_OVERLAP_FRACTION = 0.25
 
@@ -126,10 +128,10 @@ class RegistrationSettings(BaseModel):
             f"{list(self.smoothing_sigmas_mm)} mm; multi-start initialisation: the 24 rotations "
             "that map the axes onto themselves, about the CT's centre of intensity moved onto "
             "the sCT's, plus the aligned field-of-view centres, ranked by the metric at the "
-            f"coarsest level, the best {MULTI_START_KEEP} optimised for "
-            f"{MULTI_START_ITERATIONS} iterations there, the best of those refined; linear "
-            "interpolation; the transform maps CT points to sCT points; each axis finer than "
-            "the new spacing is smoothed, the others are not"
+            f"coarsest level with >= {MULTI_START_MIN_VOXELS} voxels, the best "
+            f"{MULTI_START_KEEP} optimised for {MULTI_START_ITERATIONS} iterations there, the "
+            "best of those refined; linear interpolation; the transform maps CT points to sCT "
+            "points; each axis finer than the new spacing is smoothed, the others are not"
         )
 
 
@@ -385,14 +387,11 @@ def _start_transforms(fixed: sitk.Image, moving: sitk.Image) -> list[sitk.Euler3
 
 
 def _method(
-    s: RegistrationSettings,
-    fixed: sitk.Image,
-    levels: int | None = None,
-    iterations: int | None = None,
+    s: RegistrationSettings, fixed: sitk.Image, iterations: int | None = None
 ) -> sitk.ImageRegistrationMethod:
-    """The registration method of ``s`` (its first ``levels`` levels)."""
-    shrink = list(s.shrink_factors[:levels])
-    smoothing = list(s.smoothing_sigmas_mm[:levels])
+    """The registration method of ``s`` (``iterations`` per level, when given)."""
+    shrink = list(s.shrink_factors)
+    smoothing = list(s.smoothing_sigmas_mm)
     method = sitk.ImageRegistrationMethod()
     if s.threads is not None:
         method.SetNumberOfThreads(s.threads)
@@ -416,35 +415,48 @@ def _method(
     return method
 
 
+def _coarse(image: sitk.Image, shrink: int, sigma_mm: float) -> sitk.Image:
+    """``image`` smoothed (Gaussian SD ``sigma_mm``) and subsampled by ``shrink``."""
+    if sigma_mm > 0:
+        image = sitk.SmoothingRecursiveGaussian(image, sigma_mm)
+    return sitk.Shrink(image, [shrink] * image.GetDimension()) if shrink > 1 else image
+
+
 def _best_start(
     s: RegistrationSettings, fixed: sitk.Image, moving: sitk.Image
 ) -> sitk.Euler3DTransform:
-    """Multi-start: every start's metric at the coarsest level; the best few optimised briefly
-    there; the one with the best metric after that."""
+    """Multi-start on the coarsest level that keeps MULTI_START_MIN_VOXELS voxels: every
+    start's metric; the best few optimised briefly; the one with the best metric after that."""
+    voxels = float(np.prod(fixed.GetSize()))
+    level = next(
+        (n for n, f in enumerate(s.shrink_factors) if voxels / f**3 >= MULTI_START_MIN_VOXELS),
+        len(s.shrink_factors) - 1,
+    )
+    shrink, sigma = s.shrink_factors[level], s.smoothing_sigmas_mm[level]
+    fixed_coarse, moving_coarse = _coarse(fixed, shrink, sigma), _coarse(moving, shrink, sigma)
+    coarse = s.model_copy(update={"shrink_factors": (1,), "smoothing_sigmas_mm": (0.0,)})
     scores: list[tuple[float, int]] = []
     starts = _start_transforms(fixed, moving)
     for n, start in enumerate(starts):
-        method = _method(s, fixed, levels=1)
+        method = _method(coarse, fixed_coarse)
         method.SetInitialTransform(start, inPlace=False)
         try:
-            scores.append((float(method.MetricEvaluate(fixed, moving)), n))
+            scores.append((float(method.MetricEvaluate(fixed_coarse, moving_coarse)), n))
         except RuntimeError:  # too little overlap for the metric: not a start
             continue
-    if not scores:
-        return starts[0]
     best: tuple[float, sitk.Euler3DTransform] | None = None
     for _, n in sorted(scores)[:MULTI_START_KEEP]:
-        method = _method(s, fixed, levels=1, iterations=MULTI_START_ITERATIONS)
+        method = _method(coarse, fixed_coarse, iterations=MULTI_START_ITERATIONS)
         method.SetInitialTransform(starts[n], inPlace=False)
         try:
-            result = method.Execute(fixed, moving)
+            result = method.Execute(fixed_coarse, moving_coarse)
         except RuntimeError:
             continue
         value = float(method.GetMetricValue())
         if best is None or value < best[0]:
             euler = sitk.Euler3DTransform(sitk.CompositeTransform(result).GetNthTransform(0))
             best = (value, euler)
-    return starts[sorted(scores)[0][1]] if best is None else best[1]
+    return starts[0] if best is None else best[1]
 
 
 def register_rigid(

@@ -10,7 +10,7 @@ lesion missed. :func:`check_alignment` does, inside the body mask and the sCT's 
 * **A search of small shifts**: the NCC of the CT with the sCT translated by every whole
   voxel of a coarse grid (``search_grid_mm``, block means of the images) up to
   ``max_shift_mm`` along each axis, computed for all shifts at once by FFT cross-correlation
-  (scipy [1]_) with the CT region held fixed; the peak is refined to sub-voxel by a parabola
+  (scipy.fft [1]_) with the CT region held fixed; the peak is refined to sub-voxel by a parabola
   through its neighbours along each axis. The best shift says where the sCT's anatomy lies
   relative to the CT's (LPS mm): ``sct(x + shift) ~ ct(x)``.
 
@@ -29,7 +29,7 @@ one does not.
 References
 ----------
 .. [1] P. Virtanen et al., "SciPy 1.0: fundamental algorithms for scientific computing in
-   Python", Nature Methods 17, 2020 (``scipy.signal.correlate``).
+   Python", Nature Methods 17, 2020 (``scipy.fft``).
 .. [2] J. P. Lewis, "Fast normalized cross-correlation", Vision Interface, 1995 (NCC by FFT
    with running sums).
 """
@@ -43,15 +43,20 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.signal import correlate
-from skimage.measure import block_reduce
+from scipy.fft import irfftn, next_fast_len, rfftn
+from scipy.ndimage import minimum_filter
 
 __all__ = ["AlignmentCheck", "AlignmentCheckSettings", "check_alignment"]
 
 #: HU range both images are clipped to before the NCC (the SynthRAD2025 range).
 CLIP_HU = (-1024.0, 3071.0)
+#: The figures at the given pose use every POSE_STRIDE-th voxel along each axis.
+POSE_STRIDE = 2
 #: The coarse search grid keeps at least this many voxels along each axis.
 MIN_SEARCH_VOXELS = 16
+#: The shift search compares only CT voxels whose shifted positions all hold sCT data, unless
+#: fewer than this fraction of the mask's voxels are left.
+MIN_KERNEL_FRACTION = 0.25
 
 
 class AlignmentCheckSettings(BaseModel):
@@ -65,7 +70,7 @@ class AlignmentCheckSettings(BaseModel):
         default=3.0, ge=0, description="a longer best shift (that improves the NCC) fails"
     )
     min_ncc_gain: float = Field(
-        default=0.02, ge=0, description="NCC gain that makes a best shift significant"
+        default=0.01, ge=0, description="NCC gain that makes a best shift or mirror significant"
     )
     min_ncc: float = Field(default=0.5, ge=-1, le=1, description="lower NCC at the pose fails")
     min_bone_dice: float = Field(default=0.3, ge=0, le=1, description="lower bone Dice fails")
@@ -150,51 +155,132 @@ def _dice(a: NDArray[np.bool_], b: NDArray[np.bool_]) -> float:
     return 2.0 * int(np.count_nonzero(a & b)) / total if total else 1.0
 
 
-def _shift_search(
-    ct: NDArray[np.float64],
-    sct: NDArray[np.float64],
+def _block_mean(array: NDArray[Any], factors: tuple[int, ...]) -> NDArray[np.float64]:
+    """Means of ``factors``-sized blocks (the array trimmed to whole blocks)."""
+    shape = [n // f for n, f in zip(array.shape, factors, strict=True)]
+    trimmed = array[tuple(slice(0, n * f) for n, f in zip(shape, factors, strict=True))]
+    blocks = trimmed.reshape(shape[0], factors[0], shape[1], factors[1], shape[2], factors[2])
+    means: NDArray[np.float64] = blocks.mean(axis=(1, 3, 5), dtype=np.float64)
+    return means
+
+
+def _window(array: NDArray[np.float64], box: tuple[slice, ...], radius: list[int]) -> Any:
+    """``array[box]`` grown by ``radius`` voxels per side, air beyond the array."""
+    pads, cut = [], []
+    for s, r, n in zip(box, radius, array.shape, strict=True):
+        lo, hi = int(s.start) - r, int(s.stop) + r
+        pads.append((max(0, -lo), max(0, hi - n)))
+        cut.append(slice(max(lo, 0), min(hi, n)))
+    return np.pad(array[tuple(cut)], pads, constant_values=CLIP_HU[0])
+
+
+@dataclass(frozen=True)
+class _Search:
+    """The coarse grid of the shift search: the CT inside the mask, fixed, as a kernel."""
+
+    factors: tuple[int, int, int]
+    radius: list[int]
+    box: tuple[slice, ...]
+    centred: NDArray[np.float64]
+    weights: NDArray[np.float64]
+    _kernels: tuple[list[int], NDArray[Any], NDArray[Any]] | None = None
+
+    def ncc_map(self, sct: NDArray[np.float64]) -> NDArray[np.float64]:
+        """NCC of the CT kernel with the coarse ``sct`` at every shift (index = shift + radius).
+
+        Cross-correlations by FFT (the kernels' transforms are computed once); the sCT's sum
+        and sum of squares under the mask give its mean and variance at every shift [2]_.
+        """
+        volume = _window(sct, self.box, self.radius)
+        shape = [next_fast_len(n, real=True) for n in volume.shape]
+        if self._kernels is None or self._kernels[0] != shape:
+            flipped = (slice(None, None, -1),) * 3
+            object.__setattr__(
+                self,
+                "_kernels",
+                (
+                    shape,
+                    rfftn(self.centred[flipped], shape),
+                    rfftn(self.weights[flipped], shape),
+                ),
+            )
+        assert self._kernels is not None
+        _, centred_f, weights_f = self._kernels
+        valid = tuple(
+            slice(k - 1, n) for k, n in zip(self.centred.shape, volume.shape, strict=True)
+        )
+        volume_f, squares_f = rfftn(volume, shape), rfftn(volume**2, shape)
+        cross = irfftn(volume_f * centred_f, shape)[valid]
+        sums = irfftn(volume_f * weights_f, shape)[valid]
+        squares = irfftn(squares_f * weights_f, shape)[valid]
+        n = float(self.weights.sum())
+        variance = np.clip(squares - sums**2 / n, 0.0, None)
+        denominator = np.sqrt(float(np.sum(self.centred**2)) * variance)
+        out: NDArray[np.float64] = np.divide(
+            cross, denominator, out=np.full_like(cross, -1.0), where=denominator > 1e-6
+        )
+        return out
+
+    def best(self, ncc: NDArray[np.float64]) -> tuple[NDArray[np.float64], float]:
+        """Best shift in voxels of the full grid (parabolic sub-voxel peak) and its NCC."""
+        peak = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
+        refined = np.asarray(peak, dtype=np.float64)
+        for axis in range(3):
+            k = peak[axis]
+            if 0 < k < ncc.shape[axis] - 1:
+                lo, hi = list(peak), list(peak)
+                lo[axis], hi[axis] = k - 1, k + 1
+                y0, y1, y2 = float(ncc[tuple(lo)]), float(ncc[peak]), float(ncc[tuple(hi)])
+                if y0 - 2 * y1 + y2 < 0:
+                    step = 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2)
+                    refined[axis] += float(np.clip(step, -0.5, 0.5))
+        shift = (refined - np.asarray(self.radius)) * np.asarray(self.factors)
+        return shift, float(ncc[peak])
+
+    def at_pose(self, ncc: NDArray[np.float64]) -> float:
+        """NCC without a shift."""
+        return float(ncc[tuple(self.radius)])
+
+
+def _search_grid(
+    ct: NDArray[Any],
     inside: NDArray[np.bool_],
-    spacing_mm: tuple[float, float, float],
+    sct_fov: NDArray[np.bool_] | None,
+    spacing_mm: NDArray[np.float64],
     s: AlignmentCheckSettings,
-) -> tuple[NDArray[np.float64], float]:
-    """Best shift in CT voxel units (array axes) and its NCC (see the module notes)."""
+) -> _Search | None:
+    """The coarse CT kernel: block means inside the mask's bounding box.
+
+    The kernel keeps the mask's voxels whose every shifted position still has sCT data: at
+    least the search radius away from the CT grid's faces and from the edge of the sCT's field
+    of view (when that leaves too little, the whole mask is used).
+    """
     factors = tuple(
         max(1, min(round(s.search_grid_mm / d), n // MIN_SEARCH_VOXELS))
         for d, n in zip(spacing_mm, ct.shape, strict=True)
     )
-    a = block_reduce(ct, factors, np.mean, cval=CLIP_HU[0])
-    b = block_reduce(sct, factors, np.mean, cval=CLIP_HU[0])
-    m = block_reduce(inside.astype(np.float64), factors, np.mean, cval=0.0) >= 0.5
-    if m.sum() < 2:
-        return np.zeros(3), math.nan
     radius = [
         max(1, math.ceil(s.max_shift_mm / (d * f)))
         for d, f in zip(spacing_mm, factors, strict=True)
     ]
-    weights = m.astype(np.float64)
-    n = float(weights.sum())
-    centred = (a - a[m].mean()) * weights
-    padded = np.pad(b, [(r, r) for r in radius], constant_values=CLIP_HU[0])
-    cross = correlate(padded, centred, mode="valid", method="fft")
-    sums = correlate(padded, weights, mode="valid", method="fft")
-    squares = correlate(padded**2, weights, mode="valid", method="fft")
-    variance = np.clip(squares - sums**2 / n, 0.0, None)
-    denominator = np.sqrt(float(np.sum(centred**2)) * variance)
-    ncc = np.divide(cross, denominator, out=np.full_like(cross, -1.0), where=denominator > 0)
-    peak = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
-    refined = np.asarray(peak, dtype=np.float64)
-    for axis in range(3):
-        k = peak[axis]
-        if 0 < k < ncc.shape[axis] - 1:
-            lo = list(peak)
-            hi = list(peak)
-            lo[axis], hi[axis] = k - 1, k + 1
-            y0, y1, y2 = float(ncc[tuple(lo)]), float(ncc[peak]), float(ncc[tuple(hi)])
-            curvature = y0 - 2 * y1 + y2
-            if curvature < 0:
-                refined[axis] += float(np.clip(0.5 * (y0 - y2) / curvature, -0.5, 0.5))
-    shift_voxels = (refined - np.asarray(radius)) * np.asarray(factors)
-    return shift_voxels, float(ncc[peak])
+    a = np.clip(_block_mean(ct, factors), *CLIP_HU)
+    m = _block_mean(inside, factors) >= 0.5
+    data = np.ones(m.shape, dtype=bool) if sct_fov is None else _block_mean(sct_fov, factors) > 0.99
+    reachable = minimum_filter(data, size=[2 * r + 1 for r in radius], mode="constant", cval=0)
+    if np.count_nonzero(m & reachable) >= MIN_KERNEL_FRACTION * np.count_nonzero(m):
+        m = m & reachable
+    found = np.nonzero(m)
+    if found[0].size < 2:
+        return None
+    box = tuple(slice(int(f.min()), int(f.max()) + 1) for f in found)
+    weights = m[box].astype(np.float64)
+    centred = (a[box] - a[m].mean()) * weights
+    return _Search((factors[0], factors[1], factors[2]), radius, box, centred, weights)
+
+
+def _axis_name(affine: NDArray[np.float64], axis: int) -> str:
+    direction = affine[:3, axis]
+    return "LPS"[int(np.argmax(np.abs(direction)))]
 
 
 def check_alignment(
@@ -203,6 +289,7 @@ def check_alignment(
     inside: NDArray[np.bool_],
     *,
     affine: NDArray[np.float64],
+    sct_fov: NDArray[np.bool_] | None = None,
     settings: AlignmentCheckSettings | None = None,
 ) -> AlignmentCheck:
     """Measure the alignment of an sCT with its CT on the CT grid and decide.
@@ -215,6 +302,8 @@ def check_alignment(
         Where to compare: the body mask within the sCT's field of view.
     affine : (4, 4) ndarray
         Voxel index to LPS mm of the grid (spacing and directions of the shift).
+    sct_fov : (I, J, K) ndarray of bool, optional
+        Where the CT grid lies inside the sCT's field of view (everywhere when omitted).
     settings : AlignmentCheckSettings, optional
         Thresholds; defaults when omitted.
 
@@ -224,41 +313,55 @@ def check_alignment(
         Figures, best shift (LPS mm) and verdict; see the module notes for the rule.
     """
     s = settings or AlignmentCheckSettings()
-    ct = np.clip(np.asarray(ct_hu, dtype=np.float64), *CLIP_HU)
-    sct = np.clip(np.asarray(sct_hu, dtype=np.float64), *CLIP_HU)
     mask = np.asarray(inside, dtype=bool)
     a = np.asarray(affine, dtype=np.float64)
     spacing = np.linalg.norm(a[:3, :3], axis=0)
-    n_voxels = int(np.count_nonzero(mask))
-    if n_voxels < 2:
+    sub = (slice(None, None, POSE_STRIDE),) * 3
+    mask_sub = mask[sub]
+    n_voxels = int(np.count_nonzero(mask_sub))
+    kernel = _search_grid(np.asarray(ct_hu), mask, sct_fov, spacing, s)
+    if n_voxels < 2 or kernel is None:
         return AlignmentCheck(
             False, "the sCT and the CT share no body voxel", math.nan, math.nan, math.nan,
             (0.0, 0.0, 0.0), math.nan, n_voxels,
         )  # fmt: skip
-    ct_in, sct_in = ct[mask], sct[mask]
+    ct_in = np.clip(np.asarray(ct_hu)[sub][mask_sub].astype(np.float64), *CLIP_HU)
+    sct_in = np.clip(np.asarray(sct_hu)[sub][mask_sub].astype(np.float64), *CLIP_HU)
     ncc = _ncc(ct_in, sct_in)
     mae = float(np.mean(np.abs(sct_in - ct_in)))
     bone_ct = ct_in >= s.bone_threshold_hu
-    voxel_ml = float(abs(np.linalg.det(a[:3, :3]))) / 1000.0
+    voxel_ml = float(abs(np.linalg.det(a[:3, :3]))) * POSE_STRIDE**3 / 1000.0
     bone_dice = (
         _dice(bone_ct, sct_in >= s.bone_threshold_hu)
         if np.count_nonzero(bone_ct) * voxel_ml >= s.min_bone_ml
         else math.nan
     )
-    shift_voxels, ncc_best = _shift_search(
-        ct, sct, mask, (float(spacing[0]), float(spacing[1]), float(spacing[2])), s
-    )
+    sct_array = np.asarray(sct_hu)
+    coarse_sct = np.clip(_block_mean(sct_array, kernel.factors), *CLIP_HU)
+    plain = kernel.ncc_map(coarse_sct)
+    shift_voxels, ncc_best = kernel.best(plain)
+    ncc_coarse = kernel.at_pose(plain)
     shift_lps = a[:3, :3] @ shift_voxels
     length = float(np.linalg.norm(shift_lps))
-    tolerance = max(s.shift_tolerance_mm, float(spacing.max()))
     reasons = []
-    if length > tolerance and ncc_best - ncc >= s.min_ncc_gain:
+    if length > max(s.shift_tolerance_mm, float(spacing.max())) and (
+        ncc_best - ncc_coarse >= s.min_ncc_gain
+    ):
         l_mm, p_mm, s_mm = shift_lps
         reasons.append(
             f"the sCT appears shifted by {length:.1f} mm (L {l_mm:+.1f}, P {p_mm:+.1f}, "
             f"S {s_mm:+.1f} mm) relative to the CT: shifted back, its NCC with the CT rises "
-            f"from {ncc:.3f} to {ncc_best:.3f}"
+            f"from {ncc_coarse:.3f} to {ncc_best:.3f}"
         )
+    for axis in range(3):
+        flipped = np.clip(_block_mean(np.flip(sct_array, axis), kernel.factors), *CLIP_HU)
+        mirrored = kernel.best(kernel.ncc_map(flipped))[1]
+        if mirrored - ncc_best >= s.min_ncc_gain:
+            reasons.append(
+                f"the sCT looks mirrored along array axis {axis} (the "
+                f"{_axis_name(a, axis)} direction): flipped, its NCC with the CT rises from "
+                f"{ncc_best:.3f} to {mirrored:.3f}"
+            )
     if not ncc >= s.min_ncc:
         reasons.append(
             f"NCC {ncc:.3f} < {s.min_ncc:g}: the images do not match (mirrored, rotated, wrong "

@@ -598,6 +598,19 @@ def _align(
     return aligned, inside
 
 
+def _check(
+    ct: CTVolume, aligned: Alignment, inside: NDArray[np.bool_], settings: AlignmentCheckSettings
+) -> AlignmentCheck:
+    return check_alignment(
+        ct.array,
+        aligned.sct.array,
+        inside,
+        affine=ct.affine,
+        sct_fov=aligned.sct_fov,
+        settings=settings,
+    )
+
+
 def _checked_alignment(
     case: CaseSpec,
     stages: _Stages,
@@ -614,16 +627,12 @@ def _checked_alignment(
     """
     aligned, inside = _align(case, stages, s, ct, sct, mri, body, register=s.rigid_registration)
     with stages.stage("alignment_check", column="sct", path=case.sct):
-        check = check_alignment(
-            ct.array, aligned.sct.array, inside, affine=ct.affine, settings=s.alignment_check
-        )
+        check = _check(ct, aligned, inside, s.alignment_check)
     action = "registered" if s.rigid_registration else "none"
     if not check.passed and s.alignment == "auto" and not s.rigid_registration:
         aligned, inside = _align(case, stages, s, ct, sct, mri, body, register=True)
         with stages.stage("alignment_check", column="sct", path=case.sct):
-            check = check_alignment(
-                ct.array, aligned.sct.array, inside, affine=ct.affine, settings=s.alignment_check
-            )
+            check = _check(ct, aligned, inside, s.alignment_check)
         action = "registered_after_check"
     if not check.passed and s.alignment != "warn":
         raise MisalignmentFailure(
