@@ -183,3 +183,35 @@ def test_settings_are_recorded_in_words() -> None:
     rules = ValidationSettings().to_dict()["alignment_check"]["rules"]
     assert "best shift" in rules and "250 HU" in rules
     assert AlignmentCheckSettings().max_shift_mm >= 15.0
+
+
+def test_cohort_tables_json_and_report_record_the_check(tmp_path: Path) -> None:
+    import json
+
+    import pandas as pd
+
+    from synthct.validation.runner import run_validation
+
+    rows = [
+        write_case(tmp_path, "aligned", lesion_hu=[450.0], sct="csf"),
+        _case_with_sct(tmp_path, "shifted", "shift_9mm"),
+    ]
+    out = tmp_path / "out"
+    summary = run_validation(
+        [spec(tmp_path, row) for row in rows], out, ValidationSettings(), n_workers=0
+    )
+    cases = pd.read_csv(out / "cases.csv")
+    assert bool(cases.loc[0, "alignment_passed"]) and cases.loc[0, "n_missed_sct"] == 1
+    lesions = pd.read_csv(out / "lesions.csv")
+    assert bool(lesions.loc[0, "sct_missed"]) and not bool(lesions.loc[0, "truncated"])
+    failures = pd.read_csv(out / "failures.csv")
+    assert list(failures["case_id"]) == ["shifted"]
+    assert (
+        failures.loc[0, "stage"] == "alignment_check" and "shifted by" in failures.loc[0, "reason"]
+    )
+    stored = json.loads((out / "cases" / "shifted" / "result.json").read_text())["result"]
+    assert stored["alignment_check"]["alignment_passed"] is False
+    assert summary.report is not None
+    html = summary.report.read_text()
+    assert "Alignment of each sCT with its CT" in html and "Missed on sCT" in html
+    assert "Cut by field of view" in html

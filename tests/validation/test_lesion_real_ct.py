@@ -2,7 +2,7 @@
 
 Input that failed before (issue 17): a 12 mm calcified meningioma (450 HU) inserted into a real
 thoracic CT (0.98 x 0.98 x 2 mm) against the laminae, its mask as the annotation. The CT
-segmentation spilled into the bone (measured 17.6 mm across, 138 voxels outside the lesion, 103
+segmentation spilled into the bone (measured 16.6 mm across, 119 voxels outside the lesion, 81
 of them bone); now the diameter is within one voxel of 12 mm and no bone voxel is counted. The
 same lesion two slices from the top of the field of view is flagged as truncated.
 """
@@ -72,7 +72,7 @@ def test_lesion_against_the_laminae_is_measured_without_the_bone(
     thoracic: tuple[CTVolume, np.ndarray],
 ) -> None:
     ct, cord = thoracic
-    with_lesion, truth, result = _lesion_against_laminae(ct, cord, k=12)
+    _, truth, result = _lesion_against_laminae(ct, cord, k=12)
     # the lesion touches bone: some voxel next to it is bone
     near = np.zeros_like(truth)
     near[1:, :, :] |= truth[:-1]
@@ -80,11 +80,11 @@ def test_lesion_against_the_laminae_is_measured_without_the_bone(
     assert np.any(near & ~truth & (ct.array >= BONE_HU))
     assert result.ct.visible and not result.truncated
     voxel_mm = max(ct.spacing_mm)
-    assert abs(result.ct.diameter_axial_mm - DIAMETER_MM) <= voxel_mm  # was 17.6 mm
+    assert abs(result.ct.diameter_axial_mm - DIAMETER_MM) <= voxel_mm  # was 16.6 mm
     assert result.masks is not None
     segmentation = result.masks.on_grid("ct_segmentation", ct.geometry.shape)
     bone = (ct.array >= BONE_HU) & ~truth
-    assert not np.any(segmentation & bone)  # was 103 bone voxels
+    assert not np.any(segmentation & bone)  # was 81 bone voxels
     # outside the mask only the lesion's partial-volume rim (face neighbours of the mask)
     assert not np.any(segmentation & ~binary_dilation(truth))
     assert result.dice == 1.0  # CT = sCT here
