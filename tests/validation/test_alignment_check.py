@@ -215,3 +215,23 @@ def test_cohort_tables_json_and_report_record_the_check(tmp_path: Path) -> None:
     html = summary.report.read_text()
     assert "Alignment of each sCT with its CT" in html and "Missed on sCT" in html
     assert "Cut by field of view" in html
+
+
+def test_cli_align_option(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from synthct.cli import app
+
+    row = _case_with_sct(tmp_path, "shifted", "shift_9mm")
+    args = ["validate", "--ct", str(tmp_path / row["ct"]), "--sct", str(tmp_path / row["sct"])]
+    args += ["--lesions", str(tmp_path / row["lesions"]), "--no-figures", "--no-report"]
+    args += ["--workers", "0"]
+    cli = CliRunner()
+    stopped = cli.invoke(app, [*args, "--out", str(tmp_path / "check")])
+    assert stopped.exit_code == 1, stopped.output
+    assert "misaligned" in stopped.stdout and "--register" in stopped.stdout
+    auto = cli.invoke(app, [*args, "--out", str(tmp_path / "auto"), "--align", "auto"])
+    assert auto.exit_code == 0, auto.output
+    assert "visible on sCT" in auto.stdout and "1/1" in auto.stdout
+    bad = cli.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--align", "sometimes"])
+    assert bad.exit_code == 2 and "--align" in bad.output and "check, auto, warn" in bad.output
