@@ -235,3 +235,17 @@ def test_cli_align_option(tmp_path: Path) -> None:
     assert "visible on sCT" in auto.stdout and "1/1" in auto.stdout
     bad = cli.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--align", "sometimes"])
     assert bad.exit_code == 2 and "--align" in bad.output and "check, auto, warn" in bad.output
+
+
+def test_partial_sct_field_of_view_passes_and_marks_the_cut_lesion_truncated(
+    tmp_path: Path,
+) -> None:
+    row = write_case(tmp_path, "half", lesion_hu=[450.0], radius_mm=[4.0])
+    sct = read_volume(tmp_path / row["sct"], kind="sct")
+    # the sCT stops at slice 20 of 40, through the lesion (slices 16..24): same frame
+    write_volume(SyntheticCT(sct.array[:, :, :20].copy(), sct.affine), tmp_path / row["sct"])
+    result = validate_case(spec(tmp_path, row))
+    assert result.ok, result.error
+    assert result.case_row["alignment_passed"]  # a partial field of view is no misalignment
+    lesion = result.lesion_rows[0]
+    assert lesion["roi_in_sct_fov_fraction"] < 1.0 and lesion["truncated"] is True

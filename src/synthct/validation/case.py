@@ -46,6 +46,7 @@ from synthct.errors import SynthctError, VolumeKindError
 from synthct.validation.alignment import (
     DEFAULT_MIN_OVERLAP_FRACTION,
     Alignment,
+    RegistrationReport,
     RegistrationSettings,
     align_sct,
     label_map_on_grid,
@@ -194,10 +195,23 @@ class CaseFailure(SynthctError):
 class MisalignmentFailure(CaseFailure):
     """A case stopped because its sCT is probably misaligned with its CT (see ``check``)."""
 
-    def __init__(self, case_id: str, check: AlignmentCheck, *, registered: bool, path: str):
+    def __init__(
+        self,
+        case_id: str,
+        check: AlignmentCheck,
+        *,
+        registration: RegistrationReport | None,
+        path: str,
+    ):
         self.check = check
-        if registered:
-            problem = "after rigid registration the sCT is still misaligned with the CT: "
+        if registration is not None:
+            r = registration
+            problem = (
+                f"after rigid registration (rotation {r.rotation_angle_deg:.1f} deg, "
+                f"translation {np.linalg.norm(r.translation_mm):.1f} mm, NCC "
+                f"{r.ncc_before:.3f} -> {r.ncc_after:.3f}) the sCT is still misaligned with the "
+                "CT: "
+            )
             fix = (
                 "check that the sCT belongs to this CT and is not mirrored (a flip cannot be "
                 "undone by a rigid registration) and that its header (spacing, orientation) is "
@@ -636,7 +650,7 @@ def _checked_alignment(
         action = "registered_after_check"
     if not check.passed and s.alignment != "warn":
         raise MisalignmentFailure(
-            case.case_id, check, registered=aligned.registration is not None, path=str(case.sct)
+            case.case_id, check, registration=aligned.registration, path=str(case.sct)
         )
     return aligned, inside, check, action
 
