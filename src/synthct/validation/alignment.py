@@ -52,6 +52,7 @@ from synthct.geometry import Geometry
 from synthct.io.atomic import atomic_file
 from synthct.io.itk import array_to_sitk
 from synthct.resample import resample_to
+from synthct.validation.alignment_check import mae_and_ncc
 from synthct.volume import CTVolume, LabelMap, Volume
 
 __all__ = [
@@ -285,15 +286,7 @@ def _agreement(
     ct: NDArray[Any], sct: NDArray[Any], inside: NDArray[np.bool_]
 ) -> tuple[float, float]:
     """MAE (HU) and normalised cross-correlation of two arrays inside a mask."""
-    if not inside.any():
-        return math.nan, math.nan
-    a = ct[inside].astype(np.float64)
-    b = sct[inside].astype(np.float64)
-    mae = float(np.mean(np.abs(b - a)))
-    a0, b0 = a - a.mean(), b - b.mean()
-    denominator = math.sqrt(float(np.dot(a0, a0)) * float(np.dot(b0, b0)))
-    ncc = float(np.dot(a0, b0)) / denominator if denominator > 0 else math.nan
-    return mae, ncc
+    return mae_and_ncc(ct[inside], sct[inside])
 
 
 def _registration_image(volume: CTVolume, spacing_mm: float) -> sitk.Image:

@@ -46,7 +46,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.fft import irfftn, next_fast_len, rfftn
 from scipy.ndimage import minimum_filter
 
-__all__ = ["AlignmentCheck", "AlignmentCheckSettings", "check_alignment"]
+from synthct.validation.lesion_size import dice_coefficient
+
+__all__ = ["AlignmentCheck", "AlignmentCheckSettings", "check_alignment", "mae_and_ncc"]
 
 #: HU range both images are clipped to before the NCC (the SynthRAD2025 range).
 CLIP_HU = (-1024.0, 3071.0)
@@ -144,15 +146,18 @@ class AlignmentCheck:
         )
 
 
-def _ncc(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
-    a0, b0 = a - a.mean(), b - b.mean()
-    denominator = math.sqrt(float(np.dot(a0, a0)) * float(np.dot(b0, b0)))
-    return float(np.dot(a0, b0)) / denominator if denominator > 0 else math.nan
+def mae_and_ncc(a: NDArray[Any], b: NDArray[Any]) -> tuple[float, float]:
+    """Mean absolute difference and normalised cross-correlation (Pearson's r) of two samples.
 
-
-def _dice(a: NDArray[np.bool_], b: NDArray[np.bool_]) -> float:
-    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-    return 2.0 * int(np.count_nonzero(a & b)) / total if total else 1.0
+    NaN for both when there is no value; the NCC is NaN when either sample is constant.
+    """
+    if a.size == 0:
+        return math.nan, math.nan
+    x, y = a.astype(np.float64, copy=False), b.astype(np.float64, copy=False)
+    mae = float(np.mean(np.abs(y - x)))
+    x0, y0 = x - x.mean(), y - y.mean()
+    denominator = math.sqrt(float(np.dot(x0, x0)) * float(np.dot(y0, y0)))
+    return mae, float(np.dot(x0, y0)) / denominator if denominator > 0 else math.nan
 
 
 def _block_mean(array: NDArray[Any], factors: tuple[int, ...]) -> NDArray[np.float64]:
@@ -327,12 +332,11 @@ def check_alignment(
         )  # fmt: skip
     ct_in = np.clip(np.asarray(ct_hu)[sub][mask_sub].astype(np.float64), *CLIP_HU)
     sct_in = np.clip(np.asarray(sct_hu)[sub][mask_sub].astype(np.float64), *CLIP_HU)
-    ncc = _ncc(ct_in, sct_in)
-    mae = float(np.mean(np.abs(sct_in - ct_in)))
+    mae, ncc = mae_and_ncc(ct_in, sct_in)
     bone_ct = ct_in >= s.bone_threshold_hu
     voxel_ml = float(abs(np.linalg.det(a[:3, :3]))) * POSE_STRIDE**3 / 1000.0
     bone_dice = (
-        _dice(bone_ct, sct_in >= s.bone_threshold_hu)
+        dice_coefficient(bone_ct, sct_in >= s.bone_threshold_hu)
         if np.count_nonzero(bone_ct) * voxel_ml >= s.min_bone_ml
         else math.nan
     )
