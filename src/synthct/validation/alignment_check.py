@@ -23,8 +23,11 @@ Decision (every threshold in :class:`AlignmentCheckSettings`): the check **fails
 3. or the bone Dice at the given pose is below ``min_bone_dice``.
 
 The thresholds are loose on purpose: an sCT from a poor model, or one that omits a lesion,
-still has its anatomy where the CT has it (NCC ~0.8-0.95, bone Dice ~0.7-0.95); a misaligned
-one does not.
+still has its anatomy where the CT has it (the shipped demo's sCTs, body MAE 56-100 HU: NCC
+0.63-0.90, bone Dice 0.84-0.97, best shift <= 0.1 mm); a misaligned one does not (a 9 mm header
+shift: NCC -0.01 to 0.42, bone Dice 0.14-0.65, best shift 8.6-8.9 mm; a 1.25x spacing error:
+NCC 0.09-0.15; mirrors are found by the mirror search, a nearly symmetric phantom mirrored left
+to right keeps an NCC of 0.86).
 
 References
 ----------
@@ -74,7 +77,7 @@ class AlignmentCheckSettings(BaseModel):
     min_ncc_gain: float = Field(
         default=0.01, ge=0, description="NCC gain that makes a best shift or mirror significant"
     )
-    min_ncc: float = Field(default=0.5, ge=-1, le=1, description="lower NCC at the pose fails")
+    min_ncc: float = Field(default=0.3, ge=-1, le=1, description="lower NCC at the pose fails")
     min_bone_dice: float = Field(default=0.3, ge=0, le=1, description="lower bone Dice fails")
     bone_threshold_hu: float = Field(default=250.0, description="bone: voxels >= this HU")
     min_bone_ml: float = Field(
