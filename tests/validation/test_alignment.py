@@ -171,8 +171,15 @@ def test_pipeline_with_register_recovers_the_lesions(tmp_path: Path) -> None:
     from synthct.io import write_volume
 
     write_volume(SyntheticCT(sct.array, motion @ sct.affine), tmp_path / row["sct"])
-    unregistered = validate_case(spec(tmp_path, row))
+    # without registration the alignment check stops the case (it used to pass silently with
+    # misaligned ROIs); measured anyway with --align warn, no lesion is called missed
+    stopped = validate_case(spec(tmp_path, row))
+    assert not stopped.ok and stopped.error_stage == "alignment_check"
+    assert "--register" in (stopped.error or "")
+    unregistered = validate_case(spec(tmp_path, row), ValidationSettings(alignment="warn"))
     assert unregistered.ok and unregistered.case_row["n_visible_sct"] < 2  # misaligned ROIs
+    assert unregistered.case_row["n_missed_sct"] is None
+    assert all(lesion["sct_missed"] is None for lesion in unregistered.lesion_rows)
     result = validate_case(spec(tmp_path, row), ValidationSettings(rigid_registration=True))
     assert result.ok, result.error
     assert result.case_row["sct_registered"] and result.case_row["n_visible_sct"] == 2
@@ -210,3 +217,53 @@ def test_real_ct_registration(totalseg: Path) -> None:
     points = ct.geometry.index_to_lps(np.argwhere(body)[::7])
     displacement_mm, angle_deg = motion_errors(report.matrix, motion, points)
     assert displacement_mm < 1.0 and angle_deg < 1.0
+
+
+# -- issue 17: anisotropic real CT, large rotations, poor results said --------------------------
+def _body_crop(ct: CTVolume) -> CTVolume:
+    """The CT cropped to its body's bounding box (same frame), to keep registration quick."""
+    found = np.argwhere(body_mask_from_ct(ct.array))
+    lo, hi = found.min(axis=0), found.max(axis=0) + 1
+    offset = np.eye(4)
+    offset[:3, 3] = lo
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    return CTVolume(np.ascontiguousarray(ct.array[box]), ct.affine @ offset)
+
+
+@pytest.mark.slow
+def test_anisotropic_real_ct_rotated_180_degrees_is_recovered(totalseg: Path) -> None:
+    # a real thoracic CT at 0.98 x 0.98 x 2 mm: registration used to crash ("Sigma must be
+    # greater than zero"), and a copy turned by ~180 degrees converged to a wrong pose
+    read = read_volume(totalseg / "example_ct_dicom", kind="ct")
+    assert isinstance(read, CTVolume)
+    ct = _body_crop(read)
+    assert ct.spacing_mm[2] == pytest.approx(2.0) and ct.spacing_mm[0] < 1.0
+    geometry = ct.geometry
+    centre = geometry.index_to_lps((np.asarray(geometry.shape) - 1) / 2)
+    r = Rotation.from_rotvec(np.radians([2.0, -1.5, 178.0])).as_matrix()
+    motion = np.eye(4)
+    motion[:3, :3] = r
+    motion[:3, 3] = centre + np.array([12.0, -8.0, 3.0]) - r @ centre
+    body = body_mask_from_ct(ct.array)
+    report = align_case(ct, SyntheticCT(ct.array, motion @ ct.affine), body=body, register=True)
+    registration = report.registration
+    assert registration is not None
+    points = geometry.index_to_lps(np.argwhere(body)[::11])
+    displacement_mm, angle_deg = motion_errors(registration.matrix, motion, points)
+    assert displacement_mm < 2.0 and angle_deg < 2.0  # about one voxel, two degrees
+    assert registration.ncc_after > 0.95 > registration.ncc_before
+    assert registration.rotation_angle_deg == pytest.approx(178.0, abs=2.0)
+
+
+def test_mirrored_sct_is_an_error_after_registration(tmp_path: Path) -> None:
+    # a flip cannot be undone by a rigid transform: the check after registration says so
+    row = write_case(tmp_path, "mirror", lesion_hu=[450.0])
+    sct = read_volume(tmp_path / row["sct"])
+    from synthct.io import write_volume
+
+    write_volume(SyntheticCT(np.flip(sct.array, 0).copy(), sct.affine), tmp_path / row["sct"])
+    result = validate_case(spec(tmp_path, row), ValidationSettings(rigid_registration=True))
+    assert not result.ok and result.error_stage == "alignment_check"
+    assert "after rigid registration (rotation" in (result.error or "")
+    assert "the sCT is still misaligned" in (result.error or "")
+    assert "mirrored" in (result.error or "")

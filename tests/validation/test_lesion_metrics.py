@@ -365,6 +365,43 @@ def test_measure_lesions_of_a_label_map_and_of_points() -> None:
     assert all(isinstance(r, LesionResult) for r in from_points)
 
 
+def test_a_lesion_that_is_not_on_the_ct_grid_is_a_warning_on_that_lesion_only() -> None:
+    # issue 17: one bad lesion used to fail the whole case; with a warnings list it is left out
+    geometry = Geometry.from_parameters((40, 30, 30), (1.0, 1.0, 1.0))
+    values = np.full(geometry.shape, CSF_HU, np.float32)
+    values[5:12, 10:17, 10:17] = 600.0
+    ct = CTVolume(values, geometry.affine)
+    big = Geometry.from_parameters((80, 30, 30), (1.0, 1.0, 1.0))  # same frame, twice as long
+    labels = np.zeros(big.shape, np.uint8)
+    labels[5:12, 10:17, 10:17] = 1
+    labels[60:66, 10:16, 10:16] = 2  # beyond the CT's field of view
+    annotation = LabelMap(labels, big.affine)
+    with pytest.raises(LesionAnnotationError, match="outside the CT field of view"):
+        measure_lesions(ct, _as_sct(ct), annotation)
+    warnings: list[str] = []
+    results = measure_lesions(ct, _as_sct(ct), annotation, warnings=warnings)
+    assert [r.lesion_id for r in results] == [1] and results[0].ct.visible
+    assert len(warnings) == 1 and warnings[0].startswith("lesion 2 not measured")
+    empty: list[str] = []
+    blank = LabelMap(np.zeros(geometry.shape, np.uint8), geometry.affine)
+    assert measure_lesions(ct, _as_sct(ct), blank, warnings=empty) == []
+    assert len(empty) == 1 and "empty" in empty[0]
+
+
+def test_lesion_at_the_grid_edge_is_truncated() -> None:
+    geometry = Geometry.from_parameters((30, 30, 30), (1.0, 1.0, 1.0))
+    values = np.full(geometry.shape, CSF_HU, np.float32)
+    labels = np.zeros(geometry.shape, np.uint8)
+    values[0:6, 10:17, 10:17] = 600.0  # cut by the first plane of axis 0
+    labels[0:6, 10:17, 10:17] = 1
+    values[15:21, 10:17, 10:17] = 600.0  # whole
+    labels[15:21, 10:17, 10:17] = 2
+    ct = CTVolume(values, geometry.affine)
+    results = measure_lesions(ct, _as_sct(ct), LabelMap(labels, geometry.affine))
+    assert [r.truncated for r in results] == [True, False]
+    assert [r.to_dict()["truncated"] for r in results] == [True, False]
+
+
 def test_result_row_is_flat_json_with_units_in_keys() -> None:
     geometry = _grid(AFFINES["lps"], field_mm=30.0)
     ct, annotation, _ = _phantom(geometry, (4.0, 4.0, 4.0))

@@ -135,7 +135,32 @@ def test_segmentation_stays_in_the_search_region() -> None:
     search = np.zeros(image.shape, dtype=bool)
     search[5:8, 4:8, 4:8] = True
     seg = segment_lesion(image, roi, search=search, lesion_level_hu=100, background_level_hu=0)
-    assert seg.sum() == 3 * 4 * 4
+    assert not (seg & ~search).any()
+    # the blob continues past the search region (at index 4 of axis 0): outside the ROI it is
+    # taken as an adjacent structure (bone against a lesion), so only the ROI's voxels remain
+    np.testing.assert_array_equal(seg, roi)
+
+
+def test_lesion_a_little_beyond_its_outline_is_kept_whole() -> None:
+    image, roi = _two_blobs()  # the 4^3 blob around a 2^3 ROI: an outline one voxel too tight
+    search = np.zeros(image.shape, dtype=bool)
+    search[3:9, 3:9, 3:9] = True  # ends within the margin: the lesion's own voxels
+    seg = segment_lesion(image, roi, search=search, lesion_level_hu=100, background_level_hu=0)
+    expected = np.zeros(image.shape, dtype=bool)
+    expected[4:8, 4:8, 4:8] = True
+    np.testing.assert_array_equal(seg, expected)
+
+
+def test_bone_touching_the_lesion_is_not_segmented() -> None:
+    # a 6^3 lesion (450 HU) whose face touches a bone slab (700 HU) that runs past the search
+    image = np.zeros((24, 24, 24))
+    image[:, :, 14:17] = 700.0  # the bone: a slab, like a lamina
+    image[6:12, 6:12, 8:14] = 450.0
+    roi = image == 450.0
+    search = np.zeros(image.shape, dtype=bool)
+    search[3:15, 3:15, 5:17] = True  # the ROI dilated by 3 voxels
+    seg = segment_lesion(image, roi, search=search, lesion_level_hu=450, background_level_hu=0)
+    np.testing.assert_array_equal(seg, roi)  # before: the slab within 3 voxels was counted
 
 
 def test_dark_lesion_is_segmented_below_the_threshold() -> None:

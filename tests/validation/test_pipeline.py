@@ -350,7 +350,7 @@ def test_nan_voxels_fail(tmp_path: Path) -> None:
     _failed(validate_case(spec(tmp_path, row)), "NaN", "sct.nii.gz")
 
 
-def test_lesion_outside_fov_and_empty_mask_fail(tmp_path: Path) -> None:
+def test_lesion_outside_fov_fails_and_empty_mask_warns(tmp_path: Path) -> None:
     row = write_case(tmp_path, "fov")
     from synthct.validation.manifest import parse_lesion_points
 
@@ -360,8 +360,11 @@ def test_lesion_outside_fov_and_empty_mask_fail(tmp_path: Path) -> None:
     assert result.error_column == "lesion_points"
     labels = read_volume(tmp_path / row["lesions"], kind="label")
     write_volume(LabelMap(np.zeros_like(labels.array), labels.affine), tmp_path / row["lesions"])
-    result = _failed(validate_case(spec(tmp_path, row)), "empty", "lesions.nii.gz")
-    assert result.error_column == "lesions"
+    # an empty lesion mask used to fail the whole case and lose its image metrics (issue 17)
+    result = _ok(validate_case(spec(tmp_path, row)))
+    assert result.lesion_rows == [] and result.case_row["n_lesions"] == 0
+    assert result.case_row["mae_hu"] == 0.0
+    assert any("lesions.nii.gz" in w and "empty" in w for w in result.warnings), result.warnings
 
 
 def test_other_frame_without_register_prints_both_geometries(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 #: Exit code when the run finished but some cases failed.
 EXIT_CASES_FAILED = 1
+#: Values of --align (ValidationSettings.alignment).
+ALIGN_MODES = ("check", "auto", "warn")
 #: Exit code after Ctrl-C (128 + SIGINT), as shells use.
 EXIT_INTERRUPTED = 130
 
@@ -58,6 +60,17 @@ def validate(
     register: Annotated[
         bool, typer.Option("--register", help="Register each sCT rigidly to its CT first (MI).")
     ] = False,
+    align: Annotated[
+        str,
+        typer.Option(
+            "--align",
+            metavar="check|auto|warn",
+            help="Alignment check of each sCT with its CT before any lesion is measured (NCC, "
+            "bone Dice, best small shift): 'check' stops a misaligned case with the measured "
+            "offset, 'auto' registers it rigidly and checks again, 'warn' measures anyway (no "
+            "lesion is then called missed).",
+        ),
+    ] = "check",
     workers: Annotated[
         int | None,
         typer.Option(
@@ -184,12 +197,19 @@ def validate(
             reference=audit_reference,
         )
         check_audit_settings(audit_settings)
+    if align not in ALIGN_MODES:
+        raise SynthctError(
+            f"--align {align!r} is not a mode",
+            path="--align",
+            fix=f"use one of {', '.join(ALIGN_MODES)}",
+        )
     if scheduler is not None:
         from synthct.validation.runner import check_scheduler_address
 
         check_scheduler_address(scheduler)
     settings = ValidationSettings(
         rigid_registration=register,
+        alignment=align,  # type: ignore[arg-type]
         check_hu=check_hu,
         audit=audit_settings,
         keep_identifiers=keep_identifiers,

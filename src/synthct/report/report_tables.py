@@ -21,6 +21,7 @@ from synthct.validation.statistics._common import unit_key
 
 __all__ = [
     "MISSING",
+    "alignment_rows",
     "as_bool",
     "format_value",
     "image_metric_columns",
@@ -120,6 +121,43 @@ def lesion_rows(lesions: pd.DataFrame) -> list[dict[str, str]]:
                 "audit": _audit_text(
                     get("audit_flagged"), get("audit_score"), get("audit_signals")
                 ),
+                "missed": _missed_text(get("sct_missed"), get("alignment_passed")),
+                "truncated": format_value(as_bool(get("truncated"))),
+            }
+        )
+    return rows
+
+
+def _missed_text(missed: Any, aligned: Any) -> str:
+    """Missed on the sCT: yes/no, or undetermined when the alignment check failed."""
+    value = as_bool(missed)
+    if value is None:
+        return "undetermined (sCT misaligned)" if as_bool(aligned) is False else MISSING
+    return "yes" if value else "no"
+
+
+def alignment_rows(cases: pd.DataFrame) -> list[dict[str, str]]:
+    """One row per validated case: the alignment check of its sCT with its CT.
+
+    Empty when ``cases.csv`` has no alignment columns (outputs of older versions).
+    """
+    if "alignment_passed" not in cases.columns:
+        return []
+    rows = []
+    for record in cases.to_dict(orient="records"):
+        get = record.get
+        passed = as_bool(get("alignment_passed"))
+        shift = [format_value(get(f"alignment_best_shift_{a}_mm")) for a in "lps"]
+        rows.append(
+            {
+                "case_id": str(get("case_id")),
+                "passed": MISSING if passed is None else ("passed" if passed else "failed"),
+                "ncc": format_value(get("alignment_ncc"), 3),
+                "bone_dice": format_value(get("alignment_bone_dice"), 3),
+                "shift": f"{format_value(get('alignment_best_shift_mm'))} "
+                f"(L {shift[0]}, P {shift[1]}, S {shift[2]})",
+                "action": str(get("alignment_action") or MISSING).replace("_", " "),
+                "reason": "" if _missing(get("alignment_reason")) else str(get("alignment_reason")),
             }
         )
     return rows

@@ -53,6 +53,7 @@ from synthct.io.atomic import write_text_atomic
 from synthct.report.plots import bland_altman_figure, paired_values_figure, visibility_figure
 from synthct.report.report_tables import (
     OK_STATUSES,
+    alignment_rows,
     image_metric_columns,
     image_metric_rows,
     lesion_rows,
@@ -421,6 +422,8 @@ def write_validation_report(
         "summary": summary_rows(cohort),
         "visibility": visibility_rows(cohort),
         "lesions": lesion_rows(outputs.lesions),
+        "lesion_alignment": "sct_missed" in outputs.lesions.columns,
+        "alignment": alignment_rows(outputs.cases),
         "audit_column": "audit_flagged" in outputs.lesions.columns,
         "lesion_figures": _lesion_figures(outputs, embed=embed_images),
         "plots": _plots(outputs, cohort, embed=embed_images, dpi=dpi),

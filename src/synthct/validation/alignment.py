@@ -14,10 +14,18 @@ Two situations, decided per case:
 Registration: rigid (Euler 3D, 6 parameters), Mattes mutual information (both images are HU, but
 an sCT can be biased, so MI rather than mean squares), regular-step gradient descent with scales
 from the physical shift (plain gradient descent oscillates on MI, whose gradient is noisy), three
-resolution levels, random sampling with a fixed seed (deterministic), the
-centres of the two fields of view aligned first. The transform maps CT (fixed) points to sCT
-(moving) points, ITK's convention, and is applied to the MRI too (the sCT is computed from it,
-so they share a frame). Lesion annotations and a given body mask are read in the CT's frame.
+resolution levels, random sampling with a fixed seed (deterministic). Initialisation is a
+multi-start, robust to large rotations (a scan stored upside down, a patient rotated by 180
+degrees): the 24 rotations that map the coordinate axes onto themselves, about the CT's centre
+of intensity (image moments) moved onto the sCT's, plus the aligned field-of-view centres; each
+is scored by the metric at the coarsest level, the best few are optimised briefly there and
+the best of those is refined at every level. A mirror image (a flip) cannot be reached by a
+rigid transform; the alignment check after registration
+(:mod:`synthct.validation.alignment_check`) catches it and any other poor result. Grids of
+any anisotropy are smoothed only along the axes finer than the registration spacing. The
+transform maps CT (fixed) points to sCT (moving) points, ITK's convention, and is applied to
+the MRI too (the sCT is computed from it, so they share a frame). Lesion annotations and a
+given body mask are read in the CT's frame.
 
 References
 ----------
@@ -44,6 +52,7 @@ from synthct.geometry import Geometry
 from synthct.io.atomic import atomic_file
 from synthct.io.itk import array_to_sitk
 from synthct.resample import resample_to
+from synthct.validation.alignment_check import mae_and_ncc
 from synthct.volume import CTVolume, LabelMap, Volume
 
 __all__ = [
@@ -62,6 +71,11 @@ __all__ = [
 
 #: The registration quality figures use every QUALITY_STRIDE-th CT voxel along each axis.
 QUALITY_STRIDE = 2
+#: Multi-start: the starts with the best coarse metric optimised briefly, and for how long.
+MULTI_START_KEEP = 4
+MULTI_START_ITERATIONS = 30
+#: ... on the coarsest level with at least this many voxels (mutual information needs samples).
+MULTI_START_MIN_VOXELS = 20_000
 #: Below this overlap of the two fields of view, the grids are taken as different frames.
 DEFAULT_MIN_OVERLAP_FRACTION = 0.25
 
@@ -112,8 +126,13 @@ class RegistrationSettings(BaseModel):
             f"{self.learning_rate:g}, step x {self.relaxation_factor:g} when the gradient turns, "
             f"stop below step {self.min_step:g} or after {self.iterations} iterations per level), "
             f"scales from the physical shift; levels shrink {list(self.shrink_factors)}, smoothing "
-            f"{list(self.smoothing_sigmas_mm)} mm; initialised by aligning the centres of the "
-            "fields of view; linear interpolation; the transform maps CT points to sCT points"
+            f"{list(self.smoothing_sigmas_mm)} mm; multi-start initialisation: the 24 rotations "
+            "that map the axes onto themselves, about the CT's centre of intensity moved onto "
+            "the sCT's, plus the aligned field-of-view centres, ranked by the metric at the "
+            f"coarsest level with >= {MULTI_START_MIN_VOXELS} voxels, the best "
+            f"{MULTI_START_KEEP} optimised for {MULTI_START_ITERATIONS} iterations there, the "
+            "best of those refined; linear interpolation; the transform maps CT points to sCT "
+            "points; each axis finer than the new spacing is smoothed, the others are not"
         )
 
 
@@ -267,15 +286,7 @@ def _agreement(
     ct: NDArray[Any], sct: NDArray[Any], inside: NDArray[np.bool_]
 ) -> tuple[float, float]:
     """MAE (HU) and normalised cross-correlation of two arrays inside a mask."""
-    if not inside.any():
-        return math.nan, math.nan
-    a = ct[inside].astype(np.float64)
-    b = sct[inside].astype(np.float64)
-    mae = float(np.mean(np.abs(b - a)))
-    a0, b0 = a - a.mean(), b - b.mean()
-    denominator = math.sqrt(float(np.dot(a0, a0)) * float(np.dot(b0, b0)))
-    ncc = float(np.dot(a0, b0)) / denominator if denominator > 0 else math.nan
-    return mae, ncc
+    return mae_and_ncc(ct[inside], sct[inside])
 
 
 def _registration_image(volume: CTVolume, spacing_mm: float) -> sitk.Image:
@@ -288,8 +299,13 @@ def _registration_image(volume: CTVolume, spacing_mm: float) -> sitk.Image:
     spacing = np.asarray(volume.spacing_mm)
     if np.all(spacing >= spacing_mm * 0.999):
         return image
-    sigma = [float(np.sqrt(max(spacing_mm**2 - s**2, 0.0)) / 2.355) for s in spacing]
-    smooth = sitk.SmoothingRecursiveGaussian(image, sigma)
+    smooth = image
+    for axis, step in enumerate(spacing):
+        # only the axes finer than the new grid: a zero sigma is an error in ITK's filters
+        # (an axis of 2 mm next to 1 mm ones made every anisotropic CT fail)
+        sigma = float(np.sqrt(max(spacing_mm**2 - step**2, 0.0)) / 2.355)
+        if sigma > 1e-3 * spacing_mm:
+            smooth = sitk.RecursiveGaussian(smooth, sigma, False, _ZERO_ORDER, axis)
     shape = volume.spatial_shape
     size = [max(1, math.ceil(n * s / spacing_mm)) for n, s in zip(shape, spacing, strict=True)]
     return sitk.Resample(
@@ -303,6 +319,137 @@ def _registration_image(volume: CTVolume, spacing_mm: float) -> sitk.Image:
         float(volume.fill_value),
         sitk.sitkFloat32,
     )
+
+
+_ZERO_ORDER = sitk.RecursiveGaussianImageFilter.ZeroOrder
+
+
+def _cube_rotations() -> list[NDArray[np.float64]]:
+    """The 24 rotations that map the coordinate axes onto themselves (identity first)."""
+    import itertools
+
+    out = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            r = np.zeros((3, 3))
+            for row, (col, sign) in enumerate(zip(perm, signs, strict=True)):
+                r[row, col] = sign
+            if np.linalg.det(r) > 0:
+                out.append(r)
+    out.sort(key=lambda r: -float(np.trace(r)))  # identity first
+    return out
+
+
+def _centroid_lps(image: sitk.Image) -> NDArray[np.float64]:
+    """Intensity-weighted centre (weights: value minus the image minimum), in LPS mm."""
+    array = sitk.GetArrayViewFromImage(image)  # z, y, x
+    weights = np.asarray(array, dtype=np.float64) - float(array.min())
+    total = float(weights.sum())
+    if not total > 0:
+        size = np.asarray(image.GetSize(), dtype=np.float64)
+        return np.asarray(image.TransformContinuousIndexToPhysicalPoint((size - 1) / 2))
+    index = [
+        float(np.dot(weights.sum(axis=tuple(a for a in range(3) if a != axis)), np.arange(n)))
+        / total
+        for axis, n in enumerate(array.shape)
+    ]
+    return np.asarray(image.TransformContinuousIndexToPhysicalPoint(index[::-1]))
+
+
+def _start_transforms(fixed: sitk.Image, moving: sitk.Image) -> list[sitk.Euler3DTransform]:
+    """Starting poses: the 24 axis rotations about the fixed image's centre of intensity, each
+    moving it onto the moving image's, plus the aligned field-of-view centres (no rotation)."""
+    centre_fixed, centre_moving = _centroid_lps(fixed), _centroid_lps(moving)
+    starts = [
+        sitk.Euler3DTransform(
+            sitk.CenteredTransformInitializer(
+                fixed,
+                moving,
+                sitk.Euler3DTransform(),
+                sitk.CenteredTransformInitializerFilter.GEOMETRY,
+            )
+        )
+    ]
+    for rotation in _cube_rotations():
+        start = sitk.Euler3DTransform()
+        start.SetCenter([float(c) for c in centre_fixed])
+        start.SetMatrix([float(v) for v in rotation.ravel()])
+        start.SetTranslation([float(v) for v in centre_moving - centre_fixed])
+        starts.append(start)
+    return starts
+
+
+def _method(
+    s: RegistrationSettings, fixed: sitk.Image, iterations: int | None = None
+) -> sitk.ImageRegistrationMethod:
+    """The registration method of ``s`` (``iterations`` per level, when given)."""
+    shrink = list(s.shrink_factors)
+    smoothing = list(s.smoothing_sigmas_mm)
+    method = sitk.ImageRegistrationMethod()
+    if s.threads is not None:
+        method.SetNumberOfThreads(s.threads)
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=s.histogram_bins)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    voxels = [float(np.prod([math.ceil(n / f) for n in fixed.GetSize()])) for f in shrink]
+    percentages = [min(s.sampling_percentage, s.max_samples / n) for n in voxels]
+    method.SetMetricSamplingPercentagePerLevel(percentages, s.seed)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=s.learning_rate,
+        minStep=s.min_step,
+        numberOfIterations=iterations or s.iterations,
+        relaxationFactor=s.relaxation_factor,
+        gradientMagnitudeTolerance=s.gradient_tolerance,
+    )
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(shrinkFactors=shrink)
+    method.SetSmoothingSigmasPerLevel(smoothingSigmas=smoothing)
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    return method
+
+
+def _coarse(image: sitk.Image, shrink: int, sigma_mm: float) -> sitk.Image:
+    """``image`` smoothed (Gaussian SD ``sigma_mm``) and subsampled by ``shrink``."""
+    if sigma_mm > 0:
+        image = sitk.SmoothingRecursiveGaussian(image, sigma_mm)
+    return sitk.Shrink(image, [shrink] * image.GetDimension()) if shrink > 1 else image
+
+
+def _best_start(
+    s: RegistrationSettings, fixed: sitk.Image, moving: sitk.Image
+) -> sitk.Euler3DTransform:
+    """Multi-start on the coarsest level that keeps MULTI_START_MIN_VOXELS voxels: every
+    start's metric; the best few optimised briefly; the one with the best metric after that."""
+    voxels = float(np.prod(fixed.GetSize()))
+    level = next(
+        (n for n, f in enumerate(s.shrink_factors) if voxels / f**3 >= MULTI_START_MIN_VOXELS),
+        len(s.shrink_factors) - 1,
+    )
+    shrink, sigma = s.shrink_factors[level], s.smoothing_sigmas_mm[level]
+    fixed_coarse, moving_coarse = _coarse(fixed, shrink, sigma), _coarse(moving, shrink, sigma)
+    coarse = s.model_copy(update={"shrink_factors": (1,), "smoothing_sigmas_mm": (0.0,)})
+    scores: list[tuple[float, int]] = []
+    starts = _start_transforms(fixed, moving)
+    for n, start in enumerate(starts):
+        method = _method(coarse, fixed_coarse)
+        method.SetInitialTransform(start, inPlace=False)
+        try:
+            scores.append((float(method.MetricEvaluate(fixed_coarse, moving_coarse)), n))
+        except RuntimeError:  # too little overlap for the metric: not a start
+            continue
+    best: tuple[float, sitk.Euler3DTransform] | None = None
+    for _, n in sorted(scores)[:MULTI_START_KEEP]:
+        method = _method(coarse, fixed_coarse, iterations=MULTI_START_ITERATIONS)
+        method.SetInitialTransform(starts[n], inPlace=False)
+        try:
+            result = method.Execute(fixed_coarse, moving_coarse)
+        except RuntimeError:
+            continue
+        value = float(method.GetMetricValue())
+        if best is None or value < best[0]:
+            euler = sitk.Euler3DTransform(sitk.CompositeTransform(result).GetNthTransform(0))
+            best = (value, euler)
+    return starts[0] if best is None else best[1]
 
 
 def register_rigid(
@@ -336,34 +483,8 @@ def register_rigid(
     s = settings or RegistrationSettings()
     fixed_image = _registration_image(fixed, s.spacing_mm)
     moving_image = _registration_image(moving, s.spacing_mm)
-    initial = sitk.CenteredTransformInitializer(
-        fixed_image,
-        moving_image,
-        sitk.Euler3DTransform(),
-        sitk.CenteredTransformInitializerFilter.GEOMETRY,
-    )
-    method = sitk.ImageRegistrationMethod()
-    if s.threads is not None:
-        method.SetNumberOfThreads(s.threads)
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=s.histogram_bins)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    voxels = [
-        float(np.prod([math.ceil(n / f) for n in fixed_image.GetSize()])) for f in s.shrink_factors
-    ]
-    percentages = [min(s.sampling_percentage, s.max_samples / n) for n in voxels]
-    method.SetMetricSamplingPercentagePerLevel(percentages, s.seed)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=s.learning_rate,
-        minStep=s.min_step,
-        numberOfIterations=s.iterations,
-        relaxationFactor=s.relaxation_factor,
-        gradientMagnitudeTolerance=s.gradient_tolerance,
-    )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel(shrinkFactors=list(s.shrink_factors))
-    method.SetSmoothingSigmasPerLevel(smoothingSigmas=list(s.smoothing_sigmas_mm))
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    initial = _best_start(s, fixed_image, moving_image)
+    method = _method(s, fixed_image)
     method.SetInitialTransform(initial, inPlace=False)
     result = method.Execute(fixed_image, moving_image)
     composite = sitk.CompositeTransform(result)

@@ -14,6 +14,11 @@ Stages (each timed in ``CaseResult.timings_s``):
    (:func:`~synthct.validation.body_mask.body_mask_from_ct`).
 3. ``align``: sCT/MRI/mask onto the CT grid, registered first with ``register``
    (:mod:`synthct.validation.alignment`).
+3b. ``alignment_check``: is the sCT aligned with the CT (NCC, bone Dice, best small shift;
+   :mod:`synthct.validation.alignment_check`)? A misaligned sCT stops the case with the
+   measured offset (``alignment="check"``), is registered and checked again
+   (``alignment="auto"``), or is measured with a warning (``alignment="warn"``). A lesion is
+   called missed on the sCT (``sct_missed``) only when the check passed.
 4. ``image_metrics``: inside the body mask intersected with the sCT's field of view.
 5. ``lesion_metrics``: every lesion, on CT and sCT in the same ROI, with the MRI when given.
 6. ``audit`` (with ``ValidationSettings.audit``): the omission audit of the sCT with the MRI,
@@ -34,16 +39,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from synthct.errors import SynthctError, VolumeKindError
 from synthct.validation.alignment import (
     DEFAULT_MIN_OVERLAP_FRACTION,
     Alignment,
+    RegistrationReport,
     RegistrationSettings,
     align_sct,
     label_map_on_grid,
     mri_on_grid,
+)
+from synthct.validation.alignment_check import (
+    AlignmentCheck,
+    AlignmentCheckSettings,
+    check_alignment,
 )
 from synthct.validation.audit_column import (
     AuditColumns,
@@ -73,6 +85,7 @@ __all__ = [
 ]
 
 CaseStatus = Literal["ok", "failed"]
+AlignmentMode = Literal["check", "auto", "warn"]
 #: At most this many threads for the MS-SSIM filters of one case (5 filters run in parallel).
 MAX_METRIC_THREADS = 5
 
@@ -84,6 +97,12 @@ class ValidationSettings(BaseModel):
     ----------
     rigid_registration : bool
         Register each sCT rigidly to its CT before comparing (``--register``).
+    alignment : {"check", "auto", "warn"}
+        What a failed alignment check does (``--align``): stop the case with the measured
+        offset, register the sCT and check again, or measure anyway with a warning (lesions
+        are then not called missed).
+    alignment_check : AlignmentCheckSettings
+        Thresholds of the alignment check.
     registration : RegistrationSettings
         The registration method's parameters.
     lesion : LesionSettings
@@ -111,6 +130,8 @@ class ValidationSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     rigid_registration: bool = False
+    alignment: AlignmentMode = "check"
+    alignment_check: AlignmentCheckSettings = Field(default_factory=AlignmentCheckSettings)
     registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
     lesion: LesionSettings = Field(default_factory=LesionSettings)
     check_hu: bool = True
@@ -137,6 +158,7 @@ class ValidationSettings(BaseModel):
         out = self.model_dump(mode="json")
         out["lesion"] = self.lesion.to_dict()
         out["registration"]["rules"] = self.registration.rules()
+        out["alignment_check"]["rules"] = self.alignment_check.rules()
         if self.audit is not None:
             out["audit"]["rules"] = self.audit.rules()
         return out
@@ -174,6 +196,49 @@ class CaseFailure(SynthctError):
         return text
 
 
+class MisalignmentFailure(CaseFailure):
+    """A case stopped because its sCT is probably misaligned with its CT (see ``check``)."""
+
+    def __init__(
+        self,
+        case_id: str,
+        check: AlignmentCheck,
+        *,
+        registration: RegistrationReport | None,
+        path: str,
+    ):
+        self.check = check
+        if registration is not None:
+            r = registration
+            problem = (
+                f"after rigid registration (rotation {r.rotation_angle_deg:.1f} deg, "
+                f"translation {np.linalg.norm(r.translation_mm):.1f} mm, NCC "
+                f"{r.ncc_before:.3f} -> {r.ncc_after:.3f}) the sCT is still misaligned with the "
+                "CT: "
+            )
+            fix = (
+                "check that the sCT belongs to this CT and is not mirrored (a flip cannot be "
+                "undone by a rigid registration) and that its header (spacing, orientation) is "
+                "right; or measure anyway with --align warn (no lesion is then called missed)"
+            )
+        else:
+            problem = "the sCT is probably misaligned with the CT: "
+            fix = (
+                "register it (synthct validate --register, or --align auto to register only "
+                "misaligned cases) or correct its header (origin, spacing, orientation); "
+                "--align warn measures anyway (no lesion is then called missed)"
+            )
+        super().__init__(
+            case_id,
+            problem + check.describe(),
+            stage="alignment_check",
+            column="sct",
+            path=path,
+            fix=fix,
+            error_type="MisalignmentError",
+        )
+
+
 @dataclass
 class CaseResult:
     """The outcome of one case.
@@ -181,9 +246,10 @@ class CaseResult:
     ``case_row`` and ``lesion_rows`` are flat dicts with units in the keys (``case_id`` and
     ``lesion_id`` included); they are empty for a failed case, whose ``error`` says why.
     ``lesion_masks`` (one per lesion row, same order) are kept in memory for figures and are
-    not part of :meth:`to_json`. ``audit_flags`` holds the rows of the flag table
-    (:data:`~synthct.validation.audit_column.AUDIT_FLAG_COLUMNS`) when the case was audited,
-    else ``None``.
+    not part of :meth:`to_json`. ``alignment_check`` holds the alignment figures and verdict
+    (:meth:`AlignmentCheck.to_dict`), also for a case stopped by it. ``audit_flags`` holds the
+    rows of the flag table (:data:`~synthct.validation.audit_column.AUDIT_FLAG_COLUMNS`) when
+    the case was audited, else ``None``.
     """
 
     case_id: str
@@ -197,6 +263,7 @@ class CaseResult:
     lesion_rows: list[dict[str, Any]] = field(default_factory=list)
     image_metrics_conventions: dict[str, Any] = field(default_factory=dict)
     registration_transform: dict[str, Any] | None = None
+    alignment_check: dict[str, Any] | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
@@ -234,6 +301,7 @@ class CaseResult:
             "lesion_rows": self.lesion_rows,
             "image_metrics_conventions": self.image_metrics_conventions,
             "registration_transform": self.registration_transform,
+            "alignment_check": self.alignment_check,
             "inputs": self.inputs,
             "timings_s": self.timings_s,
             "figures": self.figures,
@@ -417,25 +485,7 @@ def compute_case(
             body = body_mask_from_ct(
                 ct.array, threshold_hu=s.body_threshold_hu, axial_axis=axial_axis(ct)
             )
-    with stages.stage("align", column="sct", path=case.sct):
-        aligned = align_sct(
-            ct,
-            sct,
-            body=body,
-            register=s.rigid_registration,
-            registration=s.registration,
-            min_overlap_fraction=s.min_overlap_fraction,
-        )
-    if mri is not None:
-        with stages.stage("align", column="mri", path=mri.source):
-            mri_aligned = mri_on_grid(
-                mri,
-                ct.geometry,
-                transform=aligned.transform,
-                min_overlap_fraction=s.min_overlap_fraction,
-            )
-        aligned = replace(aligned, mri=mri_aligned)
-    inside = body if aligned.sct_fov is None else body & aligned.sct_fov
+    aligned, inside, check, action = _checked_alignment(case, stages, s, ct, sct, mri, body)
 
     mask_column = "body_mask" if given_mask is not None else "ct"
     with stages.stage(
@@ -454,13 +504,19 @@ def compute_case(
     conventions["mask"] = _mask_rule(s, case.body_mask, aligned)
 
     lesions: list[LesionResult] = []
+    lesion_warnings: list[str] = []  # an empty lesion is a warning on that lesion only
     if lesion_map is not None or case.lesion_points:
         column = "lesions" if lesion_map is not None else "lesion_points"
         where = str(case.lesions) if case.lesions is not None else "lesion_points"
         with stages.stage("lesion_metrics", column=column, path=where):
             annotations = lesion_map if lesion_map is not None else case.points()
             lesions = measure_lesions(
-                ct, aligned.sct, annotations, mri=aligned.mri, settings=s.lesion
+                ct,
+                aligned.sct,
+                annotations,
+                mri=aligned.mri,
+                settings=s.lesion,
+                warnings=lesion_warnings,
             )
 
     audit = None
@@ -473,6 +529,7 @@ def compute_case(
         f"sCT made outside its model's training domain: {w}"
         for w in (sct.out_of_domain if isinstance(sct, SyntheticCT) else [])
     ]
+    warnings += lesion_warnings
     if figure_dir is not None and lesions:
         start = time.perf_counter()
         figures, figure_warnings = _write_figures(figure_dir, ct, aligned, lesions)
@@ -488,8 +545,18 @@ def compute_case(
         warnings += dicom_warnings
         stages.timings_s["dicom_outputs"] = time.perf_counter() - start
 
-    lesion_rows = [_lesion_row(case.case_id, lesion, aligned) for lesion in lesions]
+    if not check.passed:
+        warnings.append(
+            f"alignment check failed, measured anyway (--align warn): {check.describe()}; no "
+            "lesion is called missed on the sCT"
+        )
+    lesion_rows = [_lesion_row(case.case_id, lesion, aligned, check) for lesion in lesions]
     case_row = _case_row(case, ct, metrics, lesions, aligned, given_mask is not None)
+    case_row.update(check.to_dict())
+    case_row["alignment_action"] = action
+    case_row["n_missed_sct"] = (
+        sum(bool(row["sct_missed"]) for row in lesion_rows) if check.passed else None
+    )
     case_row["sct_out_of_domain"] = "; ".join(
         sct.out_of_domain if isinstance(sct, SyntheticCT) else []
     )
@@ -507,6 +574,7 @@ def compute_case(
         registration_transform=(
             None if aligned.registration is None else aligned.registration.transform_dict()
         ),
+        alignment_check={**check.to_dict(), "alignment_action": action},
         inputs=_inputs(case, ct, sct, mri),
         timings_s=stages.timings_s,
         figures=figures,
@@ -514,6 +582,83 @@ def compute_case(
         audit_flags=None if audit is None else audit.flags,
         lesion_masks=[lesion.masks for lesion in lesions if lesion.masks is not None],
     )
+
+
+def _align(
+    case: CaseSpec,
+    stages: _Stages,
+    s: ValidationSettings,
+    ct: CTVolume,
+    sct: CTVolume,
+    mri: Volume | None,
+    body: NDArray[np.bool_],
+    *,
+    register: bool,
+) -> tuple[Alignment, NDArray[np.bool_]]:
+    """The sCT and MRI on the CT grid, and where they are compared (body within the sCT)."""
+    with stages.stage("align", column="sct", path=case.sct):
+        aligned = align_sct(
+            ct,
+            sct,
+            body=body,
+            register=register,
+            registration=s.registration,
+            min_overlap_fraction=s.min_overlap_fraction,
+        )
+    if mri is not None:
+        with stages.stage("align", column="mri", path=mri.source):
+            mri_aligned = mri_on_grid(
+                mri,
+                ct.geometry,
+                transform=aligned.transform,
+                min_overlap_fraction=s.min_overlap_fraction,
+            )
+        aligned = replace(aligned, mri=mri_aligned)
+    inside = body if aligned.sct_fov is None else body & aligned.sct_fov
+    return aligned, inside
+
+
+def _check(
+    ct: CTVolume, aligned: Alignment, inside: NDArray[np.bool_], settings: AlignmentCheckSettings
+) -> AlignmentCheck:
+    return check_alignment(
+        ct.array,
+        aligned.sct.array,
+        inside,
+        affine=ct.affine,
+        sct_fov=aligned.sct_fov,
+        settings=settings,
+    )
+
+
+def _checked_alignment(
+    case: CaseSpec,
+    stages: _Stages,
+    s: ValidationSettings,
+    ct: CTVolume,
+    sct: CTVolume,
+    mri: Volume | None,
+    body: NDArray[np.bool_],
+) -> tuple[Alignment, NDArray[np.bool_], AlignmentCheck, str]:
+    """Align, check, register when asked (``alignment="auto"``); stop a misaligned case.
+
+    Returns the alignment, the comparison mask, the check and the action taken
+    (``"none"``, ``"registered"`` with ``--register``, ``"registered_after_check"``).
+    """
+    aligned, inside = _align(case, stages, s, ct, sct, mri, body, register=s.rigid_registration)
+    with stages.stage("alignment_check", column="sct", path=case.sct):
+        check = _check(ct, aligned, inside, s.alignment_check)
+    action = "registered" if s.rigid_registration else "none"
+    if not check.passed and s.alignment == "auto" and not s.rigid_registration:
+        aligned, inside = _align(case, stages, s, ct, sct, mri, body, register=True)
+        with stages.stage("alignment_check", column="sct", path=case.sct):
+            check = _check(ct, aligned, inside, s.alignment_check)
+        action = "registered_after_check"
+    if not check.passed and s.alignment != "warn":
+        raise MisalignmentFailure(
+            case.case_id, check, registration=aligned.registration, path=str(case.sct)
+        )
+    return aligned, inside, check, action
 
 
 #: Where `synthct validate` reads the MRI protocol the audit needs.
@@ -567,9 +712,11 @@ def validate_case(
     try:
         return compute_case(case, settings, figure_dir=figure_dir)
     except CaseFailure as exc:
+        check = exc.check.to_dict() if isinstance(exc, MisalignmentFailure) else None
         return CaseResult(
             case_id=case.case_id,
             status="failed",
+            alignment_check=check,
             error=str(exc),
             error_type=exc.error_type,
             error_stage=exc.stage,
@@ -675,9 +822,16 @@ def _fov_fraction(masks: LesionMasks | None, aligned: Alignment) -> float:
     return float(np.count_nonzero(aligned.sct_fov[masks.box][roi])) / max(int(roi.sum()), 1)
 
 
-def _lesion_row(case_id: str, lesion: LesionResult, aligned: Alignment) -> dict[str, Any]:
+def _lesion_row(
+    case_id: str, lesion: LesionResult, aligned: Alignment, check: AlignmentCheck
+) -> dict[str, Any]:
     row = {"case_id": case_id, **lesion.to_dict()}
     row["roi_in_sct_fov_fraction"] = _fov_fraction(lesion.masks, aligned)
+    # cut by the CT's edge, or partly outside the sCT's field of view: sizes are lower bounds
+    row["truncated"] = bool(lesion.truncated or row["roi_in_sct_fov_fraction"] < 1.0)
+    row["alignment_passed"] = check.passed
+    # missed: on CT, not on sCT, and only when the sCT is known to be aligned
+    row["sct_missed"] = (lesion.ct.visible and not lesion.sct.visible) if check.passed else None
     return row
 
 

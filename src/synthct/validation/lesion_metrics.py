@@ -30,8 +30,9 @@ References
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -136,6 +137,7 @@ class LesionResult:
     mri_cnr: float | None = None
     mri_cnr_echo: int | None = None
     mri_visible: bool | None = None
+    truncated: bool = False
     masks: LesionMasks | None = field(default=None, repr=False)
 
     @property
@@ -185,6 +187,7 @@ class LesionResult:
             "mri_cnr": self.mri_cnr,
             "mri_cnr_echo": self.mri_cnr_echo,
             "mri_visible": self.mri_visible,
+            "truncated": self.truncated,
         }
 
 
@@ -276,45 +279,85 @@ def measure_lesions(
     mri: Volume | None = None,
     background_mask: BackgroundMask = None,
     settings: LesionSettings | None = None,
+    warnings: list[str] | None = None,
 ) -> list[LesionResult]:
     """Measure every lesion of a label map (or of a list of points), in label order.
 
     The label map, MRI and background mask are resampled onto the CT grid once. ``lesion_ids``
-    selects labels of a label map (all non-zero labels by default). Other parameters as in
-    :func:`measure_lesion`.
+    selects labels of a label map (all non-zero labels by default). With a ``warnings`` list,
+    an empty label map, a lesion that selects no voxel on the CT grid and a lesion without a
+    background shell are appended to it as warnings and left out, and the other lesions are
+    measured; without it they raise. Other parameters as in :func:`measure_lesion`.
     """
     s = settings or LesionSettings()
     _check_pair(ct, sct)
     mri_on_grid = _on_ct_grid(mri, ct)
     background = _background_on_grid(background_mask, ct.geometry)
+    tolerant = warnings is not None
+    jobs: list[tuple[int, Callable[[], LesionResult]]]
     if isinstance(annotations, LabelMap):
-        boxes = lesion_boxes(annotations, ct.geometry, lesion_ids=lesion_ids)
-        return [
-            _measure_labelled(
-                ct,
-                sct,
-                box,
-                inside,
-                lesion_id=label,
-                name=annotations.label_names.get(label),
-                mri=mri_on_grid,
-                background=background,
-                settings=s,
+        failures: dict[int, LesionAnnotationError] | None = {} if tolerant else None
+        try:
+            boxes = lesion_boxes(annotations, ct.geometry, lesion_ids=lesion_ids, failures=failures)
+        except EmptyLesionMaskError as exc:
+            if warnings is None:
+                raise
+            warnings.append(f"no lesion measured: {exc.problem} ({exc.path})")
+            return []
+        for label, error in (failures or {}).items():
+            _warn_empty(warnings, label, error)
+        jobs = [
+            (
+                label,
+                partial(
+                    _measure_labelled,
+                    ct,
+                    sct,
+                    box,
+                    inside,
+                    lesion_id=label,
+                    name=annotations.label_names.get(label),
+                    mri=mri_on_grid,
+                    background=background,
+                    settings=s,
+                ),
             )
             for label, (box, inside) in boxes.items()
         ]
-    return [
-        _measure_point(
-            ct,
-            sct,
-            point,
-            lesion_id=point.lesion_id,
-            mri=mri_on_grid,
-            background=background,
-            settings=s,
-        )
-        for point in annotations
-    ]
+    else:
+        jobs = [
+            (
+                point.lesion_id,
+                partial(
+                    _measure_point,
+                    ct,
+                    sct,
+                    point,
+                    lesion_id=point.lesion_id,
+                    mri=mri_on_grid,
+                    background=background,
+                    settings=s,
+                ),
+            )
+            for point in annotations
+        ]
+    results = []
+    for label, job in jobs:
+        try:
+            results.append(job())
+        except EmptyLesionMaskError as exc:
+            if warnings is None:
+                raise
+            _warn_empty(warnings, label, exc)
+    return results
+
+
+def _warn_empty(warnings: list[str] | None, label: int, error: LesionAnnotationError) -> None:
+    assert warnings is not None
+    warnings.append(
+        f"lesion {label} not measured: {error.problem}"
+        + (f" (fix: {error.fix})" if error.fix else "")
+    )
 
 
 def _check_pair(ct: CTVolume, sct: CTVolume) -> None:
@@ -478,6 +521,7 @@ def _measure_box(
         )
     mri_cnr, mri_echo = _mri_contrast(mri, box, roi, shell)
     index = np.argwhere(roi)
+    truncated = _touches_edge(roi | segmentations["ct"], box, ct.spatial_shape)
     center = ct.geometry.index_to_lps(index.mean(axis=0) + [s.start for s in box])
     return LesionResult(
         lesion_id=int(lesion_id),
@@ -498,6 +542,7 @@ def _measure_box(
         mri_cnr=mri_cnr,
         mri_cnr_echo=mri_echo,
         mri_visible=None if mri_cnr is None else abs(mri_cnr) >= settings.rose_threshold,
+        truncated=truncated,
         masks=LesionMasks(
             box=box,
             affine=affine,
@@ -508,6 +553,15 @@ def _measure_box(
             sct_segmentation=segmentations["sct"],
         ),
     )
+
+
+def _touches_edge(mask: NDArray[np.bool_], box: Slices, shape: Sequence[int]) -> bool:
+    """True when ``mask`` (in ``box`` of a grid of ``shape``) reaches the grid's outer face."""
+    for axis, (s, n) in enumerate(zip(box, shape, strict=True)):
+        faces = ([0] if s.start == 0 else []) + ([-1] if s.stop == n else [])
+        if any(np.take(mask, face, axis=axis).any() for face in faces):
+            return True
+    return False
 
 
 def _mri_contrast(

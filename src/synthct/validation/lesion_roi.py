@@ -227,7 +227,11 @@ def _pick_labels(
 
 
 def lesion_boxes(
-    annotation: LabelMap, geometry: Geometry, *, lesion_ids: Sequence[int] | None = None
+    annotation: LabelMap,
+    geometry: Geometry,
+    *,
+    lesion_ids: Sequence[int] | None = None,
+    failures: dict[int, LesionAnnotationError] | None = None,
 ) -> dict[int, tuple[Slices, NDArray[np.bool_]]]:
     """Each lesion of a label map on the CT grid: its bounding box and its mask inside the box.
 
@@ -242,6 +246,9 @@ def lesion_boxes(
         The CT grid.
     lesion_ids : sequence of int, optional
         The lesions wanted; every non-zero label when omitted.
+    failures : dict, optional
+        When given, a lesion that cannot be placed on the grid is stored here under its
+        label (and left out of the result) instead of raising.
 
     Raises
     ------
@@ -262,7 +269,7 @@ def lesion_boxes(
         before_mm3 = counts[label] * annotation.geometry.voxel_volume_mm3
         after_mm3 = float(np.count_nonzero(mask)) * geometry.voxel_volume_mm3
         if box is None or after_mm3 < MIN_KEPT_VOLUME_FRACTION * before_mm3:
-            raise LesionAnnotationError(
+            error = LesionAnnotationError(
                 f"lesion {label} covers {before_mm3:.4g} mm^3 on its own grid but "
                 f"{after_mm3:.4g} mm^3 on the CT grid: it lies (partly) outside the CT field of "
                 f"view or is smaller than a CT voxel (CT: {geometry.describe()}; label map: "
@@ -271,6 +278,10 @@ def lesion_boxes(
                 fix="check that the label map and the CT share the patient frame (register "
                 "them first) and that the lesion is inside the CT's field of view",
             )
+            if failures is None:
+                raise error
+            failures[label] = error
+            continue
         boxes[label] = ((box[0], box[1], box[2]), mask)
     return boxes
 

@@ -99,7 +99,9 @@ class LesionSettings(BaseModel):
             "segmentation": "threshold half-way between ROI mean and shell mean, on the side of "
             f"the contrast; inside the ROI dilated by {self.search_margin_mm:g} mm; "
             f"connected components ({ {1: 6, 2: 18, 3: 26}[self.connectivity] }-connectivity) "
-            "overlapping the ROI; empty when not visible",
+            "overlapping the ROI; candidate voxels outside the ROI whose component (of such "
+            "voxels) continues past the search region belong to an adjacent structure (e.g. "
+            "bone) and are left out; empty when not visible",
             "diameter_axial_mm": "largest Feret diameter in the L-P plane over axial slices "
             "(slices along the array axis closest to S; voxel edge centres projected on L-P); "
             "0 when not visible",

@@ -6,7 +6,8 @@
 file                           content
 =============================  ==================================================================
 ``lesions.csv/.parquet``       one row per lesion: ``case_id``, ``lesion_id``, the CT and sCT
-                               measurements (``ct_``/``sct_`` prefixes), differences, Dice, MRI
+                               measurements (``ct_``/``sct_`` prefixes), differences, Dice, MRI,
+                               ``sct_missed``, ``truncated``
 ``cases.csv/.parquet``         one row per validated case: lesion counts, image metrics,
                                alignment and registration figures, CT grid
 ``image_metrics_long.csv/..``  one row per case and image metric: ``case_id``, ``metric``,
@@ -88,6 +89,12 @@ TABLE_CONVENTIONS = {
     "failed_cases": "only in failures.csv: no metric is claimed for them",
     "lesion_id": "the label value in the lesion label map, or 1, 2, ... in the order of "
     "lesion_points",
+    "alignment": "alignment_* columns in cases (the check of the sCT against the CT before any "
+    "lesion is measured: passed, reason, NCC, bone Dice, MAE, best shift in L/P/S mm, action) "
+    "and alignment_passed in lesions; sct_missed = on CT, not on sCT, and only when the "
+    "alignment passed (empty otherwise); truncated = the lesion touches the CT's edge or "
+    "leaves the sCT's field of view (its sizes are lower bounds); a case stopped by the check "
+    "is in failures.csv (stage alignment_check) with the measured offset",
     "audit": "with the audit column: audit_* columns in lesions and cases (empty for a case "
     "without MRI or MRI protocol) and audit_flags, one row per flagged region (flag_id = the "
     "audit's region id; matched_lesion_ids ';'-separated; HU on the CT grid)",
