@@ -4,8 +4,9 @@ Each case folder gets ``ct`` (HU, whole numbers in int16 as scanners store them)
 file; several channels are written as ``mr_<k>.<ext>``, k = 1, 2, ... in channel order, so the
 channel order survives) and ``mask`` (the case's body mask, or one derived from the CT), each
 on its own grid as the case holds it: nothing is resampled or registered. The case folder's
-name is the case id (and, read back, the patient id). The whole folder is written under a
-temporary name and renamed when complete.
+name is the case id; ``patients.csv`` at the top maps case ids to patient ids (one patient
+may have several cases), which :func:`synthct.dataset.readers.read_dataset` reads. The whole
+folder is written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def export_synthrad(
         A case id or region that cannot name a folder, an unreadable case, an existing folder
         without ``overwrite``; nothing is left under ``out`` then.
     """
-    from synthct.dataset.readers import IMAGE_EXTENSIONS, DatasetError
+    from synthct.dataset.readers import IMAGE_EXTENSIONS, PATIENTS_FILE, DatasetError
     from synthct.io.atomic import atomic_directory
 
     ext = extension if extension.startswith(".") else f".{extension}"
@@ -104,16 +105,19 @@ def export_synthrad(
             fix=f"use one of {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}",
         )
     for case in cases:
-        for name in (case.case_id, case.region or region or "x"):
+        for name in (case.case_id, case.region or region or "x", case.patient_id):
             if not _SAFE.match(name):
                 raise DatasetError(
                     f"{name!r} cannot name a folder (case {case.case_id!r})",
                     path=cases.source,
-                    fix="use letters, digits, '.', '_' and '-' in case ids and regions",
+                    fix="use letters, digits, '.', '_' and '-' in case ids, regions and "
+                    "patient ids",
                 )
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         for case in cases:
             where = case.region or region
             _write_case(case, tmp / where / case.case_id if where else tmp / case.case_id, ext)
+        lines = ["case_id,patient_id", *(f"{c.case_id},{c.patient_id}" for c in cases)]
+        (tmp / PATIENTS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return Path(out)

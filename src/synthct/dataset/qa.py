@@ -14,10 +14,12 @@ of a case are listed in its ``issues`` column; ``status`` is ``ok``, ``flag`` or
 (the case could not be read at all).
 
 Rules (all in :class:`QASettings`): ``no_overlap`` below 5 % overlap (no registration then),
-``partial_overlap`` below 50 %; ``mi_outlier`` when the MI after registration is below
-``median - max(4 * 1.4826 * MAD, 0.3 * median)`` of the other cases (at least 3 cases);
-``no_air`` when the CT's 0.5th percentile is above -900 HU; ``mask_coverage`` when a given mask
-covers less than 90 % of the body found in the CT.
+``partial_overlap`` below 50 %; ``mi_outlier`` when the MI after registration is below half the
+median of the other cases' (at least 3 cases with a registration); ``hu_range`` when the CT's
+99.5th percentile exceeds 3500 HU; ``mask_coverage`` when a given mask covers less than 90 % of
+the body found in the CT. Two issues are notes that do not flag a case (:data:`NOTES`):
+``no_mask`` (the mask was derived) and ``no_air`` (the CT's 0.5th percentile is above -900 HU:
+a field of view inside the body, or a CT without air at -1000 HU).
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ from synthct.errors import SynthctError
 from synthct.geometry import Geometry
 from synthct.manifest import Manifest
 
-__all__ = ["QASettings", "flag_cohort", "qa_case", "run_qa"]
+__all__ = ["NOTES", "QASettings", "flag_cohort", "qa_case", "run_qa"]
+
+#: Issues that are reported but do not flag a case.
+NOTES: tuple[str, ...] = ("no_mask", "no_air")
 
 
 @dataclass(frozen=True)
@@ -44,9 +49,9 @@ class QASettings:
 
     no_overlap_fraction: float = 0.05
     partial_overlap_fraction: float = 0.5
-    mi_outlier_mads: float = 4.0
-    mi_outlier_relative: float = 0.3
+    mi_outlier_fraction: float = 0.5
     air_ceiling_hu: float = -900.0
+    max_p99_5_hu: float = 3500.0
     min_mask_coverage: float = 0.9
     registration_spacing_mm: float = 3.0
     register: bool = True
@@ -91,6 +96,8 @@ def _ct_rows(case: Case, settings: QASettings, issues: list[str]) -> dict[str, A
     }
     if p[0] > settings.air_ceiling_hu:
         issues.append(f"no_air: CT 0.5th percentile {p[0]:.0f} HU (air is -1000 HU)")
+    if p[2] > settings.max_p99_5_hu:
+        issues.append(f"hu_range: CT 99.5th percentile {p[2]:.0f} HU (metal, or not HU?)")
     body = body_mask_volume(ct).array > 0
     if case.has("body_mask"):
         from synthct.resample import resample_to
@@ -189,11 +196,8 @@ def _mi_outliers(rows: Sequence[dict[str, Any]], s: QASettings) -> None:
         mine = known.get(row["case_id"])
         if mine is None:
             continue
-        others = np.array([v for k, v in known.items() if k != row["case_id"]])
-        median = float(np.median(others))
-        mad = float(np.median(np.abs(others - median))) * 1.4826
-        limit = median - max(s.mi_outlier_mads * mad, s.mi_outlier_relative * median)
-        if mine < limit:
+        median = float(np.median([v for k, v in known.items() if k != row["case_id"]]))
+        if mine < s.mi_outlier_fraction * median:
             row["issues"].append(
                 f"mi_outlier: MI after registration {mine:.3f} vs cohort median {median:.3f} "
                 "(is this MR another patient's?)"
@@ -233,7 +237,7 @@ def flag_cohort(rows: Sequence[dict[str, Any]], settings: QASettings | None = No
             )
     _mi_outliers(rows, s)
     for row in rows:
-        serious = [i for i in row["issues"] if not i.startswith("no_mask")]
+        serious = [i for i in row["issues"] if not i.startswith(NOTES)]
         row["status"] = "error" if row.get("error") else ("flag" if serious else "ok")
 
 

@@ -10,7 +10,9 @@ Layouts recognised (:func:`read_dataset` picks the first that fits):
     the region level, ``<case>/{mr,ct,mask}.<ext>``; ``<ext>`` is ``nii.gz`` (SynthRAD2023),
     ``mha`` (SynthRAD2025), ``nii`` or ``nrrd``. ``mask`` is optional. Several MR channels may be
     given as ``mr_<name>.<ext>`` files (e.g. ``mr_echo-1``, ``mr_water``), in name order.
-    The case folder's name is the case and patient id; the region folder's name the region.
+    The case folder's name is the case id; the region folder's name the region. The patient
+    id is the case id, unless ``patients.csv`` at the top (columns ``case_id, patient_id``, as
+    ``synthct dataset export`` writes it) says that several cases belong to one patient.
 ``dicom``
     DICOM study folders, one per patient: ``<patient>/...`` holding one MR and one CT series,
     each in its own folder at any depth, found by Modality. PatientID comes from the headers
@@ -27,7 +29,10 @@ from typing import Any
 from synthct.case import Case
 from synthct.manifest import MANIFEST_NAMES, Manifest, ManifestError, read_manifest
 
-__all__ = ["IMAGE_EXTENSIONS", "DatasetError", "read_dataset"]
+__all__ = ["IMAGE_EXTENSIONS", "PATIENTS_FILE", "DatasetError", "read_dataset"]
+
+#: Optional table of a SynthRAD-layout folder: which patient each case belongs to.
+PATIENTS_FILE = "patients.csv"
 
 #: Image file endings recognised in the SynthRAD layout, in order of preference.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".mha", ".nii", ".nrrd")
@@ -204,7 +209,7 @@ def read_dataset(path: str | os.PathLike[str]) -> tuple[Manifest, str]:
         )
     cases = _synthrad_cases(root)
     if cases:
-        return _checked(cases, root), "synthrad"
+        return _checked(_with_patients(cases, root / PATIENTS_FILE), root), "synthrad"
     patients = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if patients and _looks_like_dicom_study(root):
         return _checked([_dicom_case(p) for p in patients], root), "dicom"
@@ -215,6 +220,24 @@ def read_dataset(path: str | os.PathLike[str]) -> tuple[Manifest, str]:
         fix="use the layout <region>/<case>/{mr,ct,mask}.nii.gz (or .mha), one folder per "
         "patient of DICOM series, or a manifest (see `synthct dataset check --help`)",
     )
+
+
+def _with_patients(cases: list[Case], table: Path) -> list[Case]:
+    if not table.is_file():
+        return cases
+    from synthct.manifest import read_rows
+
+    rows, columns, _ = read_rows(table)
+    if not {"case_id", "patient_id"} <= set(columns):
+        raise DatasetError(
+            f"{PATIENTS_FILE} needs the columns case_id and patient_id, found {columns}",
+            path=table,
+            fix="write a header 'case_id,patient_id', or remove the file",
+        )
+    patients = {str(r["case_id"]): str(r["patient_id"]) for _, r in rows if r.get("patient_id")}
+    return [
+        c.with_meta(patient_id=patients[c.case_id]) if c.case_id in patients else c for c in cases
+    ]
 
 
 def _checked(cases: list[Case], root: Path) -> Manifest:

@@ -57,9 +57,9 @@ def _isotropic(volume: Volume, array: NDArray[Any], spacing_mm: float) -> Any:
 
     image = array_to_sitk(array.astype(np.float32, copy=False), volume.affine)
     spacing = np.asarray(volume.spacing_mm)
-    sigma = [float(np.sqrt(max(spacing_mm**2 - s**2, 0.0)) / 2.355) for s in spacing]
-    if max(sigma) > 0:
-        image = sitk.SmoothingRecursiveGaussian(image, sigma)
+    # ITK needs positive sigmas: 1 % of a voxel stands for none along axes already coarse enough
+    sigma = [max(float(np.sqrt(max(spacing_mm**2 - s**2, 0.0)) / 2.355), 0.01 * s) for s in spacing]
+    image = sitk.SmoothingRecursiveGaussian(image, sigma)
     size = [
         max(1, math.ceil(n * s / spacing_mm))
         for n, s in zip(volume.spatial_shape, spacing, strict=True)

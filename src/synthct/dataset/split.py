@@ -32,7 +32,15 @@ import numpy as np
 
 from synthct.manifest import Manifest, ManifestError
 
-__all__ = ["SPLIT_FORMAT", "Split", "SplitError", "make_split", "read_split"]
+__all__ = [
+    "SPLIT_FORMAT",
+    "Split",
+    "SplitError",
+    "identical_ct_groups",
+    "make_split",
+    "read_split",
+    "write_split_folder",
+]
 
 SPLIT_FORMAT = "synthct-split/1"
 
@@ -228,3 +236,52 @@ def read_split(path: str | os.PathLike[str], manifest: Manifest | None = None) -
                 fix="make the split from this dataset (`synthct dataset split`)",
             )
     return split_from_dict(data, where=p)
+
+
+def identical_ct_groups(manifest: Manifest) -> list[list[str]]:
+    """Groups (two or more) of case ids whose CT voxels are identical (read one at a time)."""
+    from synthct.dataset.qa import voxel_checksum
+
+    by_sum: dict[str, list[str]] = {}
+    for case in manifest:
+        by_sum.setdefault(voxel_checksum(case.ct().array), []).append(case.case_id)
+        case.unload()
+    return [ids for ids in by_sum.values() if len(ids) > 1]
+
+
+def write_split_folder(
+    manifest: Manifest,
+    out: str | os.PathLike[str],
+    *,
+    n_folds: int = 5,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    same_content: Sequence[Sequence[str]] = (),
+    overwrite: bool = False,
+) -> Split:
+    """Make a split and write ``manifest.csv``, ``split.json`` and ``fold-<k>.csv`` into ``out``.
+
+    ``fold-<k>.csv`` is the manifest with a ``split`` column (``train``, ``validation``,
+    ``test``) for fold k. The folder appears only when complete.
+
+    Raises
+    ------
+    SplitError
+        Too few patients for the split asked for (nothing is written).
+    """
+    from synthct.io.atomic import atomic_directory, write_json_atomic
+    from synthct.manifest import write_manifest
+
+    split = make_split(
+        manifest, n_folds=n_folds, test_fraction=test_fraction, seed=seed,
+        same_content=same_content,
+    )  # fmt: skip
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        write_manifest(manifest, tmp / "manifest.csv")
+        write_json_atomic(tmp / "split.json", split.to_dict())
+        for k in range(len(split.folds)):
+            roles = split.role_of(k)
+            fold = Manifest([c.with_meta(split=roles[c.case_id]) for c in manifest])
+            write_manifest(fold, tmp / f"fold-{k}.csv")
+    return split
