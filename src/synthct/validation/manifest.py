@@ -25,7 +25,8 @@ only. The manifest is read by the one manifest reader (:mod:`synthct.manifest`),
 manifests, the old and new column names (``mr``/``mr_echoes`` for ``mri``, ``lesion_labels``
 for ``lesions``) and the manifest ``synthct phantom`` writes are accepted as they are: there
 ``lesions`` is ``lesion_labels_ct`` (the lesions on the CT grid) when given, and the sCT is
-``sct_failure`` when no ``sct`` column is given; columns other readers use (``tissue_labels``,
+``sct_failure`` when no ``sct`` column is given, and a case with ``n_lesions`` 0 gets image
+metrics only (its empty lesion label map is not read); columns other readers use (``tissue_labels``,
 ``n_lesions``, ``split``, ...) are ignored. Unknown columns, duplicate case ids and malformed
 values are errors that name the manifest, the case and the column. Whether the files exist is
 checked per case when it runs (a missing file fails that case, not the cohort) or up front with
@@ -323,6 +324,8 @@ def _row_of(case: _Case) -> dict[str, Any]:
     """A validation row from a case: lesions on the CT grid, the failure sCT as sCT."""
     row: dict[str, Any] = {"case_id": case.case_id}
     lesions = case.path("lesion_labels_ct") or case.path("lesion_labels")
+    if str(case.meta.get("n_lesions", "")).strip() == "0":
+        lesions = None  # a phantom's lesion-free case: its label map is empty by design
     sct = case.path("sct") or case.path("sct_failure")
     for column, value in (
         ("ct", case.path("ct")),
