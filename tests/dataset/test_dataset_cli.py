@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dataset.derived_cases import KNOWN_OFFSET, rigid
 from synthct.cli import app
+from synthct.phantom.derived_pairs import rigid_about
 
 pytestmark = pytest.mark.slow
 
@@ -100,8 +100,12 @@ def test_registration_recovers_the_known_offset(derived_source: Path) -> None:
     result = register_mr_to_ct(mr, mr.array[0], ct)
     # the CT header was moved by T about the original CT's centre: find T from the moved one
     centre_moved = ct.geometry.index_to_lps((np.asarray(ct.spatial_shape) - 1) / 2)
-    centre = centre_moved - np.asarray(KNOWN_OFFSET[1])  # T(centre) = centre + shift
-    truth = rigid(KNOWN_OFFSET[0], KNOWN_OFFSET[1], centre)
+    # the truth, as the manifest's extra columns record it
+    rotation = float(case.extra["offset_rotation_deg"])
+    shift = [float(v) for v in case.extra["offset_shift_mm"].split(";")]
+    assert rotation == 4.0 and shift == [5.0, -3.0, 4.0]
+    centre = centre_moved - np.asarray(shift)  # T(centre) = centre + shift
+    truth = rigid_about(rotation, shift, centre)
     ends = [(0, n - 1) for n in mr.spatial_shape]
     corners = mr.geometry.index_to_lps(np.array(np.meshgrid(*ends, indexing="ij")).reshape(3, -1).T)
     found = corners @ result.matrix[:3, :3].T + result.matrix[:3, 3]
