@@ -79,8 +79,9 @@ def test_split_keeps_a_patient_together_and_training_reads_a_fold(
     again = tmp_path / "again"
     CliRunner().invoke(app, [*args[:3], "--out", str(again), "--folds", "2", "--seed", "3"])
     assert json.loads((again / "split.json").read_text()) == split
-    checked = CliRunner().invoke(app, ["dataset", "split", str(exported), "--out", "x",
-                                       "--check", str(out / "split.json")])  # fmt: skip
+    checked = CliRunner().invoke(
+        app, ["dataset", "split", str(exported), "--check", str(out / "split.json")]
+    )
     assert checked.exit_code == 0 and "no patient in two parts" in checked.output
     from synthct.synthesis.manifest import read_manifest
 

@@ -60,28 +60,33 @@ def test_bad_dataset_folders_are_clear_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "qa").exists()  # nothing half-written
 
 
+@pytest.mark.slow
 def test_dicom_studies_are_found_by_modality(totalseg: Path, tmp_path: Path) -> None:
     from synthct.io import read_volume, write_volume
 
-    ct = read_volume(totalseg / "example_ct_dicom", kind="ct")
-    mr = mr_like(ct)
-    study = tmp_path / "studies" / "patient-a"
-    study.mkdir(parents=True)
-    write_volume(mr, study / "series-mr", patient_id="PA-1")
-    for p in (totalseg / "example_ct_dicom").iterdir():
-        (study / "series-ct").mkdir(parents=True, exist_ok=True)
-        (study / "series-ct" / p.name).write_bytes(p.read_bytes())
-    manifest, layout = read_dataset(tmp_path / "studies")
-    (case,) = manifest.cases
-    assert layout == "dicom" and case.case_id == "patient-a"
-    assert case.path("ct") == study / "series-ct" and case.path("mr") == study / "series-mr"
-    assert case.extra["dicom_patient_id_mr"] == "PA-1"
-    assert case.ct().spatial_shape == ct.spatial_shape
-    row = run_qa(manifest, NO_REGISTRATION)[0]
-    assert row["fov_overlap"] == pytest.approx(1.0) and row["mr_channels"] == 1
-    write_volume(mr, study / "series-mr2", patient_id="PA-1")
+    ct = read_volume(totalseg / "example_ct_sm.nii.gz", kind="ct")  # the real CT, as DICOM
+    studies = tmp_path / "studies"
+    for name, mr_patient in (("patient-a", "PA-1"), ("patient-b", "PX-9")):
+        study = studies / name
+        study.mkdir(parents=True)
+        write_volume(ct, study / "series-ct", patient_id="PA-1")
+        write_volume(mr_like(ct), study / "series-mr", patient_id=mr_patient)
+    manifest, layout = read_dataset(studies)
+    a, b = manifest.cases
+    assert layout == "dicom" and manifest.case_ids == ["patient-a", "patient-b"]
+    assert a.path("ct") == studies / "patient-a" / "series-ct"
+    assert a.path("mr") == studies / "patient-a" / "series-mr"
+    assert a.patient_id == b.patient_id and a.patient_id.startswith("pid-")  # a pseudonym
+    assert a.ct().spatial_shape == ct.spatial_shape
+    rows = run_qa(manifest, NO_REGISTRATION)
+    assert rows[0]["fov_overlap"] == pytest.approx(1.0) and rows[0]["mr_channels"] == 1
+    mismatched = [r["case_id"] for r in rows if any("patient_mismatch" in i for i in r["issues"])]
+    assert mismatched == ["patient-b"]
+    assert any(i.startswith("duplicate_ct") for i in rows[0]["issues"])  # the same CT twice
+    assert "PA-1" not in json.dumps(rows, default=str)  # no identifier in the QA output
+    write_volume(mr_like(ct), studies / "patient-a" / "series-mr2", patient_id="PA-1")
     with pytest.raises(DatasetError, match="2 MR series"):
-        read_dataset(tmp_path / "studies")
+        read_dataset(studies)
 
 
 def mr_like(ct: object) -> Any:

@@ -74,7 +74,9 @@ def check(
 @reports_errors
 def split(
     source: Annotated[Path, typer.Argument(help=_SOURCE_HELP)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for split.json and fold-k.csv.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for split.json and fold-k.csv.")
+    ] = None,
     folds: Annotated[
         int, typer.Option(help="Cross-validation folds (1: one train/val split).")
     ] = 5,
@@ -97,7 +99,14 @@ def split(
     """
     from synthct.dataset.readers import read_dataset
     from synthct.dataset.split import identical_ct_groups, read_split, write_split_folder
+    from synthct.errors import SynthctError
 
+    if out is None and check_split is None:
+        raise SynthctError(
+            "nowhere to write the split",
+            path="--out",
+            fix="pass --out FOLDER (or --check SPLIT.json to check an existing split)",
+        )
     manifest, layout = read_dataset(source)
     if check_split is not None:
         checked = read_split(check_split, manifest)
@@ -107,6 +116,7 @@ def split(
             highlight=False,
         )
         return
+    assert out is not None
     result = write_split_folder(
         manifest, out, n_folds=folds, test_fraction=test_fraction, seed=seed,
         same_content=identical_ct_groups(manifest), overwrite=overwrite,

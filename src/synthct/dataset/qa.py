@@ -7,6 +7,9 @@ air level, an MR passed as CT), the body mask (given or derived from the CT with
 :func:`synthct.validation.body_mask.body_mask_volume`) and its coverage of the body, the MR
 intensity range per channel, and checksums of the voxel data.
 
+From DICOM headers: ``patient_mismatch`` when the MR's and the CT's PatientID differ (compared
+as pseudonyms, see :mod:`synthct.dataset.readers`).
+
 Across cases (:func:`flag_cohort`): channel counts that differ from the most common one,
 identical image content under two case ids, a patient in two splits, and a mutual information
 after registration far below the cohort's (an MR that belongs to another patient). The issues
@@ -152,6 +155,9 @@ def qa_case(case: Case, settings: QASettings | None = None) -> dict[str, Any]:
         "region": case.region or "",
         "split": case.split or "",
     }
+    headers = (case.extra.get("dicom_patient_mr"), case.extra.get("dicom_patient_ct"))
+    if all(headers) and headers[0] != headers[1]:
+        issues.append("patient_mismatch: the MR's and the CT's DICOM PatientID differ")
     try:
         row.update(_mr_rows(case, issues))
         row.update(_ct_rows(case, s, issues))

@@ -15,8 +15,11 @@ Layouts recognised (:func:`read_dataset` picks the first that fits):
     ``synthct dataset export`` writes it) says that several cases belong to one patient.
 ``dicom``
     DICOM study folders, one per patient: ``<patient>/...`` holding one MR and one CT series,
-    each in its own folder at any depth, found by Modality. PatientID comes from the headers
-    (the folder's name when absent).
+    each in its own folder at any depth, found by Modality. The case id is the folder's name.
+    PatientID never leaves the reader: the patient id is a pseudonym, ``pid-`` and the first
+    10 hex digits of the SHA-256 of the CT's PatientID (the folder's name when absent), and
+    :attr:`Case.extra <synthct.case.Case.extra>` holds the pseudonyms of the MR's and the CT's
+    PatientID, so QA can tell an MR of another patient without printing who.
 """
 
 from __future__ import annotations
@@ -135,6 +138,12 @@ def _patient_id(folder: Path) -> str | None:
     return None
 
 
+def _pseudonym(value: str | None) -> str:
+    import hashlib
+
+    return f"pid-{hashlib.sha256(value.encode()).hexdigest()[:10]}" if value else ""
+
+
 def _dicom_case(patient: Path) -> Case:
     series = _dicom_series_folders(patient)
     for modality in ("MR", "CT"):
@@ -155,9 +164,9 @@ def _dicom_case(patient: Path) -> Case:
             path=mr_folder,
             fix="put each DICOM series in its own folder",
         )
-    ids = {m: _patient_id(f) for m, f in (("MR", mr_folder), ("CT", ct_folder))}
+    ids = {m: _pseudonym(_patient_id(f)) for m, f in (("MR", mr_folder), ("CT", ct_folder))}
     meta = {"patient_id": ids["CT"] or patient.name}
-    extra = {"dicom_patient_id_mr": ids["MR"] or "", "dicom_patient_id_ct": ids["CT"] or ""}
+    extra = {"dicom_patient_mr": ids["MR"], "dicom_patient_ct": ids["CT"]}
     return Case(patient.name, {"ct": ct_folder, "mr": mr_folder}, meta, extra)
 
 
