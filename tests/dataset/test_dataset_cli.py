@@ -83,6 +83,17 @@ def test_split_keeps_a_patient_together_and_training_reads_a_fold(
         app, ["dataset", "split", str(exported), "--check", str(out / "split.json")]
     )
     assert checked.exit_code == 0 and "no patient in two parts" in checked.output
+    leaky = dict(split, test=sorted({*split["test"], "cta01"} - {"cta02"}))
+    leaky["folds"] = [
+        {"train": sorted({*f["train"], "cta02"} - {"cta01"}), "val": [c for c in f["val"]
+         if c not in ("cta01", "cta02")]}
+        for f in split["folds"]
+    ]  # fmt: skip
+    (tmp_path / "leaky.json").write_text(json.dumps(leaky))
+    refused = CliRunner().invoke(
+        app, ["dataset", "split", str(exported), "--check", str(tmp_path / "leaky.json")]
+    )
+    assert refused.exit_code == 2 and "patient 'cta' is in both test and train" in refused.stderr
     from synthct.synthesis.manifest import read_manifest
 
     records = read_manifest(out / "fold-0.csv")
