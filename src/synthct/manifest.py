@@ -385,6 +385,13 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _entry_value(column: str, value: Any) -> Any:
+    """A YAML/JSON value: one path as a string, except for the MR channels (always a list)."""
+    if column in IMAGE_ROLES and column != "mr" and len(value) == 1:
+        return value[0]
+    return value
+
+
 def manifest_text(manifest: Manifest, suffix: str, *, relative_to: Path | None) -> str:
     """The text of ``manifest`` as CSV, YAML or JSON (``suffix`` ``.csv``/``.yaml``/``.json``)."""
     rows = manifest.rows(relative_to=relative_to)
@@ -396,11 +403,7 @@ def manifest_text(manifest: Manifest, suffix: str, *, relative_to: Path | None) 
         for row in rows:
             writer.writerow({c: _cell(row.get(c)) for c in columns})
         return buffer.getvalue()
-    entries = [
-        {c: (row[c][0] if c != "mr" and len(row[c]) == 1 else row[c])
-         if c in IMAGE_ROLES else row[c] for c in columns if c in row}
-        for row in rows
-    ]  # fmt: skip
+    entries = [{c: _entry_value(c, row[c]) for c in columns if c in row} for row in rows]
     data: Any = {**manifest.info, "cases": entries}
     if suffix == ".json":
         return json.dumps(data, indent=2, default=str) + "\n"
