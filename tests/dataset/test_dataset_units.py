@@ -216,3 +216,18 @@ def test_qa_names_a_patient_in_two_splits(tmp_path: Path) -> None:
     rows = run_qa(read_dataset(manifest)[0], NO_REGISTRATION)
     leaked = [r["case_id"] for r in rows if any(i.startswith("patient_leak") for i in r["issues"])]
     assert leaked == ["a1", "a2"]
+
+
+def test_the_real_mr_of_another_subject_is_flagged(totalseg: Path, tmp_path: Path) -> None:
+    import shutil
+
+    case = tmp_path / "real" / "r1"
+    case.mkdir(parents=True)
+    shutil.copy(totalseg / "example_mr_sm.nii.gz", case / "mr.nii.gz")
+    shutil.copy(totalseg / "example_ct_sm.nii.gz", case / "ct.nii.gz")
+    (row,) = check_dataset(tmp_path / "real", tmp_path / "qa").rows
+    assert row["mr_channels"] == 1 and row["mr_shape"] == "117x91x20"
+    assert row["ct_orientation"] == "RAS" and row["mr_orientation"] == "LPS"
+    assert -1030 < row["ct_p0_5_hu"] < -1000 and row["mask_source"] == "derived"
+    assert row["fov_overlap"] == 0.0 and row["status"] == "flag"  # another subject's frame
+    assert "mi_after" not in row
