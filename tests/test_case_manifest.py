@@ -126,3 +126,19 @@ def test_case_reads_volumes_lazily_and_once(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown image role"):
         Case("c", {"cbct": "x"})
     assert Manifest([case]).patients() == {"c": ["c"]}
+
+
+def test_validation_asks_for_the_sct_of_a_phantom_manifest_without_one(tmp_path: Path) -> None:
+    from synthct.validation.manifest import read_manifest as read_validation_manifest
+
+    (tmp_path / "manifest.csv").write_text(OLD_PHANTOM)
+    with pytest.raises(ManifestError, match=r"'case-000' .* has no sCT") as info:
+        read_validation_manifest(tmp_path / "manifest.csv")
+    assert "--failure-sct" in str(info.value)
+    (tmp_path / "manifest.csv").write_text(
+        OLD_PHANTOM.replace("meningioma,\n", "meningioma,s.nii\n")
+    )
+    (case,) = read_validation_manifest(tmp_path / "manifest.csv").cases
+    base = tmp_path.resolve()
+    assert case.sct == base / "s.nii" and case.lesions == base / "case-000/l.nii.gz"
+    assert len(case.mri) == 2

@@ -299,6 +299,13 @@ def read_manifest(path: str | os.PathLike[str], *, require_files: bool = False) 
     for index, case in enumerate(one.cases, start=1):
         if not is_csv:
             _check_columns(list(case.extra), p, row=index)
+        if not (case.has("sct") or case.has("sct_failure")):
+            raise ManifestError(
+                f"case {case.case_id!r} (entry {index}) has no sCT: column sct is empty",
+                path=p,
+                fix="fill in the sct column (e.g. the output of `synthct synthesize`); a "
+                "`synthct phantom` cohort made with --failure-sct has its failure sCT there",
+            )
         cases.append(_case(_row_of(case), index, base=p.parent.resolve(), manifest=p))
     manifest = Manifest(cases=tuple(cases), source=p)
     if require_files:
