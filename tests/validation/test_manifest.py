@@ -131,8 +131,12 @@ def test_bad_yaml_and_missing_manifests(tmp_path: Path) -> None:
             read_manifest(manifest)
     with pytest.raises(ManifestError, match="no such manifest"):
         read_manifest(tmp_path / "absent.csv")
-    (tmp_path / "m.json").write_text("{}")
+    (tmp_path / "m.txt").write_text("case_id,ct,sct\np1,a,b\n")
     with pytest.raises(ManifestError, match="unsupported manifest type"):
+        read_manifest(tmp_path / "m.txt")
+    # JSON is read by the one manifest reader (synthct.manifest); an object without cases is not
+    (tmp_path / "m.json").write_text("{}")
+    with pytest.raises(ManifestError, match="list of cases"):
         read_manifest(tmp_path / "m.json")
 
 

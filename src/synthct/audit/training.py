@@ -56,6 +56,7 @@ from synthct.audit.mri_consistency import ConsistencySettings
 from synthct.audit.novelty import NOVELTY_FILE, NoveltyModel, fit_novelty_model
 from synthct.audit.pipeline import run_audit
 from synthct.audit.reference import ReferenceSettings, ReferenceSource
+from synthct.case import Case
 from synthct.io.atomic import atomic_directory
 from synthct.io.checksums import write_checksums
 from synthct.volume import CTVolume, MultiEchoMR
@@ -337,16 +338,24 @@ def train_audit_model(
 def phantom_lesion_free_cases(
     cohort_dirs: Sequence[str | os.PathLike[str]],
 ) -> list[LesionFreeCase]:
-    """The lesion-free cases of phantom cohort folders, each with its CT as the correct sCT."""
-    from synthct.phantom.cohort_files import PhantomCase, read_manifest
+    """The lesion-free cases of cohort folders or manifests, each with its CT as the correct sCT.
+
+    Each entry is a phantom cohort folder (its ``manifest.csv``) or any manifest file read by
+    :func:`synthct.manifest.read_manifest` (CSV, YAML or JSON; columns ``ct`` and ``mr``, or
+    their old names). A case is lesion-free when its ``n_lesions`` is 0, or, without that
+    column, when it has no lesion points and its lesion label map (if any) is empty.
+    """
+    from synthct.manifest import read_manifest
 
     out = []
-    for folder in cohort_dirs:
-        for row in read_manifest(folder):
-            if int(row.get("n_lesions") or 0) > 0:
+    for entry in cohort_dirs:
+        manifest = read_manifest(entry)
+        name = Path(entry).name if Path(entry).is_dir() else Path(entry).parent.name
+        for case in manifest:
+            if not _lesion_free(case):
                 continue
-            case = PhantomCase(Path(folder) / row["case_id"])
-            out.append(LesionFreeCase(case.mr(), case.ct(), f"{Path(folder).name}/{case.case_id}"))
+            out.append(LesionFreeCase(case.mr(), case.ct(), f"{name}/{case.case_id}"))
+            case.unload()
     if not out:
         raise AuditInputError(
             "no lesion-free case in the cohort(s)",
@@ -354,3 +363,22 @@ def phantom_lesion_free_cases(
             fix="generate a lesion-free cohort (synthct phantom --no-lesions)",
         )
     return out
+
+
+def _lesion_free(case: Case) -> bool:
+    n = case.meta.get("n_lesions")
+    if n is not None:
+        try:
+            return int(n) == 0
+        except (TypeError, ValueError) as exc:
+            raise AuditInputError(
+                f"case {case.case_id!r}: n_lesions {n!r} is not a whole number",
+                path=case.case_id,
+                fix="write the number of lesions, or leave the cell empty",
+            ) from exc
+    if case.meta.get("lesion_points"):
+        return False
+    for role in ("lesion_labels", "lesion_labels_ct"):
+        if case.has(role) and bool(np.any(case.labels(role).array)):
+            return False
+    return True

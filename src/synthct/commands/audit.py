@@ -241,7 +241,9 @@ def audit_train(
     cohort: Annotated[
         list[Path],
         typer.Option(
-            "--cohort", help="Phantom cohort folder(s); their lesion-free cases are used."
+            "--cohort",
+            help="Phantom cohort folder(s) or manifest file(s) (CSV, YAML, JSON); their "
+            "lesion-free cases are used.",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Audit model folder to create.")],

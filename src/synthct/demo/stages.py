@@ -178,18 +178,16 @@ def validate_all(
     step: Step,
 ) -> dict[str, Any]:
     """``synthct validate`` of every method's sCTs against the phantom CTs."""
-    from synthct.validation.manifest import CaseSpec
+    from synthct.manifest import read_manifest
+    from synthct.validation.manifest import spec_from_case
     from synthct.validation.runner import run_validation
 
+    cohort = read_manifest(settings.cohort_dir)  # the manifest `synthct phantom` wrote
     summaries: dict[str, Any] = {}
     for i, method in enumerate(METHODS):
         specs = [
-            CaseSpec(
-                case_id=case.case_id,
-                ct=case.folder / case.meta["files"]["ct"],
-                sct=scts[method][case.case_id],
-                mri=tuple(case.folder / e for e in case.meta["files"]["mr_echoes"]),
-                lesions=case.folder / case.meta["files"]["lesion_labels_ct"],
+            spec_from_case(
+                cohort[case.case_id].with_images(sct=scts[method][case.case_id]),
                 notes=f"{METHODS[method]}; lesion truth from the phantom",
             )
             for case in cases

@@ -222,7 +222,13 @@ def manifest_rows_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def read_manifest(folder: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """Rows of a cohort's ``manifest.csv``, paths relative to the cohort folder."""
+    """Rows of a cohort's ``manifest.csv`` as written (paths relative to the cohort folder).
+
+    Read by the one manifest reader (:func:`synthct.manifest.read_rows`); use
+    :func:`synthct.manifest.read_manifest` for :class:`~synthct.case.Case` objects.
+    """
+    from synthct.manifest import read_rows
+
     path = Path(folder) / MANIFEST_CSV
     if not path.is_file():
         raise ReadError(
@@ -230,8 +236,8 @@ def read_manifest(folder: str | os.PathLike[str]) -> list[dict[str, str]]:
             path=folder,
             fix="generate it with `synthct phantom --out FOLDER` (rerun to complete it)",
         )
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    rows, columns, _ = read_rows(path)
+    return [{c: str(row.get(c, "")) for c in columns} for _, row in rows]
 
 
 class PhantomCase:

@@ -7,14 +7,19 @@ Every error names the file or parameter at fault and the fix, like all
 from __future__ import annotations
 
 from synthct.errors import SynthctError
+from synthct.manifest import ManifestError
+
+__all__ = [
+    "DomainMismatchError",
+    "ManifestError",
+    "ModelFolderError",
+    "SynthesisInputError",
+    "TrainingConfigError",
+]
 
 
 class SynthesisInputError(SynthctError, ValueError):
     """An MRI that cannot be synthesised from (wrong echo count, NaNs, no signal, a CT...)."""
-
-
-class ManifestError(SynthctError, ValueError):
-    """A cohort manifest that is missing, malformed, or lists files that do not fit."""
 
 
 class TrainingConfigError(SynthctError, ValueError):

@@ -25,6 +25,9 @@ column              meaning
                     cases are never used for training
 ==================  ======================================================================
 
+The manifest is read by the one manifest reader (:mod:`synthct.manifest`): ``mr`` and
+``mri`` are accepted for ``mr_echoes``, ``lesions`` for ``lesion_labels``, YAML besides CSV and
+JSON, a cohort folder for its ``manifest.csv``; ``val`` for ``validation``.
 Other columns are ignored. Images from different scans (not in one patient frame) must be
 registered before training; voxels of the MRI grid outside the CT's field of view are never
 patch centres (:attr:`Case.ct_coverage`). This is the manifest the phantom cohort writer
@@ -34,8 +37,6 @@ patch centres (:attr:`Case.ct_coverage`). This is the manifest the phantom cohor
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +45,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from synthct.case import Case as OneCase
 from synthct.errors import SynthctError
-from synthct.synthesis.errors import ManifestError
+from synthct.manifest import ManifestError
+from synthct.manifest import read_manifest as read_one_manifest
 from synthct.volume import CTVolume, LabelMap, MultiEchoMR
 
 REQUIRED_COLUMNS = ("case_id", "ct", "mr_echoes")
 SPLITS = ("train", "validation", "test")
+#: Other spellings of a split accepted in a manifest.
+SPLIT_ALIASES = {"val": "validation", "valid": "validation", "training": "train"}
 
 
 @dataclass(frozen=True)
@@ -80,40 +85,7 @@ class Case:
     ct_coverage: NDArray[np.bool_] | None = None
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ManifestError(
-            f"cannot read the manifest ({exc.strerror or exc})", path=path, fix="check the path"
-        ) from exc
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"not valid JSON ({exc})", path=path) from exc
-        if isinstance(data, dict):
-            data = data.get("cases")
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise ManifestError(
-                'a JSON manifest must be a list of case objects or {"cases": [...]}',
-                path=path,
-            )
-        return data
-    reader = csv.DictReader(text.splitlines())
-    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ManifestError(
-            f"the manifest lacks the column(s) {missing}; found {reader.fieldnames}",
-            path=path,
-            fix=f"give a header row with at least {', '.join(REQUIRED_COLUMNS)}",
-        )
-    return list(reader)
-
-
-def _resolve(folder: Path, value: str, *, manifest: Path, case_id: str, column: str) -> Path:
-    p = Path(value.strip())
-    p = p if p.is_absolute() else folder / p
+def _checked_path(p: Path, *, manifest: Path, case_id: str, column: str) -> Path:
     if not p.exists():
         raise ManifestError(
             f"case {case_id!r}: the {column} file {p} does not exist",
@@ -123,62 +95,57 @@ def _resolve(folder: Path, value: str, *, manifest: Path, case_id: str, column: 
     return p
 
 
+def record_from_case(case: OneCase, *, manifest: Path) -> CaseRecord:
+    """The training view of a :class:`synthct.case.Case` (files checked, split validated).
+
+    Raises
+    ------
+    ManifestError
+        No CT or MR, a missing file, or an unknown split, naming the case and the column.
+    """
+    for role, column in (("ct", "ct"), ("mr", "mr_echoes")):
+        if not case.has(role):
+            raise ManifestError(
+                f"case {case.case_id!r} has no {column}",
+                path=manifest,
+                fix=f"fill in {column} (the MR channels may also be given as mr or mri)",
+            )
+    kw: dict[str, Any] = {"manifest": manifest, "case_id": case.case_id}
+    split = case.split
+    split = SPLIT_ALIASES.get(split, split) if split is not None else None
+    if split is not None and split not in SPLITS:
+        raise ManifestError(
+            f"case {case.case_id!r} has split {split!r}",
+            path=manifest,
+            fix=f"use one of {', '.join(SPLITS)} or leave it empty",
+        )
+    types = case.meta.get("lesion_types") or ""
+    types = types if isinstance(types, list) else str(types).split(";")
+    optional = {
+        role: _checked_path(p, column=role, **kw) if (p := case.path(role)) else None
+        for role in ("lesion_labels", "tissue_labels")
+    }
+    return CaseRecord(
+        case_id=case.case_id,
+        ct=_checked_path(case.paths("ct")[0], column="ct", **kw),
+        mr_echoes=tuple(_checked_path(p, column="mr_echoes", **kw) for p in case.paths("mr")),
+        split=split,
+        lesion_types=tuple(sorted({str(x).strip() for x in types if str(x).strip()})),
+        **optional,
+    )
+
+
 def read_manifest(path: str | os.PathLike[str]) -> list[CaseRecord]:
-    """Read a CSV or JSON cohort manifest (format in the module docstring).
+    """Read a CSV, YAML or JSON cohort manifest (format in the module docstring).
 
     Raises
     ------
     ManifestError
         Missing columns, empty or duplicate case ids, missing files, unknown splits.
     """
-    manifest = Path(path)
-    folder = manifest.parent
-    records: list[CaseRecord] = []
-    seen: set[str] = set()
-    for number, row in enumerate(_rows(manifest), start=1):
-        case_id = str(row.get("case_id") or "").strip()
-        if not case_id:
-            raise ManifestError(f"row {number} has no case_id", path=manifest)
-        if case_id in seen:
-            raise ManifestError(f"case_id {case_id!r} appears twice", path=manifest)
-        seen.add(case_id)
-        for column in ("ct", "mr_echoes"):
-            if not row.get(column):
-                raise ManifestError(
-                    f"case {case_id!r} has no {column}", path=manifest, fix=f"fill in {column}"
-                )
-        echoes = row["mr_echoes"]
-        names = echoes if isinstance(echoes, list) else str(echoes).split(";")
-        kw: dict[str, Any] = {"manifest": manifest, "case_id": case_id}
-        mr_paths = tuple(
-            _resolve(folder, str(n), column="mr_echoes", **kw) for n in names if str(n).strip()
-        )
-        optional = {
-            c: _resolve(folder, str(row[c]), column=c, **kw) if row.get(c) else None
-            for c in ("lesion_labels", "tissue_labels")
-        }
-        split = (str(row.get("split") or "").strip().lower()) or None
-        if split is not None and split not in SPLITS:
-            raise ManifestError(
-                f"case {case_id!r} has split {split!r}",
-                path=manifest,
-                fix=f"use one of {', '.join(SPLITS)} or leave it empty",
-            )
-        types = row.get("lesion_types") or ""
-        types = types if isinstance(types, list) else str(types).split(";")
-        records.append(
-            CaseRecord(
-                case_id=case_id,
-                ct=_resolve(folder, str(row["ct"]), column="ct", **kw),
-                mr_echoes=mr_paths,
-                split=split,
-                lesion_types=tuple(sorted({str(x).strip() for x in types if str(x).strip()})),
-                **optional,
-            )
-        )
-    if not records:
-        raise ManifestError("the manifest lists no case", path=manifest)
-    return records
+    manifest = read_one_manifest(path)
+    source = manifest.source or Path(path)
+    return [record_from_case(case, manifest=source) for case in manifest]
 
 
 def load_case(record: CaseRecord) -> Case:

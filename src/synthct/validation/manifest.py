@@ -21,14 +21,20 @@ column              required  value
 ==================  ========  =====================================================================
 
 ``lesions`` and ``lesion_points`` exclude each other; a case with neither gets image metrics
-only. Unknown columns, duplicate case ids and malformed values are errors that name the
-manifest, the case and the column. Whether the files exist is checked per case when it runs (a
-missing file fails that case, not the cohort) or up front with ``require_files=True``.
+only. The manifest is read by the one manifest reader (:mod:`synthct.manifest`), so JSON
+manifests, the old and new column names (``mr``/``mr_echoes`` for ``mri``, ``lesion_labels``
+for ``lesions``) and the manifest ``synthct phantom`` writes are accepted as they are: there
+``lesions`` is ``lesion_labels_ct`` (the lesions on the CT grid) when given, and the sCT is
+``sct_failure`` when no ``sct`` column is given, and a case with ``n_lesions`` 0 gets image
+metrics only (its empty lesion label map is not read); columns other readers use (``tissue_labels``,
+``n_lesions``, ``split``, ...) are ignored. Unknown columns, duplicate case ids and malformed
+values are errors that name the manifest, the case and the column. Whether the files exist is
+checked per case when it runs (a missing file fails that case, not the cohort) or up front with
+``require_files=True``.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,10 +42,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from synthct.errors import SynthctError
+from synthct.case import IMAGE_ROLES, META_FIELDS
+from synthct.case import Case as _Case
+from synthct.manifest import ManifestError, canonical_column, find_manifest
+from synthct.manifest import read_manifest as _read_one_manifest
 from synthct.validation.lesion_roi import LesionPoint
 
 __all__ = [
@@ -51,6 +59,7 @@ __all__ = [
     "case_from_paths",
     "parse_lesion_points",
     "read_manifest",
+    "spec_from_case",
 ]
 
 #: Every column a manifest may have, in the order tables list them.
@@ -65,11 +74,9 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "notes",
 )
 _PATH_COLUMNS = ("ct", "sct", "mri", "lesions", "body_mask")
+#: Columns of the one manifest (any reader's), accepted here; validation ignores the others.
+_KNOWN_COLUMNS = frozenset(("case_id", *IMAGE_ROLES, *META_FIELDS))
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class ManifestError(SynthctError, ValueError):
-    """A manifest that cannot be used as it is (format, columns, ids, values, files)."""
 
 
 class LesionPointSpec(BaseModel):
@@ -257,7 +264,7 @@ def read_manifest(path: str | os.PathLike[str], *, require_files: bool = False) 
     Parameters
     ----------
     path : path
-        ``.csv``, ``.yaml`` or ``.yml`` file.
+        ``.csv``, ``.yaml``/``.yml`` or ``.json`` file.
     require_files : bool
         Also check that every input file exists and is readable (otherwise a missing file
         fails its case when the case runs, and the other cases go on).
@@ -269,31 +276,76 @@ def read_manifest(path: str | os.PathLike[str], *, require_files: bool = False) 
         lesion points, duplicate case ids (and missing files with ``require_files``); the
         message names the manifest, the case and the column.
     """
-    p = Path(path)
+    p = find_manifest(path)
     if not p.is_file():
         raise ManifestError(
             "no such manifest file" if not p.exists() else "the manifest is not a file",
             path=p,
-            fix="pass a CSV or YAML manifest (see `synthct validate --help`)",
+            fix="pass a CSV, YAML or JSON manifest (see `synthct validate --help`)",
         )
-    suffix = p.suffix.lower()
-    if suffix == ".csv":
-        rows = _csv_rows(p)
-    elif suffix in (".yaml", ".yml"):
-        rows = _yaml_rows(p)
-    else:
+    one = _read_one_manifest(p, allow_empty=True)
+    if one.info:
         raise ManifestError(
-            f"unsupported manifest type {p.suffix!r}",
+            f"unknown top-level key(s) {sorted(one.info)}",
             path=p,
-            fix="use a .csv or .yaml/.yml manifest",
+            fix="put the cases in a list under 'cases:'",
         )
-    if not rows:
+    is_csv = p.suffix.lower() == ".csv"
+    if is_csv:
+        _check_columns(one.columns, p, row=None)
+    if not one.cases:
         raise ManifestError("the manifest lists no case", path=p, fix="add at least one case")
-    cases = tuple(_case(row, index, base=p.parent.resolve(), manifest=p) for index, row in rows)
-    manifest = Manifest(cases=cases, source=p)
+    cases = []
+    for index, case in enumerate(one.cases, start=1):
+        if not is_csv:
+            _check_columns(list(case.extra), p, row=index)
+        if not (case.has("sct") or case.has("sct_failure")):
+            raise ManifestError(
+                f"case {case.case_id!r} (entry {index}) has no sCT: column sct is empty",
+                path=p,
+                fix="fill in the sct column (e.g. the output of `synthct synthesize`); a "
+                "`synthct phantom` cohort made with --failure-sct has its failure sCT there",
+            )
+        cases.append(_case(_row_of(case), index, base=p.parent.resolve(), manifest=p))
+    manifest = Manifest(cases=tuple(cases), source=p)
     if require_files:
         manifest.require_files()
     return manifest
+
+
+def spec_from_case(case: _Case, *, notes: str | None = None) -> CaseSpec:
+    """The validation view of a :class:`synthct.case.Case` (columns mapped as in the module docs).
+
+    Raises
+    ------
+    ManifestError
+        No CT or no sCT, or malformed values, naming the case and the column.
+    """
+    row = _row_of(case)
+    if notes is not None:
+        row["notes"] = notes
+    return _case(row, 1, base=Path.cwd(), manifest=None)
+
+
+def _row_of(case: _Case) -> dict[str, Any]:
+    """A validation row from a case: lesions on the CT grid, the failure sCT as sCT."""
+    row: dict[str, Any] = {"case_id": case.case_id}
+    lesions = case.path("lesion_labels_ct") or case.path("lesion_labels")
+    if str(case.meta.get("n_lesions", "")).strip() == "0":
+        lesions = None  # a phantom's lesion-free case: its label map is empty by design
+    sct = case.path("sct") or case.path("sct_failure")
+    for column, value in (
+        ("ct", case.path("ct")),
+        ("sct", sct),
+        ("mri", [str(x) for x in case.paths("mr")] or None),
+        ("lesions", lesions),
+        ("body_mask", case.path("body_mask")),
+        ("lesion_points", case.meta.get("lesion_points")),
+        ("notes", case.meta.get("notes")),
+    ):
+        if value is not None:
+            row[column] = value if isinstance(value, list | str) else str(value)
+    return row
 
 
 def case_from_paths(
@@ -334,60 +386,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _csv_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"cannot be read ({exc})", path=path) from exc
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    reader = csv.DictReader(lines, skipinitialspace=True)
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    _check_columns(header, path, row=None)
-    rows = []
-    for n, raw in enumerate(reader, start=2):
-        if None in raw:
-            raise ManifestError(
-                f"row {n} has more cells than the header has columns",
-                path=path,
-                fix='quote cells that hold commas, e.g. "1,2,3,4; 5,6,7,2"',
-            )
-        row = {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in raw.items()}
-        rows.append((n, {k: v for k, v in row.items() if v not in ("", None)}))
-    return rows
-
-
-def _yaml_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ManifestError(f"is not valid YAML ({_first_line(exc)})", path=path) from exc
-    if isinstance(data, Mapping):
-        unknown = sorted(set(data) - {"cases"})
-        if unknown:
-            raise ManifestError(
-                f"unknown top-level key(s) {unknown}",
-                path=path,
-                fix="put the cases in a list under 'cases:'",
-            )
-        data = data.get("cases")
-    if not isinstance(data, list):
-        raise ManifestError(
-            "a YAML manifest is a list of cases (or a mapping with 'cases:')",
-            path=path,
-            fix="write '- case_id: ...' entries under 'cases:'",
-        )
-    rows = []
-    for n, entry in enumerate(data, start=1):
-        if not isinstance(entry, Mapping):
-            raise ManifestError(f"case {n} is not a mapping of column: value", path=path)
-        _check_columns([str(k) for k in entry], path, row=n)
-        rows.append((n, {str(k): v for k, v in entry.items() if v is not None}))
-    return rows
-
-
 def _check_columns(columns: Sequence[str], path: Path, *, row: int | None) -> None:
     where = "the header" if row is None else f"case {row}"
-    unknown = [c for c in columns if c not in MANIFEST_COLUMNS]
+    unknown = [c for c in columns if canonical_column(c) not in _KNOWN_COLUMNS]
     if unknown:
         raise ManifestError(
             f"{where} has unknown column(s) {unknown}",
@@ -398,7 +399,10 @@ def _check_columns(columns: Sequence[str], path: Path, *, row: int | None) -> No
     if duplicated:
         raise ManifestError(f"{where} repeats column(s) {duplicated}", path=path)
     if row is None:
-        missing = [c for c in ("case_id", "ct", "sct") if c not in columns]
+        present = {canonical_column(c) for c in columns}
+        if "sct_failure" in present:
+            present.add("sct")
+        missing = [c for c in ("case_id", "ct", "sct") if c not in present]
         if missing:
             raise ManifestError(
                 f"the header lacks the required column(s) {missing}",

@@ -1,0 +1,153 @@
+"""`synthct dataset check|split|export`: paired MR/CT datasets (SynthRAD, DICOM, manifests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from synthct.cli import app, console, reports_errors
+
+dataset_app = typer.Typer(
+    help="Paired MR/CT datasets: QA (check), patient-level splits (split), SynthRAD export.",
+    no_args_is_help=True,
+)
+app.add_typer(dataset_app, name="dataset")
+
+_SOURCE_HELP = (
+    "Dataset: a SynthRAD2023/2025 folder (<region>/<case>/{mr,ct,mask}.nii.gz or .mha, region "
+    "level optional), a folder of DICOM studies (one MR and one CT series per patient), or a "
+    "synthct manifest (file, or a folder with manifest.csv)."
+)
+
+
+@dataset_app.command("check")
+@reports_errors
+def check(
+    source: Annotated[Path, typer.Argument(help=_SOURCE_HELP)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="QA folder to create.")],
+    register: Annotated[
+        bool,
+        typer.Option(
+            "--register/--no-register", help="Rigid MR-to-CT registration (mutual information)."
+        ),
+    ] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing QA folder.")] = False,
+) -> None:
+    """QA of every case: grids, MR/CT overlap, registration MI before/after, HU, mask, channels.
+
+    Writes qa.csv, qa.html, manifest.csv (the cases as read), fingerprint.json (spacings and
+    intensity statistics inside the body, for training) and summary.json into OUT.
+    Exit code 0 also when cases are flagged (see the status and issues columns); 2 on bad
+    input.
+    """
+    from rich.progress import Progress
+
+    from synthct.dataset.check import check_dataset
+    from synthct.dataset.qa import NOTES, QASettings
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("checking cases", total=None)
+
+        def progress(case_id: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=f"checked {case_id}")
+
+        result = check_dataset(
+            source, out, settings=QASettings(register=register), overwrite=overwrite,
+            progress=progress,
+        )  # fmt: skip
+    counts = {k: sum(r["status"] == k for r in result.rows) for k in ("ok", "flag", "error")}
+    console.print(
+        f"{len(result.rows)} case(s) ({result.layout} layout): {counts['ok']} ok, "
+        f"{counts['flag']} flagged, {counts['error']} unreadable -> {out}/qa.html",
+        highlight=False,
+    )
+    for row in result.rows:
+        serious = [i for i in row["issues"] if not i.startswith(NOTES)]
+        if row.get("error") or serious:
+            text = row.get("error") or "; ".join(serious)
+            console.print(f"  {row['case_id']}: {text}", highlight=False, soft_wrap=True)
+
+
+@dataset_app.command("split")
+@reports_errors
+def split(
+    source: Annotated[Path, typer.Argument(help=_SOURCE_HELP)],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for split.json and fold-k.csv.")
+    ] = None,
+    folds: Annotated[
+        int, typer.Option(help="Cross-validation folds (1: one train/val split).")
+    ] = 5,
+    test_fraction: Annotated[
+        float, typer.Option(help="Share of patients in the fixed test set.")
+    ] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed: same patients and seed, same split.")] = 0,
+    check_split: Annotated[
+        Path | None,
+        typer.Option("--check", help="Check this split file against the dataset instead."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+) -> None:
+    """Deterministic patient-level split: a fixed test set and k folds.
+
+    Writes OUT/manifest.csv (the dataset's cases), OUT/split.json ({"test": [...], "folds":
+    [{"train": [...], "val": [...]}], "seed": ...}) and OUT/fold-K.csv (the manifest with a
+    split column, for `synthct train`). Cases of one patient, and cases with identical CT
+    voxels, always land in the same part.
+    """
+    from synthct.dataset.readers import read_dataset
+    from synthct.dataset.split import identical_ct_groups, read_split, write_split_folder
+    from synthct.errors import SynthctError
+
+    if out is None and check_split is None:
+        raise SynthctError(
+            "nowhere to write the split",
+            path="--out",
+            fix="pass --out FOLDER (or --check SPLIT.json to check an existing split)",
+        )
+    manifest, layout = read_dataset(source)
+    if check_split is not None:
+        checked = read_split(check_split, manifest)
+        console.print(
+            f"{check_split}: {len(checked.test)} test case(s), {len(checked.folds)} fold(s); "
+            "no patient in two parts",
+            highlight=False,
+        )
+        return
+    assert out is not None
+    result = write_split_folder(
+        manifest, out, n_folds=folds, test_fraction=test_fraction, seed=seed,
+        same_content=identical_ct_groups(manifest), overwrite=overwrite,
+    )  # fmt: skip
+    n_patients = len(set(result.patients.values()))
+    console.print(
+        f"{len(manifest)} case(s) of {n_patients} patient(s) ({layout} layout): "
+        f"{len(result.test)} test case(s), {len(result.folds)} fold(s) -> {out}/split.json",
+        highlight=False,
+    )
+
+
+@dataset_app.command("export")
+@reports_errors
+def export(
+    source: Annotated[Path, typer.Argument(help=_SOURCE_HELP)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="SynthRAD-layout folder to create.")],
+    region: Annotated[
+        str | None, typer.Option(help="Region folder for cases without a region (e.g. SP).")
+    ] = None,
+    image_format: Annotated[
+        str, typer.Option("--format", help="nii.gz (SynthRAD2023) or mha (SynthRAD2025).")
+    ] = "nii.gz",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+) -> None:
+    """Write cases (e.g. a `synthct phantom` cohort) as <region>/<case>/{mr,ct,mask} files."""
+    from synthct.dataset.export import export_synthrad
+    from synthct.dataset.readers import read_dataset
+
+    manifest, _ = read_dataset(source)
+    folder = export_synthrad(
+        manifest, out, region=region, extension=image_format, overwrite=overwrite
+    )
+    console.print(f"{len(manifest)} case(s) -> {folder}", highlight=False)

@@ -1,0 +1,263 @@
+"""Quality assurance of a paired MR/CT dataset: one row per case, cohort-level flags.
+
+Per case (:func:`qa_case`): the grids of MR and CT (shape, spacing, orientation), the share of
+the MR's field of view inside the CT's, a rigid MR-to-CT registration with Mattes mutual
+information before and after (:mod:`synthct.dataset.registration`), CT sanity in HU (range,
+air level, an MR passed as CT), the body mask (given or derived from the CT with
+:func:`synthct.validation.body_mask.body_mask_volume`) and its coverage of the body, the MR
+intensity range per channel, and checksums of the voxel data.
+
+From DICOM headers: ``patient_mismatch`` when the MR's and the CT's PatientID differ (compared
+as pseudonyms, see :mod:`synthct.dataset.readers`).
+
+Across cases (:func:`flag_cohort`): channel counts that differ from the most common one,
+identical image content under two case ids, a patient in two splits, and a mutual information
+after registration far below the cohort's (an MR that belongs to another patient). The issues
+of a case are listed in its ``issues`` column; ``status`` is ``ok``, ``flag`` or ``error``
+(the case could not be read at all).
+
+Rules (all in :class:`QASettings`): ``no_overlap`` below 5 % overlap (no registration then),
+``partial_overlap`` below 50 %; ``mi_outlier`` when the MI after registration is below half the
+median of the other cases' (at least 3 cases with a registration); ``hu_range`` when the CT's
+99.5th percentile exceeds 3500 HU; ``mask_coverage`` when a given mask covers less than 90 % of
+the body found in the CT. Two issues are notes that do not flag a case (:data:`NOTES`):
+``no_mask`` (the mask was derived) and ``no_air`` (the CT's 0.5th percentile is above -900 HU:
+a field of view inside the body, or a CT without air at -1000 HU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from synthct.case import Case
+from synthct.errors import SynthctError
+from synthct.geometry import Geometry
+from synthct.manifest import Manifest
+
+__all__ = ["NOTES", "QASettings", "flag_cohort", "qa_case", "run_qa"]
+
+#: Issues that are reported but do not flag a case.
+NOTES: tuple[str, ...] = ("no_mask", "no_air")
+
+
+@dataclass(frozen=True)
+class QASettings:
+    """Thresholds of the QA rules (see the module docstring)."""
+
+    no_overlap_fraction: float = 0.05
+    partial_overlap_fraction: float = 0.5
+    mi_outlier_fraction: float = 0.5
+    air_ceiling_hu: float = -900.0
+    max_p99_5_hu: float = 3500.0
+    min_mask_coverage: float = 0.9
+    registration_spacing_mm: float = 3.0
+    register: bool = True
+
+
+def overlap_fraction(mr: Geometry, ct: Geometry, *, points_per_axis: int = 12) -> float:
+    """Share of the MR field of view inside the CT's (a regular lattice of MR points)."""
+    axes = [np.linspace(0, n - 1, min(n, points_per_axis)) for n in mr.shape]
+    ijk = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    return float(np.mean(ct.contains_lps(mr.index_to_lps(ijk))))
+
+
+def voxel_checksum(array: np.ndarray) -> str:
+    """sha256 of shape, dtype and voxel bytes (first 16 hex digits)."""
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _grid(prefix: str, g: Geometry) -> dict[str, Any]:
+    return {
+        f"{prefix}_shape": "x".join(str(n) for n in g.shape),
+        f"{prefix}_spacing_mm": "x".join(f"{s:.3g}" for s in g.spacing_mm),
+        f"{prefix}_orientation": g.orientation_code + (" oblique" if g.is_oblique else ""),
+    }
+
+
+def _ct_rows(case: Case, settings: QASettings, issues: list[str]) -> dict[str, Any]:
+    from synthct.validation.body_mask import body_mask_volume
+
+    ct = case.ct()
+    data = ct.array
+    p = np.percentile(data, [0.5, 50, 99.5])
+    row: dict[str, Any] = {
+        **_grid("ct", ct.geometry),
+        "ct_min_hu": float(data.min()),
+        "ct_p0_5_hu": float(p[0]),
+        "ct_median_hu": float(p[1]),
+        "ct_p99_5_hu": float(p[2]),
+        "ct_max_hu": float(data.max()),
+        "ct_checksum": voxel_checksum(data),
+    }
+    if p[0] > settings.air_ceiling_hu:
+        issues.append(f"no_air: CT 0.5th percentile {p[0]:.0f} HU (air is -1000 HU)")
+    if p[2] > settings.max_p99_5_hu:
+        issues.append(f"hu_range: CT 99.5th percentile {p[2]:.0f} HU (metal, or not HU?)")
+    body = body_mask_volume(ct).array > 0
+    if case.has("body_mask"):
+        from synthct.resample import resample_to
+
+        mask = case.labels("body_mask")
+        if not mask.same_geometry(ct):
+            mask = resample_to(mask, ct)
+        given = mask.array > 0
+        coverage = float((given & body).sum() / max(1, body.sum()))
+        row.update(mask_source="given", mask_fraction=float(given.mean()), mask_coverage=coverage)
+        if coverage < settings.min_mask_coverage:
+            issues.append(f"mask_coverage: the mask covers {100 * coverage:.0f}% of the body")
+    else:
+        row.update(mask_source="derived", mask_fraction=float(body.mean()), mask_coverage=1.0)
+        issues.append("no_mask: body mask derived from the CT")
+    return row
+
+
+def _mr_rows(case: Case, issues: list[str]) -> dict[str, Any]:
+    mr = case.mr()
+    lows, highs = [], []
+    for c in range(mr.array.shape[0]):
+        lo, hi = np.percentile(mr.array[c], [0.5, 99.5])
+        lows.append(f"{lo:.4g}")
+        highs.append(f"{hi:.4g}")
+    if float(mr.array.min()) < -500 and float(np.percentile(mr.array, 1)) < -500:
+        issues.append("mr_looks_like_ct: MR values reach below -500 (Hounsfield units?)")
+    return {
+        **_grid("mr", mr.geometry),
+        "mr_channels": int(mr.array.shape[0]),
+        "mr_p0_5": ";".join(lows),
+        "mr_p99_5": ";".join(highs),
+        "mr_checksum": voxel_checksum(mr.array),
+    }
+
+
+def qa_case(case: Case, settings: QASettings | None = None) -> dict[str, Any]:
+    """The QA row of one case (see the module docstring); reading errors become the row's error.
+
+    Parameters
+    ----------
+    case : Case
+        Needs ``ct`` and ``mr``; ``body_mask`` is optional.
+    settings : QASettings, optional
+        Thresholds.
+    """
+    s = settings or QASettings()
+    issues: list[str] = []
+    row: dict[str, Any] = {
+        "case_id": case.case_id,
+        "patient_id": case.patient_id,
+        "region": case.region or "",
+        "split": case.split or "",
+    }
+    headers = (case.extra.get("dicom_patient_mr"), case.extra.get("dicom_patient_ct"))
+    if all(headers) and headers[0] != headers[1]:
+        issues.append("patient_mismatch: the MR's and the CT's DICOM PatientID differ")
+    try:
+        row.update(_mr_rows(case, issues))
+        row.update(_ct_rows(case, s, issues))
+        mr, ct = case.mr(), case.ct()
+        overlap = overlap_fraction(mr.geometry, ct.geometry)
+        row["fov_overlap"] = overlap
+        if overlap < s.no_overlap_fraction:
+            issues.append(
+                f"no_overlap: {100 * overlap:.0f}% of the MR field of view lies inside the CT's"
+            )
+        elif overlap < s.partial_overlap_fraction:
+            issues.append(f"partial_overlap: {100 * overlap:.0f}% of the MR field of view in CT")
+        if s.register and overlap >= s.no_overlap_fraction:
+            from synthct.dataset.registration import register_mr_to_ct
+
+            result = register_mr_to_ct(mr, mr.array[0], ct, spacing_mm=s.registration_spacing_mm)
+            corners = mr.geometry.index_to_lps(
+                np.array(np.meshgrid(*[(0, n - 1) for n in mr.geometry.shape], indexing="ij"))
+                .reshape(3, -1)
+                .T
+            )
+            row.update(
+                mi_before=result.mi_before,
+                mi_after=result.mi_after,
+                registration_rotation_deg=result.rotation_deg,
+                registration_shift_mm=float(result.displacement_mm(corners).max()),
+            )
+    except SynthctError as exc:
+        row["error"] = f"{exc.problem}" + (f" ({exc.path})" if exc.path else "")
+    finally:
+        case.unload()
+    row["issues"] = issues
+    return row
+
+
+def _mi_outliers(rows: Sequence[dict[str, Any]], s: QASettings) -> None:
+    values = {r["case_id"]: r.get("mi_after") for r in rows}
+    known = {k: float(v) for k, v in values.items() if v is not None and np.isfinite(v)}
+    if len(known) < 3:
+        return
+    for row in rows:
+        mine = known.get(row["case_id"])
+        if mine is None:
+            continue
+        median = float(np.median([v for k, v in known.items() if k != row["case_id"]]))
+        if mine < s.mi_outlier_fraction * median:
+            row["issues"].append(
+                f"mi_outlier: MI after registration {mine:.3f} vs cohort median {median:.3f} "
+                "(is this MR another patient's?)"
+            )
+
+
+def flag_cohort(rows: Sequence[dict[str, Any]], settings: QASettings | None = None) -> None:
+    """Add the cohort-level issues to ``rows`` in place (see the module docstring)."""
+    s = settings or QASettings()
+    channels = Counter(r["mr_channels"] for r in rows if "mr_channels" in r)
+    if len(channels) > 1:
+        usual = channels.most_common(1)[0][0]
+        for row in rows:
+            if row.get("mr_channels", usual) != usual:
+                row["issues"].append(
+                    f"channel_count: {row['mr_channels']} MR channels, most cases have {usual}"
+                )
+    for key in ("ct_checksum", "mr_checksum"):
+        by_sum: dict[str, list[str]] = {}
+        for row in rows:
+            if row.get(key):
+                by_sum.setdefault(row[key], []).append(row["case_id"])
+        for row in rows:
+            twins = [c for c in by_sum.get(row.get(key, ""), []) if c != row["case_id"]]
+            if twins:
+                what = key.split("_")[0].upper()
+                row["issues"].append(f"duplicate_{what.lower()}: same {what} voxels as {twins}")
+    splits: dict[str, set[str]] = {}
+    for row in rows:
+        if row.get("split"):
+            splits.setdefault(row["patient_id"], set()).add(row["split"])
+    for row in rows:
+        if len(splits.get(row["patient_id"], ())) > 1:
+            row["issues"].append(
+                f"patient_leak: patient {row['patient_id']!r} is in the splits "
+                f"{sorted(splits[row['patient_id']])}"
+            )
+    _mi_outliers(rows, s)
+    for row in rows:
+        serious = [i for i in row["issues"] if not i.startswith(NOTES)]
+        row["status"] = "error" if row.get("error") else ("flag" if serious else "ok")
+
+
+def run_qa(
+    manifest: Manifest,
+    settings: QASettings | None = None,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """QA rows of every case, cohort flags included (one case in memory at a time)."""
+    rows = []
+    for done, case in enumerate(manifest, start=1):
+        rows.append(qa_case(case, settings))
+        if progress is not None:
+            progress(case.case_id, done, len(manifest))
+    flag_cohort(rows, settings)
+    return rows

@@ -1,0 +1,233 @@
+"""Dataset readers, QA rules, splits and fingerprint on tiny pairs with known answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dataset.small_cases import BODY_HU, MR_VALUES, SPACING_MM, write_pair
+from synthct.case import Case
+from synthct.cli import app
+from synthct.dataset.check import check_dataset
+from synthct.dataset.fingerprint import fingerprint
+from synthct.dataset.qa import QASettings, overlap_fraction, run_qa
+from synthct.dataset.readers import DatasetError, read_dataset
+from synthct.dataset.split import SplitError, make_split, read_split
+from synthct.geometry import Geometry
+from synthct.manifest import Manifest
+
+NO_REGISTRATION = QASettings(register=False)
+
+
+def test_synthrad_layouts_with_and_without_region(tmp_path: Path) -> None:
+    write_pair(tmp_path / "a" / "HN" / "1HNA001", channels=1)
+    write_pair(tmp_path / "a" / "AB" / "1ABA002", channels=3)
+    manifest, layout = read_dataset(tmp_path / "a")
+    assert layout == "synthrad" and manifest.case_ids == ["1ABA002", "1HNA001"]
+    ab, hn = manifest.cases
+    assert ab.region == "AB" and hn.region == "HN" and hn.patient_id == "1HNA001"
+    assert [p.name for p in ab.paths("mr")] == ["mr_1.nii.gz", "mr_2.nii.gz", "mr_3.nii.gz"]
+    assert ab.path("body_mask") is not None and ab.path("body_mask").name == "mask.nii.gz"
+    write_pair(tmp_path / "b" / "p1", mask=False)
+    (case,) = read_dataset(tmp_path / "b")[0].cases
+    assert case.region is None and not case.has("body_mask")
+
+
+def test_bad_dataset_folders_are_clear_errors(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="empty"):
+        read_dataset(tmp_path / "empty")
+    with pytest.raises(DatasetError, match="no such dataset"):
+        read_dataset(tmp_path / "absent")
+    write_pair(tmp_path / "d" / "p1")
+    (tmp_path / "d" / "p1" / "ct.nii.gz").unlink()
+    with pytest.raises(DatasetError, match="'p1' has no ct image") as info:
+        read_dataset(tmp_path / "d")
+    assert "ct.nii.gz" in str(info.value)  # the fix names the file to add
+    (tmp_path / "junk" / "x").mkdir(parents=True)
+    (tmp_path / "junk" / "x" / "notes.txt").write_text("hello")
+    with pytest.raises(DatasetError, match="no case found"):
+        read_dataset(tmp_path / "junk")
+    result = CliRunner().invoke(
+        app, ["dataset", "check", str(tmp_path / "empty"), "--out", str(tmp_path / "qa")]
+    )
+    assert result.exit_code == 2 and "empty" in result.stderr
+    assert not (tmp_path / "qa").exists()  # nothing half-written
+
+
+@pytest.mark.slow
+def test_dicom_studies_are_found_by_modality(totalseg: Path, tmp_path: Path) -> None:
+    from synthct.io import read_volume, write_volume
+
+    ct = read_volume(totalseg / "example_ct_sm.nii.gz", kind="ct")  # the real CT, as DICOM
+    studies = tmp_path / "studies"
+    for name, mr_patient in (("patient-a", "PA-1"), ("patient-b", "PX-9")):
+        study = studies / name
+        study.mkdir(parents=True)
+        write_volume(ct, study / "series-ct", patient_id="PA-1")
+        write_volume(mr_like(ct), study / "series-mr", patient_id=mr_patient)
+    manifest, layout = read_dataset(studies)
+    a, b = manifest.cases
+    assert layout == "dicom" and manifest.case_ids == ["patient-a", "patient-b"]
+    assert a.path("ct") == studies / "patient-a" / "series-ct"
+    assert a.path("mr") == studies / "patient-a" / "series-mr"
+    assert a.patient_id == b.patient_id and a.patient_id.startswith("pid-")  # a pseudonym
+    assert a.ct().spatial_shape == ct.spatial_shape
+    rows = run_qa(manifest, NO_REGISTRATION)
+    assert rows[0]["fov_overlap"] == pytest.approx(1.0) and rows[0]["mr_channels"] == 1
+    mismatched = [r["case_id"] for r in rows if any("patient_mismatch" in i for i in r["issues"])]
+    assert mismatched == ["patient-b"]
+    assert any(i.startswith("duplicate_ct") for i in rows[0]["issues"])  # the same CT twice
+    assert "PA-1" not in json.dumps(rows, default=str)  # no identifier in the QA output
+    write_volume(mr_like(ct), studies / "patient-a" / "series-mr2", patient_id="PA-1")
+    with pytest.raises(DatasetError, match="2 MR series"):
+        read_dataset(studies)
+
+
+def mr_like(ct: object) -> Any:
+    """An MR-like volume (non-negative) on the CT's grid."""
+    from synthct.volume import CTVolume, MultiEchoMR
+
+    assert isinstance(ct, CTVolume)
+    return MultiEchoMR(np.clip(ct.array + 1000.0, 0, None)[None].astype(np.float32), ct.affine)
+
+
+def test_overlap_fraction_known_answers() -> None:
+    a = Geometry((10, 10, 10), np.diag([2.0, 2.0, 2.0, 1.0]))
+    shifted = np.diag([2.0, 2.0, 2.0, 1.0])
+    shifted[0, 3] = 10.0  # half of the 20 mm field of view along L
+    assert overlap_fraction(a, a) == 1.0
+    assert overlap_fraction(Geometry((10, 10, 10), shifted), a) == pytest.approx(0.5)
+    shifted[0, 3] = 500.0
+    assert overlap_fraction(Geometry((10, 10, 10), shifted), a) == 0.0
+
+
+def test_qa_rows_for_the_bad_inputs(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    write_pair(root / "good1", seed=1)
+    write_pair(root / "good2", seed=2)
+    write_pair(root / "nomask", seed=3, mask=False)
+    write_pair(root / "apart", seed=4, mr_origin_mm=(0.0, 0.0, 500.0))
+    write_pair(root / "onechannel", seed=5, channels=1)
+    write_pair(root / "mrasct", seed=6, mr_as_ct=True)
+    write_pair(root / "copy", seed=1)  # the same voxels as good1 under another id
+    result = check_dataset(root, tmp_path / "qa", settings=NO_REGISTRATION)
+    rows = {r["case_id"]: r for r in result.rows}
+    assert rows["good2"]["status"] == "ok" and rows["good2"]["issues"] == [], rows["good2"]
+    assert rows["nomask"]["status"] == "ok" and rows["nomask"]["mask_source"] == "derived"
+    assert result.cases_with("no_mask") == ["nomask"]
+    assert result.cases_with("no_overlap") == ["apart"] and rows["apart"]["fov_overlap"] == 0
+    assert result.cases_with("channel_count") == ["onechannel"]
+    assert rows["mrasct"]["status"] == "error" and "Hounsfield" in rows["mrasct"]["error"]
+    assert sorted(result.cases_with("duplicate_ct")) == ["copy", "good1"]
+    assert rows["good1"]["mask_coverage"] == pytest.approx(1.0)
+    assert rows["good1"]["mr_p99_5"] == f"{MR_VALUES[0]:.4g};{MR_VALUES[1]:.4g}"
+    assert rows["good1"]["ct_min_hu"] == -1000.0 and rows["good1"]["ct_max_hu"] == 700.0
+    # fingerprint: the readable, overlapping two-channel cases only
+    fp = json.loads((tmp_path / "qa" / "fingerprint.json").read_text())
+    assert fp["n_cases"] == 4 and fp["mr_channels"] == 2
+    table = (tmp_path / "qa" / "qa.csv").read_text()
+    assert table.splitlines()[0].startswith("case_id,patient_id") and "mrasct" in table
+    with pytest.raises(Exception, match="already exists"):
+        check_dataset(root, tmp_path / "qa", settings=NO_REGISTRATION)
+
+
+def test_fingerprint_known_statistics(tmp_path: Path) -> None:
+    cases = [
+        Case(f"p{i}", {"ct": d / "ct.nii.gz", "mr": [d / "mr_1.nii.gz", d / "mr_2.nii.gz"],
+                       "body_mask": d / "mask.nii.gz"})
+        for i in range(2)
+        for d in [write_pair(tmp_path / f"p{i}", seed=i)]
+    ]  # fmt: skip
+    fp = fingerprint(cases).to_dict()
+    assert fp["format"] == "synthct-fingerprint/1" and fp["n_cases"] == 2
+    assert fp["spacing_mm"]["mr"]["median"] == [SPACING_MM] * 3
+    for channel, value in zip(fp["mr"], MR_VALUES, strict=False):
+        assert channel["mean"] == pytest.approx(value) and channel["sd"] == pytest.approx(0.0)
+    assert fp["ct_hu"]["p50"] == pytest.approx(BODY_HU) and fp["ct_hu"]["max"] == 700.0
+    assert fp["body_mask"] == "given"
+    assert fingerprint(cases).to_dict() == fp  # seeded: the same twice
+    one = write_pair(tmp_path / "one", channels=1)
+    odd = Case("odd", {"ct": one / "ct.nii.gz", "mr": one / "mr.nii.gz"})
+    with pytest.raises(Exception, match="1 MR channel"):
+        fingerprint([*cases, odd])
+
+
+def manifest_of(patients: dict[str, str]) -> Manifest:
+    return Manifest([Case(c, {}, {"patient_id": p}) for c, p in patients.items()])
+
+
+def test_split_is_by_patient_and_deterministic() -> None:
+    patients = {f"c{i:02d}": f"p{i // 2}" for i in range(20)}  # 10 patients, 2 cases each
+    split = make_split(manifest_of(patients), n_folds=3, test_fraction=0.2, seed=7)
+    assert len(split.test) == 4  # 2 patients
+    for fold in split.folds:
+        parts = [split.test, fold["train"], fold["val"]]
+        assert sorted(part for p in parts for part in p) == sorted(patients)
+        owners = [{patients[c] for c in part} for part in parts]
+        assert not (owners[0] & owners[1]) and not (owners[0] & owners[2])
+        assert not (owners[1] & owners[2])
+    assert sorted(c for f in split.folds for c in f["val"]) == sorted(
+        c for c in patients if c not in split.test
+    )  # every non-test case is validated exactly once
+    reordered = dict(reversed(list(patients.items())))
+    assert make_split(manifest_of(reordered), n_folds=3, test_fraction=0.2, seed=7) == split
+    assert make_split(manifest_of(patients), n_folds=3, test_fraction=0.2, seed=8) != split
+    merged = make_split(
+        manifest_of(patients), n_folds=3, test_fraction=0.2, seed=7, same_content=[["c00", "c19"]]
+    )
+    for fold in merged.folds:
+        parts = [merged.test, fold["train"], fold["val"]]
+        assert any({"c00", "c19"} <= set(p) for p in parts)
+    with pytest.raises(SplitError, match="3 patient"):
+        make_split(manifest_of({"a": "a", "b": "b", "c": "c"}), n_folds=3, test_fraction=0.2)
+
+
+def test_a_split_with_one_patient_in_train_and_test_is_refused(tmp_path: Path) -> None:
+    manifest = manifest_of({"a1": "A", "a2": "A", "b1": "B", "c1": "C"})
+    bad = tmp_path / "split.json"
+    bad.write_text(json.dumps({"test": ["a1"], "folds": [{"train": ["a2", "b1"], "val": ["c1"]}]}))
+    with pytest.raises(SplitError, match="patient 'A' is in both test and train"):
+        read_split(bad, manifest)
+    bad.write_text(json.dumps({"test": ["zz"], "folds": [{"train": ["b1"], "val": ["c1"]}]}))
+    with pytest.raises(SplitError, match="does not list"):
+        read_split(bad, manifest)
+    good = make_split(manifest, n_folds=2, test_fraction=0.0, seed=1)
+    bad.write_text(json.dumps(good.to_dict()))
+    assert read_split(bad, manifest) == good
+
+
+def test_qa_names_a_patient_in_two_splits(tmp_path: Path) -> None:
+    for name in ("a1", "a2", "b1"):
+        write_pair(tmp_path / name, seed=len(name) + ord(name[0]) + int(name[1]))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "case_id,ct,mr,body_mask,patient_id,split\n"
+        + "".join(
+            f"{c},{c}/ct.nii.gz,{c}/mr_1.nii.gz;{c}/mr_2.nii.gz,{c}/mask.nii.gz,{p},{s}\n"
+            for c, p, s in (("a1", "A", "train"), ("a2", "A", "test"), ("b1", "B", "train"))
+        )
+    )
+    rows = run_qa(read_dataset(manifest)[0], NO_REGISTRATION)
+    leaked = [r["case_id"] for r in rows if any(i.startswith("patient_leak") for i in r["issues"])]
+    assert leaked == ["a1", "a2"]
+
+
+def test_the_real_mr_of_another_subject_is_flagged(totalseg: Path, tmp_path: Path) -> None:
+    import shutil
+
+    case = tmp_path / "real" / "r1"
+    case.mkdir(parents=True)
+    shutil.copy(totalseg / "example_mr_sm.nii.gz", case / "mr.nii.gz")
+    shutil.copy(totalseg / "example_ct_sm.nii.gz", case / "ct.nii.gz")
+    (row,) = check_dataset(tmp_path / "real", tmp_path / "qa").rows
+    assert row["mr_channels"] == 1 and row["mr_shape"] == "117x91x20"
+    assert row["ct_orientation"] == "RAS" and row["mr_orientation"] == "LPS"
+    assert -1030 < row["ct_p0_5_hu"] < -1000 and row["mask_source"] == "derived"
+    assert row["fov_overlap"] == 0.0 and row["status"] == "flag"  # another subject's frame
+    assert "mi_after" not in row
