@@ -24,6 +24,7 @@ Nothing here prints: progress goes to the ``progress`` callback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -42,10 +43,22 @@ from synthct.synthesis.checkpoint import (
     checkpoint_config,
     config_differences,
     load_checkpoint,
+    plot_training_curve,
     save_checkpoint,
     write_log,
 )
 from synthct.synthesis.config import SynthesisConfig, config_to_yaml
+from synthct.synthesis.distributed import (
+    DistributedContext,
+    autocast,
+    close_distributed,
+    init_distributed,
+    mean_over_ranks,
+    rank_device,
+    rank_samples,
+    sample_seed,
+    step_torch_seed,
+)
 from synthct.synthesis.domain import domain_from_volumes
 from synthct.synthesis.errors import TrainingConfigError
 from synthct.synthesis.losses import loss_terms
@@ -53,12 +66,15 @@ from synthct.synthesis.manifest import Case, CaseRecord, load_case, read_manifes
 from synthct.synthesis.model_folder import build_card, save_model_folder
 from synthct.synthesis.network import build_network, count_parameters
 from synthct.synthesis.patches import PatchSampler, PreparedCase, prepare_case
+from synthct.synthesis.planning import resample_case
 from synthct.synthesis.synthesizer import assemble_result, predict_arrays, resolve_device
 
 Phase = Literal["loading", "training", "validating", "saving", "done"]
 CHECKPOINT = Path("checkpoints") / "last.pt"
+BEST = Path("checkpoints") / "best.pt"
 MODEL = "model"
 LOG = "training_log.csv"
+CURVE = "training_curve.png"
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,8 @@ class TrainingResult:
     iterations: int
     log: list[dict[str, Any]] = field(default_factory=list)
     validation: dict[str, Any] = field(default_factory=dict)
+    #: ``checkpoints/best.pt``: the weights with the best validation MAE (None: none yet).
+    best_checkpoint_path: Path | None = None
 
 
 def split_cases(
@@ -248,6 +266,9 @@ def train_model(
 ) -> TrainingResult:
     """Train a synthesis model and write its run folder (layout in the module docstring).
 
+    Under ``torchrun`` each process trains one data-parallel rank
+    (:mod:`synthct.synthesis.distributed`); rank 0 writes the run folder.
+
     Parameters
     ----------
     manifest : path
@@ -259,14 +280,37 @@ def train_model(
     resume : bool
         Continue from ``output_dir/checkpoints/last.pt`` up to ``config.training.iterations``.
     progress : callable, optional
-        Receives a :class:`TrainingProgress` after each step.
+        Receives a :class:`TrainingProgress` after each step (on rank 0 only).
     """
-    report = progress or (lambda _p: None)
-    out = Path(output_dir)
-    checkpoint_path = out / CHECKPOINT
-    state = _open_run(out, config, resume=resume)
-    device = resolve_device(config.training.device)
+    device_kind = resolve_device(config.training.device)
+    context = init_distributed(device_kind, timeout_s=config.training.distributed_timeout_s)
+    try:
+        return _train(manifest, config, Path(output_dir), context, device_kind, resume, progress)
+    finally:
+        close_distributed(context)
+
+
+def _train(
+    manifest: str | os.PathLike[str],
+    config: SynthesisConfig,
+    out: Path,
+    context: DistributedContext,
+    device_kind: str,
+    resume: bool,
+    progress: ProgressCallback | None,
+) -> TrainingResult:
+    """:func:`train_model` on one rank."""
+    report = progress if progress is not None and context.is_main else (lambda _p: None)
     settings = config.training
+    if context.enabled and settings.patch_seeding != "per_sample":
+        raise TrainingConfigError(
+            f"training with {context.world_size} processes needs per-sample patch seeding",
+            path="training.patch_seeding",
+            fix="set training.patch_seeding: per_sample in the configuration",
+        )
+    samples = rank_samples(settings.batch_size, context)
+    state = _open_run(out, config, resume=resume, main=context.is_main)
+    device = rank_device(device_kind, context)
 
     records = read_manifest(manifest)
     train_ids, val_ids = split_cases(records, config)
@@ -276,7 +320,7 @@ def train_model(
             path=manifest,
             fix="resume with the manifest the run was started with",
         )
-    cases, prepared = _load_cases(records, train_ids + val_ids, config, report, train_ids)
+    cases, prepared, native = _load_cases(records, train_ids + val_ids, config, report, train_ids)
     in_channels = next(iter(cases.values())).mr.n_echoes
     sampler = PatchSampler(
         [prepared[i] for i in train_ids],
@@ -290,7 +334,10 @@ def train_model(
     )
 
     torch.manual_seed(settings.seed)
-    network = build_network(config.network, in_channels).to(device)
+    network = build_network(config.network, in_channels)
+    if context.enabled and device_kind == "cuda" and config.network.norm == "batch":
+        network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
+    network = network.to(device)
     optimiser = torch.optim.Adam(
         network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
@@ -300,30 +347,52 @@ def train_model(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
     rng = np.random.default_rng(settings.seed)
     start, rows, elapsed_before = 0, [], 0.0
+    best: dict[str, Any] = {}
     if state is not None:
         network.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
+        if device_kind == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         start, rows, elapsed_before = (
             int(state["iteration"]),
             list(state["log"]),
             float(state["elapsed_s"]),
         )
-    write_text_atomic(out / "config.yaml", config_to_yaml(config))
-    write_text_atomic(
-        out / "split.json", json.dumps({"train": train_ids, "validation": val_ids}, indent=2) + "\n"
-    )
-    writer = _tensorboard(out) if settings.tensorboard else None
+        best = dict(state.get("best") or {})
+    trained: nn.Module = network
+    if context.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(
+            network, device_ids=[context.local_rank] if device_kind == "cuda" else None
+        )
+    if context.is_main:
+        write_text_atomic(out / "config.yaml", config_to_yaml(config))
+        write_text_atomic(
+            out / "split.json",
+            json.dumps({"train": train_ids, "validation": val_ids}, indent=2) + "\n",
+        )
+    writer = _tensorboard(out) if settings.tensorboard and context.is_main else None
+    val_cases = [cases[i] for i in val_ids]
 
     t0 = time.perf_counter()
     running, running_l1, running_n = 0.0, 0.0, 0
     for iteration in range(start, settings.iterations):
-        network.train()
-        x_np, y_np = sampler.sample(rng, settings.batch_size)
+        trained.train()
+        if settings.patch_seeding == "per_sample":
+            torch.manual_seed(step_torch_seed(settings.seed, iteration, context.rank))
+            x_np, y_np = sampler.sample_from(
+                [sample_seed(settings.seed, iteration, n) for n in samples]
+            )
+        else:
+            x_np, y_np = sampler.sample(rng, settings.batch_size)
         x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
-        loss, l1 = loss_terms(network(x), y, config.loss)
+        with autocast(device, settings.mixed_precision):
+            prediction = trained(x)
+        loss, l1 = loss_terms(prediction.float(), y, config.loss)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -338,38 +407,41 @@ def train_model(
                 "training", done, settings.iterations, float(loss.detach()), elapsed_s=elapsed
             )
         )
-        if done % settings.validation_interval == 0 or done == settings.iterations:
-            val_loss, val_mae = _patch_metrics(network, val_patches, config, device)
-            rows.append(
-                {
-                    "iteration": done,
-                    "learning_rate": optimiser.param_groups[0]["lr"],
-                    "train_loss": running / running_n,
-                    "train_l1_hu": running_l1 / running_n * config.normalisation.hu_scale,
-                    "validation_loss": val_loss,
-                    "validation_mae_hu": val_mae,
-                    "elapsed_s": elapsed,
-                }
-            )
+        last_step = done == settings.iterations
+        if done % settings.validation_interval == 0 or last_step:
+            train_loss = mean_over_ranks(running / running_n, context, device)
+            train_l1 = mean_over_ranks(running_l1 / running_n, context, device)
             running, running_l1, running_n = 0.0, 0.0, 0
-            write_log(out / LOG, rows)
-            if writer is not None:
-                for key in ("train_loss", "validation_loss", "validation_mae_hu"):
-                    writer.add_scalar(key, rows[-1][key], done)
-            report(
-                TrainingProgress(
-                    "validating",
-                    done,
-                    settings.iterations,
-                    rows[-1]["train_loss"],
-                    val_loss,
-                    val_mae,
-                    elapsed,
+            if context.is_main:
+                interval = settings.volume_validation_interval
+                volumes = val_cases if interval and (done % interval == 0 or last_step) else []
+                row = _validation_row(
+                    network, val_patches, volumes, config, device, done, optimiser, elapsed
                 )
-            )
-        if done % settings.checkpoint_interval == 0 or done == settings.iterations:
+                row["train_loss"] = train_loss
+                row["train_l1_hu"] = train_l1 * config.normalisation.hu_scale
+                rows.append(row)
+                best = _keep_best(out, network, config, row, best)
+                write_log(out / LOG, rows)
+                if settings.curve_png:
+                    plot_training_curve(out / CURVE, rows)
+                if writer is not None:
+                    for key in ("train_loss", "validation_loss", "validation_mae_hu"):
+                        writer.add_scalar(key, row[key], done)
+                report(
+                    TrainingProgress(
+                        "validating",
+                        done,
+                        settings.iterations,
+                        train_loss,
+                        row["validation_loss"],
+                        row["validation_mae_hu"],
+                        elapsed,
+                    )
+                )
+        if context.is_main and (done % settings.checkpoint_interval == 0 or last_step):
             save_checkpoint(
-                checkpoint_path,
+                out / CHECKPOINT,
                 {
                     "iteration": done,
                     "model": network.state_dict(),
@@ -377,15 +449,29 @@ def train_model(
                     "scheduler": scheduler.state_dict(),
                     "numpy_rng": rng.bit_generator.state,
                     "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device_kind == "cuda" else None,
                     "log": rows,
+                    "best": best,
                     "elapsed_s": elapsed,
                     "config": config.model_dump(mode="json"),
                     "train_ids": train_ids,
                     "validation_ids": val_ids,
+                    "world_size": context.world_size,
                 },
             )
     if writer is not None:
         writer.close()
+    result = TrainingResult(
+        output_dir=out,
+        model_dir=out / MODEL,
+        log_path=out / LOG,
+        checkpoint_path=out / CHECKPOINT,
+        iterations=settings.iterations,
+        log=rows,
+        best_checkpoint_path=out / BEST if best else None,
+    )
+    if not context.is_main:
+        return result
     if settings.batch_norm_recalibration_batches:
         # Its own stream: a resumed run and an uninterrupted one recalibrate identically.
         recalibrate_batch_norm(
@@ -413,6 +499,7 @@ def train_model(
         rows,
         device,
         lesion_types,
+        native,
     )
     report(
         TrainingProgress(
@@ -422,19 +509,69 @@ def train_model(
             elapsed_s=rows[-1]["elapsed_s"] if rows else 0.0,
         )
     )
-    return TrainingResult(
-        output_dir=out,
-        model_dir=model_dir,
-        log_path=out / LOG,
-        checkpoint_path=checkpoint_path,
-        iterations=settings.iterations,
-        log=rows,
-        validation=validation,
+    return dataclasses.replace(result, model_dir=model_dir, validation=validation)
+
+
+def _validation_row(
+    network: nn.Module,
+    patches: tuple[np.ndarray, np.ndarray],
+    volumes: Sequence[Case],
+    config: SynthesisConfig,
+    device: str,
+    iteration: int,
+    optimiser: torch.optim.Optimizer,
+    elapsed: float,
+) -> dict[str, Any]:
+    """One log row: validation patches, and whole held-out volumes when ``volumes`` is given."""
+    val_loss, val_mae = _patch_metrics(network, patches, config, device)
+    row: dict[str, Any] = {
+        "iteration": iteration,
+        "learning_rate": optimiser.param_groups[0]["lr"],
+        "validation_loss": val_loss,
+        "validation_mae_hu": val_mae,
+        "elapsed_s": elapsed,
+        "volume_mae_hu": None,
+        "volume_bone_dice_250hu": None,
+    }
+    if volumes:
+        summary = validate_volumes(network, volumes, config, device)
+        row["volume_mae_hu"] = summary["mean_mae_hu"]
+        dices = [c["bone_dice_250hu"] for c in summary["cases"] if c["bone_dice_250hu"] is not None]
+        row["volume_bone_dice_250hu"] = float(np.mean(dices)) if dices else None
+    return row
+
+
+def _keep_best(
+    out: Path,
+    network: nn.Module,
+    config: SynthesisConfig,
+    row: dict[str, Any],
+    best: dict[str, Any],
+) -> dict[str, Any]:
+    """Write ``checkpoints/best.pt`` when ``row`` improves on ``best``; the new best record.
+
+    The criterion is the body MAE of the held-out volumes when whole-volume validation is on
+    (``training.volume_validation_interval``), else the MAE on the validation patches.
+    """
+    key = "volume_mae_hu" if config.training.volume_validation_interval else "validation_mae_hu"
+    value = row.get(key)
+    if value is None or (best and value >= best["value"]):
+        return best
+    record = {"iteration": row["iteration"], "metric": key, "value": float(value)}
+    save_checkpoint(
+        out / BEST,
+        {**record, "model": network.state_dict(), "config": config.model_dump(mode="json")},
     )
+    return record
 
 
-def _open_run(out: Path, config: SynthesisConfig, *, resume: bool) -> dict[str, Any] | None:
-    """The checkpoint to resume from (``None`` for a new run), after checking the run folder."""
+def _open_run(
+    out: Path, config: SynthesisConfig, *, resume: bool, main: bool = True
+) -> dict[str, Any] | None:
+    """The checkpoint to resume from (``None`` for a new run), after checking the run folder.
+
+    Only the main rank (``main``) checks for an existing run and creates the folder.
+    """
     checkpoint_path = out / CHECKPOINT
     state: dict[str, Any] | None = None
     if resume:
@@ -453,13 +590,14 @@ def _open_run(out: Path, config: SynthesisConfig, *, resume: bool) -> dict[str, 
                 fix="resume with the run's own config.yaml (only training.iterations and the "
                 "device may change)",
             )
-    elif checkpoint_path.exists():
+    elif main and checkpoint_path.exists():
         raise TrainingConfigError(
             "this run folder already holds a training run",
             path=out,
             fix="pass --resume to continue it, or choose a new output folder",
         )
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     return state
 
 
@@ -490,21 +628,28 @@ def _load_cases(
     config: SynthesisConfig,
     report: ProgressCallback,
     train_ids: Sequence[str] = (),
-) -> tuple[dict[str, Case], dict[str, PreparedCase]]:
-    """Load and prepare the ``wanted`` cases; they must share one echo count.
+) -> tuple[dict[str, Case], dict[str, PreparedCase], dict[str, tuple[float, float, float]]]:
+    """Load and prepare the ``wanted`` cases; they must share one channel count.
 
-    Training cases (``train_ids``) keep lesion insertion data when it is enabled.
+    With ``plan.target_spacing_mm`` each case is resampled to it first
+    (:func:`~synthct.synthesis.planning.resample_case`). Training cases (``train_ids``) keep
+    lesion insertion data when it is enabled. Returns the cases, the prepared cases and each
+    case's native voxel size.
     """
     by_id = {r.case_id: r for r in records}
     cases: dict[str, Case] = {}
     prepared: dict[str, PreparedCase] = {}
+    native: dict[str, tuple[float, float, float]] = {}
+    spacing = config.plan.target_spacing_mm
     for n, case_id in enumerate(wanted):
         report(
             TrainingProgress(
                 "loading", 0, config.training.iterations, message=f"{n + 1}/{len(wanted)} {case_id}"
             )
         )
-        cases[case_id] = load_case(by_id[case_id])
+        case = load_case(by_id[case_id])
+        native[case_id] = case.mr.spacing_mm
+        cases[case_id] = case if spacing is None else resample_case(case, spacing)
         tissue = None
         if config.lesion_insertion.enabled and case_id in train_ids:
             tissue = _tissue_labels(by_id[case_id], cases[case_id])
@@ -522,7 +667,7 @@ def _load_cases(
             path="manifest",
             fix="train on cases with the same number of echoes",
         )
-    return cases, prepared
+    return cases, prepared, native
 
 
 def _write_model(
@@ -535,6 +680,7 @@ def _write_model(
     rows: list[dict[str, Any]],
     device: str,
     lesion_types: Sequence[str],
+    native_spacing: dict[str, tuple[float, float, float]],
 ) -> tuple[Path, dict[str, Any]]:
     """Validate the held-out cases on whole volumes, build the card, write the model folder."""
     train_ids, val_ids = split
@@ -549,6 +695,9 @@ def _write_model(
         n_validation_cases=len(val_ids),
         n_cases_with_lesions=sum(_has_lesions(prepared[i]) for i in train_ids),
         lesion_types=lesion_types,
+        channel_names=config.normalisation.channels,
+        planned_spacing_mm=config.plan.target_spacing_mm,
+        voxel_sizes_mm=[native_spacing[i] for i in train_ids],
     )
     last = rows[-1] if rows else {}
     training_summary = {
