@@ -232,7 +232,7 @@ class ResidualUNet(nn.Module):
             channels=widths,
             strides=(2,) * (config.levels - 1),
             num_res_units=config.residual_units,
-            norm=norm,
+            norm=norm,  # type: ignore[arg-type]  # MONAI takes None (no norm); its hint omits it
             dropout=config.dropout,
         )
         self.log_variance_min = config.log_variance_min
