@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from synthct.synthesis.errors import TrainingConfigError
 
@@ -103,6 +111,15 @@ class NormalisationConfig(_Section):
     hu_offset: float = 0.0
     hu_scale: Annotated[float, Field(gt=0.0)] = 1000.0
     channels: tuple[str, ...] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_undeclared_channels(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Undeclared channels are not written, so the normalisation of models made before
+        # channels existed (normalisation.json of the shipped models) still compares equal.
+        data = handler(self)
+        if not self.channels and isinstance(data, dict):
+            data.pop("channels", None)
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> NormalisationConfig:
