@@ -62,6 +62,12 @@ def test_patch_size_is_a_multiple_and_fits_the_memory_budget() -> None:
     small = plan_patch_size((200, 200, 200), (1, 1, 1), net, batch_size=2, memory_budget_gb=0.05)
     assert all(s % 4 == 0 for s in small)
     assert estimate_activation_bytes(net, small, batch_size=2) <= 0.05 * 1024**3
+    # An impossible budget stops at two multiples per axis (a 2-voxel bottleneck).
+    assert plan_patch_size((99, 99, 99), (1, 1, 1), net, batch_size=2, memory_budget_gb=1e-9) == (
+        8,
+        8,
+        8,
+    )
 
 
 def test_zscore_scales_each_channel_to_mean_0_sd_1_inside_the_body() -> None:

@@ -161,11 +161,13 @@ def plan_patch_size(
 
     Starts from ``median_shape`` (voxels at the target spacing) rounded up to the multiple and
     capped at :data:`MAX_PATCH_VOXELS_PER_AXIS`; while the activation estimate exceeds the
-    budget, the axis with the largest extent in mm loses one multiple.
+    budget, the axis with the largest extent in mm loses one multiple. No axis goes below two
+    multiples (a bottleneck of 2 voxels), even when the budget is not met.
     """
     m = network.size_multiple
-    cap = MAX_PATCH_VOXELS_PER_AXIS // m * m
-    patch = [min(max(m, int(np.ceil(float(n) / m)) * m), max(cap, m)) for n in median_shape]
+    smallest = 2 * m  # the bottleneck keeps 2 voxels per axis (instance norm needs > 1)
+    cap = max(MAX_PATCH_VOXELS_PER_AXIS // m * m, smallest)
+    patch = [min(max(smallest, int(np.ceil(float(n) / m)) * m), cap) for n in median_shape]
     budget = memory_budget_gb * 1024**3
 
     def fits() -> bool:
@@ -175,7 +177,7 @@ def plan_patch_size(
         return estimate <= budget
 
     while not fits():
-        shrinkable = [a for a in range(3) if patch[a] > m]
+        shrinkable = [a for a in range(3) if patch[a] > smallest]
         if not shrinkable:
             break
         axis = max(shrinkable, key=lambda a: patch[a] * float(spacing_mm[a]))

@@ -11,12 +11,22 @@ an interrupted and resumed run gives the same weights as an uninterrupted one). 
 validates the held-out cases on whole volumes (sliding window) and writes the model
 folder ``model/``.
 
+With ``plan.target_spacing_mm`` every case is first resampled to the planned spacing
+(:mod:`synthct.synthesis.planning`). Every ``volume_validation_interval`` iterations the
+held-out cases are also synthesised whole (body MAE, bone Dice at 250 HU) and the best weights
+kept. Under ``torchrun`` every process is one data-parallel rank
+(:mod:`synthct.synthesis.distributed`): each draws its share of the global batch, DDP averages
+the gradients, rank 0 alone writes the run folder. On CUDA the forward pass runs under
+bfloat16 autocast (``training.mixed_precision``).
+
 Run folder::
 
     OUTPUT/config.yaml            the resolved configuration
     OUTPUT/split.json             training and validation case ids
     OUTPUT/training_log.csv       one row per validation
+    OUTPUT/training_curve.png     losses and validation MAE (``training.curve_png``)
     OUTPUT/checkpoints/last.pt    the latest checkpoint
+    OUTPUT/checkpoints/best.pt    the weights with the best validation MAE
     OUTPUT/model/                 the model folder (weights, config, card...)
 
 Nothing here prints: progress goes to the ``progress`` callback.
@@ -67,7 +77,13 @@ from synthct.synthesis.model_folder import build_card, save_model_folder
 from synthct.synthesis.network import build_network, count_parameters
 from synthct.synthesis.patches import PatchSampler, PreparedCase, prepare_case
 from synthct.synthesis.planning import resample_case
-from synthct.synthesis.synthesizer import assemble_result, predict_arrays, resolve_device
+from synthct.synthesis.synthesizer import resolve_device
+from synthct.synthesis.training_validation import (
+    keep_best,
+    recalibrate_batch_norm,
+    validate_volumes,
+    validation_row,
+)
 
 Phase = Literal["loading", "training", "validating", "saving", "done"]
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -142,120 +158,6 @@ def _cosine(iterations: int) -> Callable[[int], float]:
     return factor
 
 
-def _patch_metrics(
-    network: torch.nn.Module,
-    patches: tuple[np.ndarray, np.ndarray],
-    config: SynthesisConfig,
-    device: str,
-) -> tuple[float, float]:
-    """Validation loss and MAE in HU (voxels with target above -500 HU) on fixed patches."""
-    x_all, y_all = patches
-    threshold = (-500.0 - config.normalisation.hu_offset) / config.normalisation.hu_scale
-    losses, abs_sum, count = [], 0.0, 0
-    network.eval()
-    with torch.no_grad():
-        for start in range(0, len(x_all), config.training.batch_size):
-            x = torch.from_numpy(x_all[start : start + config.training.batch_size]).to(device)
-            y = torch.from_numpy(y_all[start : start + config.training.batch_size]).to(device)
-            prediction = network(x)
-            loss, _ = loss_terms(prediction, y, config.loss)
-            losses.append(float(loss) * len(x))
-            inside = y > threshold
-            abs_sum += float(torch.abs(prediction[:, 0:1] - y)[inside].sum())
-            count += int(inside.sum())
-    mae = abs_sum / max(count, 1) * config.normalisation.hu_scale
-    return sum(losses) / len(x_all), mae
-
-
-def validate_volumes(
-    network: torch.nn.Module, cases: Sequence[Case], config: SynthesisConfig, device: str
-) -> dict[str, Any]:
-    """Whole-volume MAE (CT body mask) and bone Dice (150 and 250 HU) of each case."""
-    from synthct.synthesis.normalisation import normalise_mr
-    from synthct.validation.body_mask import body_mask_from_ct
-    from synthct.validation.image_metrics import bone_dice, mae_hu
-
-    rows = []
-    for case in cases:
-        inputs, body, _ = normalise_mr(case.mr.array, config.normalisation, source=case.mr.source)
-        out = predict_arrays([network], inputs, config, device=device)
-        sct = assemble_result(out, case.mr, body, config, uncertainty=False).sct.array
-        ct = np.asarray(case.ct.array, dtype=np.float32)
-        mask = body_mask_from_ct(ct)
-        row: dict[str, Any] = {"case_id": case.case_id, "mae_hu": mae_hu(ct, sct, mask)}
-        for threshold in (150.0, 250.0):
-            dice = bone_dice(ct, sct, mask, threshold_hu=threshold)
-            row[f"bone_dice_{threshold:g}hu"] = None if math.isnan(dice) else dice
-        rows.append(row)
-    summary: dict[str, Any] = {
-        "method": "sliding-window sCT of each held-out case against its CT; MAE in HU inside "
-        "the CT body mask (-500 HU, largest component, holes filled); bone Dice at 150 and "
-        "250 HU inside the same mask",
-        "cases": rows,
-    }
-    if rows:
-        summary["mean_mae_hu"] = float(np.mean([r["mae_hu"] for r in rows]))
-        dices = [r["bone_dice_150hu"] for r in rows if r["bone_dice_150hu"] is not None]
-        summary["mean_bone_dice_150hu"] = float(np.mean(dices)) if dices else None
-    return summary
-
-
-def recalibrate_batch_norm(
-    network: nn.Module,
-    sampler: PatchSampler,
-    rng: np.random.Generator,
-    *,
-    batches: int,
-    batch_size: int,
-    device: str | torch.device = "cpu",
-) -> int:
-    """Re-estimate batch-norm statistics as exact averages over many training batches.
-
-    Running averages with momentum 0.1 reflect the last ~10 batches of a few small patches,
-    so the evaluation-mode network shifts from checkpoint to checkpoint (precise BN [1]_).
-    The weights are not changed; dropout stays off.
-
-    Parameters
-    ----------
-    network : nn.Module
-        The trained network (left in evaluation mode).
-    sampler : PatchSampler
-        The training patch sampler (the distribution the network was trained on).
-    rng : numpy.random.Generator
-        Draws the patches.
-    batches, batch_size : int
-        How many batches of how many patches.
-    device : str or torch.device
-        Where the network runs.
-
-    Returns
-    -------
-    int
-        Number of batch-norm layers recalibrated.
-
-    References
-    ----------
-    .. [1] Wu Y, Johnson J. Rethinking "batch" in BatchNorm. arXiv:2105.07576, 2021.
-    """
-    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms or batches < 1:
-        return 0
-    network.eval()
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over all batches
-        m.train()
-    with torch.no_grad():
-        for _ in range(batches):
-            x_np, _ = sampler.sample(rng, batch_size)
-            network(torch.from_numpy(x_np).to(device))
-    for m, momentum in zip(norms, saved, strict=True):
-        m.momentum = momentum
-    network.eval()
-    return len(norms)
-
-
 def train_model(
     manifest: str | os.PathLike[str],
     config: SynthesisConfig,
@@ -311,7 +213,6 @@ def _train(
     samples = rank_samples(settings.batch_size, context)
     state = _open_run(out, config, resume=resume, main=context.is_main)
     device = rank_device(device_kind, context)
-
     records = read_manifest(manifest)
     train_ids, val_ids = split_cases(records, config)
     if state is not None and (state["train_ids"], state["validation_ids"]) != (train_ids, val_ids):
@@ -333,42 +234,7 @@ def _train(
         settings.validation_patches, settings.seed + 1
     )
 
-    torch.manual_seed(settings.seed)
-    network = build_network(config.network, in_channels)
-    if context.enabled and device_kind == "cuda" and config.network.norm == "batch":
-        network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
-    network = network.to(device)
-    optimiser = torch.optim.Adam(
-        network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
-    schedule = (
-        _cosine(settings.iterations) if settings.lr_schedule == "cosine" else (lambda _s: 1.0)
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
-    rng = np.random.default_rng(settings.seed)
-    start, rows, elapsed_before = 0, [], 0.0
-    best: dict[str, Any] = {}
-    if state is not None:
-        network.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        if device_kind == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        start, rows, elapsed_before = (
-            int(state["iteration"]),
-            list(state["log"]),
-            float(state["elapsed_s"]),
-        )
-        best = dict(state.get("best") or {})
-    trained: nn.Module = network
-    if context.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        trained = DistributedDataParallel(
-            network, device_ids=[context.local_rank] if device_kind == "cuda" else None
-        )
+    run = _Optimisation.build(config, in_channels, context, device_kind, state)
     if context.is_main:
         write_text_atomic(out / "config.yaml", config_to_yaml(config))
         write_text_atomic(
@@ -380,28 +246,13 @@ def _train(
 
     t0 = time.perf_counter()
     running, running_l1, running_n = 0.0, 0.0, 0
-    for iteration in range(start, settings.iterations):
-        trained.train()
-        if settings.patch_seeding == "per_sample":
-            torch.manual_seed(step_torch_seed(settings.seed, iteration, context.rank))
-            x_np, y_np = sampler.sample_from(
-                [sample_seed(settings.seed, iteration, n) for n in samples]
-            )
-        else:
-            x_np, y_np = sampler.sample(rng, settings.batch_size)
-        x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
-        with autocast(device, settings.mixed_precision):
-            prediction = trained(x)
-        loss, l1 = loss_terms(prediction.float(), y, config.loss)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
+    for iteration in range(run.start, settings.iterations):
+        loss, l1 = run.step(sampler, samples, iteration, config, context)
         running += float(loss.detach())
         running_l1 += float(l1.detach())
         running_n += 1
         done = iteration + 1
-        elapsed = elapsed_before + time.perf_counter() - t0
+        elapsed = run.elapsed_before + time.perf_counter() - t0
         report(
             TrainingProgress(
                 "training", done, settings.iterations, float(loss.detach()), elapsed_s=elapsed
@@ -415,19 +266,13 @@ def _train(
             if context.is_main:
                 interval = settings.volume_validation_interval
                 volumes = val_cases if interval and (done % interval == 0 or last_step) else []
-                row = _validation_row(
-                    network, val_patches, volumes, config, device, done, optimiser, elapsed
+                train = {
+                    "train_loss": train_loss,
+                    "train_l1_hu": train_l1 * config.normalisation.hu_scale,
+                }
+                row = _log_validation(
+                    out, run, (val_patches, volumes), config, (done, elapsed), train, writer
                 )
-                row["train_loss"] = train_loss
-                row["train_l1_hu"] = train_l1 * config.normalisation.hu_scale
-                rows.append(row)
-                best = _keep_best(out, network, config, row, best)
-                write_log(out / LOG, rows)
-                if settings.curve_png:
-                    plot_training_curve(out / CURVE, rows)
-                if writer is not None:
-                    for key in ("train_loss", "validation_loss", "validation_mae_hu"):
-                        writer.add_scalar(key, row[key], done)
                 report(
                     TrainingProgress(
                         "validating",
@@ -440,25 +285,9 @@ def _train(
                     )
                 )
         if context.is_main and (done % settings.checkpoint_interval == 0 or last_step):
-            save_checkpoint(
-                out / CHECKPOINT,
-                {
-                    "iteration": done,
-                    "model": network.state_dict(),
-                    "optimizer": optimiser.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "numpy_rng": rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device_kind == "cuda" else None,
-                    "log": rows,
-                    "best": best,
-                    "elapsed_s": elapsed,
-                    "config": config.model_dump(mode="json"),
-                    "train_ids": train_ids,
-                    "validation_ids": val_ids,
-                    "world_size": context.world_size,
-                },
-            )
+            extra = {"log": run.rows, "best": run.best, "elapsed_s": elapsed}
+            split = {"train_ids": train_ids, "validation_ids": val_ids}
+            save_checkpoint(out / CHECKPOINT, run.state(done, config, context, extra | split))
     if writer is not None:
         writer.close()
     result = TrainingResult(
@@ -467,15 +296,15 @@ def _train(
         log_path=out / LOG,
         checkpoint_path=out / CHECKPOINT,
         iterations=settings.iterations,
-        log=rows,
-        best_checkpoint_path=out / BEST if best else None,
+        log=run.rows,
+        best_checkpoint_path=out / BEST if run.best else None,
     )
     if not context.is_main:
         return result
     if settings.batch_norm_recalibration_batches:
         # Its own stream: a resumed run and an uninterrupted one recalibrate identically.
         recalibrate_batch_norm(
-            network,
+            run.network,
             sampler,
             np.random.default_rng([settings.seed, 1]),
             batches=settings.batch_norm_recalibration_batches,
@@ -491,12 +320,12 @@ def _train(
     lesion_types = sorted({t for r in records if r.case_id in train_ids for t in r.lesion_types})
     model_dir, validation = _write_model(
         out / MODEL,
-        network,
+        run.network,
         config,
         cases,
         prepared,
         (train_ids, val_ids),
-        rows,
+        run.rows,
         device,
         lesion_types,
         native,
@@ -506,63 +335,154 @@ def _train(
             "done",
             settings.iterations,
             settings.iterations,
-            elapsed_s=rows[-1]["elapsed_s"] if rows else 0.0,
+            elapsed_s=run.rows[-1]["elapsed_s"] if run.rows else 0.0,
         )
     )
     return dataclasses.replace(result, model_dir=model_dir, validation=validation)
 
 
-def _validation_row(
-    network: nn.Module,
-    patches: tuple[np.ndarray, np.ndarray],
-    volumes: Sequence[Case],
+def _log_validation(
+    out: Path,
+    run: _Optimisation,
+    data: tuple[tuple[np.ndarray, np.ndarray], Sequence[Case]],
     config: SynthesisConfig,
-    device: str,
-    iteration: int,
-    optimiser: torch.optim.Optimizer,
-    elapsed: float,
+    when: tuple[int, float],
+    train: dict[str, float],
+    writer: Any,
 ) -> dict[str, Any]:
-    """One log row: validation patches, and whole held-out volumes when ``volumes`` is given."""
-    val_loss, val_mae = _patch_metrics(network, patches, config, device)
-    row: dict[str, Any] = {
-        "iteration": iteration,
-        "learning_rate": optimiser.param_groups[0]["lr"],
-        "validation_loss": val_loss,
-        "validation_mae_hu": val_mae,
-        "elapsed_s": elapsed,
-        "volume_mae_hu": None,
-        "volume_bone_dice_250hu": None,
-    }
-    if volumes:
-        summary = validate_volumes(network, volumes, config, device)
-        row["volume_mae_hu"] = summary["mean_mae_hu"]
-        dices = [c["bone_dice_250hu"] for c in summary["cases"] if c["bone_dice_250hu"] is not None]
-        row["volume_bone_dice_250hu"] = float(np.mean(dices)) if dices else None
+    """Validate on the patches (and whole volumes, when given); log, plot and keep the best.
+
+    ``when`` is the iteration and the elapsed seconds, ``train`` the training losses of the
+    interval. Returns the new log row (also appended to ``run.rows``).
+    """
+    patches, volumes = data
+    iteration, elapsed = when
+    row = validation_row(
+        run.network, patches, volumes, config, run.device, iteration, run.optimiser, elapsed
+    )
+    row.update(train)
+    run.rows.append(row)
+    run.best = keep_best(out / BEST, run.network, config, row, run.best)
+    write_log(out / LOG, run.rows)
+    if config.training.curve_png:
+        plot_training_curve(out / CURVE, run.rows)
+    if writer is not None:
+        for key in ("train_loss", "validation_loss", "validation_mae_hu"):
+            writer.add_scalar(key, row[key], iteration)
     return row
 
 
-def _keep_best(
-    out: Path,
-    network: nn.Module,
-    config: SynthesisConfig,
-    row: dict[str, Any],
-    best: dict[str, Any],
-) -> dict[str, Any]:
-    """Write ``checkpoints/best.pt`` when ``row`` improves on ``best``; the new best record.
+@dataclass
+class _Optimisation:
+    """Network, optimiser, schedule and random stream of one rank, fresh or from a checkpoint."""
 
-    The criterion is the body MAE of the held-out volumes when whole-volume validation is on
-    (``training.volume_validation_interval``), else the MAE on the validation patches.
-    """
-    key = "volume_mae_hu" if config.training.volume_validation_interval else "validation_mae_hu"
-    value = row.get(key)
-    if value is None or (best and value >= best["value"]):
-        return best
-    record = {"iteration": row["iteration"], "metric": key, "value": float(value)}
-    save_checkpoint(
-        out / BEST,
-        {**record, "model": network.state_dict(), "config": config.model_dump(mode="json")},
-    )
-    return record
+    network: nn.Module
+    trained: nn.Module  # the network, wrapped in DDP under torchrun
+    optimiser: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    rng: np.random.Generator
+    device: str
+    start: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    elapsed_before: float = 0.0
+
+    @classmethod
+    def build(
+        cls,
+        config: SynthesisConfig,
+        in_channels: int,
+        context: DistributedContext,
+        device_kind: str,
+        state: dict[str, Any] | None,
+    ) -> _Optimisation:
+        """Fresh weights from ``training.seed``, or the checkpoint ``state``; DDP when needed."""
+        settings = config.training
+        device = rank_device(device_kind, context)
+        torch.manual_seed(settings.seed)
+        network = build_network(config.network, in_channels)
+        if context.enabled and device_kind == "cuda" and config.network.norm == "batch":
+            network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
+        network = network.to(device)
+        optimiser = torch.optim.Adam(
+            network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+        )
+        schedule = (
+            _cosine(settings.iterations) if settings.lr_schedule == "cosine" else (lambda _s: 1.0)
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+        run = cls(
+            network, network, optimiser, scheduler, np.random.default_rng(settings.seed), device
+        )
+        if state is not None:
+            network.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            run.rng.bit_generator.state = state["numpy_rng"]
+            torch.set_rng_state(state["torch_rng"])
+            if device_kind == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            run.start = int(state["iteration"])
+            run.rows = list(state["log"])
+            run.elapsed_before = float(state["elapsed_s"])
+            run.best = dict(state.get("best") or {})
+        if context.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            run.trained = DistributedDataParallel(
+                network, device_ids=[context.local_rank] if device_kind == "cuda" else None
+            )
+        return run
+
+    def step(
+        self,
+        sampler: PatchSampler,
+        samples: Sequence[int],
+        iteration: int,
+        config: SynthesisConfig,
+        context: DistributedContext,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on this rank's share of the batch; ``(loss, l1)`` of the share."""
+        settings = config.training
+        self.trained.train()
+        if settings.patch_seeding == "per_sample":
+            torch.manual_seed(step_torch_seed(settings.seed, iteration, context.rank))
+            x_np, y_np = sampler.sample_from(
+                [sample_seed(settings.seed, iteration, n) for n in samples]
+            )
+        else:
+            x_np, y_np = sampler.sample(self.rng, settings.batch_size)
+        x, y = torch.from_numpy(x_np).to(self.device), torch.from_numpy(y_np).to(self.device)
+        with autocast(self.device, settings.mixed_precision):
+            prediction = self.trained(x)
+        loss, l1 = loss_terms(prediction.float(), y, config.loss)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+        self.scheduler.step()
+        return loss.detach(), l1.detach()
+
+    def state(
+        self,
+        iteration: int,
+        config: SynthesisConfig,
+        context: DistributedContext,
+        extra: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The checkpoint dictionary after ``iteration`` steps (plus ``extra`` entries)."""
+        cuda = self.device.startswith("cuda")
+        return {
+            "iteration": iteration,
+            "model": self.network.state_dict(),
+            "optimizer": self.optimiser.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
+            "config": config.model_dump(mode="json"),
+            "world_size": context.world_size,
+            **extra,
+        }
 
 
 def _open_run(
