@@ -131,7 +131,10 @@ def large_row(
 
     network.train()
     before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    seconds = timed(step, dev, warmup=1, steps=steps) / steps
+    step()  # warm-up outside the CPU-time count
+    cpu_start = time.process_time()
+    seconds = timed(step, dev, warmup=0, steps=steps) / steps
+    cpu_seconds = (time.process_time() - cpu_start) / steps
     if dev.type == "cuda":
         peak_gib = torch.cuda.max_memory_allocated() / 2**30
     else:
@@ -139,6 +142,7 @@ def large_row(
     return {
         "parameters": float(count_parameters(network)),
         "step_s": seconds,
+        "cpu_s": cpu_seconds,
         "patches_per_s": batch / seconds,
         "peak_gib": peak_gib,
     }
@@ -149,10 +153,14 @@ def large_table(devices: list[str], size: int, batch: int, steps: int) -> None:
     print(
         f"\nsmall (shipped) vs large (real_large) network: {size}^3 patches, batch {batch}, "
         "1 input channel; CPU peak = resident memory growth over the steps, CUDA peak = "
-        "torch.cuda.max_memory_allocated"
+        "torch.cuda.max_memory_allocated; CPU s/step = process CPU time (all threads), less "
+        "sensitive than wall time to other load on a shared machine"
     )
-    print("| network | parameters | device | precision | s/step | patches/s | x small | peak GiB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| network | parameters | device | precision | s/step | CPU s/step | patches/s | x small "
+        "| peak GiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     spawn = multiprocessing.get_context("spawn")
     for device in devices:
         precisions = [False, True] if device == "cuda" else [False]
@@ -168,6 +176,7 @@ def large_table(devices: list[str], size: int, batch: int, steps: int) -> None:
                 print(
                     f"| {name} | {row['parameters'] / 1e6:.2f}M | {device} | "
                     f"{'bf16 autocast' if bf16 else 'float32'} | {row['step_s']:.3f} | "
+                    f"{row['cpu_s']:.3f} | "
                     f"{row['patches_per_s']:.2f} | {ratio:.3f} | {row['peak_gib']:.2f} |",
                     flush=True,
                 )
