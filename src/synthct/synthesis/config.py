@@ -310,7 +310,9 @@ class PlanConfig(_Section):
     resampled to before training (MRI and CT linear, labels nearest); ``None`` trains on each
     case's native grid. ``synthct plan`` fills it (median spacing of the training cases, the
     10th percentile on an anisotropic axis) together with the patch size and normalisation.
-    ``memory_budget_gb`` is the activation memory the planned patch size is fitted to.
+    ``memory_budget_gb`` is the activation memory the planned patch size is fitted to, for the
+    whole ``training.batch_size`` in one process (with N torchrun ranks each holds 1/N of it),
+    in float32 unless ``training.mixed_precision`` is ``bf16``.
     """
 
     target_spacing_mm: tuple[float, float, float] | None = None
