@@ -121,4 +121,8 @@ _register_commands()
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m synthct.cli` (e.g. under torchrun): the commands registered themselves on the
+    # app of the imported module `synthct.cli`, not on this `__main__` copy.
+    from synthct.cli import main as registered_main
+
+    registered_main()

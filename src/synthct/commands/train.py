@@ -1,7 +1,12 @@
-"""`synthct train`: train a synthesis model from a cohort manifest."""
+"""`synthct train` and `synthct plan`: plan and train a synthesis model from a cohort manifest.
+
+Under ``torchrun`` (``torchrun --nproc_per_node N -m synthct.cli train ...``) every process runs
+this command as one data-parallel rank; only rank 0 shows progress and writes the run folder.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,8 +42,20 @@ def train(
     device: Annotated[
         str | None, typer.Option(help="Override training.device: auto, cpu or cuda.")
     ] = None,
+    plan: Annotated[
+        str,
+        typer.Option(
+            help="'auto': plan spacing, patch size and normalisation from the training cases "
+            "first (as `synthct plan`; written to OUTPUT/plan.json); 'none': use the "
+            "configuration as it is."
+        ),
+    ] = "none",
 ) -> None:
-    """Train an MRI-to-CT network; write checkpoints, a CSV log and the model folder."""
+    """Train an MRI-to-CT network; write checkpoints, a CSV log and the model folder.
+
+    Multi-GPU or multi-node: ``torchrun --nproc_per_node N -m synthct.cli train ...`` with
+    ``training.patch_seeding: per_sample`` (``configs/real_large.yaml``).
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -49,6 +66,7 @@ def train(
     )
 
     from synthct.synthesis.config import SynthesisConfig, load_config
+    from synthct.synthesis.errors import TrainingConfigError
     from synthct.synthesis.training import TrainingProgress, train_model
 
     if resume and config is None and (output / "config.yaml").is_file():
@@ -63,6 +81,23 @@ def train(
         overrides["device"] = device
     if overrides:
         settings = settings.with_updates({"training": overrides})
+    main_rank = os.environ.get("RANK", "0") == "0"
+    if plan not in ("auto", "none"):
+        raise TrainingConfigError(
+            f"unknown --plan {plan!r}", path="--plan", fix="use --plan auto or --plan none"
+        )
+    if plan == "auto" and not resume:
+        from synthct.io.atomic import write_text_atomic
+        from synthct.synthesis.planning import apply_plan, plan_from_manifest
+
+        made = plan_from_manifest(manifest, settings)
+        settings = apply_plan(settings, made)
+        if main_rank and not (output / "checkpoints").exists():
+            output.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(output / "plan.json", made.to_json())
+    if not main_rank:  # torchrun: the other ranks train silently
+        train_model(manifest, settings, output, resume=resume)
+        return
 
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -88,10 +123,57 @@ def train(
         result = train_model(manifest, settings, output, resume=resume, progress=show)
 
     console.print(f"model folder: [bold]{result.model_dir}[/]")
-    console.print(f"training log: {result.log_path}")
+    console.print(
+        f"training log: {result.log_path} (curve: {result.log_path.parent}/training_curve.png)"
+    )
     mean_mae = result.validation.get("mean_mae_hu")
     if mean_mae is not None:
         console.print(
             f"held-out cases: MAE {mean_mae:.1f} HU, bone Dice (150 HU) "
             f"{result.validation.get('mean_bone_dice_150hu') or float('nan'):.3f}"
         )
+
+
+@app.command()
+@reports_errors
+def plan(
+    manifest: Annotated[Path, typer.Argument(help="Cohort manifest (CSV or JSON).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Planned configuration to write (YAML).")
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Base YAML configuration (network, budget...)."),
+    ] = None,
+    memory_gb: Annotated[
+        float | None,
+        typer.Option(
+            help="Override plan.memory_budget_gb (activation memory per process).", min=0.01
+        ),
+    ] = None,
+) -> None:
+    """Plan spacing, normalisation and patch size from the training cases (nnU-Net style).
+
+    Writes the planned configuration and, beside it, ``<name>.plan.json`` with the dataset
+    fingerprint (spacing, grid and per-channel intensity statistics of each training case).
+    """
+    from synthct.io.atomic import write_text_atomic
+    from synthct.synthesis.config import SynthesisConfig, config_to_yaml, load_config
+    from synthct.synthesis.planning import apply_plan, plan_from_manifest
+
+    settings = load_config(config) if config is not None else SynthesisConfig()
+    if memory_gb is not None:
+        settings = settings.with_updates({"plan": {"memory_budget_gb": memory_gb}})
+    made = plan_from_manifest(manifest, settings)
+    planned = apply_plan(settings, made)
+    write_text_atomic(output, config_to_yaml(planned))
+    fingerprint = output.with_name(output.name.rsplit(".", 1)[0] + ".plan.json")
+    write_text_atomic(fingerprint, made.to_json())
+    spacing = " x ".join(f"{s:.3g}" for s in made.target_spacing_mm)
+    patch = " x ".join(str(s) for s in made.patch_size)
+    console.print(
+        f"{len(made.cases)} training cases: spacing {spacing} mm, patch {patch} voxels "
+        f"(~{made.estimated_activation_gb:.2f} GB activations), normalisation "
+        f"{made.normalisation_method}, channels {', '.join(made.channels)}"
+    )
+    console.print(f"configuration: [bold]{output}[/]; fingerprint: {fingerprint}")

@@ -1,4 +1,4 @@
-"""Training checkpoints and the CSV training log, both written atomically.
+"""Training checkpoints, the CSV training log and the training-curve PNG, written atomically.
 
 A checkpoint (``checkpoints/last.pt``) holds everything needed to continue a run exactly where
 it stopped: network, optimiser and scheduler states, the iteration, the numpy and torch random
@@ -28,6 +28,8 @@ LOG_COLUMNS = (
     "validation_loss",
     "validation_mae_hu",
     "elapsed_s",
+    "volume_mae_hu",
+    "volume_bone_dice_250hu",
 )
 #: Settings that may change when a run is resumed.
 RESUMABLE_CHANGES = {
@@ -35,6 +37,8 @@ RESUMABLE_CHANGES = {
     ("training", "device"),
     ("training", "tensorboard"),
     ("training", "batch_norm_recalibration_batches"),  # applied after the last iteration
+    ("training", "distributed_timeout_s"),
+    ("training", "curve_png"),
 }
 
 
@@ -97,3 +101,31 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+def plot_training_curve(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> Path:
+    """Write the training curve (losses; MAE in HU on a second panel) as a PNG, atomically."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9.0, 3.6), layout="constrained")
+    losses, errors = figure.subplots(1, 2)
+    steps = [r["iteration"] for r in rows]
+    for key, label in (("train_loss", "training loss"), ("validation_loss", "validation loss")):
+        losses.plot(steps, [r.get(key) for r in rows], marker=".", label=label)
+    losses.set(xlabel="iteration", ylabel="loss (scaled HU units)", title="loss")
+    losses.legend()
+    for key, label in (
+        ("validation_mae_hu", "validation patches"),
+        ("volume_mae_hu", "held-out volumes (body)"),
+    ):
+        points = [(r["iteration"], r[key]) for r in rows if r.get(key) is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            errors.plot(xs, ys, marker=".", label=label)
+    errors.set(xlabel="iteration", ylabel="MAE (HU)", title="validation MAE")
+    if errors.lines:
+        errors.legend()
+    final = Path(path)
+    with atomic_file(final) as tmp:
+        figure.savefig(tmp, format="png", dpi=90)
+    return final

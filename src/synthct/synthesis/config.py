@@ -12,6 +12,7 @@ be silently ignored). Sections:
 ``lesion_insertion`` lesion-aware training: library lesions inserted into MRI and CT patches
 ``inference``      sliding-window overlap, batch, blending, masking outside the body
 ``card``           what the model card declares beyond what the data tells (anatomy, pathologies)
+``plan``           the target voxel spacing training resamples cases to (``synthct plan``)
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from synthct.synthesis.errors import TrainingConfigError
 
@@ -35,11 +44,14 @@ class NetworkConfig(_Section):
 
     ``architecture="unet"`` is synthct's own small U-Net (:mod:`synthct.synthesis.network`);
     ``"monai_basic_unet"`` is MONAI's ``BasicUNet`` with the same two outputs (patch sizes must
-    then be multiples of 16). ``levels`` counts resolution levels (``levels - 1``
-    down-samplings); channels double per level from ``base_channels``.
+    then be multiples of 16); ``"residual_unet"`` is MONAI's residual ``UNet`` (``residual_units``
+    residual units per level, strided convolutions, channels capped at ``max_channels``), the
+    large network for real data (``configs/real_large.yaml``: tens of millions of parameters).
+    ``levels`` counts resolution levels (``levels - 1`` down-samplings); channels double per
+    level from ``base_channels``.
     """
 
-    architecture: Literal["unet", "monai_basic_unet"] = "unet"
+    architecture: Literal["unet", "monai_basic_unet", "residual_unet"] = "unet"
     base_channels: Annotated[int, Field(ge=2, le=256)] = 12
     levels: Annotated[int, Field(ge=1, le=6)] = 3
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
@@ -51,6 +63,10 @@ class NetworkConfig(_Section):
     #: Bounds of the predicted log-variance (scaled HU units), for numerical stability.
     log_variance_min: float = -14.0
     log_variance_max: float = 4.0
+    #: Residual units per level of ``"residual_unet"`` (MONAI ``UNet(num_res_units=...)``).
+    residual_units: Annotated[int, Field(ge=1, le=4)] = 2
+    #: Channel cap of ``"residual_unet"`` (nnU-Net caps 3D networks at 320).
+    max_channels: Annotated[int, Field(ge=2, le=1024)] = 320
 
     @model_validator(mode="after")
     def _check(self) -> NetworkConfig:
@@ -59,6 +75,8 @@ class NetworkConfig(_Section):
                 f"dropout_before_head: false needs architecture 'unet' ({self.architecture!r} "
                 "places its own dropout); remove the key or use architecture: unet"
             )
+        if self.architecture == "residual_unet" and self.levels < 2:
+            raise ValueError("residual_unet needs at least 2 levels")
         return self
 
     @property
@@ -72,11 +90,18 @@ class NormalisationConfig(_Section):
 
     Each echo is divided by its ``percentile`` (or median) inside the MRI body mask
     (``per_echo``), or all echoes by the first echo's value (``per_echo: false``, which keeps
-    the echo ratios), then clipped to ``[0, clip_max]``. The target is
+    the echo ratios), then clipped to ``[0, clip_max]``. With ``method: zscore`` each channel
+    has the mean inside the body subtracted and is divided by its SD there, then clipped to
+    ``[-clip_max, clip_max]`` (nnU-Net's MR normalisation). The target is
     ``(HU - hu_offset) / hu_scale``.
+
+    ``channels`` names the input channels in order (``[T2w]``, ``[T1w]``, ``[water, fat]``,
+    ``[echo1, echo2]``...). Empty (the default) means multi-echo magnitudes, at least 2 of them;
+    named channels allow any count from 1 and the input must have exactly that many. The names
+    are declared in the model card's training domain.
     """
 
-    method: Literal["percentile", "median"] = "percentile"
+    method: Literal["percentile", "median", "zscore"] = "percentile"
     percentile: Annotated[float, Field(gt=50.0, le=100.0)] = 99.0
     per_echo: bool = True
     clip_max: Annotated[float, Field(gt=0.0)] = 4.0
@@ -85,6 +110,25 @@ class NormalisationConfig(_Section):
     body_threshold_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     hu_offset: float = 0.0
     hu_scale: Annotated[float, Field(gt=0.0)] = 1000.0
+    channels: tuple[str, ...] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_undeclared_channels(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Undeclared channels are not written, so the normalisation of models made before
+        # channels existed (normalisation.json of the shipped models) still compares equal.
+        data = handler(self)
+        if not self.channels and isinstance(data, dict):
+            data.pop("channels", None)
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> NormalisationConfig:
+        names = [c.strip() for c in self.channels]
+        if any(not n for n in names) or len(set(names)) != len(names):
+            raise ValueError(
+                f"channels must be distinct non-empty names, got {list(self.channels)}"
+            )
+        return self
 
 
 class PatchConfig(_Section):
@@ -154,6 +198,22 @@ class TrainingSettings(_Section):
     #: Batches of training patches over which the batch-norm statistics are re-estimated at
     #: the end ("precise BN"; 0: keep the running averages, dominated by the last ~10 batches).
     batch_norm_recalibration_batches: Annotated[int, Field(ge=0)] = 0
+    #: How patches are drawn. ``stream``: one random stream for the whole run (the shipped
+    #: models). ``per_sample``: sample ``n`` of iteration ``t`` has its own seed
+    #: ``(seed, t, n)``, so ``torchrun`` ranks split each global batch (rank ``r`` takes samples
+    #: ``r, r + world, ...``) and follow the optimisation path of one process; needed for
+    #: multi-process training.
+    patch_seeding: Literal["stream", "per_sample"] = "stream"
+    #: Mixed precision: ``auto`` is bfloat16 autocast on CUDA and float32 on CPU.
+    mixed_precision: Literal["auto", "bf16", "none"] = "auto"
+    #: Whole-volume validation (sliding window: body MAE, bone Dice at 250 HU) of the held-out
+    #: cases every this many iterations; the best model is kept as ``checkpoints/best.pt``.
+    #: 0: only at the end (``final_validation``).
+    volume_validation_interval: Annotated[int, Field(ge=0)] = 0
+    #: Seconds a rank waits for the others in a collective before the run fails (torchrun).
+    distributed_timeout_s: Annotated[int, Field(ge=10)] = 1800
+    #: Write ``training_curve.png`` (matplotlib) beside the CSV log at every validation.
+    curve_png: bool = True
 
 
 class LesionInsertionConfig(_Section):
@@ -243,6 +303,28 @@ class CardConfig(_Section):
     intended_use: str = "research only; not for clinical use"
 
 
+class PlanConfig(_Section):
+    """The plan made from the training cases (:mod:`synthct.synthesis.planning`).
+
+    ``target_spacing_mm`` is the voxel size along array axes 0, 1, 2 that every case is
+    resampled to before training (MRI and CT linear, labels nearest); ``None`` trains on each
+    case's native grid. ``synthct plan`` fills it (median spacing of the training cases, the
+    10th percentile on an anisotropic axis) together with the patch size and normalisation.
+    ``memory_budget_gb`` is the activation memory the planned patch size is fitted to, for the
+    whole ``training.batch_size`` in one process (with N torchrun ranks each holds 1/N of it),
+    in float32 unless ``training.mixed_precision`` is ``bf16``.
+    """
+
+    target_spacing_mm: tuple[float, float, float] | None = None
+    memory_budget_gb: Annotated[float, Field(gt=0.0)] = 8.0
+
+    @model_validator(mode="after")
+    def _check(self) -> PlanConfig:
+        if self.target_spacing_mm is not None and min(self.target_spacing_mm) <= 0:
+            raise ValueError(f"target_spacing_mm must be positive, got {self.target_spacing_mm}")
+        return self
+
+
 class SynthesisConfig(_Section):
     """Everything that defines how a synthesis model is trained and run."""
 
@@ -254,6 +336,7 @@ class SynthesisConfig(_Section):
     lesion_insertion: LesionInsertionConfig = LesionInsertionConfig()
     inference: InferenceConfig = InferenceConfig()
     card: CardConfig = CardConfig()
+    plan: PlanConfig = PlanConfig()
 
     @model_validator(mode="after")
     def _check_sizes(self) -> SynthesisConfig:

@@ -50,6 +50,7 @@ class TrainingDomain(BaseModel):
     flip_angle_deg: Range | None = None
     field_strengths_t: tuple[float, ...] = ()
     voxel_size_mm: tuple[Range, Range, Range] | None = None
+    planned_spacing_mm: tuple[float, float, float] | None = None
     anatomy: tuple[str, ...] = ()
     pathologies: tuple[str, ...] = ()
     lesion_types: tuple[str, ...] = ()
@@ -57,6 +58,9 @@ class TrainingDomain(BaseModel):
     n_training_cases: int = 0
     n_validation_cases: int = 0
     n_cases_with_lesions: int = 0
+    #: Names of the input channels in order (``("T2w",)``, ``("water", "fat")``); empty for
+    #: models made before channels were named (``n_echoes`` is always the channel count).
+    channel_names: tuple[str, ...] = ()
 
 
 def _range(values: Sequence[float | None]) -> Range | None:
@@ -74,10 +78,17 @@ def domain_from_volumes(
     n_validation_cases: int,
     n_cases_with_lesions: int = 0,
     lesion_types: Sequence[str] = (),
+    channel_names: Sequence[str] = (),
+    planned_spacing_mm: Sequence[float] | None = None,
+    voxel_sizes_mm: Sequence[Sequence[float]] | None = None,
 ) -> TrainingDomain:
     """The domain spanned by the training MRIs plus what the card configuration declares.
 
     ``lesion_types`` (from the manifest's training cases) are added to the card's.
+    ``channel_names`` are the declared input channels (:attr:`NormalisationConfig.channels`),
+    ``planned_spacing_mm`` the spacing the cases were resampled to for training, and
+    ``voxel_sizes_mm`` the native voxel sizes of the training cases when ``volumes`` were
+    resampled (default: the volumes' own spacings).
     """
     if not volumes:
         raise ValueError("a training domain needs at least one MRI")
@@ -91,7 +102,8 @@ def domain_from_volumes(
     fields = sorted(
         {round(p.field_strength_t, 3) for p in protocols if p and p.field_strength_t is not None}
     )
-    sizes = [sorted(v.spacing_mm) for v in volumes]
+    native = voxel_sizes_mm if voxel_sizes_mm is not None else [v.spacing_mm for v in volumes]
+    sizes = [sorted(float(x) for x in s) for s in native]
     voxel = tuple((min(s[a] for s in sizes), max(s[a] for s in sizes)) for a in range(3))
     return TrainingDomain(
         n_echoes=n_echoes,
@@ -107,6 +119,10 @@ def domain_from_volumes(
         n_training_cases=n_training_cases,
         n_validation_cases=n_validation_cases,
         n_cases_with_lesions=n_cases_with_lesions,
+        channel_names=tuple(channel_names),
+        planned_spacing_mm=(
+            None if planned_spacing_mm is None else tuple(float(x) for x in planned_spacing_mm)  # type: ignore[arg-type]
+        ),
     )
 
 

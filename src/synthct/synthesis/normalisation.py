@@ -47,27 +47,46 @@ class EchoScaling:
         Fraction of the field of view inside the MRI body mask.
     body_threshold : float
         Threshold on the echo sum that defined the body mask.
+    offsets : tuple of float
+        Subtracted from each channel before the division (its body mean for ``zscore``);
+        empty: none.
     """
 
     reference_values: tuple[float, ...]
     body_fraction: float
     body_threshold: float
+    offsets: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
         d = asdict(self)
         d["reference_values"] = list(self.reference_values)
+        d["offsets"] = list(self.offsets)
         return d
 
 
-def check_mr_array(array: ArrayLike, *, source: str | None = None) -> NDArray[Any]:
+def check_mr_array(
+    array: ArrayLike, *, source: str | None = None, channels: tuple[str, ...] = ()
+) -> NDArray[Any]:
     """Return ``array`` as ``[echo, i, j, k]`` after checking it can be synthesised from.
+
+    Parameters
+    ----------
+    array : array_like
+        The MRI, channels first.
+    source : str, optional
+        File name for error messages.
+    channels : tuple of str
+        Declared channel names (:attr:`NormalisationConfig.channels`): the input must have
+        exactly that many channels (1 is allowed). Empty: multi-echo magnitudes, at least
+        :data:`MIN_ECHOES`.
 
     Raises
     ------
     SynthesisInputError
-        Fewer than :data:`MIN_ECHOES` echoes, NaN or infinite voxels, an echo with no signal,
-        or values that look like a CT in HU (air at -1000) rather than MR magnitudes.
+        Fewer than :data:`MIN_ECHOES` echoes (or not the declared channel count), NaN or
+        infinite voxels, an echo with no signal, or values that look like a CT in HU (air at
+        -1000) rather than MR magnitudes.
     """
     data = np.asarray(array)
     if data.ndim != 4:
@@ -76,7 +95,15 @@ def check_mr_array(array: ArrayLike, *, source: str | None = None) -> NDArray[An
             path=source,
             fix="pass a 4D MRI or the echo files in order (one 3D file per echo)",
         )
-    if data.shape[0] < MIN_ECHOES:
+    if channels and data.ndim == 4 and data.shape[0] != len(channels):
+        raise SynthesisInputError(
+            f"the MRI has {data.shape[0]} channel(s) but the configuration declares "
+            f"{len(channels)}: {', '.join(channels)}",
+            path=source,
+            fix=f"pass exactly the channels {', '.join(channels)} in this order, or change "
+            "normalisation.channels",
+        )
+    if not channels and data.shape[0] < MIN_ECHOES:
         raise SynthesisInputError(
             f"the MRI has {data.shape[0]} echo; synthesis needs at least {MIN_ECHOES} echo "
             "magnitudes (e.g. fat opposed and in phase)",
@@ -194,6 +221,8 @@ def fit_scaling(
 ) -> EchoScaling:
     """The per-echo divisors of a volume inside ``mask`` (see the module docstring)."""
     data = np.asarray(array)
+    if config.method == "zscore":
+        return _fit_zscore(data, mask, threshold)
     refs = []
     for echo in range(data.shape[0]):
         inside = data[echo][mask]
@@ -217,15 +246,45 @@ def fit_scaling(
     )
 
 
+def _fit_zscore(data: NDArray[Any], mask: NDArray[np.bool_], threshold: float) -> EchoScaling:
+    """Per-channel mean and SD inside ``mask`` (z-score normalisation)."""
+    means, sds = [], []
+    for channel in data:
+        inside = channel[mask].astype(np.float64)
+        means.append(float(inside.mean()))
+        sds.append(float(inside.std()))
+    if not all(sd > 0 for sd in sds):
+        raise SynthesisInputError(
+            f"a channel is constant inside the body (SDs {sds}); z-score normalisation needs "
+            "signal variation",
+            fix="check the MRI (magnitude images, not empty series)",
+        )
+    return EchoScaling(
+        reference_values=tuple(sds),
+        body_fraction=float(np.count_nonzero(mask)) / mask.size,
+        body_threshold=float(threshold),
+        offsets=tuple(means),
+    )
+
+
 def apply_scaling(
     array: ArrayLike, scaling: EchoScaling, config: NormalisationConfig
 ) -> NDArray[np.float32]:
-    """Divide each echo by its reference value and clip to ``[0, clip_max]`` (float32)."""
+    """Scale each channel (``(x - offset) / reference``) and clip (float32).
+
+    The clip range is ``[0, clip_max]``, or ``[-clip_max, clip_max]`` with ``zscore``.
+    """
     data = np.asarray(array)
     out = np.empty(data.shape, dtype=np.float32)
-    for echo, ref in enumerate(scaling.reference_values):
-        np.multiply(data[echo], np.float32(1.0 / ref), out=out[echo], casting="unsafe")
-        np.clip(out[echo], 0.0, config.clip_max, out=out[echo])
+    low = -config.clip_max if config.method == "zscore" else 0.0
+    offsets = scaling.offsets or (0.0,) * len(scaling.reference_values)
+    for echo, (ref, offset) in enumerate(zip(scaling.reference_values, offsets, strict=True)):
+        if offset:
+            np.subtract(data[echo], np.float32(offset), out=out[echo], casting="unsafe")
+            out[echo] *= np.float32(1.0 / ref)
+        else:
+            np.multiply(data[echo], np.float32(1.0 / ref), out=out[echo], casting="unsafe")
+        np.clip(out[echo], low, config.clip_max, out=out[echo])
     return out
 
 
@@ -233,7 +292,7 @@ def normalise_mr(
     array: ArrayLike, config: NormalisationConfig, *, source: str | None = None
 ) -> tuple[NDArray[np.float32], NDArray[np.bool_], EchoScaling]:
     """Check, mask and scale an MRI: ``(normalised [echo, i, j, k], body mask, scaling)``."""
-    data = check_mr_array(array, source=source)
+    data = check_mr_array(array, source=source, channels=config.channels)
     mask, threshold = body_mask_from_mri(data, threshold_fraction=config.body_threshold_fraction)
     scaling = fit_scaling(data, mask, config, threshold)
     return apply_scaling(data, scaling, config), mask, scaling

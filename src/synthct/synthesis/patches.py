@@ -274,28 +274,43 @@ class PatchSampler:
         self, rng: np.random.Generator, batch_size: int
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """A batch ``([B, echo, *size], [B, 1, *size])`` with augmentation applied."""
+        return self.sample_from([rng] * batch_size)
+
+    def sample_from(
+        self, rngs: Sequence[np.random.Generator]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """A batch with one sample drawn from each of ``rngs`` (in order; they may repeat).
+
+        With one generator per global sample (``patch_seeding: per_sample``) a sample does not
+        depend on which process draws it or on what was drawn before.
+        """
         xs, ys = [], []
-        for _ in range(batch_size):
-            case = self.cases[int(rng.integers(len(self.cases)))]
-            if (
-                self.insertion is not None
-                and case.insertion is not None
-                and rng.random() < self.insertion.probability
-            ):
-                x, y = self.lesion_patch(case, rng)
-            else:
-                x, y = self.patch(case, self.centre(case, rng))
-            for axis in self.config.flip_axes:
-                if rng.random() < 0.5:
-                    x = np.flip(x, axis=axis + 1)
-                    y = np.flip(y, axis=axis + 1)
-            if self.config.intensity_jitter > 0:
-                j = self.config.intensity_jitter
-                factors = np.asarray(1.0 + rng.uniform(-j, j, size=x.shape[0]), np.float32)
-                x = x * factors[:, None, None, None]
-            xs.append(np.ascontiguousarray(x))
-            ys.append(np.ascontiguousarray(y))
+        for rng in rngs:
+            x, y = self._one(rng)
+            xs.append(x)
+            ys.append(y)
         return np.stack(xs), np.stack(ys)
+
+    def _one(self, rng: np.random.Generator) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """One augmented training sample drawn from ``rng``."""
+        case = self.cases[int(rng.integers(len(self.cases)))]
+        if (
+            self.insertion is not None
+            and case.insertion is not None
+            and rng.random() < self.insertion.probability
+        ):
+            x, y = self.lesion_patch(case, rng)
+        else:
+            x, y = self.patch(case, self.centre(case, rng))
+        for axis in self.config.flip_axes:
+            if rng.random() < 0.5:
+                x = np.flip(x, axis=axis + 1)
+                y = np.flip(y, axis=axis + 1)
+        if self.config.intensity_jitter > 0:
+            j = self.config.intensity_jitter
+            factors = np.asarray(1.0 + rng.uniform(-j, j, size=x.shape[0]), np.float32)
+            x = x * factors[:, None, None, None]
+        return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
     def fixed_patches(
         self, n_per_case: int, seed: int

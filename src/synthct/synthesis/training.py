@@ -11,12 +11,22 @@ an interrupted and resumed run gives the same weights as an uninterrupted one). 
 validates the held-out cases on whole volumes (sliding window) and writes the model
 folder ``model/``.
 
+With ``plan.target_spacing_mm`` every case is first resampled to the planned spacing
+(:mod:`synthct.synthesis.planning`). Every ``volume_validation_interval`` iterations the
+held-out cases are also synthesised whole (body MAE, bone Dice at 250 HU) and the best weights
+kept. Under ``torchrun`` every process is one data-parallel rank
+(:mod:`synthct.synthesis.distributed`): each draws its share of the global batch, DDP averages
+the gradients, rank 0 alone writes the run folder. On CUDA the forward pass runs under
+bfloat16 autocast (``training.mixed_precision``).
+
 Run folder::
 
     OUTPUT/config.yaml            the resolved configuration
     OUTPUT/split.json             training and validation case ids
     OUTPUT/training_log.csv       one row per validation
+    OUTPUT/training_curve.png     losses and validation MAE (``training.curve_png``)
     OUTPUT/checkpoints/last.pt    the latest checkpoint
+    OUTPUT/checkpoints/best.pt    the weights with the best validation MAE
     OUTPUT/model/                 the model folder (weights, config, card...)
 
 Nothing here prints: progress goes to the ``progress`` callback.
@@ -24,6 +34,7 @@ Nothing here prints: progress goes to the ``progress`` callback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -42,10 +53,22 @@ from synthct.synthesis.checkpoint import (
     checkpoint_config,
     config_differences,
     load_checkpoint,
+    plot_training_curve,
     save_checkpoint,
     write_log,
 )
 from synthct.synthesis.config import SynthesisConfig, config_to_yaml
+from synthct.synthesis.distributed import (
+    DistributedContext,
+    autocast,
+    close_distributed,
+    init_distributed,
+    mean_over_ranks,
+    rank_device,
+    rank_samples,
+    sample_seed,
+    step_torch_seed,
+)
 from synthct.synthesis.domain import domain_from_volumes
 from synthct.synthesis.errors import TrainingConfigError
 from synthct.synthesis.losses import loss_terms
@@ -53,12 +76,21 @@ from synthct.synthesis.manifest import Case, CaseRecord, load_case, read_manifes
 from synthct.synthesis.model_folder import build_card, save_model_folder
 from synthct.synthesis.network import build_network, count_parameters
 from synthct.synthesis.patches import PatchSampler, PreparedCase, prepare_case
-from synthct.synthesis.synthesizer import assemble_result, predict_arrays, resolve_device
+from synthct.synthesis.planning import resample_case
+from synthct.synthesis.synthesizer import resolve_device
+from synthct.synthesis.training_validation import (
+    keep_best,
+    recalibrate_batch_norm,
+    validate_volumes,
+    validation_row,
+)
 
 Phase = Literal["loading", "training", "validating", "saving", "done"]
 CHECKPOINT = Path("checkpoints") / "last.pt"
+BEST = Path("checkpoints") / "best.pt"
 MODEL = "model"
 LOG = "training_log.csv"
+CURVE = "training_curve.png"
 
 
 @dataclass(frozen=True)
@@ -89,6 +121,8 @@ class TrainingResult:
     iterations: int
     log: list[dict[str, Any]] = field(default_factory=list)
     validation: dict[str, Any] = field(default_factory=dict)
+    #: ``checkpoints/best.pt``: the weights with the best validation MAE (None: none yet).
+    best_checkpoint_path: Path | None = None
 
 
 def split_cases(
@@ -124,120 +158,6 @@ def _cosine(iterations: int) -> Callable[[int], float]:
     return factor
 
 
-def _patch_metrics(
-    network: torch.nn.Module,
-    patches: tuple[np.ndarray, np.ndarray],
-    config: SynthesisConfig,
-    device: str,
-) -> tuple[float, float]:
-    """Validation loss and MAE in HU (voxels with target above -500 HU) on fixed patches."""
-    x_all, y_all = patches
-    threshold = (-500.0 - config.normalisation.hu_offset) / config.normalisation.hu_scale
-    losses, abs_sum, count = [], 0.0, 0
-    network.eval()
-    with torch.no_grad():
-        for start in range(0, len(x_all), config.training.batch_size):
-            x = torch.from_numpy(x_all[start : start + config.training.batch_size]).to(device)
-            y = torch.from_numpy(y_all[start : start + config.training.batch_size]).to(device)
-            prediction = network(x)
-            loss, _ = loss_terms(prediction, y, config.loss)
-            losses.append(float(loss) * len(x))
-            inside = y > threshold
-            abs_sum += float(torch.abs(prediction[:, 0:1] - y)[inside].sum())
-            count += int(inside.sum())
-    mae = abs_sum / max(count, 1) * config.normalisation.hu_scale
-    return sum(losses) / len(x_all), mae
-
-
-def validate_volumes(
-    network: torch.nn.Module, cases: Sequence[Case], config: SynthesisConfig, device: str
-) -> dict[str, Any]:
-    """Whole-volume MAE (CT body mask) and bone Dice (150 and 250 HU) of each case."""
-    from synthct.synthesis.normalisation import normalise_mr
-    from synthct.validation.body_mask import body_mask_from_ct
-    from synthct.validation.image_metrics import bone_dice, mae_hu
-
-    rows = []
-    for case in cases:
-        inputs, body, _ = normalise_mr(case.mr.array, config.normalisation, source=case.mr.source)
-        out = predict_arrays([network], inputs, config, device=device)
-        sct = assemble_result(out, case.mr, body, config, uncertainty=False).sct.array
-        ct = np.asarray(case.ct.array, dtype=np.float32)
-        mask = body_mask_from_ct(ct)
-        row: dict[str, Any] = {"case_id": case.case_id, "mae_hu": mae_hu(ct, sct, mask)}
-        for threshold in (150.0, 250.0):
-            dice = bone_dice(ct, sct, mask, threshold_hu=threshold)
-            row[f"bone_dice_{threshold:g}hu"] = None if math.isnan(dice) else dice
-        rows.append(row)
-    summary: dict[str, Any] = {
-        "method": "sliding-window sCT of each held-out case against its CT; MAE in HU inside "
-        "the CT body mask (-500 HU, largest component, holes filled); bone Dice at 150 and "
-        "250 HU inside the same mask",
-        "cases": rows,
-    }
-    if rows:
-        summary["mean_mae_hu"] = float(np.mean([r["mae_hu"] for r in rows]))
-        dices = [r["bone_dice_150hu"] for r in rows if r["bone_dice_150hu"] is not None]
-        summary["mean_bone_dice_150hu"] = float(np.mean(dices)) if dices else None
-    return summary
-
-
-def recalibrate_batch_norm(
-    network: nn.Module,
-    sampler: PatchSampler,
-    rng: np.random.Generator,
-    *,
-    batches: int,
-    batch_size: int,
-    device: str | torch.device = "cpu",
-) -> int:
-    """Re-estimate batch-norm statistics as exact averages over many training batches.
-
-    Running averages with momentum 0.1 reflect the last ~10 batches of a few small patches,
-    so the evaluation-mode network shifts from checkpoint to checkpoint (precise BN [1]_).
-    The weights are not changed; dropout stays off.
-
-    Parameters
-    ----------
-    network : nn.Module
-        The trained network (left in evaluation mode).
-    sampler : PatchSampler
-        The training patch sampler (the distribution the network was trained on).
-    rng : numpy.random.Generator
-        Draws the patches.
-    batches, batch_size : int
-        How many batches of how many patches.
-    device : str or torch.device
-        Where the network runs.
-
-    Returns
-    -------
-    int
-        Number of batch-norm layers recalibrated.
-
-    References
-    ----------
-    .. [1] Wu Y, Johnson J. Rethinking "batch" in BatchNorm. arXiv:2105.07576, 2021.
-    """
-    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms or batches < 1:
-        return 0
-    network.eval()
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over all batches
-        m.train()
-    with torch.no_grad():
-        for _ in range(batches):
-            x_np, _ = sampler.sample(rng, batch_size)
-            network(torch.from_numpy(x_np).to(device))
-    for m, momentum in zip(norms, saved, strict=True):
-        m.momentum = momentum
-    network.eval()
-    return len(norms)
-
-
 def train_model(
     manifest: str | os.PathLike[str],
     config: SynthesisConfig,
@@ -247,6 +167,9 @@ def train_model(
     progress: ProgressCallback | None = None,
 ) -> TrainingResult:
     """Train a synthesis model and write its run folder (layout in the module docstring).
+
+    Under ``torchrun`` each process trains one data-parallel rank
+    (:mod:`synthct.synthesis.distributed`); rank 0 writes the run folder.
 
     Parameters
     ----------
@@ -259,15 +182,37 @@ def train_model(
     resume : bool
         Continue from ``output_dir/checkpoints/last.pt`` up to ``config.training.iterations``.
     progress : callable, optional
-        Receives a :class:`TrainingProgress` after each step.
+        Receives a :class:`TrainingProgress` after each step (on rank 0 only).
     """
-    report = progress or (lambda _p: None)
-    out = Path(output_dir)
-    checkpoint_path = out / CHECKPOINT
-    state = _open_run(out, config, resume=resume)
-    device = resolve_device(config.training.device)
-    settings = config.training
+    device_kind = resolve_device(config.training.device)
+    context = init_distributed(device_kind, timeout_s=config.training.distributed_timeout_s)
+    try:
+        return _train(manifest, config, Path(output_dir), context, device_kind, resume, progress)
+    finally:
+        close_distributed(context)
 
+
+def _train(
+    manifest: str | os.PathLike[str],
+    config: SynthesisConfig,
+    out: Path,
+    context: DistributedContext,
+    device_kind: str,
+    resume: bool,
+    progress: ProgressCallback | None,
+) -> TrainingResult:
+    """:func:`train_model` on one rank."""
+    report = progress if progress is not None and context.is_main else (lambda _p: None)
+    settings = config.training
+    if context.enabled and settings.patch_seeding != "per_sample":
+        raise TrainingConfigError(
+            f"training with {context.world_size} processes needs per-sample patch seeding",
+            path="training.patch_seeding",
+            fix="set training.patch_seeding: per_sample in the configuration",
+        )
+    samples = rank_samples(settings.batch_size, context)
+    state = _open_run(out, config, resume=resume, main=context.is_main)
+    device = rank_device(device_kind, context)
     records = read_manifest(manifest)
     train_ids, val_ids = split_cases(records, config)
     if state is not None and (state["train_ids"], state["validation_ids"]) != (train_ids, val_ids):
@@ -276,7 +221,7 @@ def train_model(
             path=manifest,
             fix="resume with the manifest the run was started with",
         )
-    cases, prepared = _load_cases(records, train_ids + val_ids, config, report, train_ids)
+    cases, prepared, native = _load_cases(records, train_ids + val_ids, config, report, train_ids)
     in_channels = next(iter(cases.values())).mr.n_echoes
     sampler = PatchSampler(
         [prepared[i] for i in train_ids],
@@ -289,107 +234,77 @@ def train_model(
         settings.validation_patches, settings.seed + 1
     )
 
-    torch.manual_seed(settings.seed)
-    network = build_network(config.network, in_channels).to(device)
-    optimiser = torch.optim.Adam(
-        network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
-    schedule = (
-        _cosine(settings.iterations) if settings.lr_schedule == "cosine" else (lambda _s: 1.0)
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
-    rng = np.random.default_rng(settings.seed)
-    start, rows, elapsed_before = 0, [], 0.0
-    if state is not None:
-        network.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        start, rows, elapsed_before = (
-            int(state["iteration"]),
-            list(state["log"]),
-            float(state["elapsed_s"]),
+    run = _Optimisation.build(config, in_channels, context, device_kind, state)
+    if context.is_main:
+        write_text_atomic(out / "config.yaml", config_to_yaml(config))
+        write_text_atomic(
+            out / "split.json",
+            json.dumps({"train": train_ids, "validation": val_ids}, indent=2) + "\n",
         )
-    write_text_atomic(out / "config.yaml", config_to_yaml(config))
-    write_text_atomic(
-        out / "split.json", json.dumps({"train": train_ids, "validation": val_ids}, indent=2) + "\n"
-    )
-    writer = _tensorboard(out) if settings.tensorboard else None
+    writer = _tensorboard(out) if settings.tensorboard and context.is_main else None
+    val_cases = [cases[i] for i in val_ids]
 
     t0 = time.perf_counter()
     running, running_l1, running_n = 0.0, 0.0, 0
-    for iteration in range(start, settings.iterations):
-        network.train()
-        x_np, y_np = sampler.sample(rng, settings.batch_size)
-        x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
-        loss, l1 = loss_terms(network(x), y, config.loss)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
+    for iteration in range(run.start, settings.iterations):
+        loss, l1 = run.step(sampler, samples, iteration, config, context)
         running += float(loss.detach())
         running_l1 += float(l1.detach())
         running_n += 1
         done = iteration + 1
-        elapsed = elapsed_before + time.perf_counter() - t0
+        elapsed = run.elapsed_before + time.perf_counter() - t0
         report(
             TrainingProgress(
                 "training", done, settings.iterations, float(loss.detach()), elapsed_s=elapsed
             )
         )
-        if done % settings.validation_interval == 0 or done == settings.iterations:
-            val_loss, val_mae = _patch_metrics(network, val_patches, config, device)
-            rows.append(
-                {
-                    "iteration": done,
-                    "learning_rate": optimiser.param_groups[0]["lr"],
-                    "train_loss": running / running_n,
-                    "train_l1_hu": running_l1 / running_n * config.normalisation.hu_scale,
-                    "validation_loss": val_loss,
-                    "validation_mae_hu": val_mae,
-                    "elapsed_s": elapsed,
-                }
-            )
+        last_step = done == settings.iterations
+        if done % settings.validation_interval == 0 or last_step:
+            train_loss = mean_over_ranks(running / running_n, context, device)
+            train_l1 = mean_over_ranks(running_l1 / running_n, context, device)
             running, running_l1, running_n = 0.0, 0.0, 0
-            write_log(out / LOG, rows)
-            if writer is not None:
-                for key in ("train_loss", "validation_loss", "validation_mae_hu"):
-                    writer.add_scalar(key, rows[-1][key], done)
-            report(
-                TrainingProgress(
-                    "validating",
-                    done,
-                    settings.iterations,
-                    rows[-1]["train_loss"],
-                    val_loss,
-                    val_mae,
-                    elapsed,
+            if context.is_main:
+                interval = settings.volume_validation_interval
+                volumes = val_cases if interval and (done % interval == 0 or last_step) else []
+                train = {
+                    "train_loss": train_loss,
+                    "train_l1_hu": train_l1 * config.normalisation.hu_scale,
+                }
+                row = _log_validation(
+                    out, run, (val_patches, volumes), config, (done, elapsed), train, writer
                 )
-            )
-        if done % settings.checkpoint_interval == 0 or done == settings.iterations:
-            save_checkpoint(
-                checkpoint_path,
-                {
-                    "iteration": done,
-                    "model": network.state_dict(),
-                    "optimizer": optimiser.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "numpy_rng": rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(),
-                    "log": rows,
-                    "elapsed_s": elapsed,
-                    "config": config.model_dump(mode="json"),
-                    "train_ids": train_ids,
-                    "validation_ids": val_ids,
-                },
-            )
+                report(
+                    TrainingProgress(
+                        "validating",
+                        done,
+                        settings.iterations,
+                        train_loss,
+                        row["validation_loss"],
+                        row["validation_mae_hu"],
+                        elapsed,
+                    )
+                )
+        if context.is_main and (done % settings.checkpoint_interval == 0 or last_step):
+            extra = {"log": run.rows, "best": run.best, "elapsed_s": elapsed}
+            split = {"train_ids": train_ids, "validation_ids": val_ids}
+            save_checkpoint(out / CHECKPOINT, run.state(done, config, context, extra | split))
     if writer is not None:
         writer.close()
+    result = TrainingResult(
+        output_dir=out,
+        model_dir=out / MODEL,
+        log_path=out / LOG,
+        checkpoint_path=out / CHECKPOINT,
+        iterations=settings.iterations,
+        log=run.rows,
+        best_checkpoint_path=out / BEST if run.best else None,
+    )
+    if not context.is_main:
+        return result
     if settings.batch_norm_recalibration_batches:
         # Its own stream: a resumed run and an uninterrupted one recalibrate identically.
         recalibrate_batch_norm(
-            network,
+            run.network,
             sampler,
             np.random.default_rng([settings.seed, 1]),
             batches=settings.batch_norm_recalibration_batches,
@@ -405,36 +320,178 @@ def train_model(
     lesion_types = sorted({t for r in records if r.case_id in train_ids for t in r.lesion_types})
     model_dir, validation = _write_model(
         out / MODEL,
-        network,
+        run.network,
         config,
         cases,
         prepared,
         (train_ids, val_ids),
-        rows,
+        run.rows,
         device,
         lesion_types,
+        native,
     )
     report(
         TrainingProgress(
             "done",
             settings.iterations,
             settings.iterations,
-            elapsed_s=rows[-1]["elapsed_s"] if rows else 0.0,
+            elapsed_s=run.rows[-1]["elapsed_s"] if run.rows else 0.0,
         )
     )
-    return TrainingResult(
-        output_dir=out,
-        model_dir=model_dir,
-        log_path=out / LOG,
-        checkpoint_path=checkpoint_path,
-        iterations=settings.iterations,
-        log=rows,
-        validation=validation,
+    return dataclasses.replace(result, model_dir=model_dir, validation=validation)
+
+
+def _log_validation(
+    out: Path,
+    run: _Optimisation,
+    data: tuple[tuple[np.ndarray, np.ndarray], Sequence[Case]],
+    config: SynthesisConfig,
+    when: tuple[int, float],
+    train: dict[str, float],
+    writer: Any,
+) -> dict[str, Any]:
+    """Validate on the patches (and whole volumes, when given); log, plot and keep the best.
+
+    ``when`` is the iteration and the elapsed seconds, ``train`` the training losses of the
+    interval. Returns the new log row (also appended to ``run.rows``).
+    """
+    patches, volumes = data
+    iteration, elapsed = when
+    row = validation_row(
+        run.network, patches, volumes, config, run.device, iteration, run.optimiser, elapsed
     )
+    row.update(train)
+    run.rows.append(row)
+    run.best = keep_best(out / BEST, run.network, config, row, run.best)
+    write_log(out / LOG, run.rows)
+    if config.training.curve_png:
+        plot_training_curve(out / CURVE, run.rows)
+    if writer is not None:
+        for key in ("train_loss", "validation_loss", "validation_mae_hu"):
+            writer.add_scalar(key, row[key], iteration)
+    return row
 
 
-def _open_run(out: Path, config: SynthesisConfig, *, resume: bool) -> dict[str, Any] | None:
-    """The checkpoint to resume from (``None`` for a new run), after checking the run folder."""
+@dataclass
+class _Optimisation:
+    """Network, optimiser, schedule and random stream of one rank, fresh or from a checkpoint."""
+
+    network: nn.Module
+    trained: nn.Module  # the network, wrapped in DDP under torchrun
+    optimiser: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    rng: np.random.Generator
+    device: str
+    start: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    elapsed_before: float = 0.0
+
+    @classmethod
+    def build(
+        cls,
+        config: SynthesisConfig,
+        in_channels: int,
+        context: DistributedContext,
+        device_kind: str,
+        state: dict[str, Any] | None,
+    ) -> _Optimisation:
+        """Fresh weights from ``training.seed``, or the checkpoint ``state``; DDP when needed."""
+        settings = config.training
+        device = rank_device(device_kind, context)
+        torch.manual_seed(settings.seed)
+        network = build_network(config.network, in_channels)
+        if context.enabled and device_kind == "cuda" and config.network.norm == "batch":
+            network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
+        network = network.to(device)
+        optimiser = torch.optim.Adam(
+            network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+        )
+        schedule = (
+            _cosine(settings.iterations) if settings.lr_schedule == "cosine" else (lambda _s: 1.0)
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+        run = cls(
+            network, network, optimiser, scheduler, np.random.default_rng(settings.seed), device
+        )
+        if state is not None:
+            network.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            run.rng.bit_generator.state = state["numpy_rng"]
+            torch.set_rng_state(state["torch_rng"])
+            if device_kind == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            run.start = int(state["iteration"])
+            run.rows = list(state["log"])
+            run.elapsed_before = float(state["elapsed_s"])
+            run.best = dict(state.get("best") or {})
+        if context.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            run.trained = DistributedDataParallel(
+                network, device_ids=[context.local_rank] if device_kind == "cuda" else None
+            )
+        return run
+
+    def step(
+        self,
+        sampler: PatchSampler,
+        samples: Sequence[int],
+        iteration: int,
+        config: SynthesisConfig,
+        context: DistributedContext,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on this rank's share of the batch; ``(loss, l1)`` of the share."""
+        settings = config.training
+        self.trained.train()
+        if settings.patch_seeding == "per_sample":
+            torch.manual_seed(step_torch_seed(settings.seed, iteration, context.rank))
+            x_np, y_np = sampler.sample_from(
+                [sample_seed(settings.seed, iteration, n) for n in samples]
+            )
+        else:
+            x_np, y_np = sampler.sample(self.rng, settings.batch_size)
+        x, y = torch.from_numpy(x_np).to(self.device), torch.from_numpy(y_np).to(self.device)
+        with autocast(self.device, settings.mixed_precision):
+            prediction = self.trained(x)
+        loss, l1 = loss_terms(prediction.float(), y, config.loss)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+        self.scheduler.step()
+        return loss.detach(), l1.detach()
+
+    def state(
+        self,
+        iteration: int,
+        config: SynthesisConfig,
+        context: DistributedContext,
+        extra: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The checkpoint dictionary after ``iteration`` steps (plus ``extra`` entries)."""
+        cuda = self.device.startswith("cuda")
+        return {
+            "iteration": iteration,
+            "model": self.network.state_dict(),
+            "optimizer": self.optimiser.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
+            "config": config.model_dump(mode="json"),
+            "world_size": context.world_size,
+            **extra,
+        }
+
+
+def _open_run(
+    out: Path, config: SynthesisConfig, *, resume: bool, main: bool = True
+) -> dict[str, Any] | None:
+    """The checkpoint to resume from (``None`` for a new run), after checking the run folder.
+
+    Only the main rank (``main``) checks for an existing run and creates the folder.
+    """
     checkpoint_path = out / CHECKPOINT
     state: dict[str, Any] | None = None
     if resume:
@@ -453,13 +510,14 @@ def _open_run(out: Path, config: SynthesisConfig, *, resume: bool) -> dict[str, 
                 fix="resume with the run's own config.yaml (only training.iterations and the "
                 "device may change)",
             )
-    elif checkpoint_path.exists():
+    elif main and checkpoint_path.exists():
         raise TrainingConfigError(
             "this run folder already holds a training run",
             path=out,
             fix="pass --resume to continue it, or choose a new output folder",
         )
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     return state
 
 
@@ -490,21 +548,28 @@ def _load_cases(
     config: SynthesisConfig,
     report: ProgressCallback,
     train_ids: Sequence[str] = (),
-) -> tuple[dict[str, Case], dict[str, PreparedCase]]:
-    """Load and prepare the ``wanted`` cases; they must share one echo count.
+) -> tuple[dict[str, Case], dict[str, PreparedCase], dict[str, tuple[float, float, float]]]:
+    """Load and prepare the ``wanted`` cases; they must share one channel count.
 
-    Training cases (``train_ids``) keep lesion insertion data when it is enabled.
+    With ``plan.target_spacing_mm`` each case is resampled to it first
+    (:func:`~synthct.synthesis.planning.resample_case`). Training cases (``train_ids``) keep
+    lesion insertion data when it is enabled. Returns the cases, the prepared cases and each
+    case's native voxel size.
     """
     by_id = {r.case_id: r for r in records}
     cases: dict[str, Case] = {}
     prepared: dict[str, PreparedCase] = {}
+    native: dict[str, tuple[float, float, float]] = {}
+    spacing = config.plan.target_spacing_mm
     for n, case_id in enumerate(wanted):
         report(
             TrainingProgress(
                 "loading", 0, config.training.iterations, message=f"{n + 1}/{len(wanted)} {case_id}"
             )
         )
-        cases[case_id] = load_case(by_id[case_id])
+        case = load_case(by_id[case_id])
+        native[case_id] = case.mr.spacing_mm
+        cases[case_id] = case if spacing is None else resample_case(case, spacing)
         tissue = None
         if config.lesion_insertion.enabled and case_id in train_ids:
             tissue = _tissue_labels(by_id[case_id], cases[case_id])
@@ -522,7 +587,7 @@ def _load_cases(
             path="manifest",
             fix="train on cases with the same number of echoes",
         )
-    return cases, prepared
+    return cases, prepared, native
 
 
 def _write_model(
@@ -535,6 +600,7 @@ def _write_model(
     rows: list[dict[str, Any]],
     device: str,
     lesion_types: Sequence[str],
+    native_spacing: dict[str, tuple[float, float, float]],
 ) -> tuple[Path, dict[str, Any]]:
     """Validate the held-out cases on whole volumes, build the card, write the model folder."""
     train_ids, val_ids = split
@@ -549,6 +615,9 @@ def _write_model(
         n_validation_cases=len(val_ids),
         n_cases_with_lesions=sum(_has_lesions(prepared[i]) for i in train_ids),
         lesion_types=lesion_types,
+        channel_names=config.normalisation.channels,
+        planned_spacing_mm=config.plan.target_spacing_mm,
+        voxel_sizes_mm=[native_spacing[i] for i in train_ids],
     )
     last = rows[-1] if rows else {}
     training_summary = {
