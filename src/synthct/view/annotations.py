@@ -201,7 +201,9 @@ def validate_annotation(root: Path, case: ViewCase) -> list[dict[str, Any]]:
     folder = annotation_folder(root, case.case_id)
     manifest = folder / "manifest.csv"
     if not manifest.is_file():
-        raise SynthctError("nothing saved to validate", path=manifest, fix="save the annotation first")
+        raise SynthctError(
+            "nothing saved to validate", path=manifest, fix="save the annotation first"
+        )
     if "sct" not in case.layers:
         raise SynthctError(
             "validation needs an sCT, and this case has none",

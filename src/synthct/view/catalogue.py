@@ -373,9 +373,7 @@ def lesion_row(row: dict[str, Any], run: str) -> dict[str, Any]:
     for key in LESION_FIELDS:
         value = row.get(key)
         out[key] = _num(value) if isinstance(value, float) else value
-    out["centre_lps_mm"] = [
-        _num(row.get(f"roi_center_{axis}_mm")) for axis in ("l", "p", "s")
-    ]
+    out["centre_lps_mm"] = [_num(row.get(f"roi_center_{axis}_mm")) for axis in ("l", "p", "s")]
     return out
 
 

@@ -162,7 +162,7 @@ class ViewHandler(BaseHTTPRequestHandler):
     server: ViewServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the command prints the address once; requests are not logged."""
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -191,7 +191,10 @@ class ViewHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = parse_qs(parts.query)
         if not self._token_ok(query):
-            self._error(HTTPStatus.FORBIDDEN, "missing or wrong token: open the address printed by synthct view")
+            self._error(
+                HTTPStatus.FORBIDDEN,
+                "missing or wrong token: open the address printed by synthct view",
+            )
             return None
         raw = parts.path
         if any(seg == ".." for seg in unquote(raw).split("/")):
@@ -218,7 +221,9 @@ class ViewHandler(BaseHTTPRequestHandler):
             elif path.startswith("/static/"):
                 self._static(path[len("/static/") :])
             elif path == "/api/catalogue":
-                self._json({**self.server.catalogue.to_json(), "edit": self.server.edit, **page_settings()})
+                self._json(
+                    {**self.server.catalogue.to_json(), "edit": self.server.edit, **page_settings()}
+                )
             elif path.startswith("/api/volume/"):
                 self._volume(path[len("/api/volume/") :])
             elif path.startswith("/files/"):

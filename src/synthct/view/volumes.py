@@ -22,13 +22,23 @@ if TYPE_CHECKING:
     from synthct.geometry import Geometry
     from synthct.volume import Volume
 
-__all__ = ["LPS_TO_RAS", "VolumeCache", "crop_geometry", "layer_volume", "nifti_bytes"]
+__all__ = [
+    "LPS_TO_RAS",
+    "VolumeCache",
+    "crop_geometry",
+    "display_array",
+    "layer_volume",
+    "nifti_bytes",
+    "read_nifti_bytes",
+]
 
 #: Multiplies an LPS affine into a RAS one (and back: it is its own inverse).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def nifti_bytes(array: NDArray[np.generic], affine_lps: NDArray[np.float64], *, compress: bool) -> bytes:
+def nifti_bytes(
+    array: NDArray[np.generic], affine_lps: NDArray[np.float64], *, compress: bool
+) -> bytes:
     """A NIfTI-1 file of ``array`` on the LPS affine, written with the RAS affine.
 
     HU and difference maps go as int16 (whole HU), labels as uint8/int16, other maps as float32.
@@ -43,7 +53,7 @@ def nifti_bytes(array: NDArray[np.generic], affine_lps: NDArray[np.float64], *, 
     return gzip.compress(data, compresslevel=1) if compress else data
 
 
-def _display_array(name: str, values: NDArray[np.generic]) -> NDArray[np.generic]:
+def display_array(name: str, values: NDArray[np.generic]) -> NDArray[np.generic]:
     kind = layer_kind(name)
     if kind in ("hu", "difference"):
         return np.clip(np.rint(values), -32768, 32767).astype(np.int16)
@@ -74,7 +84,9 @@ def layer_volume(case: ViewCase, layer: Layer) -> Volume:
     return volume
 
 
-def crop_geometry(reference: Geometry, centres_lps_mm: Sequence[Sequence[float]], margin_mm: float) -> tuple[slice, slice, slice]:
+def crop_geometry(
+    reference: Geometry, centres_lps_mm: Sequence[Sequence[float]], margin_mm: float
+) -> tuple[slice, slice, slice]:
     """Index box of ``reference`` holding every centre with ``margin_mm`` around it (whole grid
     when there is no centre)."""
     shape = reference.shape
@@ -104,7 +116,7 @@ class VolumeCache:
         with lock:
             if key not in self._data:
                 volume = layer_volume(case, layer)
-                array = _display_array(layer.name, np.asarray(volume.array))
+                array = display_array(layer.name, np.asarray(volume.array))
                 self._data[key] = nifti_bytes(array, volume.affine, compress=False)
             return self._data[key]
 

@@ -74,7 +74,8 @@
     isRadiologicalConvention: true,
     multiplanarShowRender: niivue.SHOW_RENDER.NEVER,
     show3Dcrosshair: true,
-    crosshairColor: [1, 0.85, 0, 1],
+    crosshairColor: [1, 0.85, 0, 0.8],
+    crosshairGap: 10,
     crosshairWidth: 1,
     isColorbar: false,
     loadingText: "loading",
@@ -213,8 +214,12 @@
     setStatus(`loading ${c.layers.length} layers…`);
     state.layers = c.layers;
     const buffers = await Promise.all(c.layers.map((l) => layerBuffer(index, l.name)));
-    const images = await Promise.all(c.layers.map((layer, n) => niivue.NVImage.loadFromUrl(
-      Object.assign({ url: `${layer.name}.nii`, name: layer.name, buffer: buffers[n] }, layerStyle(layer, n === 0)))));
+    const images = await Promise.all(c.layers.map((layer, n) => {
+      const head = new Uint8Array(buffers[n], 0, 2);
+      const file = `${layer.name}.nii${head[0] === 0x1f && head[1] === 0x8b ? ".gz" : ""}`;
+      return niivue.NVImage.loadFromUrl(
+        Object.assign({ url: file, name: file, buffer: buffers[n] }, layerStyle(layer, n === 0)));
+    }));
     while (nv.volumes.length) nv.removeVolume(nv.volumes[nv.volumes.length - 1]);
     if (state.edit) nv.closeDrawing();
     for (const image of images) nv.addVolume(image);

@@ -1,0 +1,56 @@
+"""Helpers of the `synthct view` tests (tests/view): a server in a thread, a page, its canvas."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextmanager
+def serving(path: Path, *, edit: bool = False) -> Iterator[Any]:
+    """A `synthct view` server on ``path`` (any free loopback port), stopped afterwards."""
+    from synthct.view import discover, start_server
+
+    server = start_server(discover([path]), port=0, edit=edit)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@dataclass
+class OpenPage:
+    """A page with the console messages and page errors it produced."""
+
+    page: Any
+    errors: list[str]
+
+    def ready(self, timeout_ms: float = 60_000) -> None:
+        """Wait until the first case is loaded and drawn."""
+        self.page.wait_for_function(
+            "window.synthctView && window.synthctView.state.ready", timeout=timeout_ms
+        )
+
+    def js(self, expression: str, arg: Any = None) -> Any:
+        """Evaluate JavaScript in the page."""
+        return self.page.evaluate(expression, arg)
+
+
+def canvas_pixels(page: Any) -> np.ndarray:
+    """The canvas as an RGB array (a screenshot of the element)."""
+    import io
+
+    from PIL import Image
+
+    png = page.locator("#gl").screenshot()
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
