@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: The docs screenshots are rewritten when this is set (see docs/view.md).
+WRITE_DOCS = os.environ.get("SYNTHCT_WRITE_DOCS") == "1"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+@dataclass(frozen=True)
+class SphereCase:
+    """A CT/sCT pair in ``folder``: a sphere of ``diameter_mm`` at ``centre_lps_mm`` on the CT."""
+
+    folder: Path
+    centre_lps_mm: tuple[float, float, float]
+    diameter_mm: float
+    spacing_mm: float
 
 
 @contextmanager

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from synthct.cli import app
-from view_helpers import OpenPage
+from view_helpers import OpenPage, SphereCase
 
 CHROMIUM = Path(os.environ.get("SYNTHCT_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -39,10 +38,6 @@ CHROMIUM_ARGS = [
     "--use-angle=swiftshader",
     "--enable-unsafe-swiftshader",
 ]
-#: The docs screenshots are rewritten when this is set (see docs/view.md).
-WRITE_DOCS = os.environ.get("SYNTHCT_WRITE_DOCS") == "1"
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-
 runner = CliRunner()
 
 
@@ -83,16 +78,6 @@ def phantom_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--out", str(validation / "audit" / rows[0]["case_id"]), "--no-figures",
     )  # fmt: skip
     return root
-
-
-@dataclass(frozen=True)
-class SphereCase:
-    """A CT/sCT pair in ``folder``: a sphere of ``diameter_mm`` at ``centre_lps_mm`` on the CT."""
-
-    folder: Path
-    centre_lps_mm: tuple[float, float, float]
-    diameter_mm: float
-    spacing_mm: float
 
 
 @pytest.fixture(scope="session")
