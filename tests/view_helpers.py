@@ -51,9 +51,9 @@ class OpenPage:
     errors: list[str]
 
     def ready(self, timeout_ms: float = 60_000) -> None:
-        """Wait until the first case is loaded and drawn."""
+        """Wait until the first case is drawn and all its layers are loaded."""
         self.page.wait_for_function(
-            "window.synthctView && window.synthctView.state.ready", timeout=timeout_ms
+            "window.synthctView && window.synthctView.state.allLoaded", timeout=timeout_ms
         )
 
     def js(self, expression: str, arg: Any = None) -> Any:

@@ -22,22 +22,10 @@ import pytest
 from typer.testing import CliRunner
 
 from synthct.cli import app
+from synthct.view.headless import CHROMIUM_ARGS, chromium_path
 from view_helpers import OpenPage, SphereCase
 
-CHROMIUM = Path(os.environ.get("SYNTHCT_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # WebGL2 without a GPU: ANGLE on SwiftShader (software), so NiiVue's canvas renders.
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
+CHROMIUM = chromium_path()
 runner = CliRunner()
 
 
@@ -116,7 +104,9 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS)
+        )
         try:
             yield launched
         finally:

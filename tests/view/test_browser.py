@@ -210,6 +210,6 @@ def test_the_export_is_one_file_with_everything_inlined(phantom_run: Path, tmp_p
     text = page_file.read_text(encoding="utf-8")
     assert "static/" not in text and "__TOKEN__" not in text
     assert "window.SYNTHCT_EMBED" in text
-    assert "<script src=" not in text and "<link rel=\"stylesheet\"" not in text
+    assert "<script src=" not in text and '<link rel="stylesheet"' not in text
     size_mb = page_file.stat().st_size / 1e6
     assert size_mb < 8, size_mb

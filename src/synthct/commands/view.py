@@ -47,7 +47,8 @@ def view(
         Path | None,
         typer.Option(
             help="Instead of serving: write one self-contained HTML file per case into this "
-            "folder (volumes cropped around the lesions and inlined; opens from file://).",
+            "folder (volumes cropped around the lesions and inlined; opens from file://). "
+            "RUN/view links them from RUN's validation or demo report.",
             show_default=False,
         ),
     ] = None,
@@ -68,10 +69,13 @@ def view(
 
     catalogue = discover(paths)
     if export is not None:
-        from synthct.view.export import export_catalogue
+        from synthct.view.export import export_catalogue, relink_reports
 
         for written in export_catalogue(catalogue, export, margin_mm=margin_mm):
             console.print(f"wrote {written}", highlight=False)
+        if export.resolve().name == "view":
+            for report in relink_reports(export.resolve().parent):
+                console.print(f"linked from {report}", highlight=False)
         return
     if not is_loopback(host):
         if not allow_remote:
@@ -86,6 +90,7 @@ def view(
             highlight=False,
         )
     server = start_server(catalogue, host=host, port=port, edit=edit)
+    server.prefetch(0)
     n = len(catalogue.cases)
     console.print(
         f"synthct view: {n} case(s) from {catalogue.root} "

@@ -33,16 +33,17 @@ _SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__", ".mypy_cache", "si
 #: At most this many image files are looked at (a guard against starting on a disk root).
 MAX_FILES = 5000
 #: Layer names in display order; echoes (``mr_echo1``...) come after ``sct``.
+#: Label layers come right after the CT: NiiVue refreshes its second layer even when hidden.
 LAYER_ORDER = (
     "ct",
+    "lesions",
+    "flags",
     "sct",
     "mr",
     "difference",
     "aleatoric_sd",
     "epistemic_sd",
     "total_sd",
-    "flags",
-    "lesions",
 )
 
 

@@ -23,7 +23,7 @@ from synthct.view.catalogue import Catalogue, ViewCase
 from synthct.view.server import assets_dir, niivue_bundle, page_settings
 from synthct.view.volumes import crop_geometry, display_array, layer_volume, nifti_bytes
 
-__all__ = ["export_case", "export_catalogue", "export_file_name"]
+__all__ = ["export_case", "export_catalogue", "export_file_name", "relink_reports"]
 
 
 def export_file_name(case_id: str) -> str:
@@ -44,7 +44,7 @@ def _case_volumes(case: ViewCase, margin_mm: float) -> dict[str, bytes]:
     reference = layer_volume(case, case.layers.get("ct", layers[0]))
     centres = [
         r["centre_lps_mm"] for r in case.lesions + case.flags if None not in r["centre_lps_mm"]
-    ]
+    ] or _label_centres(case)
     inside = [c for c in centres if bool(reference.geometry.contains_lps(np.asarray([c]))[0])]
     box = crop_geometry(reference.geometry, inside, margin_mm)
     start = np.eye(4)
@@ -61,6 +61,21 @@ def _case_volumes(case: ViewCase, margin_mm: float) -> dict[str, bytes]:
             display_array(layer.name, array), cropped.affine, compress=True
         )
     return out
+
+
+def _label_centres(case: ViewCase) -> list[list[float]]:
+    """Centres (LPS mm) of each label of the lesion and flag maps, when no table lists them."""
+    from scipy import ndimage
+
+    centres: list[list[float]] = []
+    for name in ("lesions", "flags"):
+        if name in case.layers:
+            labels = layer_volume(case, case.layers[name])
+            array = np.asarray(labels.array)
+            values = [int(v) for v in np.unique(array) if v > 0]
+            for index in ndimage.center_of_mass(array > 0, array, values) if values else []:
+                centres.append([float(v) for v in labels.geometry.index_to_lps(index)])
+    return centres
 
 
 def export_case(
@@ -109,3 +124,25 @@ def export_catalogue(
         yield export_case(
             catalogue, index, folder / export_file_name(case.case_id), margin_mm=margin_mm
         )
+
+
+def relink_reports(folder: str | os.PathLike[str]) -> list[Path]:
+    """Re-render the reports of ``folder`` so they link to the pages in ``folder/view/``.
+
+    A validation run (``report.html`` beside ``lesions.csv``) and a demo folder
+    (``demo_summary.json``) are re-rendered; anything else is left alone. Returns the reports
+    written.
+    """
+    root = Path(folder)
+    written = []
+    if (root / "report.html").is_file() and (root / "lesions.csv").is_file():
+        from synthct.report.validation_report import write_validation_report
+
+        written.append(write_validation_report(root))
+    summary_file = root / "demo_summary.json"
+    if summary_file.is_file():
+        from synthct.demo.report import write_demo_report
+
+        summary = json.loads(summary_file.read_text(encoding="utf-8"))
+        written.append(write_demo_report(root, summary, summary.get("timings_s") or {}))
+    return written

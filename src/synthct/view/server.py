@@ -106,6 +106,21 @@ class ViewServer(ThreadingHTTPServer):
         self.cache = VolumeCache()
         self.validate_lock = threading.Lock()
 
+    def prefetch(self, index: int = 0) -> threading.Thread:
+        """Convert case ``index``'s layers in the background, so the page finds them ready."""
+
+        def work() -> None:
+            case = self.catalogue.case(index)
+            for layer in case.ordered_layers():
+                try:
+                    self.cache.get(case, layer)
+                except Exception:  # the page's own request reports the error
+                    return
+
+        thread = threading.Thread(target=work, name="synthct-view-prefetch", daemon=True)
+        thread.start()
+        return thread
+
     @property
     def url(self) -> str:
         """The page's address with the token."""

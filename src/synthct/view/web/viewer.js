@@ -138,6 +138,7 @@
     const panel = $("layers");
     panel.replaceChildren();
     state.layers.forEach((layer, n) => {
+      if (!nv.volumes[n]) return;
       const row = document.createElement("div");
       row.className = "layer";
       const name = document.createElement("button");
@@ -205,24 +206,45 @@
     buildTable($("flags"), flags, FLAG_COLUMNS, (row) => centreOn(row.centre_lps_mm));
   }
 
+  async function readLayers(index, layers, offset) {
+    const buffers = await Promise.all(layers.map((l) => layerBuffer(index, l.name)));
+    return Promise.all(layers.map((layer, n) => {
+      const head = new Uint8Array(buffers[n], 0, 2);
+      const file = `${layer.name}.nii${head[0] === 0x1f && head[1] === 0x8b ? ".gz" : ""}`;
+      return niivue.NVImage.loadFromUrl(Object.assign(
+        { url: file, name: file, buffer: buffers[n] }, layerStyle(layer, offset + n === 0)));
+    }));
+  }
+
+  // NiiVue refreshes every layer on each change (slow in software WebGL on large grids), so
+  // layers are added with refreshes held back; hidden layers need none until shown.
+  function withoutRefresh(change) {
+    const refresh = nv.updateGLVolume;
+    nv.updateGLVolume = () => {};
+    try { change(); } finally { nv.updateGLVolume = refresh; }
+  }
+
+  // The CT and the label layers after it are shown at once; the hidden layers (sCT, echoes,
+  // difference, SD maps) load right after the page is ready.
   async function loadCase(index) {
     const t0 = performance.now();
+    const load = (state.loading = {});
     state.ready = false;
+    state.allLoaded = false;
     state.caseIndex = index;
     const c = state.catalogue.cases[index];
     $("case-title").textContent = c.case_id;
     setStatus(`loading ${c.layers.length} layers…`);
     state.layers = c.layers;
-    const buffers = await Promise.all(c.layers.map((l) => layerBuffer(index, l.name)));
-    const images = await Promise.all(c.layers.map((layer, n) => {
-      const head = new Uint8Array(buffers[n], 0, 2);
-      const file = `${layer.name}.nii${head[0] === 0x1f && head[1] === 0x8b ? ".gz" : ""}`;
-      return niivue.NVImage.loadFromUrl(
-        Object.assign({ url: file, name: file, buffer: buffers[n] }, layerStyle(layer, n === 0)));
-    }));
-    while (nv.volumes.length) nv.removeVolume(nv.volumes[nv.volumes.length - 1]);
-    if (state.edit) nv.closeDrawing();
-    for (const image of images) nv.addVolume(image);
+    let eager = 1;
+    while (eager < c.layers.length && c.layers[eager].kind === "label") eager++;
+    const first = await readLayers(index, c.layers.slice(0, eager), 0);
+    if (state.loading !== load) return;
+    withoutRefresh(() => {
+      while (nv.volumes.length) nv.removeVolume(nv.volumes[nv.volumes.length - 1]);
+      if (state.edit) nv.closeDrawing();
+      for (const image of first) nv.addVolume(image);
+    });
     applyPreset(state.preset);
     buildLayerPanel();
     buildTables(c);
@@ -231,7 +253,15 @@
     state.ready = true;
     state.loadMs = performance.now() - t0;
     if (state.ttiMs === null) state.ttiMs = performance.now();
-    setStatus(`ready (${c.layers.length} layers, ${(state.loadMs / 1000).toFixed(2)} s)`);
+    setStatus(`ready; loading ${c.layers.length - eager} more layers…`);
+    const rest = await readLayers(index, c.layers.slice(eager), eager);
+    if (state.loading !== load) return;
+    withoutRefresh(() => { for (const image of rest) nv.addVolume(image); });
+    buildLayerPanel();
+    state.allLoaded = true;
+    state.allLoadedMs = performance.now() - t0;
+    if (state.allLoadedAt === undefined) state.allLoadedAt = performance.now();
+    setStatus(`ready (${c.layers.length} layers, ${(state.allLoadedMs / 1000).toFixed(2)} s)`);
   }
 
   // -- annotation ---------------------------------------------------------------------------------
