@@ -220,3 +220,48 @@ def test_cli_serves_and_stops_cleanly_on_ctrl_c(small_folder: Path) -> None:
     assert process.returncode == 0, err
     assert "stopped" in out
     assert "Traceback" not in err
+
+
+def _result_json(folder: Path, run: str, case_id: str, sct: Path, ct: Path) -> None:
+    """A minimal `synthct validate` case record (what the catalogue reads of it)."""
+    record = folder / run / "cases" / case_id / "result.json"
+    record.parent.mkdir(parents=True)
+    row = {"lesion_id": 1, "roi_center_l_mm": 1.0, "roi_center_p_mm": 2.0, "roi_center_s_mm": 3.0}
+    payload = {
+        "fingerprint": {"case": {"case_id": case_id, "ct": str(ct), "sct": str(sct), "mri": []}},
+        "result": {"lesion_rows": [row], "audit_flags": []},
+    }
+    record.write_text(json.dumps(payload), encoding="utf-8")
+
+
+def test_catalogue_of_a_demo_like_folder(tmp_path: Path) -> None:
+    """Several validation runs of one case and synthesis SD maps beside each sCT."""
+    ct = CTVolume(np.zeros((4, 4, 4), np.float32), AFFINES["lps"])
+    (tmp_path / "cohort").mkdir()
+    write_volume(ct, tmp_path / "cohort" / "ct.nii.gz")
+    for method in ("product_like", "lesion_aware"):
+        folder = tmp_path / "sct" / method
+        folder.mkdir(parents=True)
+        write_volume(ct, folder / "case-000.nii.gz")
+        write_volume(ct, folder / "case-000_total_sd.nii.gz", overwrite=True)
+        _result_json(
+            tmp_path, f"validation/{method}", "case-000", folder / "case-000.nii.gz",
+            tmp_path / "cohort" / "ct.nii.gz",
+        )  # fmt: skip
+    (case,) = discover([tmp_path]).cases
+    names = [layer.name for layer in case.ordered_layers()]
+    assert names == [
+        "ct",
+        "sct_lesion_aware",
+        "sct_product_like",
+        "difference_lesion_aware",
+        "difference_product_like",
+        "total_sd_lesion_aware",
+        "total_sd_product_like",
+    ]
+    assert len(case.lesions) == 2
+    assert case.lesions[0]["centre_lps_mm"] == [1.0, 2.0, 3.0]
+    # a synthesis output folder alone: one case per sCT, its SD maps beside it
+    (alone,) = discover([tmp_path / "sct" / "product_like"]).cases
+    assert alone.case_id == "case-000"
+    assert [layer.name for layer in alone.ordered_layers()] == ["sct", "total_sd"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,8 @@ LAYER_ORDER = (
 class Layer:
     """One image of a case: a file (or DICOM folder) read with ``read_kind``.
 
-    ``echo`` picks one echo of a multi-echo file; ``derived="difference"`` is sCT - CT.
+    ``echo`` picks one echo of a multi-echo file; ``derived="difference"`` is sCT - CT, with the
+    sCT layer named by ``of``.
     """
 
     name: str
@@ -59,6 +61,7 @@ class Layer:
     read_kind: str | None = None
     echo: int | None = None
     derived: str | None = None
+    of: str | None = None
 
     def to_json(self, root: Path) -> dict[str, Any]:
         """The page's view of the layer (its path relative to the start folder, if under it)."""
@@ -85,16 +88,19 @@ class ViewCase:
         while name in self.layers:
             name = f"{layer.name}_{n}"
             n += 1
-        self.layers[name] = Layer(name, layer.path, layer.read_kind, layer.echo, layer.derived)
+        self.layers[name] = Layer(
+            name, layer.path, layer.read_kind, layer.echo, layer.derived, layer.of
+        )
 
     def ordered_layers(self) -> list[Layer]:
         """Layers in display order (CT first: it is the grid drawings are saved on)."""
 
         def rank(layer: Layer) -> tuple[int, str]:
-            base = layer.name.split("_echo")[0] if layer.name.startswith("mr") else layer.name
-            base = base.rstrip("_0123456789") if base not in LAYER_ORDER else base
-            order = LAYER_ORDER.index(base) if base in LAYER_ORDER else len(LAYER_ORDER)
-            return order, layer.name
+            name = layer.name
+            for order, base in enumerate(LAYER_ORDER):
+                if name == base or name.startswith(f"{base}_") or name.startswith(f"{base}_echo"):
+                    return order, name
+            return len(LAYER_ORDER), name
 
         return sorted(self.layers.values(), key=rank)
 
@@ -216,20 +222,27 @@ def _discover_folder(root: Path) -> list[ViewCase]:
         elif image_suffix(path) is not None:
             images.append(path)
     claimed: set[Path] = set()
+    runs = Counter(path.parent.name for path in results)
     for path in sorted(results):
-        _read_result(path, root, cases, claimed)
+        _read_result(path, root, cases, claimed, several_runs=runs[path.parent.name] > 1)
     for path in sorted(audits):
         _read_audit(path, root, cases, claimed)
-    by_folder: dict[Path, list[Path]] = {}
-    for path in images:
-        if path not in claimed and not _is_derived_output(path):
-            by_folder.setdefault(path.parent, []).append(path)
-    for folder in sorted(by_folder):
-        case_id = _case_id_of(folder, root)
+    unclaimed = [p for p in images if p not in claimed and not _is_derived_output(p)]
+    _attach_sd_maps(unclaimed, cases, claimed)
+    groups: dict[tuple[Path, str], list[Path]] = {}
+    for path in unclaimed:
+        if path not in claimed:
+            base = _synthesis_stem(path, images)
+            case_id = base if base is not None else _case_id_of(path.parent, root)
+            groups.setdefault((path.parent, case_id), []).append(path)
+    for folder, case_id in sorted(groups):
         case = cases.setdefault(case_id, ViewCase(case_id=case_id))
         case.sources.append(_shown(folder, root) or ".")
-        for path in sorted(by_folder[folder]):
-            _add_image(case, path)
+        for path in sorted(groups[folder, case_id]):
+            if layer_role(path)[1] is None and _synthesis_stem(path, images) is not None:
+                case.add_layer(Layer("sct", path, "sct"))
+            else:
+                _add_image(case, path)
     for case in cases.values():
         _add_difference(case)
     return [cases[k] for k in sorted(cases)]
@@ -283,18 +296,74 @@ def _n_echoes(path: Path) -> int:
     try:
         import nibabel as nib
 
-        shape = nib.load(str(path)).shape  # header only for NIfTI
+        shape = tuple(nib.load(str(path)).header.get_data_shape())  # type: ignore[attr-defined]
     except Exception:
         return 1
     return int(shape[3]) if len(shape) > 3 else 1
 
 
+_SD_NAMES = ("aleatoric_sd", "epistemic_sd", "total_sd")
+
+
+def _sd_base(path: Path) -> tuple[Path, str] | None:
+    """``(the sCT file beside it, SD name)`` of an SD map named ``<sCT stem>_<sd><suffix>``."""
+    suffix = image_suffix(path)
+    if suffix is None:
+        return None
+    stem = path.name[: -len(suffix)]
+    for sd in _SD_NAMES:
+        if stem.endswith(f"_{sd}"):
+            return path.with_name(stem[: -len(sd) - 1] + suffix), sd
+    return None
+
+
+def _synthesis_stem(path: Path, images: Sequence[Path]) -> str | None:
+    """The case id of a `synthct synthesize` output (sCT or SD map): the sCT's file stem."""
+    based = _sd_base(path)
+    sct = based[0] if based is not None else path
+    suffix = image_suffix(sct) or ""
+    stem = sct.name[: -len(suffix)] if suffix else sct.name
+    if based is not None or any(_sd_base(p) == (path, sd) for p in images for sd in _SD_NAMES):
+        return stem
+    return None
+
+
+def _attach_sd_maps(paths: Sequence[Path], cases: dict[str, ViewCase], claimed: set[Path]) -> None:
+    """SD maps beside an sCT that a case already shows join that case (``total_sd_<run>``...)."""
+    owners = {
+        layer.path: (case, layer.name)
+        for case in cases.values()
+        for layer in case.layers.values()
+        if layer.path is not None and layer.name.startswith("sct")
+    }
+    for path in paths:
+        based = _sd_base(path)
+        if based is not None and based[0] in owners:
+            case, sct_name = owners[based[0]]
+            case.add_layer(Layer(based[1] + sct_name[len("sct") :], path, "scalar"))
+            claimed.add(path)
+
+
 def _add_difference(case: ViewCase) -> None:
-    if "ct" in case.layers and "sct" in case.layers and "difference" not in case.layers:
-        case.layers["difference"] = Layer("difference", None, "scalar", derived="difference")
+    if "ct" not in case.layers:
+        return
+    for name in [n for n in case.layers if n == "sct" or n.startswith("sct_")]:
+        difference = "difference" + name[len("sct") :]
+        if difference not in case.layers:
+            case.layers[difference] = Layer(
+                difference, None, "scalar", derived="difference", of=name
+            )
 
 
-def _read_result(path: Path, root: Path, cases: dict[str, ViewCase], claimed: set[Path]) -> None:
+def _read_result(
+    path: Path,
+    root: Path,
+    cases: dict[str, ViewCase],
+    claimed: set[Path],
+    *,
+    several_runs: bool,
+) -> None:
+    """A validation run's case; with ``several_runs``, its sCT is ``sct_<run folder name>``."""
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
         spec = payload["fingerprint"]["case"]
@@ -305,8 +374,13 @@ def _read_result(path: Path, root: Path, cases: dict[str, ViewCase], claimed: se
     run = _shown(path.parent.parent.parent, root) or "."
     case = cases.setdefault(case_id, ViewCase(case_id=case_id))
     case.sources.append(f"validation {run}")
-    for name, kind in (("ct", "ct"), ("sct", "sct"), ("lesions", "label")):
-        value = spec.get(name)
+    sct_name = f"sct_{path.parent.parent.parent.name}" if several_runs else "sct"
+    for key, name, kind in (
+        ("ct", "ct", "ct"),
+        ("sct", sct_name, "sct"),
+        ("lesions", "lesions", "label"),
+    ):
+        value = spec.get(key)
         if value:
             p = Path(value)
             case.add_layer(Layer(name, p, kind))

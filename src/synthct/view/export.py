@@ -49,7 +49,7 @@ def _case_volumes(case: ViewCase, margin_mm: float) -> dict[str, bytes]:
     box = crop_geometry(reference.geometry, inside, margin_mm)
     start = np.eye(4)
     start[:3, 3] = [s.start for s in box]
-    cropped = Geometry(tuple(s.stop - s.start for s in box), reference.affine @ start)  # type: ignore[arg-type]
+    cropped = Geometry(tuple(s.stop - s.start for s in box), reference.affine @ start)
     out: dict[str, bytes] = {}
     for layer in layers:
         volume = layer_volume(case, layer)

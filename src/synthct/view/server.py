@@ -124,8 +124,8 @@ class ViewServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         """The page's address with the token."""
-        host, port = self.server_address[:2]
-        shown = f"[{host}]" if ":" in str(host) else host
+        host, port = (str(v) for v in self.server_address[:2])
+        shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/?token={self.token}"
 
 

@@ -72,7 +72,7 @@ def layer_volume(case: ViewCase, layer: Layer) -> Volume:
         from synthct.resample import resample_to
 
         ct = layer_volume(case, case.layers["ct"])
-        sct = resample_to(layer_volume(case, case.layers["sct"]), ct.geometry)
+        sct = resample_to(layer_volume(case, case.layers[layer.of or "sct"]), ct.geometry)
         return ScalarVolume(
             np.asarray(sct.array, np.float32) - np.asarray(ct.array, np.float32), ct.affine
         )
