@@ -14,7 +14,7 @@ import numpy as np
 
 #: The docs screenshots are rewritten when this is set (see docs/view.md).
 WRITE_DOCS = os.environ.get("SYNTHCT_WRITE_DOCS") == "1"
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "images"
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,7 @@ def test_a_drawn_roi_is_saved_on_the_ct_grid_and_validated(
             timeout=120_000,
         )
         rows = view.js("window.synthctView.state.validated")
+        _screenshot(view.page, "view-annotate.png", tmp_path)
         table = view.page.locator("#lesions tbody tr").all_inner_texts()
         assert view.errors == []
     case_id = discover([folder]).cases[0].case_id
