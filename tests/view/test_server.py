@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from synthct.io import read_volume, write_volume
 from synthct.view import discover, start_server
 from synthct.view.catalogue import layer_role
 from synthct.volume import CTVolume
-from view_helpers import serving
+from view_helpers import SphereCase, serving
 
 
 def request(server: object, path: str, *, method: str = "GET", body: bytes | None = None,
@@ -265,3 +266,32 @@ def test_catalogue_of_a_demo_like_folder(tmp_path: Path) -> None:
     (alone,) = discover([tmp_path / "sct" / "product_like"]).cases
     assert alone.case_id == "case-000"
     assert [layer.name for layer in alone.ordered_layers()] == ["sct", "total_sd"]
+
+
+def test_a_point_with_radius_is_saved_and_validated(
+    sphere_case: SphereCase, tmp_path: Path
+) -> None:
+    folder = tmp_path / "sphere"
+    shutil.copytree(sphere_case.folder, folder)
+    radius = sphere_case.diameter_mm / 2
+    body = {"points": [{"center_lps_mm": list(sphere_case.centre_lps_mm), "radius_mm": radius,
+                        "name": "placed"}]}  # fmt: skip
+    with serving(folder, edit=True) as server:
+        status, answer = request(
+            server, "/api/annotation/0", method="POST", body=json.dumps(body).encode()
+        )
+        assert status == 200, answer
+        saved = json.loads(answer)
+        status, answer = request(server, "/api/validate/0", method="POST", body=b"{}")
+        assert status == 200, answer
+    labels = read_volume(folder / saved["label_map"])
+    assert labels.geometry.is_close(read_volume(folder / "ct.nii.gz").geometry)
+    mask = np.asarray(labels.array) == 1
+    expected = 4 / 3 * np.pi * radius**3 / sphere_case.spacing_mm**3
+    assert abs(mask.sum() - expected) / expected < 0.1
+    (point,) = saved["points"]
+    np.testing.assert_allclose(point["center_lps_mm"], sphere_case.centre_lps_mm, atol=0.5)
+    assert saved["lesion_points"].count(",") == 3
+    (row,) = json.loads(answer)["lesions"]
+    assert row["lesion_name"] == "placed" and row["source"] == "annotation"
+    assert abs(row["ct_diameter_axial_mm"] - sphere_case.diameter_mm) <= sphere_case.spacing_mm

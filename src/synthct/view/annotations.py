@@ -137,11 +137,16 @@ def save_annotation(
 
 
 def _burn_sphere(labels: np.ndarray, geometry: Any, point: AnnotationPoint, value: int) -> None:
-    idx = np.indices(labels.shape).reshape(3, -1).T
-    lps = geometry.index_to_lps(idx)
-    inside = np.linalg.norm(lps - np.asarray(point.center_lps_mm), axis=1) <= point.radius_mm
-    flat = labels.reshape(-1)
-    flat[inside] = value
+    """Set ``value`` in the voxels whose centre is within the point's radius (in its box only)."""
+    centre = geometry.lps_to_index(np.asarray([point.center_lps_mm]))[0]
+    reach = point.radius_mm / np.asarray(geometry.spacing_mm) + 1
+    lo = np.clip(np.floor(centre - reach), 0, labels.shape).astype(int)
+    hi = np.clip(np.ceil(centre + reach) + 1, 0, labels.shape).astype(int)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    idx = np.indices(labels[box].shape).reshape(3, -1).T + lo
+    distance = np.linalg.norm(geometry.index_to_lps(idx) - np.asarray(point.center_lps_mm), axis=1)
+    view = labels[box]  # a view: assigning into it writes the label map
+    view[(distance <= point.radius_mm).reshape(view.shape)] = value
 
 
 def _renumber(labels: np.ndarray, names: dict[int, str]) -> tuple[np.ndarray, dict[int, str]]:
