@@ -117,6 +117,8 @@ def write_demo_report(out_dir: Path, summary: dict[str, Any], timings_s: dict[st
     """Render ``demo_report.html`` in ``out_dir`` from the run's summary (atomic write)."""
     import jinja2
 
+    from synthct.report.validation_report import case_views
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("synthct.demo", "templates"),
         autoescape=jinja2.select_autoescape(["html"]),
@@ -144,5 +146,6 @@ def write_demo_report(out_dir: Path, summary: dict[str, Any], timings_s: dict[st
         patients=patients,
         timings=timings_s,
         fmt=_fmt,
+        case_views=case_views(out_dir),
     )
     return write_text_atomic(out_dir / REPORT_FILE, html)

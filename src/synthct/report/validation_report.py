@@ -62,9 +62,11 @@ from synthct.report.report_tables import (
 )
 from synthct.validation.statistics._common import unit_key
 
-__all__ = ["ValidationOutputs", "read_validation_outputs", "write_validation_report"]
+__all__ = ["ValidationOutputs", "case_views", "read_validation_outputs", "write_validation_report"]
 
 REPORT_NAME = "report.html"
+#: Folder of the self-contained interactive pages (`synthct view --export`) that reports link to.
+VIEW_DIR = "view"
 FIGURES_FOLDER = "report_figures"
 DEFAULT_TITLE = "Synthetic CT validation report"
 _REASON_COLUMNS = ("reason", "error", "message")
@@ -367,6 +369,15 @@ def _environment() -> Any:
     )
 
 
+def case_views(root: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """``(case_id, relative link)`` of every interactive page in ``root/view/`` (made by
+    ``synthct view ROOT --export ROOT/view``), for the reports to link to."""
+    folder = Path(root) / VIEW_DIR
+    if not folder.is_dir():
+        return []
+    return [(p.stem, f"{VIEW_DIR}/{quote(p.name)}") for p in sorted(folder.glob("*.html"))]
+
+
 def write_validation_report(
     out_dir: str | os.PathLike[str],
     *,
@@ -433,6 +444,7 @@ def write_validation_report(
         "failures": failures,
         "settings": outputs.settings,
         "metric_conventions": _metric_conventions(outputs.cases),
+        "case_views": case_views(outputs.root),
     }
     html = _environment().get_template("validation_report.html").render(**context)
     target = Path(path) if path is not None else outputs.root / REPORT_NAME
