@@ -7,8 +7,9 @@ runs the validation pipeline (:func:`synthct.validation.runner.run_validation`) 
 ``lesions.csv`` (where lesions are annotated) and the rest of validation's tables into ``OUT``.
 From its case rows come the SynthRAD2025-style files (:mod:`synthct.evaluation.tables`).
 
-Resume: an sCT is reused when its stamp (``sct.json``: the model's weights checksums, the
-inference options and the size and time of every input file) matches; the validation runner
+Resume: an sCT is reused when its stamp (``synthesis_stamp.json``: the model's weights
+checksums, the inference options and the size and time of every input file) matches; the
+validation runner
 reuses its own per-case results the same way, so a rerun after a crash recomputes only what is
 missing or changed. Every file is written atomically.
 """
@@ -18,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synthct.errors import SynthctError
+from synthct.errors import SynthctError, WriteError
 from synthct.evaluation.cases import EvaluationCase, EvaluationInputError
 from synthct.io.atomic import write_json_atomic
 from synthct.validation.case import ValidationSettings
@@ -31,7 +33,7 @@ from synthct.validation.case import ValidationSettings
 __all__ = ["EvaluationSummary", "InferenceOptions", "evaluate_cohort"]
 
 SCT_FILE = "sct.nii.gz"
-STAMP_FILE = "sct.json"
+STAMP_FILE = "synthesis_stamp.json"
 
 #: Called with (case_id, what happened: "synthesised", "reused", "failed", "validated").
 EvaluationProgress = Callable[[str, str], None]
@@ -98,6 +100,7 @@ def _synthesise(
 ) -> tuple[Path, bool]:
     """The case's sCT path and whether it was made now (False: reused)."""
     from synthct.io.echoes import read_echoes
+    from synthct.synthesis.errors import OutOfDomainWarning
     from synthct.synthesis.synthesizer import SynthesisModel
 
     sct_path = folder / SCT_FILE
@@ -116,18 +119,21 @@ def _synthesise(
             fix="fill in mr_echoes (or mri) for every case",
         )
     mr = read_echoes(list(case.mri))
-    if isinstance(synthesizer, SynthesisModel):
-        result = synthesizer.synthesize(
-            mr,
-            uncertainty=options.uncertainty,
-            tta_axes=options.tta_axes,
-            resample=options.resample,
-            overlap=options.overlap,
-            batch_size=options.batch_size,
-            autocast_bf16=options.autocast_bf16,
-        )
-    else:
-        result = synthesizer.synthesize(mr, uncertainty=options.uncertainty)
+    with warnings.catch_warnings():
+        # the mismatches travel with the sCT (provenance) into the table's sct_out_of_domain
+        warnings.simplefilter("ignore", OutOfDomainWarning)
+        if isinstance(synthesizer, SynthesisModel):
+            result = synthesizer.synthesize(
+                mr,
+                uncertainty=options.uncertainty,
+                tta_axes=options.tta_axes,
+                resample=options.resample,
+                overlap=options.overlap,
+                batch_size=options.batch_size,
+                autocast_bf16=options.autocast_bf16,
+            )
+        else:
+            result = synthesizer.synthesize(mr, uncertainty=options.uncertainty)
     folder.mkdir(parents=True, exist_ok=True)
     stamp_path.unlink(missing_ok=True)  # the stamp is written last: its presence means done
     result.write(sct_path)
@@ -189,6 +195,10 @@ def evaluate_cohort(
         raise EvaluationInputError("no case to evaluate", fix="check the manifest and subset")
     opts = options or InferenceOptions()
     out = Path(out_dir)
+    try:
+        (out / "cases").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(f"cannot create the output folder ({exc})", path=out) from exc
     summary = EvaluationSummary(out_dir=out, rows=[], cohort={}, files={})
     specs: list[CaseSpec] = []
     for case in cases:
