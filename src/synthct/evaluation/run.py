@@ -21,7 +21,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ def _model_identity(synthesizer: Any) -> list[str]:
 def _stamp(case: EvaluationCase, synthesizer: Any, options: InferenceOptions) -> str:
     body = {
         "model": _model_identity(synthesizer),
-        "options": options.__dict__,
+        "options": asdict(options),
         "inputs": [_file_stamp(p) for p in _with_sidecars(case.mri)],
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
@@ -139,7 +139,7 @@ def _synthesise(
     result.write(sct_path)
     write_json_atomic(
         stamp_path,
-        {"digest": digest, "model": _model_identity(synthesizer), "options": options.__dict__},
+        {"digest": digest, "model": _model_identity(synthesizer), "options": asdict(options)},
     )
     return sct_path, True
 
