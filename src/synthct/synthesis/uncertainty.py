@@ -54,18 +54,8 @@ def preferred_memory_format(network: nn.Module) -> torch.memory_format:
     return torch.channels_last_3d
 
 
-def _input_format(network: nn.Module) -> torch.memory_format:
-    """The memory format of the network's 3D convolution weights (its inputs should match)."""
-    for p in network.parameters():
-        if p.dim() == 5:
-            if p.is_contiguous(memory_format=torch.channels_last_3d) and not p.is_contiguous():
-                return torch.channels_last_3d
-            return torch.contiguous_format
-    return torch.contiguous_format
-
-
 def _forward(network: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return _split(network(x.contiguous(memory_format=_input_format(network))))
+    return _split(network(x.contiguous(memory_format=preferred_memory_format(network))))
 
 
 def _split(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +96,7 @@ def mc_dropout_predictor(network: nn.Module, passes: int) -> WindowPredictor:
         return network(x) if unet is None or skips is None else unet.decode(skips)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous(memory_format=_input_format(network))
+        x = x.contiguous(memory_format=preferred_memory_format(network))
         with mc_dropout(network, enabled=False):
             skips = unet.encode(x) if unet is not None else None
             mean, variance = _split(run(x, skips))
