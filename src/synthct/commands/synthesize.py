@@ -31,6 +31,35 @@ def _patch_size(text: str | None) -> tuple[int, int, int] | None:
     return (values[0], values[1], values[2])
 
 
+def tta_axes_for(model: object, mr: object, tta: bool, text: str | None) -> tuple[int, ...]:
+    """The flip axes of ``--tta`` / ``--tta-axes`` for a loaded model and MRI (empty: none)."""
+    from synthct.synthesis.errors import SynthesisInputError
+    from synthct.synthesis.synthesizer import SynthesisModel, default_tta_axes
+
+    if not tta:
+        if text is not None:
+            raise SynthesisInputError(
+                "--tta-axes was given without --tta", path="--tta-axes", fix="add --tta"
+            )
+        return ()
+    if text is None:
+        from synthct.volume import MultiEchoMR
+
+        assert isinstance(model, SynthesisModel) and isinstance(mr, MultiEchoMR)
+        return default_tta_axes(model, mr)
+    try:
+        axes = tuple(int(a) for a in text.split(",") if a.strip())
+    except ValueError:
+        axes = ()
+    if not axes or any(a not in (0, 1, 2) for a in axes):
+        raise SynthesisInputError(
+            f"cannot read the flip axes {text!r}",
+            path="--tta-axes",
+            fix="give array axes 0, 1 or 2, comma-separated, e.g. 0 or 0,1,2",
+        )
+    return axes
+
+
 @app.command()
 @reports_errors
 def synthesize(
@@ -89,6 +118,33 @@ def synthesize(
             "MRI as they are. Default: de-identified (DICOM PS3.15 basic profile, UIDs "
             "replaced consistently).",
         ),
+    ] = False,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta/--no-tta",
+            help="Test-time augmentation: the sCT is the mean over flips (see --tta-axes); "
+            "their SD (with the ensemble's) is the epistemic map.",
+        ),
+    ] = False,
+    tta_axes: Annotated[
+        str | None,
+        typer.Option(
+            help="Array axes flipped by --tta, e.g. 0 or 0,1,2 (default: the axes the model "
+            "was trained with flipped, else the left-right axis)."
+        ),
+    ] = None,
+    resample: Annotated[
+        bool | None,
+        typer.Option(
+            "--resample/--no-resample",
+            help="Run the model at its spacing and bring the sCT back to the MRI grid. "
+            "Default: when the model card declares a planned spacing; --resample also for "
+            "older models (the middle of their training voxel sizes).",
+        ),
+    ] = None,
+    bf16: Annotated[
+        bool, typer.Option("--bf16/--no-bf16", help="bfloat16 autocast on CUDA.")
     ] = False,
 ) -> None:
     """Synthesise a CT in HU on the MRI grid with a trained model or the baseline.
@@ -149,8 +205,17 @@ def synthesize(
                     batch_size=batch_size,
                     mask_outside_body=mask,
                     seed=seed,
+                    tta_axes=tta_axes_for(synthesizer, volume, tta, tta_axes),
+                    resample=resample,
+                    autocast_bf16=bf16,
                 )
             else:
+                if tta or resample:
+                    raise SynthesisInputError(
+                        "--tta and --resample need a trained model",
+                        path="--model",
+                        fix="pass a model folder, or leave these options out for the baseline",
+                    )
                 result = synthesizer.synthesize(volume, uncertainty=uncertainty, progress=show)
     for w in caught:
         label = "out of domain" if issubclass(w.category, OutOfDomainWarning) else "warning"

@@ -11,6 +11,13 @@ model card. Before synthesising, :func:`check_domain`
 * warns with :class:`~synthct.synthesis.errors.OutOfDomainWarning`, naming each mismatch, when
   the field strength is not one seen in training, an echo time, TR or flip angle lies outside
   the training range widened by a tolerance, or the voxel size is far from the training sizes.
+
+A model that declares ``planned_spacing_mm`` (the spacing its training data were resampled to)
+is run at that spacing: inference resamples the MRI to it and the sCT back
+(:mod:`synthct.synthesis.inference_grid`), so the voxel size alone is no mismatch. An older
+model without it is run at the input's own voxel size unless inference is asked to resample
+to the middle of its training voxel sizes (``resample=True``; ``synthct synthesize
+--resample``), which also takes the voxel size out of the check.
 """
 
 from __future__ import annotations
@@ -131,8 +138,14 @@ def _outside(value: float, bounds: Range, tolerance: float) -> bool:
     return value < lo * (1 - tolerance) or value > hi * (1 + tolerance)
 
 
-def domain_mismatches(domain: TrainingDomain, mr: MultiEchoMR) -> list[str]:
+def domain_mismatches(
+    domain: TrainingDomain, mr: MultiEchoMR, *, resampled: bool | None = None
+) -> list[str]:
     """Every way ``mr`` lies outside ``domain`` (empty when inside).
+
+    ``resampled`` says whether inference resamples the input to the model's spacing (then the
+    voxel size is not a mismatch); ``None`` means it does exactly when the domain declares a
+    ``planned_spacing_mm``.
 
     Raises
     ------
@@ -173,7 +186,9 @@ def domain_mismatches(domain: TrainingDomain, mr: MultiEchoMR) -> list[str]:
                 found.append(
                     f"{name} {value:g} {unit} (trained on {limits[0]:g}-{limits[1]:g} {unit})"
                 )
-    if domain.voxel_size_mm is not None:
+    if resampled is None:
+        resampled = domain.planned_spacing_mm is not None
+    if domain.voxel_size_mm is not None and not resampled:
         size = sorted(mr.spacing_mm)
         far = any(
             s < lo / VOXEL_SIZE_FACTOR or s > hi * VOXEL_SIZE_FACTOR
@@ -189,16 +204,22 @@ def domain_mismatches(domain: TrainingDomain, mr: MultiEchoMR) -> list[str]:
 
 
 def check_domain(
-    domain: TrainingDomain, mr: MultiEchoMR, *, model_name: str = "model"
+    domain: TrainingDomain,
+    mr: MultiEchoMR,
+    *,
+    model_name: str = "model",
+    resampled: bool | None = None,
 ) -> list[str]:
     """Raise on an echo-count mismatch; warn (:class:`OutOfDomainWarning`) on the others.
+
+    ``resampled`` as in :func:`domain_mismatches`.
 
     Returns
     -------
     list of str
         The mismatches found (also the warning's text).
     """
-    found = domain_mismatches(domain, mr)
+    found = domain_mismatches(domain, mr, resampled=resampled)
     if found:
         warnings.warn(
             f"{mr.source or 'the MRI'} is outside the training domain of {model_name}: "

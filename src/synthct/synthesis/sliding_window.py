@@ -13,6 +13,13 @@ Memory: windows go through the network ``batch_size`` at a time and are accumula
 float32 array per output channel plus one float32 weight array, so the peak is the input, the
 outputs and one batch of windows, whatever the volume size.
 
+Speed: windows are copied from the input straight into one preallocated batch tensor (no
+per-window arrays), the network runs under :func:`torch.inference_mode`, the blend is
+accumulated in place with torch (on the GPU when the windows run there), the Gaussian is built
+once per window size, and on CUDA the network may run under bfloat16 autocast. The predictors
+of :mod:`synthct.synthesis.uncertainty` feed the network channels-last (``benchmarks/
+synthesis_inference.py`` compares all of it with MONAI's ``sliding_window_inference``).
+
 References
 ----------
 .. [1] Isensee F et al. nnU-Net: a self-configuring method for deep learning-based biomedical
@@ -21,14 +28,13 @@ References
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
-
-from synthct.synthesis.patches import extract_patch
 
 #: A function from a batch of windows ``[B, echo, *size]`` to predictions ``[B, K, *size]``.
 WindowPredictor = Callable[[torch.Tensor], torch.Tensor]
@@ -92,6 +98,8 @@ def sliding_window_predict(
     sigma_scale: float = 0.125,
     device: str | torch.device = "cpu",
     progress: WindowProgress | None = None,
+    weights: NDArray[np.float32] | None = None,
+    autocast_bf16: bool = False,
 ) -> NDArray[np.float32]:
     """Blend window predictions over a whole volume.
 
@@ -113,14 +121,19 @@ def sliding_window_predict(
     sigma_scale : float
         Gaussian standard deviation as a fraction of the window size.
     device : str or torch.device
-        Where the windows are sent.
+        Where the windows are sent (the input, the blend and the weights live there too).
     progress : callable, optional
         Called with (windows done, windows in total) after each batch.
+    weights : (patch_size) ndarray of float32, optional
+        Blending weights instead of the Gaussian (e.g. ones: plain averaging); positive.
+    autocast_bf16 : bool
+        On CUDA, run the predictor under bfloat16 autocast (the blend stays float32);
+        ignored on the CPU.
 
     Returns
     -------
     (n_outputs, I, J, K) ndarray of float32
-        The Gaussian-weighted mean of the window predictions at each voxel.
+        The weighted mean of the window predictions at each voxel.
     """
     if inputs.ndim != 4:
         raise ValueError(f"inputs must be [echo, i, j, k], got shape {inputs.shape}")
@@ -128,31 +141,65 @@ def sliding_window_predict(
         raise ValueError(f"overlap must lie in [0, 1), got {overlap}")
     size = tuple(int(s) for s in patch_size)
     shape = inputs.shape[1:]
-    weights = gaussian_weights(size, sigma_scale)
-    out = np.zeros((n_outputs, *shape), dtype=np.float32)
-    weight_sum = np.zeros(shape, dtype=np.float32)
+    dev = torch.device(device)
+    blend = (
+        _cached_gaussian(size, float(sigma_scale))
+        if weights is None
+        else torch.tensor(np.asarray(weights, dtype=np.float32))
+    ).to(dev)
+    if tuple(blend.shape) != size:
+        raise ValueError(f"weights must have the window's shape {size}, got {tuple(blend.shape)}")
+    # No copy on the CPU: windows are read straight from the caller's array.
+    array = np.ascontiguousarray(inputs, dtype=np.float32)
+    source = torch.from_numpy(array if array.flags.writeable else array.copy()).to(dev)
+    out = torch.zeros((n_outputs, *shape), dtype=torch.float32, device=dev)
+    weight_sum = torch.zeros(shape, dtype=torch.float32, device=dev)
+    batch = torch.empty((batch_size, inputs.shape[0], *size), dtype=torch.float32, device=dev)
+    use_autocast = autocast_bf16 and dev.type == "cuda"
     total = count_windows(shape, size, overlap)
     done = 0
     windows = iter_windows(shape, size, overlap)
-    while True:
-        batch_starts = list(itertools.islice(windows, batch_size))
-        if not batch_starts:
-            break
-        batch = np.stack([extract_patch(inputs, s, size, 0.0) for s in batch_starts])
-        with torch.no_grad():
-            predicted = predictor(torch.from_numpy(batch).to(device))
-        result = predicted.detach().to("cpu", torch.float32).numpy()
-        for start, window in zip(batch_starts, result, strict=True):
-            src, dst = [], []
-            for s, n_axis, w in zip(start, shape, size, strict=True):
-                lo, hi = max(s, 0), min(s + w, n_axis)
-                dst.append(slice(lo, hi))
-                src.append(slice(lo - s, hi - s))
-            local = weights[tuple(src)]
-            out[(slice(None), *dst)] += window[(slice(None), *src)] * local
-            weight_sum[tuple(dst)] += local
-        done += len(batch_starts)
-        if progress is not None:
-            progress(done, total)
-    np.divide(out, weight_sum, out=out)
-    return out
+    with torch.inference_mode():
+        while True:
+            batch_starts = list(itertools.islice(windows, batch_size))
+            if not batch_starts:
+                break
+            places = [_placement(start, shape, size) for start in batch_starts]
+            for b, (src, dst) in enumerate(places):
+                if any(s.stop - s.start != n for s, n in zip(src, size, strict=True)):
+                    batch[b].zero_()  # padding: zeros, normalised air
+                batch[(b, slice(None), *src)] = source[(slice(None), *dst)]
+            windows_in = batch[: len(batch_starts)]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
+                predicted = predictor(windows_in)
+            predicted = predicted.to(torch.float32)
+            for b, (src, dst) in enumerate(places):
+                local = blend[src]
+                out[(slice(None), *dst)].addcmul_(predicted[(b, slice(None), *src)], local)
+                weight_sum[dst] += local
+            done += len(batch_starts)
+            if progress is not None:
+                progress(done, total)
+        out /= weight_sum
+    return np.asarray(out.cpu().numpy())
+
+
+Slices = tuple[slice, slice, slice]
+
+
+def _placement(
+    start: Sequence[int], shape: Sequence[int], size: Sequence[int]
+) -> tuple[Slices, Slices]:
+    """(slices into the window, slices into the volume) of the part of a window inside it."""
+    src, dst = [], []
+    for s, n_axis, w in zip(start, shape, size, strict=True):
+        lo, hi = max(s, 0), min(s + w, n_axis)
+        dst.append(slice(lo, hi))
+        src.append(slice(lo - s, hi - s))
+    return (src[0], src[1], src[2]), (dst[0], dst[1], dst[2])
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_gaussian(size: tuple[int, ...], sigma_scale: float) -> torch.Tensor:
+    """The Gaussian of :func:`gaussian_weights`, built once per window (never written to)."""
+    return torch.from_numpy(gaussian_weights(size, sigma_scale))

@@ -25,15 +25,18 @@ from synthct.io.image_files import image_suffix
 from synthct.synthesis.config import SynthesisConfig
 from synthct.synthesis.domain import TrainingDomain, check_domain
 from synthct.synthesis.errors import ModelFolderError, SynthesisInputError
+from synthct.synthesis.inference_grid import grid_with_spacing, inference_spacing, outputs_to_grid
 from synthct.synthesis.model_folder import ModelFolder, load_model_folder
-from synthct.synthesis.normalisation import normalise_mr
+from synthct.synthesis.normalisation import body_mask_from_mri, normalise_mr
 from synthct.synthesis.sliding_window import WindowProgress, sliding_window_predict
 from synthct.synthesis.uncertainty import (
     ALEATORIC,
     EPISTEMIC,
     MEAN,
     ensemble_predictor,
+    flip_sets,
     mc_dropout_predictor,
+    preferred_memory_format,
     single_pass_predictor,
 )
 from synthct.volume import MultiEchoMR, ScalarVolume, SyntheticCT
@@ -137,22 +140,30 @@ def predict_arrays(
     device: str = "cpu",
     seed: int = 0,
     progress: WindowProgress | None = None,
+    tta_axes: Sequence[int] = (),
+    autocast_bf16: bool = False,
 ) -> NDArray[np.float32]:
     """Sliding-window prediction in network units: ``[mean, aleatoric var(, epistemic var)]``.
 
     One network without ``epistemic`` is one pass; ``"mc_dropout"`` adds ``mc_passes``
     dropout passes; several networks are an ensemble (``epistemic`` must then be
-    ``"ensemble"`` or ``None``).
+    ``"ensemble"`` or ``None``). ``tta_axes`` adds test-time augmentation: every combination
+    of flips along these array axes (:func:`~synthct.synthesis.uncertainty.flip_sets`) for
+    every network, all members of one ensemble. ``autocast_bf16`` runs the networks under
+    bfloat16 autocast on CUDA.
     """
     inference = config.inference
-    if len(networks) > 1:
+    flips = flip_sets(tta_axes)
+    if len(networks) > 1 or len(flips) > 1:
         if epistemic not in (None, "ensemble"):
             raise SynthesisInputError(
-                f"epistemic={epistemic!r} with {len(networks)} models",
+                f"epistemic={epistemic!r} with {len(networks)} models and {len(flips)} "
+                "test-time flips",
                 path="epistemic",
-                fix="an ensemble gives the ensemble variance; pass one model for MC dropout",
+                fix="an ensemble or test-time augmentation gives its own variance; pass one "
+                "model without test-time augmentation for MC dropout",
             )
-        predictor, n_out = ensemble_predictor(networks), 3
+        predictor, n_out = ensemble_predictor(networks, flips=flips), 3
     elif epistemic == "mc_dropout":
         passes = mc_passes or inference.mc_passes
         predictor, n_out = mc_dropout_predictor(networks[0], passes), 3
@@ -165,7 +176,8 @@ def predict_arrays(
     else:
         predictor, n_out = single_pass_predictor(networks[0]), 2
     for network in networks:
-        network.to(device).to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+        layout = preferred_memory_format(network)
+        network.to(device).to(memory_format=layout)  # type: ignore[call-overload]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return sliding_window_predict(
@@ -178,6 +190,7 @@ def predict_arrays(
             sigma_scale=inference.sigma_scale,
             device=device,
             progress=progress,
+            autocast_bf16=autocast_bf16,
         )
 
 
@@ -250,6 +263,9 @@ class SynthesisModel:
         batch_size: int | None = None,
         mask_outside_body: bool | None = None,
         seed: int = 0,
+        tta_axes: Sequence[int] = (),
+        resample: bool | None = None,
+        autocast_bf16: bool = False,
     ) -> SynthesisResult:
         """Synthesise the CT of ``mr``.
 
@@ -268,6 +284,17 @@ class SynthesisModel:
             Override the configuration's inference settings.
         seed : int
             Seeds the MC-dropout masks (the result is reproducible).
+        tta_axes : sequence of int
+            Test-time augmentation: the sCT is the mean over every combination of flips along
+            these array axes (and over the members of an ensemble); their SD is the epistemic
+            map. Empty: none.
+        resample : bool, optional
+            Run the network at the model's spacing and bring the result back to the MRI grid
+            (:mod:`synthct.synthesis.inference_grid`): ``None`` when the model declares a
+            planned spacing, ``True`` also for older models (the middle of their training
+            voxel sizes), ``False`` never.
+        autocast_bf16 : bool
+            On CUDA, run the network under bfloat16 autocast.
         """
         if not isinstance(mr, MultiEchoMR):
             raise SynthesisInputError(
@@ -275,12 +302,23 @@ class SynthesisModel:
                 path=getattr(mr, "source", None),
                 fix="read the echoes as MR (kind 'mr')",
             )
-        found = check_domain(self.domain, mr, model_name=self.name)
+        spacing = inference_spacing(self.domain, mr.spacing_mm, resample=resample)
+        # At (or resampled to) the model's spacing, the voxel size is no mismatch.
+        at_model_spacing = spacing is not None or (
+            resample is not False and self.domain.planned_spacing_mm is not None
+        )
+        found = check_domain(self.domain, mr, model_name=self.name, resampled=at_model_spacing)
         config = self.config
-        inputs, body, _ = normalise_mr(mr.array, config.normalisation, source=mr.source)
+        work = mr
+        if spacing is not None:
+            from synthct.resample import resample_to
+
+            work = resample_to(mr, grid_with_spacing(mr.geometry, spacing))
+        inputs, body, _ = normalise_mr(work.array, config.normalisation, source=mr.source)
         method: Epistemic | None = None
         if uncertainty or epistemic is not None:
-            method = epistemic or ("ensemble" if len(self.members) > 1 else "mc_dropout")
+            several = len(self.members) > 1 or len(flip_sets(tta_axes)) > 1
+            method = epistemic or ("ensemble" if several else "mc_dropout")
         out = predict_arrays(
             self.networks,
             inputs,
@@ -293,8 +331,17 @@ class SynthesisModel:
             device=self.device,
             seed=seed,
             progress=progress,
+            tta_axes=tta_axes,
+            autocast_bf16=autocast_bf16,
         )
         del inputs
+        if spacing is not None:
+            norm = config.normalisation
+            air = (config.inference.air_hu - norm.hu_offset) / norm.hu_scale
+            fills = [air] + [0.0] * (out.shape[0] - 1)
+            out = outputs_to_grid(out, work.geometry, mr.geometry, fill_values=fills)
+            body, _ = body_mask_from_mri(mr.array, threshold_fraction=norm.body_threshold_fraction)
+        del work
         return assemble_result(
             out,
             mr,
@@ -306,6 +353,7 @@ class SynthesisModel:
             mask_outside_body=mask_outside_body,
             out_of_domain=found,
             model_name=self.name,
+            inference_spacing_mm=spacing,
         )
 
 
@@ -321,6 +369,7 @@ def assemble_result(
     mask_outside_body: bool | None = None,
     out_of_domain: list[str] | None = None,
     model_name: str | None = None,
+    inference_spacing_mm: Sequence[float] | None = None,
 ) -> SynthesisResult:
     """Turn the network-unit prediction into HU volumes on the MRI grid (in place)."""
     scale = np.float32(config.normalisation.hu_scale)
@@ -335,13 +384,14 @@ def assemble_result(
     if outside is not None:
         sct[outside] = config.inference.air_hu
     source = f"synthesised from {mr.source}" if mr.source else None
+    provenance: dict[str, object] = {
+        "model": model_name,
+        "out_of_domain": list(out_of_domain or []),
+    }
+    if inference_spacing_mm is not None:
+        provenance["inference_spacing_mm"] = [float(v) for v in inference_spacing_mm]
     result = SynthesisResult(
-        sct=SyntheticCT(
-            sct,
-            mr.affine,
-            source=source,
-            provenance={"model": model_name, "out_of_domain": list(out_of_domain or [])},
-        ),
+        sct=SyntheticCT(sct, mr.affine, source=source, provenance=provenance),
         body_mask=body,
         out_of_domain=list(out_of_domain or []),
     )
@@ -363,6 +413,20 @@ def assemble_result(
         result.epistemic_method = epistemic_method
         result.mc_passes = mc_passes
     return result
+
+
+def default_tta_axes(model: SynthesisModel, mr: MultiEchoMR) -> tuple[int, ...]:
+    """Flip axes for test-time augmentation when none are chosen.
+
+    The axes the model was trained with flipped (``patches.flip_axes``); for a model trained
+    without flips, the array axis of ``mr`` closest to left-right, the one flip that gives
+    anatomy like the training data's (bodies are nearly left-right symmetric).
+    """
+    trained = tuple(model.config.patches.flip_axes)
+    if trained:
+        return trained
+    left_right = np.abs(mr.geometry.direction[0])
+    return (int(np.argmax(left_right)),)
 
 
 def resolve_device(device: str) -> str:

@@ -1,0 +1,133 @@
+"""`synthct evaluate`: a model (or ensemble, optionally with TTA) scored on a cohort's CTs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from synthct.cli import app, console, err_console, reports_errors
+
+
+@app.command()
+@reports_errors
+def evaluate(
+    manifest: Annotated[
+        Path,
+        typer.Argument(help="Cases: a synthesis or validation manifest (CSV, JSON or YAML)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model folder (repeat for an ensemble, e.g. k-fold models), or 'baseline'. "
+            "Without it, the manifest's sct column is evaluated as it is.",
+        ),
+    ] = None,
+    split: Annotated[
+        Path | None,
+        typer.Option(help="Split file (JSON from `synthct dataset split`) for --subset."),
+    ] = None,
+    subset: Annotated[
+        str,
+        typer.Option(
+            help="all, test, fold<K>-train, fold<K>-val (with --split), or train / validation "
+            "/ test by the manifest's split column."
+        ),
+    ] = "all",
+    tta: Annotated[
+        bool, typer.Option("--tta/--no-tta", help="Test-time augmentation by flips.")
+    ] = False,
+    tta_axes: Annotated[
+        str | None, typer.Option(help="Array axes flipped by --tta, e.g. 0 or 0,1,2.")
+    ] = None,
+    uncertainty: Annotated[
+        bool, typer.Option("--uncertainty/--no-uncertainty", help="Also write SD maps.")
+    ] = False,
+    resample: Annotated[
+        bool | None,
+        typer.Option(
+            "--resample/--no-resample",
+            help="Run the model at its spacing (default: when its card declares one).",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    workers: Annotated[
+        int,
+        typer.Option(help="Validation worker processes (0: this process).", min=0),
+    ] = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume/--no-resume", help="Reuse finished cases.")
+    ] = True,
+    figures: Annotated[
+        bool, typer.Option("--figures/--no-figures", help="Lesion figures (CT | sCT | MRI).")
+    ] = False,
+) -> None:
+    """Synthesise each case's sCT and write the SynthRAD2025-style table and lesion tables."""
+    from synthct.commands.synthesize import tta_axes_for
+    from synthct.evaluation.cases import read_evaluation_manifest, read_split, select_subset
+    from synthct.evaluation.run import InferenceOptions, evaluate_cohort
+    from synthct.synthesis.errors import SynthesisInputError
+    from synthct.synthesis.synthesizer import SynthesisModel, load_synthesizer
+
+    cases = read_evaluation_manifest(manifest)
+    split_data = read_split(split) if split is not None else None
+    cases = select_subset(cases, subset, split=split_data, split_path=split)
+    synthesizer = None
+    axes: tuple[int, ...] = ()
+    if model:
+        if len(model) > 1 and "baseline" in model:
+            raise SynthesisInputError(
+                "'baseline' cannot be part of an ensemble",
+                path="--model",
+                fix="pass either 'baseline' or one or more model folders",
+            )
+        synthesizer = load_synthesizer(model[0] if model == ["baseline"] else model, device=device)
+        if tta and not isinstance(synthesizer, SynthesisModel):
+            raise SynthesisInputError(
+                "--tta needs a trained model", path="--model", fix="pass a model folder"
+            )
+        if tta and tta_axes is None:
+            from synthct.io.echoes import read_echoes
+
+            first = next((c for c in cases if c.mri), None)
+            reference = read_echoes(list(first.mri)) if first is not None else None
+            axes = tta_axes_for(synthesizer, reference, tta, None) if reference else (0,)
+        else:
+            axes = tta_axes_for(synthesizer, None, tta, tta_axes)
+    elif tta or uncertainty:
+        raise SynthesisInputError(
+            "--tta and --uncertainty need a model", path="--model", fix="pass --model"
+        )
+    description = {
+        "manifest": str(manifest),
+        "subset": subset,
+        "split": str(split) if split else None,
+        "model": " + ".join(model) if model else "the manifest's sct column",
+        "tta_axes": list(axes),
+    }
+
+    def show(case_id: str, event: str) -> None:
+        console.print(f"{case_id}: {event}", highlight=False)
+
+    summary = evaluate_cohort(
+        cases,
+        out,
+        synthesizer=synthesizer,
+        options=InferenceOptions(tta_axes=axes, uncertainty=uncertainty, resample=resample),
+        n_workers=workers,
+        resume=resume,
+        figures=figures,
+        progress=show,
+        description=description,
+    )
+    for reason in summary.failed.values():
+        err_console.print(f"[bold red]failed:[/] {reason}", highlight=False)
+    for row in summary.rows:
+        if row["status"] != "ok" and row["case_id"] not in summary.failed:
+            err_console.print(f"[bold red]failed:[/] {row['error']}", highlight=False)
+    console.print((out / "evaluation_summary.md").read_text(encoding="utf-8"), highlight=False)
+    console.print(f"tables: {summary.files['evaluation']}, lesions and cases in {out}")
