@@ -222,7 +222,7 @@ def test_single_t2w_channel_is_planned_trained_and_synthesized(
     wrong = tmp_path / "two_echoes.nii.gz"  # two echoes for a one-channel model
     write_volume(mr, wrong)
     result = runner.invoke(
-        app, ["synthesize", str(wrong), "-m", str(run / "model"), "-o", str(out)]
+        app, ["synthesize", str(wrong), "-m", str(run / "model"), "-o", str(tmp_path / "x.nii.gz")]
     )
     assert result.exit_code != 0 and "trained on 1" in result.output
 

@@ -249,3 +249,18 @@ def test_partial_sct_field_of_view_passes_and_marks_the_cut_lesion_truncated(
     assert result.case_row["alignment_passed"]  # a partial field of view is no misalignment
     lesion = result.lesion_rows[0]
     assert lesion["roi_in_sct_fov_fraction"] < 1.0 and lesion["truncated"] is True
+
+
+def test_images_without_contrast_fall_back_to_mae() -> None:
+    """A uniform body gives no NCC: an identical sCT passes, a grossly wrong one fails."""
+    ct = np.full((12, 10, 8), -1000.0)
+    ct[3:9, 2:8, :] = 40.0
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    same = check_alignment(ct, ct.copy(), ct > -500, affine=affine)
+    assert same.passed, same.reason
+    assert math.isnan(same.ncc) and same.mae_hu == 0.0
+    assert all(math.isnan(v) for v in same.best_shift_lps_mm)
+    wrong = ct.copy()
+    wrong[ct > -500] = 600.0
+    bad = check_alignment(ct, wrong, ct > -500, affine=affine)
+    assert not bad.passed and "no contrast" in bad.reason

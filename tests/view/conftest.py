@@ -81,6 +81,9 @@ def sphere_case(tmp_path_factory: pytest.TempPathFactory) -> SphereCase:
     rng = np.random.default_rng(0)
     ct = np.full(shape, 40.0) + rng.normal(0, 5, shape)
     ct[:, :, :4] = -1000.0  # air at the bottom, so the grid has air like a real CT
+    # bone away from the sphere, on both images, as a real sCT has: validate's alignment check
+    # compares the bone of the two
+    ct[4:18, 4:18, 8:36] = 700.0
     centre_index = np.array([31.0, 33.0, 20.0])
     diameter = 12.0
     idx = np.indices(shape).reshape(3, -1).T

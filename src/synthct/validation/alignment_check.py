@@ -291,6 +291,10 @@ def _axis_name(affine: NDArray[np.float64], axis: int) -> str:
     return "LPS"[int(np.argmax(np.abs(direction)))]
 
 
+#: Without contrast inside the body (NCC undefined), the largest MAE that still passes.
+FLAT_MAX_MAE_HU = 100.0
+
+
 def check_alignment(
     ct_hu: NDArray[Any],
     sct_hu: NDArray[Any],
@@ -369,7 +373,16 @@ def check_alignment(
                 f"{_axis_name(a, axis)} direction): flipped, its NCC with the CT rises from "
                 f"{ncc_best:.3f} to {mirrored:.3f}"
             )
-    if not ncc >= s.min_ncc:
+    if math.isnan(ncc):
+        shift_lps = np.full(3, math.nan)  # no correlation peak to report
+        # No contrast inside the body (a uniform phantom, an empty sCT): correlation cannot
+        # measure alignment, so only a gross HU disagreement can be told.
+        if not mae <= FLAT_MAX_MAE_HU:
+            reasons.append(
+                f"the images have no contrast inside the body to align by, and their MAE "
+                f"{mae:.1f} HU exceeds {FLAT_MAX_MAE_HU:g} HU"
+            )
+    elif not ncc >= s.min_ncc:
         reasons.append(
             f"NCC {ncc:.3f} < {s.min_ncc:g}: the images do not match (mirrored, rotated, wrong "
             "spacing or another patient?)"

@@ -382,10 +382,10 @@ def _read_result(
     ):
         value = spec.get(key)
         if value:
-            p = Path(value)
+            p = _recorded_path(value, path.parents[2])
             case.add_layer(Layer(name, p, kind))
             claimed.add(p)
-    mri = [Path(p) for p in spec.get("mri") or []]
+    mri = [_recorded_path(p, path.parents[2]) for p in spec.get("mri") or []]
     for n, p in enumerate(mri):
         claimed.add(p)
         if len(mri) > 1:
@@ -396,6 +396,12 @@ def _read_result(
         case.lesions.append(lesion_row(row, run))
     for flag in result.get("audit_flags") or []:
         case.flags.append(_flag_row(flag, run))
+
+
+def _recorded_path(value: str, run_dir: Path) -> Path:
+    """An input path as ``result.json`` records it: relative to the run's output folder."""
+    p = Path(value)
+    return p if p.is_absolute() else Path(os.path.normpath(run_dir / p))
 
 
 def _read_audit(path: Path, root: Path, cases: dict[str, ViewCase], claimed: set[Path]) -> None:
