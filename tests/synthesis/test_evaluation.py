@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from synthct.cli import app
+from synthct.dataset.split import Split
 from synthct.evaluation.cases import (
     EvaluationCase,
     EvaluationInputError,
@@ -58,12 +59,12 @@ def test_subsets_of_a_split_file_and_of_the_manifest_column(tmp_path: Path) -> N
     with pytest.raises(EvaluationInputError, match="fold0-val"):
         select_subset(cases, "fold1-val", split=split)
     with pytest.raises(EvaluationInputError, match="not in the manifest"):
-        select_subset(cases, "test", split={"test": ["c9"], "folds": []})
+        select_subset(cases, "test", split=Split(test=["c9"], folds=[], seed=0))
 
 
 def test_a_split_that_leaks_test_cases_into_a_fold_is_refused(tmp_path: Path) -> None:
     path = _split(tmp_path, {"test": ["a"], "folds": [{"train": ["a", "b"], "val": ["c"]}]})
-    with pytest.raises(EvaluationInputError, match="leaks"):
+    with pytest.raises(EvaluationInputError, match="'a' is in both test and train"):
         read_split(path)
 
 
@@ -137,7 +138,8 @@ def test_bad_evaluation_input_is_a_clear_error(cohort: Path, tmp_path: Path) -> 
     leak = _split(tmp_path, {"test": ["case001"], "folds": [{"train": ["case001"], "val": []}]})
     done = runner.invoke(app, ["evaluate", str(cohort), "--out", str(tmp_path / "o"),
                                "--split", str(leak), "--subset", "test"])  # fmt: skip
-    assert done.exit_code == 2 and "leaks" in done.output and "Traceback" not in done.output
+    assert done.exit_code == 2 and "'case001' is in both" in done.output
+    assert "Traceback" not in done.output
     done = runner.invoke(app, ["evaluate", str(cohort), "--out", str(tmp_path / "o"),
                                "--subset", "fold3-val"])  # fmt: skip
     assert done.exit_code == 2 and "--split" in done.output

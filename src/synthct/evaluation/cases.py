@@ -31,17 +31,17 @@ JSON ``{"test": [case ids], "folds": [{"train": [...], "val": [...]}, ...], "see
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from synthct.case import Case
+from synthct.dataset.split import Split
+from synthct.dataset.split import read_split as read_dataset_split
 from synthct.errors import SynthctError
+from synthct.manifest import ManifestError, read_manifest
 
 __all__ = [
     "EvaluationCase",
@@ -51,11 +51,6 @@ __all__ = [
     "select_subset",
 ]
 
-_ALIASES: dict[str, tuple[str, ...]] = {
-    "mri": ("mr_echoes", "mri", "mr"),
-    "lesions": ("lesion_labels", "lesions"),
-    "body_mask": ("body_mask", "mask"),
-}
 _FOLD_SUBSET = re.compile(r"^fold(\d+)-(train|val)$")
 
 
@@ -77,48 +72,26 @@ class EvaluationCase:
     split: str | None = None
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise EvaluationInputError(
-            f"cannot read the manifest ({exc.strerror or exc})",
-            path=path,
-            fix="pass an existing CSV, JSON or YAML manifest",
-        ) from exc
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            return list(csv.DictReader(text.splitlines()))
-        data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise EvaluationInputError(f"cannot parse the manifest ({exc})", path=path) from exc
-    if isinstance(data, dict):
-        data = data.get("cases")
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise EvaluationInputError(
-            "the manifest must list cases (a list of objects, or one under 'cases')",
-            path=path,
-            fix="use the manifest written by `synthct phantom` or the one `synthct validate` reads",
-        )
-    return data
-
-
-def _first(row: dict[str, Any], names: tuple[str, ...]) -> Any:
-    for name in names:
-        value = row.get(name)
-        if value not in (None, "", []):
-            return value
-    return None
-
-
-def _path(folder: Path, value: Any) -> Path:
-    p = Path(str(value).strip())
-    return p if p.is_absolute() else folder / p
+def _evaluation_case(case: Case) -> EvaluationCase:
+    """The evaluation view of a case: lesions on the CT grid first, as validation reads them."""
+    lesions = case.path("lesion_labels_ct") or case.path("lesion_labels")
+    if str(case.meta.get("n_lesions", "")).strip() == "0":
+        lesions = None  # a phantom's lesion-free case: its label map is empty by design
+    split = str(case.split or "").strip().lower() or None
+    return EvaluationCase(
+        case_id=case.case_id,
+        ct=case.path("ct"),  # type: ignore[arg-type]  # checked by the caller
+        mri=case.paths("mr"),
+        sct=case.path("sct"),
+        body_mask=case.path("body_mask"),
+        lesions=lesions,
+        lesion_points=case.meta.get("lesion_points") or None,
+        split={"val": "validation"}.get(split or "", split),
+    )
 
 
 def read_evaluation_manifest(path: str | os.PathLike[str]) -> list[EvaluationCase]:
-    """Read the cases of a synthesis or validation manifest (columns in the module docstring).
+    """Read the cases of any synthct manifest (:mod:`synthct.manifest`; columns above).
 
     Raises
     ------
@@ -130,86 +103,39 @@ def read_evaluation_manifest(path: str | os.PathLike[str]) -> list[EvaluationCas
         raise EvaluationInputError(
             "no such manifest file", path=manifest, fix="pass a CSV, JSON or YAML manifest"
         )
-    folder = manifest.parent.resolve()
-    cases: list[EvaluationCase] = []
-    seen: set[str] = set()
-    for number, row in enumerate(_rows(manifest), start=1):
-        case_id = str(row.get("case_id") or "").strip()
-        if not case_id or case_id in seen:
-            problem = f"row {number} has no case_id" if not case_id else f"{case_id!r} twice"
-            raise EvaluationInputError(problem, path=manifest, fix="give each case a unique id")
-        seen.add(case_id)
-        if not row.get("ct"):
+    try:
+        cases = list(read_manifest(manifest))
+    except ManifestError as exc:
+        raise EvaluationInputError(exc.problem, path=exc.path, fix=exc.fix) from exc
+    for case in cases:
+        if case.path("ct") is None:
             raise EvaluationInputError(
-                f"case {case_id!r} has no ct", path=manifest, fix="fill in the column ct"
+                f"case {case.case_id!r} has no ct", path=manifest, fix="fill in the column ct"
             )
-        mri = _first(row, _ALIASES["mri"])
-        names = mri if isinstance(mri, list) else str(mri or "").split(";")
-        optional = {k: _first(row, v) for k, v in _ALIASES.items() if k != "mri"}
-        cases.append(
-            EvaluationCase(
-                case_id=case_id,
-                ct=_path(folder, row["ct"]),
-                mri=tuple(_path(folder, n) for n in names if str(n).strip()),
-                sct=_path(folder, row["sct"]) if row.get("sct") else None,
-                body_mask=_path(folder, optional["body_mask"]) if optional["body_mask"] else None,
-                lesions=_path(folder, optional["lesions"]) if optional["lesions"] else None,
-                lesion_points=row.get("lesion_points") or None,
-                split=str(row.get("split") or "").strip().lower() or None,
-            )
-        )
     if not cases:
         raise EvaluationInputError("the manifest lists no case", path=manifest)
-    return cases
+    return [_evaluation_case(c) for c in cases]
 
 
-def read_split(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a split file (``{"test": [...], "folds": [{"train", "val"}], "seed"}``).
+def read_split(path: str | os.PathLike[str]) -> Split:
+    """Read a split file (:func:`synthct.dataset.split.read_split`: checked for leaks).
 
     Raises
     ------
     EvaluationInputError
         Unreadable JSON, missing keys, or a case in both the test set and a fold.
     """
-    p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EvaluationInputError(
-            f"cannot read the split file ({exc})",
-            path=p,
-            fix="pass the JSON file written by `synthct dataset split`",
-        ) from exc
-    folds = data.get("folds", []) if isinstance(data, dict) else None
-    valid = (
-        isinstance(data, dict)
-        and isinstance(data.get("test", []), list)
-        and isinstance(folds, list)
-        and all(isinstance(f, dict) and {"train", "val"} <= set(f) for f in folds)
-    )
-    if not valid:
-        raise EvaluationInputError(
-            'a split file holds {"test": [ids], "folds": [{"train": [ids], "val": [ids]}, ...]}',
-            path=p,
-            fix="pass the JSON file written by `synthct dataset split`",
-        )
-    test = {str(c) for c in data.get("test", [])}
-    for k, fold in enumerate(folds or []):
-        leaked = sorted(test & {str(c) for c in fold["train"] + fold["val"]})
-        if leaked:
-            raise EvaluationInputError(
-                f"fold {k} uses test case(s) {leaked[:5]}: the test set leaks into training",
-                path=p,
-                fix="make the split again; a test case must not be in any fold",
-            )
-    return dict(data)
+        return read_dataset_split(path)
+    except ManifestError as exc:
+        raise EvaluationInputError(exc.problem, path=exc.path, fix=exc.fix) from exc
 
 
 def select_subset(
     cases: list[EvaluationCase],
     subset: str,
     *,
-    split: dict[str, Any] | None = None,
+    split: Split | None = None,
     split_path: str | os.PathLike[str] | None = None,
 ) -> list[EvaluationCase]:
     """The cases of ``subset``, in manifest order.
@@ -265,11 +191,11 @@ def select_subset(
     return chosen
 
 
-def _split_ids(split: dict[str, Any], subset: str, where: str) -> list[str]:
+def _split_ids(split: Split, subset: str, where: str) -> list[str]:
     if subset == "test":
-        return [str(c) for c in split.get("test", [])]
+        return list(split.test)
     match = _FOLD_SUBSET.match(subset)
-    folds = split.get("folds", [])
+    folds = split.folds
     if match is None or int(match.group(1)) >= len(folds):
         names = ["all", "test"]
         names += [f"fold{k}-{part}" for k in range(len(folds)) for part in ("train", "val")]

@@ -188,15 +188,16 @@ def evaluate_cohort(
     EvaluationSummary
     """
     from synthct.evaluation.tables import evaluation_rows, write_evaluation_files
+    from synthct.io.output_safety import claim_output_folder
     from synthct.validation.manifest import CaseSpec, parse_lesion_points
     from synthct.validation.runner import run_validation
 
     if not cases:
         raise EvaluationInputError("no case to evaluate", fix="check the manifest and subset")
     opts = options or InferenceOptions()
-    out = Path(out_dir)
+    out = claim_output_folder(out_dir, command="evaluate")
     try:
-        (out / "cases").mkdir(parents=True, exist_ok=True)
+        (out / "cases").mkdir(exist_ok=True)
     except OSError as exc:
         raise WriteError(f"cannot create the output folder ({exc})", path=out) from exc
     summary = EvaluationSummary(out_dir=out, rows=[], cohort={}, files={})
@@ -250,6 +251,7 @@ def evaluate_cohort(
             resume=resume,
             figures=figures,
             report_writer=None,
+            command="evaluate",
         )
         results = run.results
     summary.rows = evaluation_rows(cases, results, summary.failed)

@@ -472,6 +472,7 @@ def run_validation(
     progress: ProgressCallback | None = None,
     figures: bool = True,
     report_writer: ReportWriter | Literal["auto"] | None = "auto",
+    command: str = "validate",
 ) -> RunSummary:
     """Validate a cohort and write tables, JSON and (when available) the report.
 
@@ -501,6 +502,10 @@ def run_validation(
         Called with ``out_dir`` once the tables are written; ``"auto"`` uses
         ``synthct.report.validation_report.write_validation_report`` when it exists, ``None``
         writes no report.
+    command : str
+        The command that owns ``out_dir`` (its marker, see
+        :func:`synthct.io.output_safety.claim_output_folder`): ``"evaluate"`` validates into the
+        folder it made.
 
     Returns
     -------
@@ -516,7 +521,7 @@ def run_validation(
         Manifest(cases=tuple(case_list))  # duplicate case ids are an error here too
     if scheduler_address:
         scheduler_address = check_scheduler_address(scheduler_address)
-    out = claim_output_folder(out_dir, command="validate", legacy=("settings.json", "cases"))
+    out = claim_output_folder(out_dir, command=command, legacy=("settings.json", "cases"))
     with OutputLock(out):
         _remove_partials(out)
         try:
