@@ -61,3 +61,24 @@ def test_unknown_or_corrupt_shipped_model_is_a_clear_error(tmp_path: Path) -> No
         f.write(bytes([last[0] ^ 1]))
     with pytest.raises(ModelFolderError, match="SHA-256"):
         load_model_folder(copy)
+
+
+def test_a_shipped_model_name_is_taken_wherever_a_model_folder_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from synthct.cli import app
+    from synthct.io import read_volume, write_volume
+
+    monkeypatch.chdir(tmp_path)  # no folder of that name here: the name means the shipped model
+    assert load_model_folder("product_like").path == shipped_model_path("product_like")
+    write_volume(_small_mr(), tmp_path / "mr.nii.gz")
+    done = CliRunner().invoke(
+        app, ["synthesize", "mr.nii.gz", "-m", "product_like", "-o", "sct.nii.gz"]
+    )
+    assert done.exit_code == 0, done.output
+    assert read_volume(tmp_path / "sct.nii.gz", kind="sct").spatial_shape == (32, 32, 16)
+    (tmp_path / "lesion_aware").mkdir()  # a folder of that name is the user's, and is not a model
+    with pytest.raises(ModelFolderError, match=r"weights\.safetensors|missing"):
+        load_model_folder("lesion_aware")

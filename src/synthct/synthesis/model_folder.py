@@ -222,7 +222,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def load_model_folder(path: str | os.PathLike[str], *, device: str = "cpu") -> ModelFolder:
-    """Load and verify a model folder.
+    """Load and verify a model folder, or a shipped model by name (``"product_like"``).
 
     Raises
     ------
@@ -234,12 +234,17 @@ def load_model_folder(path: str | os.PathLike[str], *, device: str = "cpu") -> M
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from synthct.synthesis.shipped import SHIPPED_MODELS, shipped_model_path
+
     folder = Path(path)
+    if not folder.exists() and str(path) in SHIPPED_MODELS:
+        folder = shipped_model_path(str(path))  # a name, wherever a model folder is taken
     if not folder.is_dir():
         raise ModelFolderError(
             "is not a model folder (no such directory)",
             path=folder,
-            fix="pass the folder written by `synthct train` (it holds weights.safetensors)",
+            fix="pass the folder written by `synthct train` (it holds weights.safetensors), "
+            f"or a shipped model's name ({', '.join(SHIPPED_MODELS)})",
         )
     missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
     if missing:
