@@ -180,9 +180,14 @@ def test_synthesize_command_with_tta_and_resample_options(
     epistemic = read_volume(tmp_path / "sct_epistemic_sd.nii.gz")
     assert epistemic.spatial_shape == sct.spatial_shape
     assert float(np.asarray(epistemic.array).max()) > 0  # flips of a real model disagree
+    # A fresh output path, so the option errors are what refuses, not the overwrite guard.
+    refused = tmp_path / "refused.nii.gz"
     done = runner.invoke(
-        app, ["synthesize", *echoes, "-o", str(out), "-m", model, "--tta-axes", "0"]
+        app, ["synthesize", *echoes, "-o", str(refused), "-m", model, "--tta-axes", "0"]
     )
     assert done.exit_code == 2 and "--tta" in done.output
-    done = runner.invoke(app, ["synthesize", *echoes, "-o", str(out), "-m", "baseline", "--tta"])
+    done = runner.invoke(
+        app, ["synthesize", *echoes, "-o", str(refused), "-m", "baseline", "--tta"]
+    )
     assert done.exit_code == 2 and "trained model" in done.output
+    assert not refused.exists()
