@@ -24,7 +24,7 @@ from synthct.phantom.labels import Tissue
 #: An air region whose median HU is above this is lung (parenchyma, not free gas).
 LUNG_MEDIAN_ABOVE_HU = -960.0
 #: Smallest air region (mL) taken as lung; smaller dense-air regions are partial-volume gas.
-LUNG_MIN_VOLUME_ML = 20.0
+LUNG_MIN_VOLUME_ML = 5.0
 
 
 def _body_planes(tissue: NDArray[np.bool_], axis: int) -> NDArray[np.bool_]:
@@ -64,7 +64,7 @@ def classify_air(
         return out
     values = np.asarray(hu, dtype=np.float64)
     inside_body = _body_planes(~air, cranial_axis)
-    regions, count = ndimage.label(air)
+    regions, _ = ndimage.label(air)
     objects = ndimage.find_objects(regions)
     min_voxels = LUNG_MIN_VOLUME_ML * 1000.0 / voxel_volume_mm3
     for number, box in enumerate(objects, start=1):

@@ -111,7 +111,7 @@ class DerivedTissueMap:
         """Fraction of the CT's voxels in each tissue present, by tissue name."""
         counts = np.bincount(self.tissue_map.array.ravel(), minlength=256)
         total = float(counts.sum())
-        return {Tissue(v).name.lower(): counts[v] / total for v in np.flatnonzero(counts)}
+        return {Tissue(int(v)).name.lower(): counts[v] / total for v in np.flatnonzero(counts)}
 
 
 def derive_tissue_map(
@@ -187,7 +187,7 @@ def derive_tissue_map(
 
 def _apply_labels(
     tissue: NDArray[np.uint8],
-    hu: NDArray[np.generic],
+    hu: NDArray[np.floating] | NDArray[np.integer],
     on_ct: LabelMap,
     ct: CTVolume,
     c: HUClasses,

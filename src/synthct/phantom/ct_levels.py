@@ -17,10 +17,10 @@ from synthct.volume import LabelMap
 
 #: Vertebra names in TotalSegmentator v2 order (class 26 = S1 ... class 50 = C1).
 _NAMES = (
-    ("S1",)
-    + tuple(f"L{n}" for n in range(5, 0, -1))
-    + tuple(f"T{n}" for n in range(12, 0, -1))
-    + tuple(f"C{n}" for n in range(7, 0, -1))
+    "S1",
+    *(f"L{n}" for n in range(5, 0, -1)),
+    *(f"T{n}" for n in range(12, 0, -1)),
+    *(f"C{n}" for n in range(7, 0, -1)),
 )
 #: TotalSegmentator v2 class number of each vertebra name.
 VERTEBRA_LABELS: dict[str, int] = {name: 26 + i for i, name in enumerate(_NAMES)}

@@ -157,7 +157,8 @@ class SpineColumns:
         if cord is not None:
             near = np.moveaxis(cord, self.axis, 0)[planes]
             if near.any():
-                return float(np.moveaxis(posterior, self.axis, 0)[planes][near].min()) - CORD_TO_BODY_MM
+                front = np.moveaxis(posterior, self.axis, 0)[planes][near].min()
+                return float(front) - CORD_TO_BODY_MM
         if hole.any():
             return float(np.median(posterior[hole]) - 0.5 * np.ptp(posterior[hole]))
         y = posterior[mask]

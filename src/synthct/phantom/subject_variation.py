@@ -126,8 +126,7 @@ def subject_transform(
     scaling = sitk.ScaleTransform(3, scale)
     scaling.SetCenter([float(v) for v in centre])
     mesh = [
-        max(1, int(round(extent / variation.control_spacing_mm)))
-        for extent in ct.geometry.extent_mm
+        max(1, round(extent / variation.control_spacing_mm)) for extent in ct.geometry.extent_mm
     ]
     bspline = sitk.BSplineTransformInitializer(reference, mesh, 3)
     n = len(bspline.GetParameters())

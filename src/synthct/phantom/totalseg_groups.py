@@ -23,14 +23,8 @@ TOTALSEGMENTATOR_V2: Mapping[str, tuple[int, ...]] = {
     "spinal_cord": (79,),
     "muscle": (80, 81, 82, 83, 84, 85, 86, 87, 88, 89),  # gluteal, autochthon, iliopsoas
     # Bones whose outer shell is cortex and whose inside is marrow (vertebrae included).
-    "bone": (
-        25,  # sacrum
-        *_VERTEBRAE,
-        69, 70, 71, 72, 73, 74, 75, 76, 77, 78,  # humerus, scapula, clavicle, femur, hip
-        91,  # skull
-        *_RIBS,
-        116,  # sternum
-    ),  # fmt: skip
+    # sacrum, vertebrae, humerus/scapula/clavicle/femur/hip (69-78), skull, ribs, sternum
+    "bone": (25, *_VERTEBRAE, *range(69, 79), 91, *_RIBS, 116),
     "lung": (10, 11, 12, 13, 14),
     "airway": (16,),  # trachea
     "bowel": (6, 15, 18, 19, 20),  # stomach, oesophagus, small bowel, duodenum, colon
