@@ -2,9 +2,12 @@
 
 Each 3-D connected region of air (HU below the air threshold) is classified on its own:
 
-* **lung** when its median HU lies above ``lung_median_above_hu``: lung parenchyma is air
-  mixed with tissue and blood (normal lung ~ -850 HU, Gevenois PA et al. Am J Respir Crit Care
-  Med 1996;154:187-192), free gas and outside air are -1000 HU plus noise;
+* **lung** when even its 10th HU percentile lies above :data:`LUNG_P10_ABOVE_HU`: lung
+  parenchyma is air mixed with tissue and blood in every voxel (normal lung ~ -850 HU, with
+  few voxels below -950; Gevenois PA et al. Am J Respir Crit Care Med 1996;154:187-192),
+  whereas free gas and outside air hold many voxels of -1000 HU plus noise, however much
+  partial volume their edges add (on the real CTs here: lung 5th percentile -896..-875 HU,
+  gas and outside air -1000 HU or below);
 * **bowel gas** when it lies inside the body: enclosed by tissue in its axial plane (holes of
   the body mask, plane by plane) and not touching the edge of the field of view;
 * **outside air** otherwise.
@@ -21,8 +24,8 @@ from scipy import ndimage
 
 from synthct.phantom.labels import Tissue
 
-#: An air region whose median HU is above this is lung (parenchyma, not free gas).
-LUNG_MEDIAN_ABOVE_HU = -960.0
+#: An air region whose 10th HU percentile is above this is lung (parenchyma, not free gas).
+LUNG_P10_ABOVE_HU = -960.0
 #: Smallest air region (mL) taken as lung; smaller dense-air regions are partial-volume gas.
 LUNG_MIN_VOLUME_ML = 5.0
 
@@ -71,8 +74,8 @@ def classify_air(
         if box is None:
             continue
         region = regions[box] == number
-        median = float(np.median(values[box][region]))
-        if median > LUNG_MEDIAN_ABOVE_HU and region.sum() >= min_voxels:
+        p10 = float(np.percentile(values[box][region], 10))
+        if p10 > LUNG_P10_ABOVE_HU and region.sum() >= min_voxels:
             tissue = Tissue.LUNG
         elif inside_body[box][region].all() and not _touches_edge(box, air.shape):
             tissue = Tissue.BOWEL_GAS
