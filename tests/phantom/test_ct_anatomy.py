@@ -251,3 +251,58 @@ def test_level_centre_and_lesions_too_large_for_the_ct(totalseg: Path, tmp_path:
     with pytest.raises(PhantomParameterError, match="beyond the CT's field of view"):
         write_ct_derived_case(ct, tmp_path / "case", labels=seg, lesions=[big])
     assert not (tmp_path / "case").exists()
+
+
+def test_cli_lesion_at_a_level_and_a_new_subject(totalseg: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from synthct.cli import app
+    from synthct.phantom.cohort_files import PhantomCase
+
+    ct = str(totalseg / "example_ct_sm.nii.gz")
+    seg = str(totalseg / "example_seg.nii.gz")
+    base = [ct, "--labels", seg, "--lesion", "meningioma", "--lesion-hu", "600"]
+    runner = CliRunner()
+    missing = runner.invoke(app, ["phantom-from-ct", *base, "--lesion-level", "L4", "--out", "a"])
+    assert missing.exit_code != 0 and "do not hold L4" in missing.output
+    too_big = runner.invoke(
+        app,
+        [
+            "phantom-from-ct",
+            *base,
+            "--lesion-level",
+            "T11",
+            "--lesion-size",
+            "12,8,40",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    )
+    assert too_big.exit_code != 0 and "too small for this lesion at T11" in too_big.output
+    assert not (tmp_path / "b").exists()
+    out = tmp_path / "c"
+    ok = runner.invoke(
+        app,
+        [
+            "phantom-from-ct",
+            *base,
+            "--lesion-level",
+            "L1",
+            "--new-subject",
+            "--seed",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    case = PhantomCase(out / "case-000")
+    assert case.meta["derived_from_hu_alone"] == ["heart"]
+    assert case.meta["subject"]["seed"] == 2 and case.meta["subject"]["marrow_fat_shift"] > 0.1
+    (lesion,) = case.lesions()
+    l1 = read_volume(totalseg / "example_seg.nii.gz", kind="label")
+    assert isinstance(l1, LabelMap)
+    from synthct.phantom.ct_levels import level_centre_lps_mm
+
+    np.testing.assert_allclose(lesion["centre_lps_mm"], level_centre_lps_mm(l1, "L1"), atol=1e-6)
+    assert case.ct().array[case.lesion_labels().mask(1)].mean() > 300
