@@ -114,3 +114,15 @@ def test_trabecular_texture_is_smooth_seeded_and_grid_independent() -> None:
     # Smooth: fat fraction changes little over 0.3 mm.
     shifted = trabecular_fat_fraction(0, (pts[0] + 0.3, pts[1], pts[2]))
     assert np.median(np.abs(shifted - ff)) < 0.1
+
+
+def test_a_cohort_case_can_have_the_thorax() -> None:
+    from synthct.phantom.cohort import CohortSpec, case_plan
+
+    plain, *_ = case_plan(CohortSpec(n_cases=1, levels=("T6", "T6")), 0)
+    chest, *_ = case_plan(
+        CohortSpec(n_cases=1, levels=("T6", "T6"), thorax=True, trabecular_texture=True), 0
+    )
+    assert not plain.thorax and not plain.trabecular_texture
+    assert chest.thorax and chest.trabecular_texture
+    assert chest.seed == plain.seed  # the same case otherwise
