@@ -212,12 +212,12 @@ def _apply_labels(
     paint("muscle", soft, Tissue.MUSCLE, "muscle")
     for name, value in ORGAN_TISSUES.items():
         # Vessels keep any contrast-enhanced HU; calcified plaque (compact-bone HU) stays bone.
-        where = ~air & below_compact if name == "vessels" else soft | (hu >= c.soft_below_hu)
+        where = ~air if name == "vessels" else soft | (hu >= c.soft_below_hu)
         paint(name, where & below_compact, value, name)
     paint("lung", air, Tissue.LUNG, "lung")
     paint("lung", ~air & below_compact, Tissue.BLOOD, "lung")  # vessels inside the lobes
     paint("bowel", air, Tissue.BOWEL_GAS, "bowel gas")
-    paint("airway", air, Tissue.AIR, "lung")
+    paint("airway", air, Tissue.AIR, "airway")  # tracheal air is air, like outside air
     vertebrae = groups.get("vertebrae", ())
     _check_labels_fit(hu, group.get("vertebrae", np.zeros(hu.shape, bool)), on_ct, ct)
     bone_mask = group.get("bone", np.zeros(hu.shape, bool))
