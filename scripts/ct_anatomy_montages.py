@@ -4,7 +4,8 @@ For each real CT in ``../shared/data/real/totalsegmentator`` (with its TotalSegm
 where there are some): the real CT, the derived tissue map and the simulated 3 T MRI (paper
 protocol, both echoes), as an axial and a sagittal slice, and a third row with one drawn
 subject (seed 1: deformed, rescaled, marrow shifted). Written to
-``docs/images/anatomy-<case>.png``.
+``docs/images/anatomy-<case>.png``; ``anatomy-procedural-thorax.png`` shows the procedural
+spine phantom with ``SpineSpec(thorax=True, trabecular_texture=True)`` the same way.
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python scripts/ct_anatomy_montages.py [--out docs/images]
 """
@@ -162,6 +163,47 @@ def montage(name: str, ct: CTVolume, labels: LabelMap | None, out: Path) -> Path
     return save_figure(fig, out / f"anatomy-{name}.png", dpi=72)
 
 
+def procedural(out: Path) -> Path:
+    """The procedural phantom with thorax and texture: CT, tissue map and MRI, two views."""
+    from synthct.geometry import Geometry
+    from synthct.phantom.anatomy import SpineModel, SpineSpec
+    from synthct.phantom.ct import render_ct
+    from synthct.report.plots import _pyplot
+
+    plt = _pyplot()
+    model = SpineModel(
+        SpineSpec(first_level="T4", last_level="T10", thorax=True, trabecular_texture=True)
+    )
+    centre = model.level_centre_lps_mm("T7")
+    size_mm = np.array([320.0, 260.0, 200.0])
+    grid = Geometry.from_parameters((214, 174, 134), (1.5, 1.5, 1.5), tuple(centre - size_mm / 2))
+    tissue = LabelMap(model.labels_on(grid), grid.affine)
+    ct = render_ct(model, grid, supersample=1, seed=0)
+    volumes = render(ct, tissue, ())
+    spacing = spacing_lps(grid.affine)
+    x = int(grid.lps_to_index(model.canal_centre_lps_mm("T7"))[0].round())
+    colours = colour_table()
+    mr_max = float(np.percentile(volumes[2], 99.5))
+    fig, axes = plt.subplots(2, 4, figsize=(11, 5.6))
+    for r in range(2):
+        for c, volume in enumerate(volumes):
+            image, extent = slices(volume, spacing, x, volume.shape[2] // 2)[r]
+            ax = axes[r, c]
+            if c == 0:
+                ax.imshow(image, cmap="gray", vmin=-400, vmax=600, extent=extent)
+            elif c == 1:
+                ax.imshow(colours[image], extent=extent, interpolation="nearest")
+            else:
+                ax.imshow(image, cmap="gray", vmin=0, vmax=mr_max, extent=extent)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for c, title in enumerate(["phantom CT", "tissue map", "MRI 3 T echo 1", "MRI 3 T echo 2"]):
+        axes[0, c].set_title(title, fontsize=10)
+    fig.suptitle("procedural spine phantom, thorax and trabecular texture (T4-T10)", fontsize=9)
+    fig.subplots_adjust(left=0.02, right=0.99, top=0.9, bottom=0.02, wspace=0.03, hspace=0.05)
+    return save_figure(fig, out / "anatomy-procedural-thorax.png", dpi=72)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
@@ -177,6 +219,8 @@ def main() -> None:
             labels = read
         path = montage(name, ct, labels, args.out)
         print(f"{path} ({path.stat().st_size / 1024:.0f} kB)")
+    path = procedural(args.out)
+    print(f"{path} ({path.stat().st_size / 1024:.0f} kB)")
 
 
 if __name__ == "__main__":
