@@ -160,7 +160,7 @@ def montage(name: str, ct: CTVolume, labels: LabelMap | None, out: Path) -> Path
     hu_only = ", ".join(derived.hu_only) if derived.hu_only else "nothing"
     fig.suptitle(f"{name}: from HU alone: {hu_only}", fontsize=9)
     fig.subplots_adjust(left=0.04, right=0.99, top=0.93, bottom=0.1, wspace=0.03, hspace=0.05)
-    return save_figure(fig, out / f"anatomy-{name}.png", dpi=72)
+    return save_figure(fig, out / f"anatomy-{name}.png", dpi=64)
 
 
 def procedural(out: Path) -> Path:
@@ -201,7 +201,7 @@ def procedural(out: Path) -> Path:
         axes[0, c].set_title(title, fontsize=10)
     fig.suptitle("procedural spine phantom, thorax and trabecular texture (T4-T10)", fontsize=9)
     fig.subplots_adjust(left=0.02, right=0.99, top=0.9, bottom=0.02, wspace=0.03, hspace=0.05)
-    return save_figure(fig, out / "anatomy-procedural-thorax.png", dpi=72)
+    return save_figure(fig, out / "anatomy-procedural-thorax.png", dpi=64)
 
 
 def main() -> None:
