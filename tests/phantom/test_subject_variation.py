@@ -116,3 +116,28 @@ def test_real_ct_subject(totalseg: Path) -> None:
     ]
     assert share[1] > share[0]
     assert subject.ct.same_geometry(ct) and subject.hu_only == ("heart",)
+
+
+def test_a_cohort_of_subjects_from_one_ct(tmp_path: Path) -> None:
+    from synthct.phantom.cohort_files import PhantomCase, read_manifest, verify_case
+    from synthct.phantom.ct_cohort import write_ct_derived_cohort
+
+    ct = sphere_ct()
+    out = write_ct_derived_cohort(
+        [(ct, sphere_labels(ct))], tmp_path / "cohort", subjects_per_ct=3, supersample=1
+    )
+    rows = read_manifest(out)
+    assert [r["case_id"] for r in rows] == ["case-000", "case-001", "case-002"]
+    cases = [PhantomCase(out / r["case_id"]) for r in rows]
+    for case in cases:
+        assert verify_case(case.folder) == []
+        assert case.mr().same_geometry(ct) and case.mr().n_echoes == 2
+        assert case.meta["derived_from_hu_alone"][0] == "intervertebral discs"
+    # Distinct subjects: the tissue maps differ, and each CT matches its own tissue map.
+    maps = [case.tissue_labels().array for case in cases]
+    assert np.mean(maps[0] != maps[1]) > 0.005
+    for case, tissue in zip(cases, maps, strict=True):
+        bone = np.isin(tissue, [*MARROW_IDS, int(Tissue.CORTICAL_BONE)])
+        assert np.mean(bone == (case.ct().array > 100)) > 0.97
+    with pytest.raises(SynthctError, match="subjects_per_ct"):
+        write_ct_derived_cohort([(ct, None)], tmp_path / "none", subjects_per_ct=0)
