@@ -306,3 +306,45 @@ def test_cli_lesion_at_a_level_and_a_new_subject(totalseg: Path, tmp_path: Path)
 
     np.testing.assert_allclose(lesion["centre_lps_mm"], level_centre_lps_mm(l1, "L1"), atol=1e-6)
     assert case.ct().array[case.lesion_labels().mask(1)].mean() > 300
+
+
+def test_surface_layer_ignores_the_grid_edge() -> None:
+    labels = np.zeros((6, 6, 6), np.uint8)
+    labels[:, 1:5, 1:5] = 7  # runs through the grid along axis 0
+    labels[2:4, 2:4, 2:4] = 8  # a second bone inside: both get a face between them
+    surface = surface_layer(labels)
+    assert not surface[[0, 5], 2:4, 2:4].any()  # the cut ends at the grid edge: no cortex
+    assert surface[[1, 4], 2:4, 2:4].all()  # faces against the inner bone
+    assert surface[:, 1, 1:5].all() and surface[2:4, 2:4, 2:4].all()
+    assert not surface[labels == 0].any()
+
+
+def test_canal_and_discs_from_the_foramen_without_a_cord_label() -> None:
+    """Two ring-shaped vertebrae (body + arch around a foramen), no cord label."""
+    shape = (30, 34, 30)
+    hu = np.full(shape, -100.0, dtype=np.float32)
+    labels = np.zeros(shape, dtype=np.uint8)
+    y, x = np.meshgrid(np.arange(shape[1]), np.arange(shape[0]))
+    ring = ((x - 15) ** 2 + (y - 20) ** 2 <= 8**2) & ((x - 15) ** 2 + (y - 20) ** 2 > 4**2)
+    body = (np.abs(x - 15) <= 7) & (y >= 3) & (y <= 13)
+    foramen = (x - 15) ** 2 + (y - 20) ** 2 <= 4**2
+    for z0, number in ((3, L2), (17, L1)):
+        for z in range(z0, z0 + 10):
+            labels[:, :, z][ring | body] = number
+            hu[:, :, z][ring | body] = 200.0
+    hu[:, :, 13:17][body] = 80.0  # disc between the bodies (8 mm at 2 mm voxels)
+    hu[:, :, :][np.broadcast_to(foramen[:, :, None], shape)] = 10.0  # CSF-dense canal
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    ct = CTVolume(hu, affine, source="rings.nii.gz")
+    result = derive_tissue_map(ct, LabelMap(labels, affine, source="rings_seg.nii.gz"))
+    tissue = result.tissue_map.array
+    assert "spinal canal" not in result.hu_only and "intervertebral discs" not in result.hu_only
+    in_foramen = np.broadcast_to(foramen[:, :, None], shape)
+    # The canal inside each ring, and between the rings, is CSF; nothing outside it is.
+    assert np.all(tissue[:, :, 3:27][in_foramen[:, :, 3:27]] == Tissue.CSF)
+    assert np.array_equal(tissue == Tissue.CSF, in_foramen & _region(np.s_[:, :, 3:27], shape))
+    # The disc fills the gap between the bodies only (not the arch's gap behind the canal).
+    disc = tissue == Tissue.DISC
+    assert np.array_equal(
+        disc, np.broadcast_to(body[:, :, None], shape) & _region(np.s_[:, :, 13:17], shape)
+    )
