@@ -348,3 +348,22 @@ def test_canal_and_discs_from_the_foramen_without_a_cord_label() -> None:
     assert np.array_equal(
         disc, np.broadcast_to(body[:, :, None], shape) & _region(np.s_[:, :, 13:17], shape)
     )
+
+
+def test_the_couch_is_air_in_the_tissue_map_and_a_note_says_so() -> None:
+    ct, seg = built_case()
+    hu = ct.array.copy()
+    hu[2:38, 39, :] = 300.0  # a 10 mL carbon-fibre couch, an air gap below the body
+    hu[5:7, 0, 0:2] = 700.0  # a 0.06 mL dense fragment: too small to be an object
+    with_couch = CTVolume(hu, ct.affine, source="couch.nii.gz")
+    result = derive_tissue_map(with_couch, seg)
+    tissue = result.tissue_map.array
+    assert np.all(tissue[2:38, 39, :] == Tissue.AIR)
+    assert np.all(tissue[5:7, 0, 0:2] == Tissue.CORTICAL_BONE)
+    assert any("10 mL of dense objects" in note for note in result.notes)
+    # Everything else is as without the couch.
+    plain = derive_tissue_map(ct, seg).tissue_map.array
+    same = np.ones(tissue.shape, bool)
+    same[2:38, 39, :] = False
+    same[5:7, 0, 0:2] = False
+    np.testing.assert_array_equal(tissue[same], plain[same])

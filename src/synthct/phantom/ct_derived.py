@@ -4,6 +4,9 @@ The tissue map comes from HU classes, refined by morphology and, where a TotalSe
 map of the same CT is given, by its anatomical labels. The real CT stays the CT ground truth;
 :class:`CTDerivedModel` serves the tissue map to the MRI renderer on any grid.
 
+Dense objects apart from the body (the patient couch) are air in the tissue map
+(:func:`~synthct.phantom.air_regions.external_objects`): MR does not see them.
+
 HU classes (defaults; Hounsfield ranges from standard CT references, e.g. Kalender, *Computed
 Tomography*, 3rd ed., 2011, ch. 1, and the tissue table in :mod:`synthct.phantom.tissues`):
 
@@ -44,7 +47,7 @@ from scipy import ndimage
 
 from synthct.errors import SynthctError, VolumeKindError
 from synthct.geometry import Geometry
-from synthct.phantom.air_regions import classify_air
+from synthct.phantom.air_regions import classify_air, external_objects
 from synthct.phantom.bone_shell import BoneShellRule, split_bone
 from synthct.phantom.label_grid import labels_on_ct_grid
 from synthct.phantom.labels import Tissue
@@ -168,6 +171,16 @@ def derive_tissue_map(
     )[air]
     from_labels: set[str] = set()
     notes: list[str] = []
+    objects = external_objects(
+        hu, air_below_hu=c.air_below_hu, voxel_volume_mm3=ct.geometry.voxel_volume_mm3
+    )
+    if objects.any():
+        tissue[objects] = Tissue.AIR
+        volume_ml = float(objects.sum()) * ct.geometry.voxel_volume_mm3 / 1000.0
+        notes.append(
+            f"{volume_ml:.0f} mL of dense objects apart from the body (patient couch) are air "
+            "in the tissue map (no MR signal); the CT keeps them"
+        )
     if labels is not None:
         on_ct, note = labels_on_ct_grid(labels, ct)
         if note:
