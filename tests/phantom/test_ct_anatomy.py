@@ -296,6 +296,7 @@ def test_cli_lesion_at_a_level_and_a_new_subject(totalseg: Path, tmp_path: Path)
         ],
     )
     assert ok.exit_code == 0, ok.output
+    assert "from HU alone (no labels for them): heart" in ok.output
     case = PhantomCase(out / "case-000")
     assert case.meta["derived_from_hu_alone"] == ["heart"]
     assert case.meta["subject"]["seed"] == 2 and case.meta["subject"]["marrow_fat_shift"] > 0.1

@@ -301,3 +301,8 @@ def phantom_from_ct(
         variation=SubjectVariation() if new_subject else None,
     )
     console.print(f"wrote a CT-derived case to [bold]{folder}[/] (manifest.csv)")
+    from synthct.phantom.cohort_files import PhantomCase, case_id
+
+    hu_only = PhantomCase(folder / case_id(0)).meta.get("derived_from_hu_alone") or []
+    if hu_only:
+        console.print(f"from HU alone (no labels for them): {', '.join(hu_only)}")
