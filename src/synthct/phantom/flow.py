@@ -125,11 +125,11 @@ def dephasing_attenuation(
 
 
 def patch_strength(field: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Patchy 0..1 map from a unit-variance Gaussian field: 0 below 0.5 SD, 1 above 2 SD.
+    """Patchy 0..1 map from a unit-variance Gaussian field: 0 below 0.5 SD, 1 above 1.5 SD.
 
-    About 30 % of the tissue lies in a patch and 2 % at full strength.
+    About 30 % of the tissue lies in a patch and 7 % at full strength.
     """
-    return np.clip((field - np.float32(0.5)) / np.float32(1.5), 0.0, 1.0)
+    return np.clip(field - np.float32(0.5), 0.0, 1.0)
 
 
 def ventral_weight(cord_fraction: NDArray[np.floating], geometry: Geometry) -> NDArray[np.float32]:

@@ -30,11 +30,11 @@ rendering above, unchanged) adds, each switchable:
 5. CSF pulsation voids and in-plane flow dephasing of :data:`synthct.phantom.flow.FLOWING_TISSUES`.
 
 Partial volume stays exact: every per-tissue quantity is a lookup table averaged over
-sub-voxels. The flip-angle dependence of each tissue's signal is a cubic in ``kappa - 1``
-(``kappa`` = B1+ over nominal) fitted over the supported range with the constant term equal to
-the nominal signal, so the tables stay linear and ``kappa = 1`` reproduces the nominal signal
-exactly. The texture enters to first order (per-tissue derivatives of the signal by PD, log T1
-and fat fraction, the last exact since the signal is linear in the fat fraction).
+sub-voxels. The dependence of each tissue's signal on ``kappa`` (B1+ over nominal) is expanded
+on a few basis functions shared by all tissues (:class:`FlipAngleExpansion`), so the tables
+stay linear and ``kappa = 1`` reproduces the nominal signal exactly. The texture enters to first
+order (per-tissue derivatives of the signal by PD, log T1 and fat fraction, the last exact since
+the signal is linear in the fat fraction).
 """
 
 from __future__ import annotations
@@ -575,8 +575,8 @@ DEFAULT_ACQUIRED_FRACTION = (0.8, 0.8, 0.8)
 #: Correlation length of the within-tissue texture, mm: "a few mm" (see
 #: :data:`synthct.phantom.mri_subject.VARIABILITY` for the amplitudes).
 DEFAULT_TEXTURE_CORRELATION_MM = 2.0
-#: Degree of the polynomial in ``kappa - 1`` that carries the flip-angle dependence.
-_KAPPA_DEGREE = 3
+#: Basis functions of the relative flip angle that carry the flip-angle dependence.
+_KAPPA_BASIS = 6
 # Keys of the correlated random fields (synthct.phantom.mri_acquisition.correlated_field).
 _FIELD_PD, _FIELD_T1, _FIELD_FF, _FIELD_FLOW = 1, 2, 3, 4
 
@@ -692,49 +692,82 @@ def kappa_limits(flip_angle_deg: float) -> tuple[float, float]:
     return lo, min(hi, 90.0 / float(flip_angle_deg))
 
 
-def flip_angle_coefficients(
+@dataclass(frozen=True)
+class FlipAngleExpansion:
+    """Each tissue's signal as a function of the relative flip angle ``kappa``.
+
+    ``S_t(kappa) = c[0, t] + sum_j c[j, t] B_j(kappa)``: ``c[0]`` is the nominal signal and the
+    ``B_j`` are shared basis functions of ``kappa`` (tabulated on ``kappa_grid``, each 0 at
+    ``kappa = 1``), the leading singular vectors of all tissues' signal changes
+    (:func:`flip_angle_expansion`). Shared functions keep partial volume exact: a voxel's
+    coefficients are the partial-volume means of its tissues' coefficients.
+
+    Attributes
+    ----------
+    kappa_grid : ndarray
+        Relative flip angles where the basis is tabulated (includes 1).
+    basis : ndarray, shape (n_basis, n_grid)
+        The basis functions on the grid.
+    coefficients : ndarray of complex, shape (n_echoes, n_basis + 1, n_tissues)
+        Per echo and tissue: the nominal signal, then the basis weights.
+    """
+
+    kappa_grid: NDArray[np.float64]
+    basis: NDArray[np.float64]
+    coefficients: NDArray[np.complex128]
+
+    def basis_values(self, kappa: NDArray[np.floating] | float) -> list[NDArray[np.float32]]:
+        """The basis functions at ``kappa`` (linear interpolation on the fine grid)."""
+        k = np.asarray(kappa, dtype=np.float32)
+        return [np.interp(k, self.kappa_grid, b).astype(np.float32, copy=False) for b in self.basis]
+
+    def signal(
+        self, coefficients: Sequence[ArrayLike], kappa: NDArray[np.floating] | float
+    ) -> NDArray[np.complex64]:
+        """``c_0 + sum_j c_j B_j(kappa)`` for coefficient arrays (e.g. averaged tables)."""
+        out = np.array(coefficients[0], dtype=np.complex64)
+        for c, b in zip(coefficients[1:], self.basis_values(kappa), strict=True):
+            out = out + b * np.asarray(c, dtype=np.complex64)
+        return out
+
+
+def flip_angle_expansion(
     params: dict[Tissue, SubjectTissue],
     protocol: MRProtocol,
     *,
     separate_fat_t1: bool = True,
     fat_spectrum_model: FatSpectrum = "single",
-) -> NDArray[np.complex128]:
-    """Coefficients ``c[echo, m, tissue]`` of ``S(kappa) = sum_m c_m (kappa - 1)^m``.
+    n_basis: int = _KAPPA_BASIS,
+) -> FlipAngleExpansion:
+    """The flip-angle dependence of every tissue's SPGR signal over :func:`kappa_limits`.
 
-    ``c_0`` is the nominal signal exactly; ``c_1..c_3`` are a least-squares fit of the SPGR
-    signal on 41 flip-angle scales over :func:`kappa_limits` (error well below 0.1 % of the
-    signal over that range for the paper's protocols; see the tests).
+    The signal changes ``S_t(kappa) - S_t(1)`` of all tissues and echoes (real and imaginary
+    parts) are sampled on a fine grid of ``kappa``; their leading ``n_basis`` left singular
+    vectors are the basis, the projections the coefficients. The signal depends on ``kappa``
+    only through each component's T1 weighting, so a handful of functions carry it (error
+    below 1e-4 of the signal for the paper's protocols; see the tests).
     """
     assert protocol.flip_angle_deg is not None
     kwargs: dict[str, Any] = {
         "separate_fat_t1": separate_fat_t1,
         "fat_spectrum_model": fat_spectrum_model,
     }
-    nominal = _subject_signals(params, protocol, flip_scale=1.0, **kwargs)
     lo, hi = kappa_limits(protocol.flip_angle_deg)
-    kappas = np.linspace(lo, hi, 41)
+    grid = np.union1d(np.linspace(lo, hi, 201), [1.0])
     samples = np.stack(
-        [_subject_signals(params, protocol, flip_scale=float(k), **kwargs) for k in kappas]
+        [_subject_signals(params, protocol, flip_scale=float(k), **kwargs) for k in grid]
     )  # (n_kappa, n_echoes, n_tissues)
-    x = kappas - 1.0
-    design = np.stack([x**m for m in range(1, _KAPPA_DEGREE + 1)], axis=1)
-    residual = (samples - nominal[None]).reshape(len(kappas), -1)
-    fit, *_ = np.linalg.lstsq(design, residual, rcond=None)
-    coefficients = np.empty((nominal.shape[0], _KAPPA_DEGREE + 1, nominal.shape[1]), complex)
-    coefficients[:, 0] = nominal
-    coefficients[:, 1:] = fit.reshape(_KAPPA_DEGREE, *nominal.shape).transpose(1, 0, 2)
-    return coefficients
-
-
-def evaluate_kappa_polynomial(
-    coefficients: NDArray[np.complexfloating], kappa: NDArray[np.floating] | float
-) -> NDArray[np.complex64]:
-    """``sum_m coefficients[m] (kappa - 1)^m`` (Horner), coefficients on the first axis."""
-    x = np.asarray(kappa, dtype=np.float32) - np.float32(1.0)
-    out = np.asarray(coefficients[-1]).astype(np.complex64)
-    for m in range(coefficients.shape[0] - 2, -1, -1):
-        out = out * x + np.asarray(coefficients[m]).astype(np.complex64)
-    return out
+    nominal = samples[int(np.flatnonzero(grid == 1.0)[0])]
+    change = (samples - nominal[None]).reshape(len(grid), -1)
+    stacked = np.concatenate([change.real, change.imag], axis=1)
+    u, sv, vt = np.linalg.svd(stacked, full_matrices=False)
+    significant = int(np.count_nonzero(sv > sv[0] * 1e-12)) if sv.size and sv[0] > 0 else 0
+    keep = min(int(n_basis), significant)
+    weights = sv[:keep, None] * vt[:keep]  # (n_basis, 2 * n_echoes * n_tissues)
+    half = weights.shape[1] // 2
+    complex_weights = (weights[:, :half] + 1j * weights[:, half:]).reshape(keep, *nominal.shape)
+    coefficients = np.concatenate([nominal[:, None], complex_weights.transpose(1, 0, 2)], axis=1)
+    return FlipAngleExpansion(grid, u[:, :keep].T.copy(), coefficients)
 
 
 @dataclass(frozen=True)
@@ -742,7 +775,8 @@ class _RealisticTables:
     """Per-tissue quantities of one subject and the layout of their 256-entry tables."""
 
     tissues: list[Tissue]
-    kappa_coefficients: NDArray[np.complex128]  # (n_echoes, degree + 1, n_tissues)
+    expansion: FlipAngleExpansion
+    kappa_coefficients: NDArray[np.complex128]  # (n_echoes, n_basis + 1, n_tissues)
     texture: NDArray[np.complex128] | None  # (n_echoes, 3, n_tissues): PD, T1, fat terms
     flowing: list[Tissue]
     n_inclusion: int
@@ -788,7 +822,8 @@ def _realistic_tables(options: MRIOptions) -> _RealisticTables:
         "separate_fat_t1": options.separate_fat_t1,
         "fat_spectrum_model": options.fat_spectrum_model,
     }
-    coefficients = flip_angle_coefficients(params, mr, **kwargs)
+    expansion = flip_angle_expansion(params, mr, **kwargs)
+    coefficients = expansion.coefficients
     if not realism.transmit:
         coefficients = coefficients[:, :1]  # the nominal signal only
     texture = None
@@ -810,7 +845,7 @@ def _realistic_tables(options: MRIOptions) -> _RealisticTables:
     n_inclusion = len(_inclusion_tables(tissues, mr.echo_times_ms, b0))
     if not options.susceptibility_dephasing:
         n_inclusion = 0
-    return _RealisticTables(tissues, coefficients, texture, flowing, n_inclusion)
+    return _RealisticTables(tissues, expansion, coefficients, texture, flowing, n_inclusion)
 
 
 def _render_realistic(
@@ -872,7 +907,7 @@ def _render_realistic(
             if kappa is None:
                 echo = np.asarray(block[0], dtype=np.complex64)
             else:
-                echo = evaluate_kappa_polynomial(np.stack(block[:n_poly]), kappa[index])
+                echo = plan.expansion.signal(block[:n_poly], kappa[index])
             for field, term in zip(fields, block[n_poly:], strict=True):
                 echo += field[index] * np.asarray(term, dtype=np.complex64)
             signal[e, index] = echo
@@ -898,8 +933,11 @@ def _render_realistic(
         for n, tissue in enumerate(plan.flowing):
             column = plan.tissues.index(tissue)
             for e in range(n_echoes):
-                own = evaluate_kappa_polynomial(
-                    plan.kappa_coefficients[e, :, column], 1.0 if kappa is None else kappa
+                own_coefficients = plan.kappa_coefficients[e, :, column]
+                own = (
+                    own_coefficients[0].astype(np.complex64)
+                    if kappa is None
+                    else plan.expansion.signal(list(own_coefficients), kappa)
                 )
                 signal[e] -= flow_fractions[n] * own * (np.float32(1.0) - kept[tissue][e])
         del kept
