@@ -97,6 +97,10 @@ def test_receive_field_is_the_loop_profile_over_depth_from_the_back() -> None:
     assert np.all(np.diff(sens[1, :44, 2]) > 0)  # brighter towards the coil behind the back
     assert sens[1, 0, 2] < 0.5 * sens[1, 39, 2]  # anterior body much darker
     assert np.all(receive_field(grid, np.zeros(grid.shape)) == 1.0)
+    # What an intensity normalisation leaves: the profile to a power.
+    half = receive_field(grid, body, loop_radius_mm=60.0, coil_offset_mm=10.0, residual=0.5)
+    np.testing.assert_allclose(half, np.sqrt(sens), rtol=1e-6)
+    assert np.all(receive_field(grid, body, residual=0.0) == 1.0)
 
 
 def test_correlated_field_is_unit_variance_smooth_and_seeded() -> None:

@@ -62,6 +62,7 @@ from synthct.phantom.model import (
 )
 from synthct.phantom.mri_acquisition import (
     RECEIVE_LOOP_RADIUS_MM,
+    RECEIVE_RESIDUAL,
     TRANSMIT_SUPPORTED_RANGE,
     acquire_kspace,
     acquired_shape,
@@ -605,6 +606,8 @@ class MRIRealism:
         Multiply by the posterior spine-array sensitivity.
     receive_loop_radius_mm : float
         Loop radius of that array, mm.
+    receive_residual : float
+        Share of the log profile left after intensity normalisation (1: raw array).
     acquired_fraction : tuple of 3 float
         Share of the reconstructed matrix acquired per axis (1: no truncation).
     flow : bool
@@ -619,6 +622,7 @@ class MRIRealism:
     transmit_range: tuple[float, float] | None = None
     receive_coil: bool = True
     receive_loop_radius_mm: float = RECEIVE_LOOP_RADIUS_MM
+    receive_residual: float = RECEIVE_RESIDUAL
     acquired_fraction: tuple[float, float, float] = DEFAULT_ACQUIRED_FRACTION
     flow: bool = True
 
@@ -626,6 +630,7 @@ class MRIRealism:
         acquired_shape((1, 1, 1), self.acquired_fraction)  # validates
         _check_range("texture_correlation_mm", self.texture_correlation_mm, 0.0, 1e3, lo_open=True)
         _check_range("receive_loop_radius_mm", self.receive_loop_radius_mm, 0.0, 1e4, lo_open=True)
+        _check_range("receive_residual", self.receive_residual, 0.0, 1.0, lo_open=False)
         if self.age_years is not None:
             _check_range("age_years", self.age_years, 0.0, 120.0, lo_open=False)
         if self.transmit_range is not None:
@@ -947,7 +952,12 @@ def _render_realistic(
         signal *= exponents
     gain: NDArray[np.float32] | None = None
     if realism.receive_coil:
-        gain = receive_field(geometry, body_fraction, loop_radius_mm=realism.receive_loop_radius_mm)
+        gain = receive_field(
+            geometry,
+            body_fraction,
+            loop_radius_mm=realism.receive_loop_radius_mm,
+            residual=realism.receive_residual,
+        )
     if options.bias_field_strength > 0:
         bias = bias_field(geometry, strength=options.bias_field_strength, seed=options.seed)
         gain = bias if gain is None else gain * bias
