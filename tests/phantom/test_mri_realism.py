@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,9 @@ import pytest
 from numpy.typing import NDArray
 
 from synthct.geometry import Geometry
+from synthct.io import read_volume
 from synthct.phantom.ct import render_ct
+from synthct.phantom.ct_derived import CTDerivedModel
 from synthct.phantom.labels import Tissue
 from synthct.phantom.model import (
     Box,
@@ -33,6 +36,7 @@ from synthct.phantom.mri import (
 )
 from synthct.phantom.mri_subject import SubjectTissue, draw_subject_tissues, table_tissues
 from synthct.phantom.protocols import PAPER_1P5T, PAPER_3T, SpgrProtocol
+from synthct.volume import CTVolume, LabelMap
 
 NOISE_FREE: dict[str, Any] = {"noise_sd": 0.0, "bias_field_strength": 0.0}
 #: Every realism step off: must render exactly the classic images.
@@ -243,3 +247,28 @@ def test_bad_realism_settings_are_refused() -> None:
         MRIRealism(age_years=-1.0)
     with pytest.raises(PhantomParameterError, match="realism"):
         realism_preset("photoreal")
+
+
+def test_real_ct_derived_anatomy_keeps_flow_in_csf_and_t1_contrast(totalseg: Path) -> None:
+    ct = read_volume(totalseg / "example_ct_sm.nii.gz")
+    seg = read_volume(totalseg / "example_seg.nii.gz")
+    assert isinstance(ct, CTVolume) and isinstance(seg, LabelMap)
+    model = CTDerivedModel.from_ct(ct, seg)
+    g = ct.geometry
+    labels = model.labels_on(g)
+    csf, cord = labels == Tissue.CSF, labels == Tissue.SPINAL_CORD
+    assert csf.sum() > 50 and cord.sum() > 20
+    kwargs: dict[str, Any] = {"supersample": 1, "seed": 2, **NOISE_FREE}
+    # Full k-space: the acquisition's point-spread function would carry the voids outside.
+    full = replace(MRIRealism(), acquired_fraction=(1.0, 1.0, 1.0))
+    without_flow = render_mri(model, g, PAPER_3T, realism=replace(full, flow=False), **kwargs)
+    realistic = render_mri(model, g, PAPER_3T, realism=full, **kwargs)
+    loss = without_flow.array - realistic.array
+    assert np.all(loss[:, ~csf] == 0)  # flow acts in CSF only, on real anatomy too
+    assert loss[1][csf].max() > 0
+    classic = render_mri(model, g, PAPER_3T, **kwargs)
+    for image in (classic.array[1], realistic.array[1]):
+        assert image[csf].mean() < image[cord].mean()  # T1w: CSF darker than cord
+    muscle = labels == Tissue.MUSCLE
+    cv = [float(a[1][muscle].std() / a[1][muscle].mean()) for a in (classic.array, realistic.array)]
+    assert cv[0] < 1e-6 < 0.02 < cv[1]  # flat classes become textured, shaded tissue

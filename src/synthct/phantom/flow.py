@@ -54,7 +54,8 @@ READOUT_GRADIENT_T_PER_M = 10e-3
 PATCH_CORRELATION_MM = 3.0
 #: Smoothing of the cord fraction that finds the ventral side of the canal, mm.
 _CORD_SMOOTHING_MM = 3.0
-#: Pulsation weight of CSF that does not lie ventral to the cord (ventral CSF: 1).
+#: Pulsation weight of CSF that does not lie ventral to the cord (ventral CSF: 1): assumption,
+#: dorsal voids are rarer but occur (Lisanti 2007).
 _DORSAL_WEIGHT = 0.3
 
 
