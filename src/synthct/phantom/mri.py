@@ -647,8 +647,6 @@ class MRIRealism:
 #: Named realism settings: ``classic`` is the original cartoon rendering.
 REALISM_PRESETS: dict[str, MRIRealism | None] = {"classic": None, "realistic": MRIRealism()}
 
-RealismName = Literal["classic", "realistic"]
-
 
 def realism_preset(name: str) -> MRIRealism | None:
     """The realism settings called ``name`` (``classic`` or ``realistic``)."""
@@ -864,24 +862,9 @@ def _render_realistic(
 ) -> tuple[CTVolume | None, MultiEchoMR]:
     """The realistic MRI (and optionally the CT) of ``model`` in one sampling pass."""
     realism = options.realism
-    assert realism is not None and options.protocol.flip_angle_deg is not None
-    mr = options.protocol
-    flip_angle_deg = float(options.protocol.flip_angle_deg)
+    assert realism is not None
     plan = _realistic_tables(options)
-    inclusion = (
-        _inclusion_tables(plan.tissues, mr.echo_times_ms, float(mr.field_strength_t or 0))
-        if plan.n_inclusion
-        else []
-    )
-    ct_tables = [] if ct_options is None else ct_options.tables()
-    mr_tables = plan.lookup_tables(inclusion)
-    n_echoes, per_echo = options.n_echoes, plan.per_echo_count()
-
-    kappa: NDArray[np.float32] | None = None
-    if realism.transmit:
-        span = realism.transmit_range or typical_transmit_range(float(mr.field_strength_t or 3))
-        lo, hi = kappa_limits(flip_angle_deg)
-        kappa = np.clip(transmit_field(geometry, transmit_range=span, seed=options.seed), lo, hi)
+    kappa = _transmit(geometry, options)
     fields: list[NDArray[np.float32]] = []
     if plan.texture is not None:
         fields = [
@@ -890,62 +873,24 @@ def _render_realistic(
             )
             for k in (_FIELD_PD, _FIELD_T1, _FIELD_FF)
         ]
-
-    signal = np.empty((n_echoes, *geometry.shape), dtype=np.complex64)
-    extra = np.empty((len(mr_tables) - n_echoes * per_echo, *geometry.shape), dtype=np.float32)
-    ct_buffers = [np.empty(geometry.shape, dtype=t.dtype) for t in ct_tables]
-    per_voxel = _subvoxels_per_voxel(supersample)
-    for index, slab in iter_slabs(geometry, max_voxels=max(1, max_subvoxels // per_voxel)):
-        averaged = average_tables(
-            model,
-            slab,
-            [*ct_tables, *mr_tables],
-            supersample=supersample,
-            max_subvoxels=max_subvoxels,
-        )
-        for buffer, values in zip(ct_buffers, averaged, strict=False):
-            buffer[index] = values
-        mr_values = averaged[len(ct_tables) :]
-        n_poly = plan.kappa_coefficients.shape[1]
-        for e in range(n_echoes):
-            block = mr_values[e * per_echo : (e + 1) * per_echo]
-            if kappa is None:
-                echo = np.asarray(block[0], dtype=np.complex64)
-            else:
-                echo = plan.expansion.signal(block[:n_poly], kappa[index])
-            for field, term in zip(fields, block[n_poly:], strict=True):
-                echo += field[index] * np.asarray(term, dtype=np.complex64)
-            signal[e, index] = echo
-        for k, values in enumerate(mr_values[n_echoes * per_echo :]):
-            extra[k, index] = values
-        del averaged, mr_values
-
+    ct_tables = [] if ct_options is None else ct_options.tables()
+    signal, extra, ct_buffers = _sample_realistic(
+        model,
+        geometry,
+        options,
+        plan,
+        ct_tables,
+        kappa=kappa,
+        fields=fields,
+        supersample=supersample,
+        max_subvoxels=max_subvoxels,
+    )
+    del fields
     exponents = extra[: plan.n_inclusion]
     flow_fractions = extra[plan.n_inclusion : plan.n_inclusion + len(plan.flowing)]
     cord_fraction, body_fraction = extra[-2], extra[-1]
     if plan.flowing and float(flow_fractions.max(initial=0.0)) > 0:
-        patches = correlated_field(
-            geometry, correlation_mm=PATCH_CORRELATION_MM, seed=options.seed, key=_FIELD_FLOW
-        )
-        kept = flow_attenuation(
-            geometry,
-            patches=patches,
-            cord_fraction=cord_fraction,
-            echo_times_ms=mr.echo_times_ms,
-            flowing={t: FLOWING_TISSUES[t] for t in plan.flowing},
-        )
-        del patches
-        for n, tissue in enumerate(plan.flowing):
-            column = plan.tissues.index(tissue)
-            for e in range(n_echoes):
-                own_coefficients = plan.kappa_coefficients[e, :, column]
-                own = (
-                    own_coefficients[0].astype(np.complex64)
-                    if kappa is None
-                    else plan.expansion.signal(list(own_coefficients), kappa)
-                )
-                signal[e] -= flow_fractions[n] * own * (np.float32(1.0) - kept[tissue][e])
-        del kept
+        _apply_flow(signal, geometry, options, plan, kappa, flow_fractions, cord_fraction)
     if plan.n_inclusion:
         np.negative(exponents, out=exponents)
         np.exp(exponents, out=exponents)
@@ -964,21 +909,131 @@ def _render_realistic(
     if gain is not None:
         signal *= gain
     del extra, gain
-    acquired = acquired_shape(geometry.shape, realism.acquired_fraction)
+    magnitude = _acquire(signal, geometry, options)
+    del signal
+    ct = None if ct_options is None else ct_options.finish(ct_buffers, geometry)
+    return ct, MultiEchoMR(magnitude, geometry.affine, protocol=options.protocol)
+
+
+def _transmit(geometry: Geometry, options: MRIOptions) -> NDArray[np.float32] | None:
+    """The relative flip angle on ``geometry`` (None when the transmit field is off)."""
+    realism, mr = options.realism, options.protocol
+    assert realism is not None and mr.flip_angle_deg is not None
+    if not realism.transmit:
+        return None
+    span = realism.transmit_range or typical_transmit_range(float(mr.field_strength_t or 3.0))
+    lo, hi = kappa_limits(float(mr.flip_angle_deg))
+    return np.clip(transmit_field(geometry, transmit_range=span, seed=options.seed), lo, hi)
+
+
+def _sample_realistic(
+    model: TissueModel,
+    geometry: Geometry,
+    options: MRIOptions,
+    plan: _RealisticTables,
+    ct_tables: list[NDArray[np.generic]],
+    *,
+    kappa: NDArray[np.float32] | None,
+    fields: list[NDArray[np.float32]],
+    supersample: int | Sequence[int],
+    max_subvoxels: int,
+) -> tuple[NDArray[np.complex64], NDArray[np.float32], list[NDArray[np.generic]]]:
+    """Slab by slab: average the tables, then combine them into each echo's complex signal.
+
+    Returns the signal per echo, the other averaged maps (inclusion exponents, flowing-tissue,
+    cord and body fractions) and the CT tables' averages.
+    """
+    mr = options.protocol
+    inclusion = (
+        _inclusion_tables(plan.tissues, mr.echo_times_ms, float(mr.field_strength_t or 0))
+        if plan.n_inclusion
+        else []
+    )
+    mr_tables = plan.lookup_tables(inclusion)
+    n_echoes, per_echo = options.n_echoes, plan.per_echo_count()
+    n_poly = plan.kappa_coefficients.shape[1]
+    signal = np.empty((n_echoes, *geometry.shape), dtype=np.complex64)
+    extra = np.empty((len(mr_tables) - n_echoes * per_echo, *geometry.shape), dtype=np.float32)
+    ct_buffers = [np.empty(geometry.shape, dtype=t.dtype) for t in ct_tables]
+    per_voxel = _subvoxels_per_voxel(supersample)
+    # The coefficient tables are combined per slab, so only the slab holds all of them.
+    for index, slab in iter_slabs(geometry, max_voxels=max(1, max_subvoxels // per_voxel)):
+        averaged = average_tables(
+            model,
+            slab,
+            [*ct_tables, *mr_tables],
+            supersample=supersample,
+            max_subvoxels=max_subvoxels,
+        )
+        for buffer, values in zip(ct_buffers, averaged, strict=False):
+            buffer[index] = values
+        mr_values = averaged[len(ct_tables) :]
+        for e in range(n_echoes):
+            block = mr_values[e * per_echo : (e + 1) * per_echo]
+            if kappa is None:
+                echo = np.asarray(block[0], dtype=np.complex64)
+            else:
+                echo = plan.expansion.signal(block[:n_poly], kappa[index])
+            for field, term in zip(fields, block[n_poly:], strict=True):
+                echo += field[index] * np.asarray(term, dtype=np.complex64)
+            signal[e, index] = echo
+        for k, values in enumerate(mr_values[n_echoes * per_echo :]):
+            extra[k, index] = values
+        del averaged, mr_values
+    return signal, extra, ct_buffers
+
+
+def _apply_flow(
+    signal: NDArray[np.complex64],
+    geometry: Geometry,
+    options: MRIOptions,
+    plan: _RealisticTables,
+    kappa: NDArray[np.float32] | None,
+    flow_fractions: NDArray[np.float32],
+    cord_fraction: NDArray[np.float32],
+) -> None:
+    """Remove the lost part of each flowing tissue's own signal, in place."""
+    patches = correlated_field(
+        geometry, correlation_mm=PATCH_CORRELATION_MM, seed=options.seed, key=_FIELD_FLOW
+    )
+    kept = flow_attenuation(
+        geometry,
+        patches=patches,
+        cord_fraction=cord_fraction,
+        echo_times_ms=options.protocol.echo_times_ms,
+        flowing={t: FLOWING_TISSUES[t] for t in plan.flowing},
+    )
+    del patches
+    for n, tissue in enumerate(plan.flowing):
+        column = plan.tissues.index(tissue)
+        for e in range(options.n_echoes):
+            own_coefficients = plan.kappa_coefficients[e, :, column]
+            own = (
+                own_coefficients[0].astype(np.complex64)
+                if kappa is None
+                else plan.expansion.signal(list(own_coefficients), kappa)
+            )
+            signal[e] -= flow_fractions[n] * own * (np.float32(1.0) - kept[tissue][e])
+
+
+def _acquire(
+    signal: NDArray[np.complex64], geometry: Geometry, options: MRIOptions
+) -> NDArray[np.float32]:
+    """k-space truncation and noise per echo; the magnitude images."""
+    assert options.realism is not None
+    acquired = acquired_shape(geometry.shape, options.realism.acquired_fraction)
     # noise_sd keeps its meaning (image-domain SD per channel): with an orthonormal FFT, k-space
     # noise of SD s on M of N samples gives s * sqrt(M / N) in the image.
     kept_share = float(np.prod(acquired)) / float(np.prod(geometry.shape))
     kspace_sd = options.noise_sd / np.sqrt(kept_share)
     magnitude = np.empty(signal.shape, dtype=np.float32)
-    for e in range(n_echoes):
+    for e in range(signal.shape[0]):
         image = acquire_kspace(
             signal[e], acquired=acquired, kspace_noise_sd=kspace_sd, seed=options.seed, key=e
         )
         np.abs(image, out=magnitude[e])
         del image
-    del signal
-    ct = None if ct_options is None else ct_options.finish(ct_buffers, geometry)
-    return ct, MultiEchoMR(magnitude, geometry.affine, protocol=options.protocol)
+    return magnitude
 
 
 def _subvoxels_per_voxel(supersample: int | Sequence[int]) -> int:
