@@ -15,7 +15,7 @@ References
 ----------
 Sacolick 2010
     Sacolick LI et al. B1 mapping by Bloch-Siegert shift. Magn Reson Med 2010;63:1315-1322
-    (in vivo body B1+ at 3 T spans roughly 70-120 % of nominal).
+    (in vivo B1+ maps at 3 T; body fields of roughly 70-120 % of nominal).
 Bernstein 2006
     Bernstein MA, Huston J, Ward HA. Imaging artifacts at 3.0T. J Magn Reson Imaging
     2006;24:735-746 (B1 inhomogeneity from the shorter RF wavelength; small at 1.5 T).
@@ -52,8 +52,8 @@ TRANSMIT_RANGE_1P5T = (0.9, 1.1)
 #: Relative flip angles the renderer's flip-angle expansion covers (values are clipped to it).
 TRANSMIT_SUPPORTED_RANGE = (0.5, 1.5)
 
-#: Radius of one spine-array loop, mm: an assumption within the 4-8 inch elements of clinical
-#: spine arrays (Roemer 1990 used 12 cm loops for spine imaging).
+#: Radius of one spine-array loop, mm: assumption, elements of about 10-15 cm as in the linear
+#: spine arrays of Roemer 1990.
 RECEIVE_LOOP_RADIUS_MM = 60.0
 #: Distance from the posterior skin to the coil plane (table pad and housing), mm: assumption.
 RECEIVE_COIL_OFFSET_MM = 15.0
