@@ -63,6 +63,9 @@ COLUMN_ALIASES: dict[str, str] = {
     "patient": "patient_id",
     "subject_id": "patient_id",
 }
+#: Extra columns that hold one file path: resolved against the manifest's folder on reading,
+#: written relative to it (e.g. ``synthct dataset check``'s MR-to-CT transform files).
+PATH_COLUMNS: tuple[str, ...] = ("mr_to_ct_transform",)
 #: File names looked for when a manifest is given as a folder, in this order.
 MANIFEST_NAMES: tuple[str, ...] = ("manifest.csv", "manifest.yaml", "manifest.yml")
 _SUFFIXES = (".csv", ".yaml", ".yml", ".json")
@@ -227,6 +230,9 @@ def case_from_row(row: Mapping[str, Any], *, base: Path, where: str, path: Path 
         if role in canonical
     }
     meta = {k: canonical.pop(k) for k in META_FIELDS if k in canonical}
+    for column in PATH_COLUMNS:
+        if str(canonical.get(column) or "").strip():
+            canonical[column] = _resolve(str(canonical[column]).strip(), base)
     return Case(case_id, images, meta, canonical)
 
 
@@ -305,7 +311,10 @@ class Manifest:
             for role, paths in case.images.items():
                 row[role] = [_relative(p, relative_to) for p in paths]
             row.update(case.meta)
-            row.update(case.extra)
+            row.update(
+                {k: _relative(v, relative_to) if isinstance(v, Path) else v
+                 for k, v in case.extra.items()}
+            )  # fmt: skip
             out.append(row)
         return out
 

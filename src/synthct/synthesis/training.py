@@ -28,6 +28,7 @@ Run folder::
     OUTPUT/checkpoints/last.pt    the latest checkpoint
     OUTPUT/checkpoints/best.pt    the weights with the best validation MAE
     OUTPUT/model/                 the model folder (weights, config, card...)
+    OUTPUT/model-best/            the same for the best checkpoint (loadable like model/)
 
 Nothing here prints: progress goes to the ``progress`` callback.
 """
@@ -89,6 +90,8 @@ Phase = Literal["loading", "training", "validating", "saving", "done"]
 CHECKPOINT = Path("checkpoints") / "last.pt"
 BEST = Path("checkpoints") / "best.pt"
 MODEL = "model"
+#: The best checkpoint (``BEST``) as a model folder, written beside ``MODEL`` at the end.
+MODEL_BEST = "model-best"
 LOG = "training_log.csv"
 CURVE = "training_curve.png"
 
@@ -123,6 +126,8 @@ class TrainingResult:
     validation: dict[str, Any] = field(default_factory=dict)
     #: ``checkpoints/best.pt``: the weights with the best validation MAE (None: none yet).
     best_checkpoint_path: Path | None = None
+    #: ``model-best/``: the best checkpoint as a loadable model folder (None: no best yet).
+    best_model_dir: Path | None = None
 
 
 def split_cases(
@@ -330,6 +335,16 @@ def _train(
         lesion_types,
         native,
     )
+    best_dir = None
+    if run.best and (out / BEST).is_file():
+        import copy
+
+        best_network = copy.deepcopy(run.network)
+        best_network.load_state_dict(load_checkpoint(out / BEST)["model"])
+        best_dir, _ = _write_model(
+            out / MODEL_BEST, best_network, config, cases, prepared, (train_ids, val_ids),
+            run.rows, device, lesion_types, native, selected=dict(run.best),
+        )  # fmt: skip
     report(
         TrainingProgress(
             "done",
@@ -338,7 +353,9 @@ def _train(
             elapsed_s=run.rows[-1]["elapsed_s"] if run.rows else 0.0,
         )
     )
-    return dataclasses.replace(result, model_dir=model_dir, validation=validation)
+    return dataclasses.replace(
+        result, model_dir=model_dir, validation=validation, best_model_dir=best_dir
+    )
 
 
 def _log_validation(
@@ -601,8 +618,13 @@ def _write_model(
     device: str,
     lesion_types: Sequence[str],
     native_spacing: dict[str, tuple[float, float, float]],
+    selected: dict[str, Any] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Validate the held-out cases on whole volumes, build the card, write the model folder."""
+    """Validate the held-out cases on whole volumes, build the card, write the model folder.
+
+    ``selected`` is the best checkpoint's record (iteration, metric, value) when the weights
+    are those of ``checkpoints/best.pt``; the card's training section names it.
+    """
     train_ids, val_ids = split
     validation: dict[str, Any] = {"cases": [], "note": "no held-out case"}
     if val_ids and config.training.final_validation:
@@ -635,6 +657,7 @@ def _write_model(
         "n_parameters": count_parameters(network),
         "training_case_ids": train_ids,
         "validation_case_ids": val_ids,
+        "weights": {"checkpoint": "best", **selected} if selected else {"checkpoint": "last"},
     }
     normalisation = {
         "config": config.normalisation.model_dump(mode="json"),
