@@ -27,13 +27,16 @@ from synthct.volume import MultiEchoMR
 
 pytestmark = pytest.mark.slow
 
-#: Small enough to train in seconds on 2 CPU cores; it is the path, not the accuracy, under test.
+#: Small enough to train in seconds on 2 CPU cores; it is the path, not the accuracy, under test
+#: (evaluation runs with --align warn: so early a model's sCT is too poor for the alignment
+#: check to tell a shift from an error; the alignment itself is asserted on the pairs).
 TINY = {
-    "network": {"base_channels": 4, "levels": 2, "dropout": 0.0},
-    "patches": {"size": [16, 16, 16]},
+    "network": {"base_channels": 8, "levels": 2, "dropout": 0.0},
+    "patches": {"size": [24, 24, 24]},
     "training": {
-        "iterations": 6, "batch_size": 2, "validation_interval": 3, "checkpoint_interval": 6,
-        "validation_patches": 2, "device": "cpu", "volume_validation_interval": 6,
+        "iterations": 40, "batch_size": 4, "learning_rate": 3e-3, "validation_interval": 20,
+        "checkpoint_interval": 40, "validation_patches": 2, "device": "cpu",
+        "volume_validation_interval": 20,
     },
     "inference": {"patch_size": [32, 32, 32], "overlap": 0.25, "batch_size": 2},
 }  # fmt: skip
@@ -87,10 +90,12 @@ def test_a_dataset_goes_through_check_split_train_evaluate(
         back = np.array([found.TransformPoint(p.tolist()) for p in moved])
         assert np.linalg.norm(back - corners, axis=1).max() < 1.5, case_id  # mm
     out = _run("dataset", "split", qa / "manifest.csv", "--out", split, "--folds", "1",
-               "--test-fraction", "0.34", "--unit", "patient")  # fmt: skip
+               "--test-fraction", "0.34", "--unit", "patient", "--seed", "7")  # fmt: skip
     assert "left out wrong01: mi_outlier" in out and "left out far01: no_overlap" in out
     plan = json.loads((split / "split.json").read_text())
     assert sorted(plan["excluded"]) == ["far01", "wrong01"] and plan["unit"] == "patient"
+    assert plan["test"] == ["ch01"] and plan["folds"][0]["val"] == ["ex01"]  # seed 7
+    assert plan["folds"][0]["train"] == ["cta01", "cta02"]  # one patient, in one part
     fold = read_manifest(split / "fold-0.csv")
     assert sorted(fold.case_ids) == ["ch01", "cta01", "cta02", "ex01"]
     pair = fold["cta01"]
@@ -106,10 +111,10 @@ def test_a_dataset_goes_through_check_split_train_evaluate(
     _run("train", split / "fold-0.csv", "-o", run, "-c", config)
     _assert_best_model_folder(run)
     _run("evaluate", split / "fold-0.csv", "-o", ev, "-m", run / "model",
-         "--split", split / "split.json", "--subset", "test")  # fmt: skip
+         "--split", split / "split.json", "--subset", "test", "--align", "warn")  # fmt: skip
     rows = list(csv.DictReader((ev / "evaluation.csv").open()))
-    assert sorted(r["case_id"] for r in rows) == sorted(plan["test"]) and len(plan["test"]) >= 1
-    assert all(r["status"] == "ok" and float(r["mae_hu"]) > 0 for r in rows), rows
+    assert [r["case_id"] for r in rows] == ["ch01"]  # the held-out case only
+    assert rows[0]["status"] == "ok" and 0 < float(rows[0]["mae_hu"]) < 400, rows
 
 
 def _assert_best_model_folder(run: Path) -> None:
@@ -170,6 +175,7 @@ def test_one_t2_like_pair_trains_on_some_slices_and_is_evaluated_on_others(
     _run("train", split / "fold-0.csv", "-o", run, "-c", config)
     trained = json.loads((run / "split.json").read_text())
     assert trained == {"train": ["pair1-slab-train"], "validation": ["pair1-slab-validation"]}
-    _run("evaluate", split / "fold-0.csv", "-o", ev, "-m", run / "model", "--subset", "test")
+    _run("evaluate", split / "fold-0.csv", "-o", ev, "-m", run / "model", "--subset", "test",
+         "--align", "warn")  # fmt: skip
     rows = list(csv.DictReader((ev / "evaluation.csv").open()))
     assert [r["case_id"] for r in rows] == ["pair1-slab-test"] and rows[0]["status"] == "ok"
