@@ -172,7 +172,8 @@ def test_one_t2_like_pair_trains_on_some_slices_and_is_evaluated_on_others(
     assert plan["test"] == ["pair1-slab-test"] and plan["unit"] == "slab"
     ranges = sorted(v["s_range_mm"] for v in plan["slabs"].values())
     assert all(b[0] - a[1] >= 6.0 for a, b in itertools.pairwise(ranges))  # gaps
-    _run("train", split / "fold-0.csv", "-o", run, "-c", config)
+    # one channel without echo times: planning picks the per-channel normalisation
+    _run("train", split / "fold-0.csv", "-o", run, "-c", config, "--plan", "auto")
     trained = json.loads((run / "split.json").read_text())
     assert trained == {"train": ["pair1-slab-train"], "validation": ["pair1-slab-validation"]}
     _run("evaluate", split / "fold-0.csv", "-o", ev, "-m", run / "model", "--subset", "test",
