@@ -99,6 +99,25 @@ def test_a_registered_pair_puts_the_mr_sphere_on_the_ct_sphere(tmp_path: Path) -
     assert pair.extra[TRANSFORM_COLUMN] == "" and pair.path("mr") == tmp_path / "pair" / "mr.nii.gz"
 
 
+def test_a_pair_without_overlap_is_a_clear_error_and_nothing_is_written(tmp_path: Path) -> None:
+    case = _known_pair(tmp_path / "in")
+    far = case.mr()
+    moved = far.affine.copy()
+    moved[2, 3] += 600.0  # the MR 600 mm above its CT
+    write_volume(MultiEchoMR(far.array, moved), tmp_path / "far.nii.gz")
+    apart = case.with_images(mr=tmp_path / "far.nii.gz")
+    with pytest.raises(SynthctError, match="does not overlap the CT") as info:
+        write_pair(apart, tmp_path / "pair")
+    assert "no_overlap" in str(info.value) and not (tmp_path / "pair").exists()
+
+
+def test_evaluate_refuses_an_unknown_align_mode(tmp_path: Path) -> None:
+    args = ["evaluate", str(tmp_path / "m.csv"), "-o", str(tmp_path / "out"), "--align", "x"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--align 'x' is not a mode" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_slab_ranges_known_extents() -> None:
     grid = Geometry((10, 10, 40), np.diag([1.0, 1.0, 2.0, 1.0]))
     covered = np.ones(grid.shape, bool)
