@@ -78,13 +78,12 @@ def evaluate(
 ) -> None:
     """Synthesise each case's sCT and write the SynthRAD2025-style table and lesion tables."""
     from synthct.commands.synthesize import tta_axes_for
+    from synthct.commands.validate import ALIGN_MODES
+    from synthct.errors import SynthctError
     from synthct.evaluation.cases import read_evaluation_manifest, read_split, select_subset
     from synthct.evaluation.run import InferenceOptions, evaluate_cohort
     from synthct.synthesis.errors import SynthesisInputError
     from synthct.synthesis.synthesizer import SynthesisModel, load_synthesizer
-
-    from synthct.commands.validate import ALIGN_MODES
-    from synthct.errors import SynthctError
     from synthct.validation.case import ValidationSettings
 
     if align not in ALIGN_MODES:
