@@ -244,6 +244,16 @@ def test_check_writes_the_transform_only_where_it_is_applied(tmp_path: Path) -> 
     assert not str(checked["aligned"].extra.get(TRANSFORM_COLUMN) or "")
     text = (tmp_path / "qa" / "manifest.csv").read_text()
     assert "transforms/moved.tfm" in text and str(tmp_path / "qa") not in text  # relative
+    # training and evaluation refuse the pending registration rather than pair misaligned images
+    from synthct.evaluation.cases import EvaluationInputError, read_evaluation_manifest
+    from synthct.manifest import ManifestError
+    from synthct.synthesis.manifest import read_manifest as read_training_manifest
+
+    with pytest.raises(ManifestError, match="'moved': its MR is not registered") as info:
+        read_training_manifest(tmp_path / "qa" / "manifest.csv")
+    assert "synthct dataset split" in str(info.value)
+    with pytest.raises(EvaluationInputError, match="'moved': its MR is not registered"):
+        read_evaluation_manifest(tmp_path / "qa" / "manifest.csv")
     found = read_transform(checked["moved"].extra[TRANSFORM_COLUMN])
     # the registered sphere: the transform found maps the CT centre onto the MR's sphere
     centre_in_mr = (np.linalg.inv(MR_TO_CT) @ np.append(CENTRE_LPS_MM, 1.0))[:3]

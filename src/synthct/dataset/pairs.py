@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from synthct.case import Case
 from synthct.errors import SynthctError
 from synthct.geometry import Geometry
+from synthct.manifest import TRANSFORM_COLUMN
 from synthct.volume import CTVolume, LabelMap, MultiEchoMR, ScalarVolume, Volume
 
 __all__ = [
@@ -48,8 +49,6 @@ __all__ = [
     "write_transform",
 ]
 
-#: Manifest column naming a case's MR-to-CT transform file (empty: identity).
-TRANSFORM_COLUMN = "mr_to_ct_transform"
 #: The parts of a slab split, in cranio-caudal order of increasing array index.
 PART_NAMES: tuple[str, ...] = ("train", "validation", "test")
 
