@@ -128,7 +128,11 @@ def split(
         checked = read_split(check_split, manifest)
         console.print(
             f"{check_split}: {len(checked.test)} test case(s), {len(checked.folds)} fold(s); "
-            "no patient in two parts",
+            + (
+                "no slab in two parts, none touching"
+                if checked.unit == "slab"
+                else "no patient in two parts"
+            ),
             highlight=False,
         )
         return

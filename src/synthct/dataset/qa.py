@@ -23,6 +23,11 @@ median of the other cases' (at least 3 cases with a registration); ``hu_range`` 
 the body found in the CT. Two issues are notes that do not flag a case (:data:`NOTES`):
 ``no_mask`` (the mask was derived) and ``no_air`` (the CT's 0.5th percentile is above -900 HU:
 a field of view inside the body, or a CT without air at -1000 HU).
+
+The ``registration`` column says whether the registration is applied (``applied``: it moves
+some MR corner by at least ``apply_min_shift_mm`` and raises the MI by at least
+``apply_min_mi_gain``) or the case keeps the identity (``identity``: aligned already); an
+applied transform travels with the case (:mod:`synthct.dataset.pairs`).
 """
 
 from __future__ import annotations
