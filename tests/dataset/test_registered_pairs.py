@@ -17,10 +17,10 @@ from synthct.dataset.pairs import (
     TRANSFORM_COLUMN,
     mr_coverage,
     read_transform,
-    slab_ranges,
     write_pair,
     write_transform,
 )
+from synthct.dataset.slabs import slab_ranges
 from synthct.dataset.split import SplitError, read_split, split_from_dict, write_split_folder
 from synthct.errors import SynthctError
 from synthct.geometry import Geometry

@@ -345,7 +345,8 @@ def _slab_cases(
     manifest: Manifest, folder: Path, fractions: Sequence[float], gap_mm: float
 ) -> tuple[list[Case], dict[str, dict[str, Any]]]:
     """Registered pairs of every slab of every case, written into ``folder``."""
-    from synthct.dataset.pairs import mr_coverage, slab_ranges, transform_for, write_pair
+    from synthct.dataset.pairs import mr_coverage, transform_for, write_pair
+    from synthct.dataset.slabs import slab_ranges
 
     cases, slabs = [], {}
     for case in manifest:
