@@ -226,18 +226,25 @@ def _train(
             path=manifest,
             fix="resume with the manifest the run was started with",
         )
-    cases, prepared, native = _load_cases(records, train_ids + val_ids, config, report, train_ids)
+    # Only rank 0 validates and writes the model: the other ranks load the training cases alone
+    # and keep them prepared only (the raw volumes are dropped), not every case twice.
+    wanted = train_ids + val_ids if context.is_main else list(train_ids)
+    cases, prepared, native = _load_cases(records, wanted, config, report, train_ids)
     in_channels = next(iter(cases.values())).mr.n_echoes
+    if not context.is_main:
+        cases = {}
     sampler = PatchSampler(
         [prepared[i] for i in train_ids],
         config.patches,
         config.normalisation,
         insertion=config.lesion_insertion,
     )
-    val_source = [prepared[i] for i in val_ids] or [prepared[i] for i in train_ids]
-    val_patches = PatchSampler(val_source, config.patches, config.normalisation).fixed_patches(
-        settings.validation_patches, settings.seed + 1
-    )
+    val_patches = None
+    if context.is_main:  # own seeded stream: skipping it elsewhere changes no rank's path
+        val_source = [prepared[i] for i in val_ids] or [prepared[i] for i in train_ids]
+        val_patches = PatchSampler(val_source, config.patches, config.normalisation).fixed_patches(
+            settings.validation_patches, settings.seed + 1
+        )
 
     run = _Optimisation.build(config, in_channels, context, device_kind, state)
     if context.is_main:
@@ -247,7 +254,7 @@ def _train(
             json.dumps({"train": train_ids, "validation": val_ids}, indent=2) + "\n",
         )
     writer = _tensorboard(out) if settings.tensorboard and context.is_main else None
-    val_cases = [cases[i] for i in val_ids]
+    val_cases = [cases[i] for i in val_ids] if context.is_main else []
 
     t0 = time.perf_counter()
     running, running_l1, running_n = 0.0, 0.0, 0
@@ -268,7 +275,7 @@ def _train(
             train_loss = mean_over_ranks(running / running_n, context, device)
             train_l1 = mean_over_ranks(running_l1 / running_n, context, device)
             running, running_l1, running_n = 0.0, 0.0, 0
-            if context.is_main:
+            if context.is_main and val_patches is not None:
                 interval = settings.volume_validation_interval
                 volumes = val_cases if interval and (done % interval == 0 or last_step) else []
                 train = {
