@@ -11,6 +11,11 @@ broken on purpose: ``wrong01`` holds ex01's MRI (another patient), ``far01`` an 
 Then the SynthRAD export, ``dataset check`` and ``dataset split`` as the command line runs them,
 and prints per case: MI before/after, the rotation found and its error against the known one,
 the shift found, the status and issues; and the time of each step.
+
+Then the split of the QA folder (registered pairs, :mod:`synthct.dataset.pairs`) and, per case
+whose registration is applied, the MR-to-CT alignment error at the MR's corners against the
+known offset: as the headers have it (the baseline, nothing applied) and with the transform
+applied; and what registering the written pair again still finds to undo.
 """
 
 from __future__ import annotations
@@ -19,16 +24,19 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from synthct.dataset.check import check_dataset
 from synthct.dataset.export import export_synthrad
+from synthct.dataset.pairs import TRANSFORM_COLUMN, read_transform
 from synthct.dataset.readers import read_dataset
+from synthct.dataset.registration import register_mr_to_ct
 from synthct.dataset.split import identical_ct_groups, write_split_folder
 from synthct.io import read_volume
 from synthct.manifest import read_manifest
-from synthct.phantom.derived_pairs import PairSpec, crop_ct, write_derived_pairs
+from synthct.phantom.derived_pairs import PairSpec, crop_ct, rigid_about, write_derived_pairs
 from synthct.volume import CTVolume
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "totalsegmentator"
@@ -91,8 +99,47 @@ def main() -> None:
             + "; ".join(i.split(":")[0] for i in row["issues"])
         )
     print(f"split: test {split.test}, folds {[f['val'] for f in split.folds]} (validation)")
+    start = time.perf_counter()
+    registered = write_split_folder(
+        read_manifest(root / "qa"), root / "split-registered", n_folds=1, test_fraction=0.34
+    )
+    times["split (registered pairs)"] = time.perf_counter() - start
+    print(f"registered pairs: left out {registered.excluded}")
+    print_alignment(read_manifest(source), read_manifest(root / "qa"), root / "split-registered")
     for step, seconds in times.items():
         print(f"{step:28} {seconds:6.1f} s")
+
+
+def _corners(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    ends = [(0, n - 1) for n in shape]
+    ijk = np.array(np.meshgrid(*ends, indexing="ij")).reshape(3, -1).T
+    return np.asarray(ijk @ affine[:3, :3].T + affine[:3, 3])
+
+
+def print_alignment(source: Any, checked: Any, split: Path) -> None:
+    """Corner errors (mm) against the known offset: headers, applied transform, pair residual."""
+    pairs = read_manifest(split / "manifest.csv")
+    print(f"{'case':8} {'header err':>10} {'applied err':>11} {'pair residual':>13}  (mm, max)")
+    for case in checked:
+        path = str(case.extra.get(TRANSFORM_COLUMN) or "")
+        if not path or case.case_id not in pairs.case_ids:
+            continue
+        truth_case = source[case.case_id]
+        ct, mr = truth_case.ct(), truth_case.mr()
+        shift = np.asarray([float(v) for v in truth_case.extra["offset_shift_mm"].split(";")])
+        centre = ct.geometry.index_to_lps((np.asarray(ct.spatial_shape) - 1) / 2) - shift
+        truth = rigid_about(float(truth_case.extra["offset_rotation_deg"]), shift, centre)
+        corners = _corners(mr.spatial_shape, mr.affine)
+        moved = corners @ truth[:3, :3].T + truth[:3, 3]
+        header = np.linalg.norm(moved - corners, axis=1).max()  # nothing applied
+        found = read_transform(path)
+        back = np.array([found.TransformPoint(p.tolist()) for p in moved])
+        applied = np.linalg.norm(back - corners, axis=1).max()
+        pair = pairs[case.case_id]
+        pair_mr, pair_ct = pair.mr(), pair.ct()
+        again = register_mr_to_ct(pair_mr, pair_mr.array[0], pair_ct)
+        residual = again.displacement_mm(_corners(pair_ct.spatial_shape, pair_ct.affine)).max()
+        print(f"{case.case_id:8} {header:10.2f} {applied:11.2f} {residual:13.2f}")
 
 
 if __name__ == "__main__":

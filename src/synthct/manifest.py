@@ -45,11 +45,13 @@ from synthct.errors import SynthctError
 __all__ = [
     "COLUMN_ALIASES",
     "MANIFEST_NAMES",
+    "TRANSFORM_COLUMN",
     "Manifest",
     "ManifestError",
     "canonical_column",
     "read_manifest",
     "read_rows",
+    "refuse_pending_transform",
     "write_manifest",
 ]
 
@@ -63,6 +65,12 @@ COLUMN_ALIASES: dict[str, str] = {
     "patient": "patient_id",
     "subject_id": "patient_id",
 }
+#: Column of a case's rigid MR-to-CT transform file, written by ``synthct dataset check`` and
+#: applied by ``synthct dataset split`` (:mod:`synthct.dataset.pairs`); empty: none pending.
+TRANSFORM_COLUMN = "mr_to_ct_transform"
+#: Extra columns that hold one file path: resolved against the manifest's folder on reading,
+#: written relative to it.
+PATH_COLUMNS: tuple[str, ...] = (TRANSFORM_COLUMN,)
 #: File names looked for when a manifest is given as a folder, in this order.
 MANIFEST_NAMES: tuple[str, ...] = ("manifest.csv", "manifest.yaml", "manifest.yml")
 _SUFFIXES = (".csv", ".yaml", ".yml", ".json")
@@ -70,6 +78,23 @@ _SUFFIXES = (".csv", ".yaml", ".yml", ".json")
 
 class ManifestError(SynthctError, ValueError):
     """A manifest that cannot be used as it is (format, columns, ids, values, files)."""
+
+
+def refuse_pending_transform(case: Case, *, manifest: str | os.PathLike[str] | None) -> None:
+    """Raise :class:`ManifestError` when ``case``'s MR still needs its MR-to-CT transform.
+
+    Training and evaluation read MR and CT as they are; a case whose registration is pending
+    (the manifest of ``synthct dataset check``) would pair misaligned images.
+    """
+    pending = str(case.extra.get(TRANSFORM_COLUMN) or "").strip()
+    if pending:
+        raise ManifestError(
+            f"case {case.case_id!r}: its MR is not registered to its CT yet (transform "
+            f"{pending})",
+            path=manifest,
+            fix="split the QA folder (`synthct dataset split QA --out SPLIT`) and use "
+            "SPLIT/fold-K.csv or SPLIT/manifest.csv, whose registered pairs have it applied",
+        )
 
 
 def canonical_column(name: str) -> str:
@@ -227,6 +252,9 @@ def case_from_row(row: Mapping[str, Any], *, base: Path, where: str, path: Path 
         if role in canonical
     }
     meta = {k: canonical.pop(k) for k in META_FIELDS if k in canonical}
+    for column in PATH_COLUMNS:
+        if str(canonical.get(column) or "").strip():
+            canonical[column] = _resolve(str(canonical[column]).strip(), base)
     return Case(case_id, images, meta, canonical)
 
 
@@ -305,7 +333,10 @@ class Manifest:
             for role, paths in case.images.items():
                 row[role] = [_relative(p, relative_to) for p in paths]
             row.update(case.meta)
-            row.update(case.extra)
+            row.update(
+                {k: _relative(v, relative_to) if isinstance(v, Path) else v
+                 for k, v in case.extra.items()}
+            )  # fmt: skip
             out.append(row)
         return out
 

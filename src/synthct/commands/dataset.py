@@ -89,13 +89,29 @@ def split(
         typer.Option("--check", help="Check this split file against the dataset instead."),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+    unit: Annotated[
+        str,
+        typer.Option(
+            help="patient: whole patients per part; slab: each scan cut into train / "
+            "validation / test slabs along its cranio-caudal axis (one pair, or a few); auto: "
+            "slab when there are too few patients for --folds and --test-fraction."
+        ),
+    ] = "auto",
+    slab_gap_mm: Annotated[
+        float, typer.Option(help="Gap between neighbouring slabs, mm.", min=0.0)
+    ] = 6.0,
 ) -> None:
-    """Deterministic patient-level split: a fixed test set and k folds.
+    """Deterministic patient-level split (a fixed test set and k folds), or slabs of few scans.
 
     Writes OUT/manifest.csv (the dataset's cases), OUT/split.json ({"test": [...], "folds":
     [{"train": [...], "val": [...]}], "seed": ...}) and OUT/fold-K.csv (the manifest with a
     split column, for `synthct train`). Cases of one patient, and cases with identical CT
     voxels, always land in the same part.
+
+    Given the manifest.csv of `synthct dataset check`, cases QA ruled out (no overlap, an MR
+    of another patient, another channel count) are left out, and cases whose registration
+    is applied are written as registered pairs (MR on the CT grid) into OUT/pairs/, which the
+    manifests name: training and evaluation read those. With slabs, every slab is such a pair.
     """
     from synthct.dataset.readers import read_dataset
     from synthct.dataset.split import identical_ct_groups, read_split, write_split_folder
@@ -112,21 +128,29 @@ def split(
         checked = read_split(check_split, manifest)
         console.print(
             f"{check_split}: {len(checked.test)} test case(s), {len(checked.folds)} fold(s); "
-            "no patient in two parts",
+            + (
+                "no slab in two parts, none touching"
+                if checked.unit == "slab"
+                else "no patient in two parts"
+            ),
             highlight=False,
         )
         return
     assert out is not None
     result = write_split_folder(
         manifest, out, n_folds=folds, test_fraction=test_fraction, seed=seed,
-        same_content=identical_ct_groups(manifest), overwrite=overwrite,
+        same_content=identical_ct_groups(manifest), overwrite=overwrite, unit=unit,
+        slab_gap_mm=slab_gap_mm,
     )  # fmt: skip
     n_patients = len(set(result.patients.values()))
+    by = "slabs" if result.unit == "slab" else "patients"
     console.print(
-        f"{len(manifest)} case(s) of {n_patients} patient(s) ({layout} layout): "
+        f"{len(manifest)} case(s) of {n_patients} patient(s) ({layout} layout), split by {by}: "
         f"{len(result.test)} test case(s), {len(result.folds)} fold(s) -> {out}/split.json",
         highlight=False,
     )
+    for case_id, reason in result.excluded.items():
+        console.print(f"  left out {case_id}: {reason}", highlight=False)
 
 
 @dataset_app.command("export")

@@ -65,14 +65,33 @@ def evaluate(
     figures: Annotated[
         bool, typer.Option("--figures/--no-figures", help="Lesion figures (CT | sCT | MRI).")
     ] = False,
+    align: Annotated[
+        str,
+        typer.Option(
+            "--align",
+            metavar="check|auto|warn",
+            help="Alignment check of each sCT with its CT, as `synthct validate --align`: "
+            "'warn' measures a case anyway (e.g. an early model whose sCT is too poor for the "
+            "check to tell a shift from an error).",
+        ),
+    ] = "check",
 ) -> None:
     """Synthesise each case's sCT and write the SynthRAD2025-style table and lesion tables."""
     from synthct.commands.synthesize import tta_axes_for
+    from synthct.commands.validate import ALIGN_MODES
+    from synthct.errors import SynthctError
     from synthct.evaluation.cases import read_evaluation_manifest, read_split, select_subset
     from synthct.evaluation.run import InferenceOptions, evaluate_cohort
     from synthct.synthesis.errors import SynthesisInputError
     from synthct.synthesis.synthesizer import SynthesisModel, load_synthesizer
+    from synthct.validation.case import ValidationSettings
 
+    if align not in ALIGN_MODES:
+        raise SynthctError(
+            f"--align {align!r} is not a mode",
+            path="--align",
+            fix=f"use one of {', '.join(ALIGN_MODES)}",
+        )
     cases = read_evaluation_manifest(manifest)
     split_data = read_split(split) if split is not None else None
     cases = select_subset(cases, subset, split=split_data, split_path=split)
@@ -118,6 +137,7 @@ def evaluate(
         out,
         synthesizer=synthesizer,
         options=InferenceOptions(tta_axes=axes, uncertainty=uncertainty, resample=resample),
+        settings=ValidationSettings(alignment=align),  # type: ignore[arg-type]
         n_workers=workers,
         resume=resume,
         figures=figures,

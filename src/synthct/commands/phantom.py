@@ -53,6 +53,9 @@ def phantom(
     supersample: Annotated[
         int | None, typer.Option(help="Sub-voxels per edge for partial volume (1-4).")
     ] = None,
+    mr_realism: Annotated[
+        str | None, typer.Option(help="MRI realism: classic or realistic (fields, k-space, flow).")
+    ] = None,
     montage: Annotated[
         bool, typer.Option("--montage", help="Write montage.png for every case.")
     ] = False,
@@ -78,6 +81,7 @@ def phantom(
     overrides: dict[str, Any] = {
         "protocol": protocol,
         "supersample": supersample,
+        "mr_realism": mr_realism,
         "voxel_size_mm": parse_floats(voxel_size, "--voxel-size", count=3),
         "ct_voxel_size_mm": parse_floats(ct_voxel_size, "--ct-voxel-size", count=3),
         "ct_rotation_deg": parse_floats(ct_rotation, "--ct-rotation", count=3),

@@ -5,7 +5,11 @@ Output folder (written under a temporary name, renamed when complete)::
     QA/
       qa.csv             one row per case (columns in :mod:`synthct.dataset.qa`)
       qa.html            the same table, flagged cases first, issues spelled out
-      manifest.csv       the cases as read (a synthct manifest: paths absolute)
+      manifest.csv       the cases as read (a synthct manifest: paths absolute), with their
+                         QA status and issues and, where the registration is applied, the
+                         transform file (columns in :func:`_with_qa`)
+      transforms/        <case_id>.tfm: the rigid MR-to-CT transform of each case whose
+                         registration is applied (:mod:`synthct.dataset.pairs`)
       fingerprint.json   :mod:`synthct.dataset.fingerprint` of the cases without errors that
                          have the most common MR channel count
       summary.json       layout, counts of ok/flag/error cases, which cases carry which issue
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synthct.case import Case
 from synthct.manifest import Manifest
 
 __all__ = ["CheckResult", "check_dataset", "qa_html"]
@@ -46,9 +51,9 @@ _COLUMNS = (
     "case_id", "patient_id", "region", "split", "status", "issues", "error",
     "mr_channels", "mr_shape", "mr_spacing_mm", "mr_orientation", "ct_shape", "ct_spacing_mm",
     "ct_orientation", "fov_overlap", "mi_before", "mi_after", "registration_rotation_deg",
-    "registration_shift_mm", "ct_min_hu", "ct_p0_5_hu", "ct_median_hu", "ct_p99_5_hu",
-    "ct_max_hu", "mask_source", "mask_fraction", "mask_coverage", "mr_p0_5", "mr_p99_5",
-    "ct_checksum", "mr_checksum",
+    "registration_shift_mm", "registration", "ct_min_hu", "ct_p0_5_hu", "ct_median_hu",
+    "ct_p99_5_hu", "ct_max_hu", "mask_source", "mask_fraction", "mask_coverage", "mr_p0_5",
+    "mr_p99_5", "ct_checksum", "mr_checksum",
 )  # fmt: skip
 
 
@@ -149,11 +154,41 @@ def check_dataset(
         name = Path(source).name
         html = qa_html(rows, name=name, layout=layout, spacing_mm=s.registration_spacing_mm)
         (tmp / "qa.html").write_text(html, encoding="utf-8")
-        write_manifest(manifest, tmp / "manifest.csv")
+        write_manifest(_with_qa(manifest, rows, tmp), tmp / "manifest.csv")
         if fp is not None:
             write_json_atomic(tmp / "fingerprint.json", fp)
         write_json_atomic(tmp / "summary.json", summary)
     return CheckResult(Path(out), layout, rows, fp)
+
+
+def _with_qa(manifest: Manifest, rows: list[dict[str, Any]], folder: Path) -> Manifest:
+    """The cases with their QA outcome and, where registration is applied, its transform file.
+
+    Columns added: ``qa_status``, ``qa_issues`` (issue names, ``;``-separated) and
+    :data:`~synthct.dataset.pairs.TRANSFORM_COLUMN` (``transforms/<case_id>.tfm``, written
+    here; empty for identity), which ``synthct dataset split`` applies.
+    """
+    from synthct.dataset.pairs import TRANSFORM_COLUMN, write_transform
+
+    by_id = {r["case_id"]: r for r in rows}
+    cases = []
+    for case in manifest:
+        row = by_id[case.case_id]
+        transform: Path | str = ""
+        if row.get("registration_matrix") is not None:
+            (folder / "transforms").mkdir(exist_ok=True)
+            transform = write_transform(
+                folder / "transforms" / f"{case.case_id}.tfm", row["registration_matrix"]
+            )
+        names = [i.split(":")[0] for i in row["issues"]]
+        extra = {
+            **case.extra,
+            "qa_status": row["status"],
+            "qa_issues": ";".join(names),
+            TRANSFORM_COLUMN: transform,
+        }
+        cases.append(Case(case.case_id, case.images, case.meta, extra))
+    return Manifest(cases)
 
 
 def _cell(value: Any) -> Any:

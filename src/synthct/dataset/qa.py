@@ -23,6 +23,11 @@ median of the other cases' (at least 3 cases with a registration); ``hu_range`` 
 the body found in the CT. Two issues are notes that do not flag a case (:data:`NOTES`):
 ``no_mask`` (the mask was derived) and ``no_air`` (the CT's 0.5th percentile is above -900 HU:
 a field of view inside the body, or a CT without air at -1000 HU).
+
+The ``registration`` column says whether the registration is applied (``applied``: it moves
+some MR corner by at least ``apply_min_shift_mm`` and raises the MI by at least
+``apply_min_mi_gain``) or the case keeps the identity (``identity``: aligned already); an
+applied transform travels with the case (:mod:`synthct.dataset.pairs`).
 """
 
 from __future__ import annotations
@@ -58,6 +63,11 @@ class QASettings:
     min_mask_coverage: float = 0.9
     registration_spacing_mm: float = 3.0
     register: bool = True
+    #: The registration is applied (travels with the case) when it moves some MR corner at
+    #: least this far and raises the MI by at least ``apply_min_mi_gain`` (relative); else
+    #: the case keeps the identity (it was aligned already).
+    apply_min_shift_mm: float = 1.0
+    apply_min_mi_gain: float = 0.05
 
 
 def overlap_fraction(mr: Geometry, ct: Geometry, *, points_per_axis: int = 12) -> float:
@@ -179,11 +189,16 @@ def qa_case(case: Case, settings: QASettings | None = None) -> dict[str, Any]:
                 .reshape(3, -1)
                 .T
             )
+            shift_mm = float(result.displacement_mm(corners).max())
+            gain = result.mi_after >= (1.0 + s.apply_min_mi_gain) * result.mi_before
+            applied = shift_mm >= s.apply_min_shift_mm and gain
             row.update(
                 mi_before=result.mi_before,
                 mi_after=result.mi_after,
                 registration_rotation_deg=result.rotation_deg,
-                registration_shift_mm=float(result.displacement_mm(corners).max()),
+                registration_shift_mm=shift_mm,
+                registration="applied" if applied else "identity",
+                registration_matrix=result.matrix if applied else None,
             )
     except SynthctError as exc:
         row["error"] = f"{exc.problem}" + (f" ({exc.path})" if exc.path else "")

@@ -21,15 +21,17 @@ Split file (``split.json``), read by training and evaluation::
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from synthct.case import Case
 from synthct.manifest import Manifest, ManifestError
 
 __all__ = [
@@ -59,6 +61,12 @@ class Split:
     patients: dict[str, str] = field(default_factory=dict)
     test_fraction: float = 0.0
     manifest: str = "manifest.csv"
+    #: ``patient`` (whole patients per part) or ``slab`` (parts are slabs of scans).
+    unit: str = "patient"
+    #: Slab cases: case id -> {"of": source case, "part", "axis", "start", "stop", ...}.
+    slabs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Cases left out of the split, with the QA reason.
+    excluded: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written to ``split.json``."""
@@ -68,10 +76,12 @@ class Split:
             "seed": self.seed,
             "n_folds": len(self.folds),
             "test_fraction": self.test_fraction,
-            "unit": "patient",
+            "unit": self.unit,
             "test": list(self.test),
             "folds": [{"train": list(f["train"]), "val": list(f["val"])} for f in self.folds],
             "patients": dict(self.patients),
+            "slabs": {k: dict(v) for k, v in self.slabs.items()},
+            "excluded": dict(self.excluded),
         }
 
     def role_of(self, fold: int) -> dict[str, str]:
@@ -82,14 +92,24 @@ class Split:
         return roles
 
     def check(self, *, where: str | os.PathLike[str] | None = None) -> None:
-        """Raise :class:`SplitError` when a patient or case is in two parts of a fold."""
+        """Raise :class:`SplitError` when a patient or case is in two parts of a fold.
+
+        In a slab split the slabs of one scan are in different parts by design: there the
+        unit is the slab, every case must be a slab, and slabs of one scan must not overlap.
+        """
         patient = self.patients
+        if self.unit not in ("patient", "slab"):
+            raise SplitError(
+                f"unknown split unit {self.unit!r}", path=where, fix="use patient or slab"
+            )
+        if self.unit == "slab":
+            self._check_slabs(where)
         for k, fold in enumerate(self.folds):
             parts = {"test": self.test, "train": fold["train"], "val": fold["val"]}
             owner: dict[str, str] = {}
             for name, ids in parts.items():
                 for case_id in ids:
-                    key = patient.get(case_id, case_id)
+                    key = case_id if self.unit == "slab" else patient.get(case_id, case_id)
                     if key in owner and owner[key] != name:
                         raise SplitError(
                             f"fold {k}: patient {key!r} is in both {owner[key]} and {name} "
@@ -99,6 +119,29 @@ class Split:
                             "`synthct dataset split`, which splits by patient)",
                         )
                     owner[key] = name
+
+    def _check_slabs(self, where: str | os.PathLike[str] | None) -> None:
+        listed = set(self.test) | {c for f in self.folds for part in f.values() for c in part}
+        plain = sorted(listed - set(self.slabs))
+        if plain:
+            raise SplitError(
+                f"a slab split lists case(s) that are not slabs: {plain[:5]}",
+                path=where,
+                fix="make slab splits with `synthct dataset split --unit slab`",
+            )
+        by_scan: dict[str, list[tuple[int, int, str]]] = {}
+        for case_id, slab in self.slabs.items():
+            key = f"{slab.get('of')}/{slab.get('axis')}"
+            by_scan.setdefault(key, []).append((int(slab["start"]), int(slab["stop"]), case_id))
+        for ranges in by_scan.values():
+            ranges.sort()
+            for (_, stop, first), (start, _, second) in itertools.pairwise(ranges):
+                if start <= stop:  # a gap of at least one slice between slabs
+                    raise SplitError(
+                        f"slabs {first!r} and {second!r} of one scan touch or overlap",
+                        path=where,
+                        fix="leave a gap between slabs (--slab-gap-mm)",
+                    )
 
 
 def _units(manifest: Manifest, same_content: Sequence[Sequence[str]]) -> dict[str, list[str]]:
@@ -197,6 +240,9 @@ def split_from_dict(data: Mapping[str, Any], *, where: str | os.PathLike[str] | 
             patients={str(k): str(v) for k, v in dict(data.get("patients", {})).items()},
             test_fraction=float(data.get("test_fraction", 0.0)),
             manifest=str(data.get("manifest", "manifest.csv")),
+            unit=str(data.get("unit", "patient")),
+            slabs={str(k): dict(v) for k, v in dict(data.get("slabs") or {}).items()},
+            excluded={str(k): str(v) for k, v in dict(data.get("excluded") or {}).items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SplitError(
@@ -249,6 +295,74 @@ def identical_ct_groups(manifest: Manifest) -> list[list[str]]:
     return [ids for ids in by_sum.values() if len(ids) > 1]
 
 
+#: QA issues (``qa_issues`` of ``synthct dataset check``'s manifest) that keep a case out.
+EXCLUDING_ISSUES: tuple[str, ...] = (
+    "no_overlap", "mi_outlier", "channel_count", "patient_mismatch",
+)  # fmt: skip
+
+
+def usable_cases(manifest: Manifest) -> tuple[Manifest, dict[str, str]]:
+    """The cases QA did not rule out, and the others with the reason.
+
+    Only manifests written by ``synthct dataset check`` carry QA columns; other cases are all
+    usable.
+    """
+    keep, excluded = [], {}
+    for case in manifest:
+        issues = [i for i in str(case.extra.get("qa_issues") or "").split(";") if i]
+        bad = [i for i in issues if i in EXCLUDING_ISSUES]
+        if str(case.extra.get("qa_status") or "") == "error":
+            bad = ["unreadable", *bad]
+        if bad:
+            excluded[case.case_id] = ", ".join(bad)
+        else:
+            keep.append(case)
+    return Manifest(keep, source=manifest.source), excluded
+
+
+def _patients_needed(n_patients: int, n_folds: int, test_fraction: float) -> int:
+    n_test = 0 if test_fraction == 0 else max(1, round(test_fraction * n_patients))
+    return n_test + max(n_folds, 2)
+
+
+def choose_unit(manifest: Manifest, unit: str, *, n_folds: int, test_fraction: float) -> str:
+    """``patient`` or ``slab`` for ``unit`` ``patient``, ``slab`` or ``auto``.
+
+    ``auto`` splits by patient when there are enough patients for the test set and the
+    folds, and by slabs of each scan otherwise (one pair, or a few).
+    """
+    if unit not in ("auto", "patient", "slab"):
+        raise SplitError(
+            f"unknown split unit {unit!r}", path="--unit", fix="use auto, patient or slab"
+        )
+    if unit != "auto":
+        return unit
+    n = len(manifest.patients())
+    return "patient" if n >= _patients_needed(n, n_folds, test_fraction) else "slab"
+
+
+def _slab_cases(
+    manifest: Manifest, folder: Path, fractions: Sequence[float], gap_mm: float
+) -> tuple[list[Case], dict[str, dict[str, Any]]]:
+    """Registered pairs of every slab of every case, written into ``folder``."""
+    from synthct.dataset.pairs import mr_coverage, transform_for, write_pair
+    from synthct.dataset.slabs import slab_ranges
+
+    cases, slabs = [], {}
+    for case in manifest:
+        ct, mr = case.ct(), case.mr()
+        grid = ct.geometry
+        covered = mr_coverage(mr, grid, transform_for(case))
+        for slab in slab_ranges(grid, covered, fractions=fractions, gap_mm=gap_mm):
+            case_id = f"{case.case_id}-slab-{slab.part}"
+            meta = {**case.meta, "patient_id": case.patient_id, "split": slab.part}
+            part = Case(case_id, case.images, meta, case.extra)
+            cases.append(write_pair(part, folder / case_id, slab=slab))
+            slabs[case_id] = {"of": case.case_id, **slab.to_dict(grid), "gap_mm": gap_mm}
+        case.unload()
+    return cases, slabs
+
+
 def write_split_folder(
     manifest: Manifest,
     out: str | os.PathLike[str],
@@ -258,30 +372,85 @@ def write_split_folder(
     seed: int = 0,
     same_content: Sequence[Sequence[str]] = (),
     overwrite: bool = False,
+    unit: str = "patient",
+    slab_fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    slab_gap_mm: float = 6.0,
 ) -> Split:
-    """Make a split and write ``manifest.csv``, ``split.json`` and ``fold-<k>.csv`` into ``out``.
+    """Make a split and write ``manifest.csv``, ``split.json``, ``fold-<k>.csv`` into ``out``.
 
     ``fold-<k>.csv`` is the manifest with a ``split`` column (``train``, ``validation``,
-    ``test``) for fold k. The folder appears only when complete.
+    ``test``) for fold k. Cases that ``synthct dataset check`` ruled out (:func:`usable_cases`)
+    are left out and listed under ``excluded``. Cases with an MR-to-CT transform, and every
+    slab, are written as registered pairs into ``out/pairs/<case_id>/``
+    (:func:`synthct.dataset.pairs.write_pair`), and the manifests name those files. The folder
+    appears only when complete.
+
+    Parameters
+    ----------
+    manifest : Manifest
+        The dataset (e.g. the ``manifest.csv`` of ``synthct dataset check``).
+    out : path
+        Folder to create.
+    n_folds, test_fraction, seed, same_content
+        As for :func:`make_split` (patient splits).
+    overwrite : bool
+        Replace an existing folder.
+    unit : str
+        ``patient``, ``slab`` (each scan cut into train / validation / test slabs along its
+        cranio-caudal axis, one fold) or ``auto`` (:func:`choose_unit`).
+    slab_fractions : 3 floats
+        Shares of the slices in the train, validation and test slabs.
+    slab_gap_mm : float
+        Gap between neighbouring slabs, mm.
 
     Raises
     ------
     SplitError
-        Too few patients for the split asked for (nothing is written).
+        Too few patients for the split asked for, or no usable case (nothing is written).
+    SynthctError
+        A scan too short for slabs, or an unreadable case (nothing is written).
     """
+    from synthct.dataset.pairs import TRANSFORM_COLUMN, write_pair
     from synthct.io.atomic import atomic_directory, write_json_atomic
     from synthct.manifest import write_manifest
 
-    split = make_split(
-        manifest, n_folds=n_folds, test_fraction=test_fraction, seed=seed,
-        same_content=same_content,
-    )  # fmt: skip
+    usable, excluded = usable_cases(manifest)
+    if not len(usable):
+        raise SplitError(
+            f"QA ruled out every case ({excluded})",
+            path=manifest.source,
+            fix="see the QA table (qa.html) of `synthct dataset check`",
+        )
+    chosen = choose_unit(usable, unit, n_folds=n_folds, test_fraction=test_fraction)
+    split = None
+    if chosen == "patient":
+        split = make_split(
+            usable, n_folds=n_folds, test_fraction=test_fraction, seed=seed,
+            same_content=same_content,
+        )  # fmt: skip
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        write_manifest(manifest, tmp / "manifest.csv")
+        if split is None:
+            cases, slabs = _slab_cases(usable, tmp / "pairs", slab_fractions, slab_gap_mm)
+            ids = {p: [c.case_id for c in cases if c.split == p] for p in ("train", "validation")}
+            split = Split(
+                [c.case_id for c in cases if c.split == "test"],
+                [{"train": ids["train"], "val": ids["validation"]}],
+                seed, {c.case_id: c.patient_id for c in cases}, unit="slab", slabs=slabs,
+            )  # fmt: skip
+            split.check()
+        else:
+            cases = [
+                write_pair(c, tmp / "pairs" / c.case_id)
+                if str(c.extra.get(TRANSFORM_COLUMN) or "").strip() else c
+                for c in usable
+            ]  # fmt: skip
+        split = replace(split, excluded=excluded)
+        prepared = Manifest([c.with_meta(split=None) for c in cases])
+        write_manifest(prepared, tmp / "manifest.csv")
         write_json_atomic(tmp / "split.json", split.to_dict())
         for k in range(len(split.folds)):
             roles = split.role_of(k)
-            fold = Manifest([c.with_meta(split=roles[c.case_id]) for c in manifest])
+            fold = Manifest([c.with_meta(split=roles[c.case_id]) for c in prepared])
             write_manifest(fold, tmp / f"fold-{k}.csv")
     return split

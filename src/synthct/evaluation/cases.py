@@ -41,7 +41,7 @@ from synthct.case import Case
 from synthct.dataset.split import Split
 from synthct.dataset.split import read_split as read_dataset_split
 from synthct.errors import SynthctError
-from synthct.manifest import ManifestError, read_manifest
+from synthct.manifest import ManifestError, read_manifest, refuse_pending_transform
 
 __all__ = [
     "EvaluationCase",
@@ -108,6 +108,10 @@ def read_evaluation_manifest(path: str | os.PathLike[str]) -> list[EvaluationCas
     except ManifestError as exc:
         raise EvaluationInputError(exc.problem, path=exc.path, fix=exc.fix) from exc
     for case in cases:
+        try:
+            refuse_pending_transform(case, manifest=manifest)
+        except ManifestError as exc:
+            raise EvaluationInputError(exc.problem, path=exc.path, fix=exc.fix) from exc
         if case.path("ct") is None:
             raise EvaluationInputError(
                 f"case {case.case_id!r} has no ct", path=manifest, fix="fill in the column ct"

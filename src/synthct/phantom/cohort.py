@@ -45,7 +45,7 @@ from synthct.phantom.ct import render_ct
 from synthct.phantom.labels import LESION_TISSUES, Tissue
 from synthct.phantom.lesions import LESION_TYPES, LesionSpec, PhantomModel
 from synthct.phantom.levels import LEVEL_NAMES, level_index, parse_level
-from synthct.phantom.mri import render_ct_and_mri, render_mri
+from synthct.phantom.mri import realism_preset, render_ct_and_mri, render_mri
 from synthct.phantom.protocols import PRESETS, SpgrProtocol
 from synthct.phantom.tissues import TISSUES
 from synthct.volume import LabelMap
@@ -129,6 +129,9 @@ class CohortSpec(_Model):
     mr_noise_sd: float = Field(1e-3, ge=0.0)
     ct_noise_sd_hu: float = Field(12.0, ge=0.0)
     bias_field_strength: float = Field(0.1, ge=0.0)
+    #: MRI realism preset (synthct.phantom.mri.REALISM_PRESETS): "classic" flat tissues and
+    #: image-domain noise, or "realistic" (per-subject tissues, texture, B1 fields, k-space).
+    mr_realism: Literal["classic", "realistic"] = "classic"
     montage: bool = False
     #: Also write the paper's failure: an sCT equal to the CT but with every lesion tissue
     #: rendered as CSF (same noise outside the lesions).
@@ -460,6 +463,7 @@ def _write_case(spec: CohortSpec, index: int, folder: Path) -> None:
             noise_sd_hu=spec.ct_noise_sd_hu,
             noise_sd=spec.mr_noise_sd,
             bias_field_strength=spec.bias_field_strength,
+            realism=realism_preset(spec.mr_realism),
         )
     else:
         ct = render_ct(
@@ -477,6 +481,7 @@ def _write_case(spec: CohortSpec, index: int, folder: Path) -> None:
             noise_sd=spec.mr_noise_sd,
             bias_field_strength=spec.bias_field_strength,
             seed=seed,
+            realism=realism_preset(spec.mr_realism),
         )
     failure = None
     if spec.failure_sct:
@@ -503,6 +508,7 @@ def _write_case(spec: CohortSpec, index: int, folder: Path) -> None:
         "render_seed": seed,
         **model.to_dict(),
         "protocol_preset": protocol.name,
+        "mr_realism": spec.mr_realism,
         "ct_to_mr": {
             "rotation_deg_xyz": list(spec.ct_rotation_deg),
             "translation_mm": list(spec.ct_translation_mm),

@@ -47,7 +47,7 @@ from numpy.typing import NDArray
 
 from synthct.case import Case as OneCase
 from synthct.errors import SynthctError
-from synthct.manifest import ManifestError
+from synthct.manifest import ManifestError, refuse_pending_transform
 from synthct.manifest import read_manifest as read_one_manifest
 from synthct.volume import CTVolume, LabelMap, MultiEchoMR
 
@@ -110,6 +110,7 @@ def record_from_case(case: OneCase, *, manifest: Path) -> CaseRecord:
                 path=manifest,
                 fix=f"fill in {column} (the MR channels may also be given as mr or mri)",
             )
+    refuse_pending_transform(case, manifest=manifest)
     kw: dict[str, Any] = {"manifest": manifest, "case_id": case.case_id}
     split = case.split
     split = SPLIT_ALIASES.get(split, split) if split is not None else None

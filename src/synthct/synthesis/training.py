@@ -28,6 +28,7 @@ Run folder::
     OUTPUT/checkpoints/last.pt    the latest checkpoint
     OUTPUT/checkpoints/best.pt    the weights with the best validation MAE
     OUTPUT/model/                 the model folder (weights, config, card...)
+    OUTPUT/model-best/            the same for the best checkpoint (loadable like model/)
 
 Nothing here prints: progress goes to the ``progress`` callback.
 """
@@ -89,6 +90,8 @@ Phase = Literal["loading", "training", "validating", "saving", "done"]
 CHECKPOINT = Path("checkpoints") / "last.pt"
 BEST = Path("checkpoints") / "best.pt"
 MODEL = "model"
+#: The best checkpoint (``BEST``) as a model folder, written beside ``MODEL`` at the end.
+MODEL_BEST = "model-best"
 LOG = "training_log.csv"
 CURVE = "training_curve.png"
 
@@ -123,6 +126,8 @@ class TrainingResult:
     validation: dict[str, Any] = field(default_factory=dict)
     #: ``checkpoints/best.pt``: the weights with the best validation MAE (None: none yet).
     best_checkpoint_path: Path | None = None
+    #: ``model-best/``: the best checkpoint as a loadable model folder (None: no best yet).
+    best_model_dir: Path | None = None
 
 
 def split_cases(
@@ -221,18 +226,25 @@ def _train(
             path=manifest,
             fix="resume with the manifest the run was started with",
         )
-    cases, prepared, native = _load_cases(records, train_ids + val_ids, config, report, train_ids)
+    # Only rank 0 validates and writes the model: the other ranks load the training cases alone
+    # and keep them prepared only (the raw volumes are dropped), not every case twice.
+    wanted = train_ids + val_ids if context.is_main else list(train_ids)
+    cases, prepared, native = _load_cases(records, wanted, config, report, train_ids)
     in_channels = next(iter(cases.values())).mr.n_echoes
+    if not context.is_main:
+        cases = {}
     sampler = PatchSampler(
         [prepared[i] for i in train_ids],
         config.patches,
         config.normalisation,
         insertion=config.lesion_insertion,
     )
-    val_source = [prepared[i] for i in val_ids] or [prepared[i] for i in train_ids]
-    val_patches = PatchSampler(val_source, config.patches, config.normalisation).fixed_patches(
-        settings.validation_patches, settings.seed + 1
-    )
+    val_patches = None
+    if context.is_main:  # own seeded stream: skipping it elsewhere changes no rank's path
+        val_source = [prepared[i] for i in val_ids] or [prepared[i] for i in train_ids]
+        val_patches = PatchSampler(val_source, config.patches, config.normalisation).fixed_patches(
+            settings.validation_patches, settings.seed + 1
+        )
 
     run = _Optimisation.build(config, in_channels, context, device_kind, state)
     if context.is_main:
@@ -242,7 +254,7 @@ def _train(
             json.dumps({"train": train_ids, "validation": val_ids}, indent=2) + "\n",
         )
     writer = _tensorboard(out) if settings.tensorboard and context.is_main else None
-    val_cases = [cases[i] for i in val_ids]
+    val_cases = [cases[i] for i in val_ids] if context.is_main else []
 
     t0 = time.perf_counter()
     running, running_l1, running_n = 0.0, 0.0, 0
@@ -263,7 +275,7 @@ def _train(
             train_loss = mean_over_ranks(running / running_n, context, device)
             train_l1 = mean_over_ranks(running_l1 / running_n, context, device)
             running, running_l1, running_n = 0.0, 0.0, 0
-            if context.is_main:
+            if context.is_main and val_patches is not None:
                 interval = settings.volume_validation_interval
                 volumes = val_cases if interval and (done % interval == 0 or last_step) else []
                 train = {
@@ -330,6 +342,16 @@ def _train(
         lesion_types,
         native,
     )
+    best_dir = None
+    if run.best and (out / BEST).is_file():
+        import copy
+
+        best_network = copy.deepcopy(run.network)
+        best_network.load_state_dict(load_checkpoint(out / BEST)["model"])
+        best_dir, _ = _write_model(
+            out / MODEL_BEST, best_network, config, cases, prepared, (train_ids, val_ids),
+            run.rows, device, lesion_types, native, selected=dict(run.best),
+        )  # fmt: skip
     report(
         TrainingProgress(
             "done",
@@ -338,7 +360,9 @@ def _train(
             elapsed_s=run.rows[-1]["elapsed_s"] if run.rows else 0.0,
         )
     )
-    return dataclasses.replace(result, model_dir=model_dir, validation=validation)
+    return dataclasses.replace(
+        result, model_dir=model_dir, validation=validation, best_model_dir=best_dir
+    )
 
 
 def _log_validation(
@@ -601,8 +625,13 @@ def _write_model(
     device: str,
     lesion_types: Sequence[str],
     native_spacing: dict[str, tuple[float, float, float]],
+    selected: dict[str, Any] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Validate the held-out cases on whole volumes, build the card, write the model folder."""
+    """Validate the held-out cases on whole volumes, build the card, write the model folder.
+
+    ``selected`` is the best checkpoint's record (iteration, metric, value) when the weights
+    are those of ``checkpoints/best.pt``; the card's training section names it.
+    """
     train_ids, val_ids = split
     validation: dict[str, Any] = {"cases": [], "note": "no held-out case"}
     if val_ids and config.training.final_validation:
@@ -635,6 +664,7 @@ def _write_model(
         "n_parameters": count_parameters(network),
         "training_case_ids": train_ids,
         "validation_case_ids": val_ids,
+        "weights": {"checkpoint": "best", **selected} if selected else {"checkpoint": "last"},
     }
     normalisation = {
         "config": config.normalisation.model_dump(mode="json"),
