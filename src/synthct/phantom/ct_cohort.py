@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from synthct import __version__
+from synthct.phantom.ct_derived import derive_tissue_map
 from synthct.phantom.model import PhantomParameterError
 from synthct.phantom.subject_variation import SubjectVariation, make_subject
 from synthct.volume import CTVolume, LabelMap
@@ -79,9 +80,12 @@ def write_ct_derived_cohort(
     with atomic_directory(out, overwrite=overwrite) as tmp:
         n = 0
         for ct, labels in sources:
+            derived = derive_tissue_map(ct, labels)
             for _ in range(subjects_per_ct):
                 subject_seed = int(np.random.SeedSequence([seed, n]).generate_state(1)[0])
-                subject = make_subject(ct, labels, seed=subject_seed, variation=variation)
+                subject = make_subject(
+                    ct, labels, seed=subject_seed, variation=variation, derived=derived
+                )
                 mr = render_mri(
                     subject.model(),
                     ct.geometry,

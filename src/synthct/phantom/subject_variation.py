@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from synthct.errors import SynthctError
 from synthct.io.itk import array_to_sitk, sitk_to_array
-from synthct.phantom.ct_derived import CTDerivedModel, derive_tissue_map
+from synthct.phantom.ct_derived import CTDerivedModel, DerivedTissueMap, derive_tissue_map
 from synthct.phantom.labels import MARROW_TISSUES
 from synthct.phantom.marrow import DEFAULT_MARROW, MarrowModel, marrow_labels
 from synthct.volume import CTVolume, LabelMap
@@ -200,6 +200,7 @@ def make_subject(
     *,
     seed: int,
     variation: SubjectVariation | None = None,
+    derived: DerivedTissueMap | None = None,
 ) -> Subject:
     """Draw one subject from a real CT (and its labels), deterministic by ``seed``.
 
@@ -213,6 +214,8 @@ def make_subject(
         Draws the transform and the age.
     variation : SubjectVariation, optional
         Amplitudes; the defaults of :class:`SubjectVariation` when omitted.
+    derived : DerivedTissueMap, optional
+        The CT's tissue map when already derived (many subjects of one CT derive it once).
 
     Returns
     -------
@@ -220,7 +223,8 @@ def make_subject(
         CT and tissue map, deformed alike, with the drawn parameters.
     """
     v = variation or SubjectVariation()
-    derived = derive_tissue_map(ct, labels)
+    if derived is None:
+        derived = derive_tissue_map(ct, labels)
     rng = np.random.default_rng(seed)
     transform, scale = subject_transform(ct, v, rng)
     age = float(rng.uniform(*AGE_RANGE_YEARS))
