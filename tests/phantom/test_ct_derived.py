@@ -11,8 +11,10 @@ from synthct.errors import SynthctError, VolumeKindError
 from synthct.geometry import Geometry
 from synthct.io import read_volume
 from synthct.phantom.ct_derived import CTDerivedModel, HUClasses, tissue_map_from_ct
-from synthct.phantom.labels import Tissue
+from synthct.phantom.labels import MARROW_TISSUES, Tissue
 from synthct.volume import CTVolume, LabelMap
+
+MARROW_IDS = [int(t) for t in MARROW_TISSUES]
 
 
 def test_hu_classes_known_answers() -> None:
@@ -43,16 +45,20 @@ def test_real_ct_with_totalsegmentator_labels(totalseg: Path) -> None:
     assert np.array_equal(tissue == Tissue.SPINAL_CORD, seg.mask(79))
     csf = tissue == Tissue.CSF
     assert csf.any()
-    # CSF sits around the cord: every CSF voxel within the 3 mm sleeve (one 3 mm voxel here).
+    # CSF sits around the cord: in the 3 mm sleeve or the vertebral foramen, so every CSF
+    # voxel lies within two 3 mm voxels of the cord (the canal's radius exceeds the cord's by
+    # a few mm), most of them in the sleeve.
     cord_idx = np.argwhere(seg.mask(79))
-    for voxel in np.argwhere(csf)[:50]:
-        assert np.min(np.abs(cord_idx - voxel).max(axis=1)) <= 1
-    # Labelled back muscles become muscle, vertebrae bone; fat and air keep their HU class.
+    steps = [np.min(np.abs(cord_idx - voxel).max(axis=1)) for voxel in np.argwhere(csf)]
+    assert max(steps) <= 2 and np.mean(np.asarray(steps) == 1) > 0.8
+    # Labelled back muscles become muscle, vertebrae bone (cortex or marrow); air voxels are
+    # outside air, lung or bowel gas, never tissue.
     assert np.mean(tissue[seg.mask((86, 87))] == Tissue.MUSCLE) > 0.8
     vertebrae = seg.mask((30, 31, 32))
-    bone = np.isin(tissue[vertebrae], (Tissue.CANCELLOUS_BONE, Tissue.CORTICAL_BONE))
+    bone = np.isin(tissue[vertebrae], [int(Tissue.CORTICAL_BONE), *MARROW_IDS])
     assert bone.mean() > 0.95
-    assert np.all(tissue[ct.array < -300] == Tissue.AIR)
+    air = (Tissue.AIR, Tissue.LUNG, Tissue.BOWEL_GAS)
+    assert np.all(np.isin(tissue[ct.array < -300], air))
 
 
 def test_model_serves_labels_on_other_grids() -> None:

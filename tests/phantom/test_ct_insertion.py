@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from synthct.cli import app
-from synthct.errors import VolumeKindError
+from synthct.errors import GeometryMismatchError, VolumeKindError
 from synthct.io import read_volume
 from synthct.phantom.cohort_files import PhantomCase
 from synthct.phantom.ct_derived import CTDerivedModel, tissue_map_from_ct
@@ -112,8 +112,12 @@ def test_errors_name_the_problem(real: tuple[CTVolume, LabelMap], totalseg: Path
     seg = read_volume(totalseg / "example_seg.nii.gz")
     assert isinstance(full, CTVolume) and isinstance(seg, LabelMap)
     np.testing.assert_array_equal(full.array[:, :, -30:], ct.array)
-    with pytest.raises(VolumeKindError, match="does not fit this CT"):
+    with pytest.raises(GeometryMismatchError, match=r"covers only 2\d%"):
         tissue_map_from_ct(full, seg)
+    # On the right grid but shifted 75 mm to the side: the vertebrae fall on soft tissue.
+    shifted = LabelMap(np.roll(seg.array, 25, axis=0), seg.affine, source=seg.source)
+    with pytest.raises(VolumeKindError, match="does not fit this CT"):
+        tissue_map_from_ct(ct, shifted)
 
 
 def test_cli_writes_a_ct_derived_case(totalseg: Path, tmp_path: Path) -> None:

@@ -214,6 +214,18 @@ def phantom_from_ct(
         str | None,
         typer.Option(help="Lesion centre x,y,z in LPS mm (default: by the labelled spinal cord)."),
     ] = None,
+    lesion_level: Annotated[
+        str | None,
+        typer.Option(help="Place the lesion in the canal at this labelled vertebra, e.g. L1."),
+    ] = None,
+    new_subject: Annotated[
+        bool,
+        typer.Option(
+            "--new-subject",
+            help="Draw a new subject from the CT (elastic deformation, scaling, marrow by age; "
+            "seeded by --seed).",
+        ),
+    ] = False,
     protocol: Annotated[str, typer.Option(help="MRI protocol preset.")] = "paper_3t",
     mr_grid: Annotated[
         str, typer.Option(help="'ct' (MRI on the CT grid) or 'protocol' (the preset's grid).")
@@ -231,6 +243,9 @@ def phantom_from_ct(
         default_lesion_centre,
         write_ct_derived_case,
     )
+    from synthct.phantom.ct_levels import check_lesion_fits, level_centre_lps_mm
+    from synthct.phantom.label_grid import labels_on_ct_grid
+    from synthct.phantom.subject_variation import SubjectVariation
     from synthct.volume import CTVolume, LabelMap
 
     if mr_grid not in ("ct", "protocol"):
@@ -249,6 +264,20 @@ def phantom_from_ct(
         size = parse_floats(lesion_size, "--lesion-size", count=3)
         assert size is not None
         centre = parse_floats(lesion_centre, "--lesion-centre", count=3)
+        if centre is None and lesion_level is not None:
+            if label_volume is None:
+                raise SynthctError(
+                    "--lesion-level needs the CT's labels",
+                    path="--lesion-level",
+                    fix="give --labels (TotalSegmentator) or an explicit --lesion-centre",
+                )
+            import numpy as np
+
+            at = level_centre_lps_mm(labels_on_ct_grid(label_volume, ct_volume)[0], lesion_level)
+            check_lesion_fits(
+                ct_volume.geometry, at, np.asarray(size) / 2.0, where=lesion_level.upper()
+            )
+            centre = (float(at[0]), float(at[1]), float(at[2]))
         if centre is None:
             tissue = CTDerivedModel.from_ct(ct_volume, label_volume).tissue_map
             centre = tuple(default_lesion_centre(tissue.array, ct_volume.geometry))
@@ -273,5 +302,11 @@ def phantom_from_ct(
         seed=seed,
         overwrite=overwrite,
         montage=montage,
+        variation=SubjectVariation() if new_subject else None,
     )
     console.print(f"wrote a CT-derived case to [bold]{folder}[/] (manifest.csv)")
+    from synthct.phantom.cohort_files import PhantomCase, case_id
+
+    hu_only = PhantomCase(folder / case_id(0)).meta.get("derived_from_hu_alone") or []
+    if hu_only:
+        console.print(f"from HU alone (no labels for them): {', '.join(hu_only)}")

@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from synthct.geometry import Geometry
-from synthct.phantom import spine_drawing
+from synthct.phantom import spine_drawing, thorax_drawing
 from synthct.phantom.implicit import GridSampler, plane_side, superellipse_depth, to_local
 from synthct.phantom.labels import Tissue
 from synthct.phantom.levels import (
@@ -316,6 +316,14 @@ class SpineModel:
             return float(s_c[ref.first] - h[ref.first] / 2 - d[ref.first] / 2)
         return float(0.5 * (s_c[ref.first] + s_c[ref.last]))
 
+    def vertebra_s_mm(self, name: str) -> float:
+        """Arc length of any vertebra's body centre (drawn or not), e.g. for the thorax."""
+        return float(self._s_centres[level_index(name)])
+
+    def height_at_s(self, s_mm: float) -> float:
+        """LPS height ``z`` (mm) of the canal line at arc length ``s_mm``."""
+        return float(np.interp(s_mm, self._s, self._line[:, 2]))
+
     def level_extent_s_mm(self, level: str | LevelRef) -> tuple[float, float]:
         """Arc-length interval ``(low, high)`` of a body, a disc (between endplates) or a span."""
         ref = self.resolve_level(level)
@@ -467,12 +475,20 @@ class SpineModel:
         out = np.full(geometry.shape, Tissue.AIR, dtype=np.uint8)
         sampler = GridSampler(geometry)
         spine_drawing.draw_background(self, sampler, out)
+        if self.spec.thorax:
+            thorax_drawing.draw_thorax(self, sampler, out)
         for segment in self.segments:
             spine_drawing.draw_discs(self, segment, sampler, out)
         for segment in self.segments:
             spine_drawing.draw_bones(self, segment, sampler, out)
         for segment in self.segments:
             spine_drawing.draw_canal(self, segment, sampler, out)
+        if self.spec.trabecular_texture:
+            found = np.argwhere(out == Tissue.CANCELLOUS_BONE)
+            if found.size:
+                lo, hi = found.min(axis=0), found.max(axis=0) + 1
+                region = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
+                thorax_drawing.texture_marrow(self, sampler, region, out)
         return out
 
     # The background needs the canal line as a function of height.

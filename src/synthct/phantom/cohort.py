@@ -117,6 +117,9 @@ class CohortSpec(_Model):
     orientation: Literal["sagittal", "axial", "coronal"] = "sagittal"
     levels: tuple[str, str] = ("C4", "L2")
     vary_anatomy: bool = True
+    #: Draw lungs, aorta and ribs, and textured marrow (SpineSpec.thorax / trabecular_texture).
+    thorax: bool = False
+    trabecular_texture: bool = False
     lesions: LesionRange | None = LesionRange()
     cases: tuple[CaseSpec, ...] | None = None
     ct_voxel_size_mm: tuple[float, float, float] | None = None
@@ -359,6 +362,8 @@ def case_plan(spec: CohortSpec, index: int) -> tuple[SpineSpec, list[LesionSpec]
         "first_level": LEVEL_NAMES[max(c - _LEVEL_MARGIN, 0)],
         "last_level": LEVEL_NAMES[min(c + _LEVEL_MARGIN, len(LEVEL_NAMES) - 1)],
         "seed": int(rng.integers(0, 2**31 - 1)),
+        "thorax": spec.thorax,
+        "trabecular_texture": spec.trabecular_texture,
     }
     if spec.vary_anatomy:
         spine_values.update(

@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,6 +36,9 @@ from synthct.phantom.lesions import LESION_TYPES
 from synthct.phantom.model import PhantomParameterError, TissueModel, block_mean, supersampled
 from synthct.phantom.tissues import TISSUES
 from synthct.volume import CTVolume, LabelMap
+
+if TYPE_CHECKING:
+    from synthct.phantom.subject_variation import SubjectVariation
 
 
 @dataclass(frozen=True)
@@ -399,6 +402,7 @@ def write_ct_derived_case(
     seed: int = 0,
     overwrite: bool = False,
     montage: bool = False,
+    variation: SubjectVariation | None = None,
 ) -> Path:
     """A one-case cohort from a real CT: the CT (lesions blended in) and its simulated MRI.
 
@@ -418,12 +422,17 @@ def write_ct_derived_case(
     mr_grid : {"ct", "protocol"}
         Render the MRI on the CT grid, or on the protocol's grid centred on the first lesion
         (or the CT's centre).
+    variation : SubjectVariation, optional
+        Draw a new subject from the CT (deformation, scaling, marrow; seeded by ``seed``)
+        before inserting the lesions; the real CT as it is when omitted.
     """
     from synthct.io.atomic import atomic_directory, write_json_atomic, write_text_atomic
     from synthct.phantom import cohort_files as files
     from synthct.phantom.ct_derived import CTDerivedModel
+    from synthct.phantom.ct_levels import check_lesion_fits
     from synthct.phantom.mri import render_mri
     from synthct.phantom.protocols import get_preset
+    from synthct.phantom.subject_variation import make_subject
 
     out = Path(out_dir)
     if out.exists() and not overwrite:
@@ -433,7 +442,14 @@ def write_ct_derived_case(
             fix="choose a new folder or pass --overwrite",
         )
     preset = get_preset(protocol)
-    base = CTDerivedModel.from_ct(ct, labels)
+    for lesion in lesions:
+        check_lesion_fits(ct.geometry, lesion.centre_lps_mm, lesion.semi_axes_mm)
+    subject = None
+    if variation is None:
+        base = CTDerivedModel.from_ct(ct, labels)
+    else:
+        subject = make_subject(ct, labels, seed=seed, variation=variation)
+        ct, base = subject.ct, subject.model()
     model = LesionOverlayModel(base, lesions)
     centre = (
         np.asarray(lesions[0].centre_lps_mm)
@@ -465,6 +481,8 @@ def write_ct_derived_case(
         "mode": "ct-derived",
         "source_ct": ct.source,
         "source_labels": None if labels is None else labels.source,
+        "derived_from_hu_alone": list(base.hu_only),
+        "subject": None if subject is None else subject.describe(),
         "render_seed": seed,
         "protocol_preset": preset.name,
         "lesions": [{"id": i + 1, **lesion.to_dict()} for i, lesion in enumerate(lesions)],

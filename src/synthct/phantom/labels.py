@@ -28,6 +28,19 @@ class Tissue(IntEnum):
     DURA = 9
     LIGAMENT = 10
     SOFT_TISSUE = 11  # viscera / other soft tissue in front of the spine
+    # Real-anatomy tissues (CT-derived phantoms; see synthct.phantom.ct_derived)
+    MARROW_FF10 = 30  # trabecular bone whose marrow fat fraction is 0.0-0.2 (red marrow)
+    MARROW_FF30 = 31  # fat fraction 0.2-0.4
+    MARROW_FF50 = 32  # fat fraction 0.4-0.6
+    MARROW_FF70 = 33  # fat fraction 0.6-0.8
+    MARROW_FF90 = 34  # fat fraction 0.8-1.0 (yellow, fatty marrow)
+    LUNG = 40  # lung parenchyma (alveolar air, tissue and capillary blood)
+    BOWEL_GAS = 41  # gas inside stomach and bowel (physically air; kept apart from outside air)
+    BLOOD = 42  # blood in large vessels and heart chambers
+    LIVER = 43
+    SPLEEN = 44
+    KIDNEY = 45
+    HEART = 46  # myocardium and blood pool, as TotalSegmentator labels the heart
     # Lesion tissues
     MENINGIOMA = 20  # non-calcified meningioma matrix
     CALCIFICATION = 21  # dense psammomatous / dystrophic calcification
@@ -36,6 +49,16 @@ class Tissue(IntEnum):
     DISC_HERNIATION = 24  # herniated (non-calcified) disc material
     SYNOVIAL_CYST = 25
 
+
+#: Trabecular bone labels by marrow fat fraction, in increasing fat fraction (bin centres
+#: 0.1, 0.3, 0.5, 0.7, 0.9); see :mod:`synthct.phantom.marrow`.
+MARROW_TISSUES = (
+    Tissue.MARROW_FF10,
+    Tissue.MARROW_FF30,
+    Tissue.MARROW_FF50,
+    Tissue.MARROW_FF70,
+    Tissue.MARROW_FF90,
+)
 
 #: Labels that belong to lesions rather than normal anatomy.
 LESION_TISSUES = frozenset(

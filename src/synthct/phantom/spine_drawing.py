@@ -57,7 +57,7 @@ def draw_background(model: SpineModel, sampler: GridSampler, out: NDArray[np.uin
     centre to the dorsal edge.
     """
     fat = np.float32(model.spec.subcutaneous_fat_mm)
-    for box in _chunks(sampler.full_box()):
+    for box in iter_chunks(sampler.full_box()):
         x, y, z = sampler.points(box)
         xs, ys, s = model.line_at_height(z)
         lean_a, lean_b, back, muscle_a, body_v = model.params_at(
@@ -333,8 +333,19 @@ def _slab_w_range(seg: Segment, sampler: GridSampler) -> tuple[float, float]:
     return float(max(w_lo, w_grid.min() - pad)), float(min(w_hi, w_grid.max() + pad))
 
 
-def _chunks(box: Box) -> Iterator[Box]:
-    """Split a box along axis 0 into pieces of at most ``_MAX_CHUNK_VOXELS`` voxels."""
+def iter_chunks(box: Box) -> Iterator[Box]:
+    """Split a box along axis 0 into pieces of at most ``_MAX_CHUNK_VOXELS`` voxels.
+
+    Parameters
+    ----------
+    box : Box
+        Index box of a grid.
+
+    Yields
+    ------
+    Box
+        Consecutive pieces of ``box`` along axis 0.
+    """
     n0 = box[0].stop - box[0].start
     per_slice = max((box[1].stop - box[1].start) * (box[2].stop - box[2].start), 1)
     step = max(1, _MAX_CHUNK_VOXELS // per_slice)

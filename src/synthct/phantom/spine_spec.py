@@ -66,6 +66,11 @@ class SpineSpec:
     origin_lps_mm : tuple of 3 float
         Where the canal centre at the middle of the span lies. The chord between the canal
         centres of the first and last level is parallel to the S axis.
+    thorax : bool
+        Draw lungs, the descending aorta and ribs (:mod:`synthct.phantom.thorax_drawing`).
+    trabecular_texture : bool
+        Cancellous bone as marrow of a seeded, smoothly varying fat fraction (the marrow
+        tissues) instead of one uniform ``CANCELLOUS_BONE``.
     """
 
     first_level: str = "C5"
@@ -82,6 +87,8 @@ class SpineSpec:
     cortical_thickness_mm: float = 1.0
     dura_thickness_mm: float = 0.5
     origin_lps_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    thorax: bool = False
+    trabecular_texture: bool = False
 
     def __post_init__(self) -> None:
         first = level_index(self.first_level, parameter="SpineSpec.first_level")
@@ -117,6 +124,12 @@ class SpineSpec:
                 path="SpineSpec.origin_lps_mm",
             )
         object.__setattr__(self, "origin_lps_mm", origin)
+        for flag in ("thorax", "trabecular_texture"):
+            if not isinstance(getattr(self, flag), bool | np.bool_):
+                raise PhantomParameterError(
+                    f"{flag} must be true or false, got {getattr(self, flag)!r}",
+                    path=f"SpineSpec.{flag}",
+                )
 
     @property
     def levels(self) -> tuple[str, ...]:

@@ -43,6 +43,41 @@ Du 2010
 Yablonskiy 1994
     Yablonskiy DA, Haacke EM. Theory of NMR signal behavior in magnetically inhomogeneous
     tissues: the static dephasing regime. Magn Reson Med 1994;32:749-763.
+Lu 2004
+    Lu H et al. Determining the longitudinal relaxation time (T1) of blood at 3.0 Tesla.
+    Magn Reson Med 2004;52:679-682 (blood T1 ~1.6-1.7 s at 3 T, Hct 0.42).
+Zhang 2013
+    Zhang X et al. In vivo blood T1 measurements at 1.5 T, 3 T, and 7 T. Magn Reson Med
+    2013;70:1082-1086 (arterial blood T1 ~1.48 s at 1.5 T, ~1.65 s at 3 T).
+New 1976
+    New PFJ, Aronow S. Attenuation measurements of whole blood and blood fractions in computed
+    tomography. Radiology 1976;121:635-640 (unenhanced blood ~40-55 HU with haematocrit).
+Yu 2011
+    Yu J, Xue Y, Song HK. Comparison of lung T2* during free-breathing at 1.5 T and 3.0 T with
+    ultrashort echo time imaging. Magn Reson Med 2011;66:248-254 (T2* ~2.1 / ~0.7 ms).
+Hatabu 1999
+    Hatabu H et al. Quantitative assessment of lung T1 and T2* at 1.5 T. Eur J Radiol
+    1999;29:245-252 (lung T1 ~1.2-1.3 s; short T2*).
+Stadler 2005
+    Stadler A et al. Magnetic field strength dependence of human lung T1: 1.5 T ~1.3 s,
+    3 T ~1.4 s. Magn Reson Med 2005;53:732-737 (as cited in the review literature).
+Gevenois 1996
+    Gevenois PA et al. Comparison of computed density and microscopic morphometry in pulmonary
+    emphysema. Am J Respir Crit Care Med 1996;154:187-192 (normal lung ~ -850 HU).
+Messroghli 2007
+    Messroghli DR et al. Myocardial T1 mapping: application to patients with acute and chronic
+    myocardial infarction. Magn Reson Med 2007 (native myocardium T1 ~980 ms at 1.5 T).
+Anderson 2001
+    Anderson LJ et al. Cardiovascular T2-star magnetic resonance for the early diagnosis of
+    myocardial iron overload. Eur Heart J 2001;22:2171-2179 (normal myocardial T2* ~52 ms at
+    1.5 T).
+Schwenzer 2008
+    Schwenzer NF et al. T2* relaxometry in liver, pancreas and spleen in a healthy cohort of
+    one hundred twenty-nine subjects. Invest Radiol 2008;43:854-860 (3 T; liver ~20-30 ms).
+Glueer 1989
+    Glueer CC, Genant HK. Impact of marrow fat on accuracy of quantitative CT. J Comput Assist
+    Tomogr 1989;13:1023-1035 (trabecular HU falls linearly with marrow fat; see
+    :mod:`synthct.phantom.marrow`).
 Fischer 2025
     the reproduced study (calcified meningiomas 113-766 HU, mean 463.6 HU on CT).
 """
@@ -54,7 +89,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 from numpy.typing import NDArray
 
-from synthct.phantom.labels import Tissue
+from synthct.phantom.labels import MARROW_TISSUES, Tissue
+from synthct.phantom.marrow import BIN_CENTRES, DEFAULT_MARROW
 from synthct.phantom.model import PhantomParameterError
 
 #: Field strengths (T) at which the table holds relaxation times.
@@ -241,6 +277,28 @@ def _disc(tissue: Tissue) -> TissueProperties:
     )
 
 
+def _marrow(tissue: Tissue, fat_fraction: float) -> TissueProperties:
+    # Trabecular bone with marrow of one fat fraction: HU from the mixing model; PD, water T1
+    # and T2* as generic cancellous bone (the fat fraction is what differs between bins).
+    hu = float(DEFAULT_MARROW.hu_of_fat_fraction(fat_fraction))
+    return _tp(
+        tissue,
+        round(hu, 1),
+        30.0,
+        0.7,
+        fat_fraction,
+        (856.0, 898.0),
+        (15.0, 10.0),
+        t2star_fat_ms=(15.0, 10.0),
+        ct_source=f"linear mixing of trabeculae (BV/TV 0.10), red marrow and fat at fat fraction "
+        f"{fat_fraction:g}: Glueer 1989 (see synthct.phantom.marrow); texture SD: assumption",
+        mr_source=f"fat fraction {fat_fraction:g} (bin centre); PD 0.7 as cancellous bone "
+        "(assumption: trabeculae occupy part of the volume)",
+        relaxation_source=f"water T1 856/898 ms: BRIEF; {_FAT_SRC}; T2* 15/10 ms: assumption "
+        "(trabecular susceptibility shortens marrow T2*)",
+    )
+
+
 # The table, one row per tissue: HU, texture SD, PD, fat fraction, T1 and T2* (1.5 T, 3 T).
 # fmt: off
 _ENTRIES = [
@@ -297,6 +355,43 @@ _ENTRIES = [
         ct_source="assumption: parenchymal soft tissue 30..60 HU",
         mr_source="PD 0.8, fat fraction 0.02: assumption",
         relaxation_source="T1 586/809 ms: liver, de Bazelaire 2004; T2* 30/20 ms: assumption"),
+    _tp(_T.LUNG, -850.0, 60.0, 0.2, 0.0, (1270.0, 1400.0), (2.1, 0.74),
+        ct_source="normal lung parenchyma ~ -850 HU: Gevenois 1996; texture SD (vessels, "
+        "septa): assumption",
+        mr_source="PD 0.2: assumption (lung density ~0.2 g/ml, mostly air)",
+        relaxation_source="T1 ~1.27/1.4 s: Hatabu 1999, Stadler 2005; T2* 2.1/0.74 ms: Yu 2011"),
+    _tp(_T.BOWEL_GAS, -1000.0, 0.0, 0.0, 0.0, (1000.0, 1000.0), (1.0, 1.0),
+        ct_source="gas is air: -1000 HU by definition of the HU scale",
+        mr_source="gas has no MR-visible protons",
+        relaxation_source="placeholders (no signal since PD = 0)"),
+    _tp(_T.BLOOD, 45.0, 5.0, 0.85, 0.0, (1480.0, 1650.0), (100.0, 50.0),
+        ct_source="unenhanced whole blood 40-55 HU: New 1976 (contrast raises it; a real CT "
+        "keeps its own HU)",
+        mr_source="PD 0.85: assumption (blood water content ~0.8-0.85)",
+        relaxation_source="T1 1480/1650 ms: Zhang 2013, cf. Lu 2004 (1664 ms at 3 T); T2* "
+        "100/50 ms: assumption (arterial blood T2 ~250/150 ms, shortened by field gradients)"),
+    _tp(_T.LIVER, 60.0, 6.0, 0.75, 0.03, (586.0, 809.0), (28.0, 22.0),
+        ct_source="unenhanced liver 55-65 HU: standard CT range (e.g. Kalender 2011)",
+        mr_source="PD 0.75: assumption; fat fraction 0.03: assumption (normal PDFF < 0.05)",
+        relaxation_source="T1 586/809 ms: de Bazelaire 2004; T2* 28/22 ms: Schwenzer 2008 "
+        "(3 T), 1.5 T value assumption"),
+    _tp(_T.SPLEEN, 48.0, 5.0, 0.8, 0.0, (1057.0, 1328.0), (50.0, 40.0),
+        ct_source="unenhanced spleen 45-50 HU (a few HU below liver): standard CT range",
+        mr_source="PD 0.8: assumption",
+        relaxation_source="T1 1057/1328 ms: de Bazelaire 2004; T2* 50/40 ms: Schwenzer 2008 "
+        "(3 T), 1.5 T value assumption"),
+    _tp(_T.KIDNEY, 32.0, 6.0, 0.82, 0.0, (966.0, 1142.0), (55.0, 40.0),
+        ct_source="unenhanced renal parenchyma 30-35 HU: standard CT range",
+        mr_source="PD 0.82: assumption",
+        relaxation_source="T1 966/1142 ms (renal cortex): de Bazelaire 2004; T2* 55/40 ms: "
+        "assumption"),
+    _tp(_T.HEART, 42.0, 5.0, 0.8, 0.0, (1200.0, 1500.0), (45.0, 30.0),
+        ct_source="unenhanced myocardium and blood pool 40-45 HU: New 1976 for blood",
+        mr_source="PD 0.8: assumption (myocardium ~0.75, blood ~0.85)",
+        relaxation_source="T1 between myocardium (~980 ms at 1.5 T, Messroghli 2007; ~1470 ms "
+        "at 3 T, Stanisz 2005) and blood (Zhang 2013): assumption; T2* 45/30 ms: cf. "
+        "Anderson 2001 (myocardium ~52 ms at 1.5 T)"),
+    *(_marrow(t, ff) for t, ff in zip(MARROW_TISSUES, BIN_CENTRES, strict=True)),
     _tp(_T.MENINGIOMA, 40.0, 8.0, 0.8, 0.0, (1000.0, 1250.0), (50.0, 40.0),
         ct_source="non-calcified meningioma ~40 HU (Fischer 2025 barely calcified tumours "
         "~113 HU include some calcification)",
