@@ -89,8 +89,7 @@ def refuse_pending_transform(case: Case, *, manifest: str | os.PathLike[str] | N
     pending = str(case.extra.get(TRANSFORM_COLUMN) or "").strip()
     if pending:
         raise ManifestError(
-            f"case {case.case_id!r}: its MR is not registered to its CT yet (transform "
-            f"{pending})",
+            f"case {case.case_id!r}: its MR is not registered to its CT yet (transform {pending})",
             path=manifest,
             fix="split the QA folder (`synthct dataset split QA --out SPLIT`) and use "
             "SPLIT/fold-K.csv or SPLIT/manifest.csv, whose registered pairs have it applied",

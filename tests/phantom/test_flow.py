@@ -68,6 +68,15 @@ def test_flow_attenuation_per_echo_and_tissue() -> None:
         phase = GAMMA_RAD_PER_S_T * 10e-3 * (te * 1e-3) ** 2 / 4 * 1.0
         assert kept[e, 0, 0, 0] == pytest.approx(0.5 * math.exp(-0.5 * phase**2), rel=1e-5)
     assert np.all(kept[1] < kept[0])  # the later echo dephases more
-    assert set(FLOWING_TISSUES) == {Tissue.CSF}
+    assert set(FLOWING_TISSUES) == {Tissue.CSF, Tissue.BLOOD}
+    # Arterial blood at its peak (~1 m/s) under the default readout: phase gamma G TE^2 / 4 v
+    # is 0.885 rad at 1.15 ms and 3.54 rad at 2.3 ms, so it keeps exp(-phase^2 / 2).
+    blood = flow_attenuation(
+        grid, patches=patches, cord_fraction=np.zeros(grid.shape), echo_times_ms=(1.15, 2.3),
+    )[Tissue.BLOOD]  # fmt: skip
+    for e, te in enumerate((1.15, 2.3)):
+        phase = GAMMA_RAD_PER_S_T * 10e-3 * (te * 1e-3) ** 2 / 4 * 1.0
+        assert blood[e, 0, 0, 0] == pytest.approx(math.exp(-0.5 * phase**2), rel=1e-4)
+    assert float(blood[1].max()) < 0.01  # a flow void at the in-phase echo
     with pytest.raises(PhantomParameterError, match="pulsation_loss"):
         FlowProperties(0.05, 1.5, True, source="bad")

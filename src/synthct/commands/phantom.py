@@ -231,6 +231,9 @@ def phantom_from_ct(
         str, typer.Option(help="'ct' (MRI on the CT grid) or 'protocol' (the preset's grid).")
     ] = "ct",
     seed: Annotated[int, typer.Option(help="Seed for noise and calcification pattern.")] = 0,
+    mr_realism: Annotated[
+        str, typer.Option(help="MRI realism: classic or realistic (fields, k-space, flow).")
+    ] = "classic",
     montage: Annotated[bool, typer.Option("--montage", help="Write montage.png.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
 ) -> None:
@@ -303,6 +306,7 @@ def phantom_from_ct(
         overwrite=overwrite,
         montage=montage,
         variation=SubjectVariation() if new_subject else None,
+        mr_realism=mr_realism,
     )
     console.print(f"wrote a CT-derived case to [bold]{folder}[/] (manifest.csv)")
     from synthct.phantom.cohort_files import PhantomCase, case_id

@@ -33,6 +33,7 @@ def write_ct_derived_cohort(
     mr_noise_sd: float = 1e-3,
     seed: int = 0,
     overwrite: bool = False,
+    mr_realism: str = "classic",
 ) -> Path:
     """Write ``len(sources) * subjects_per_ct`` lesion-free subjects and their manifest.
 
@@ -56,6 +57,8 @@ def write_ct_derived_cohort(
         Seeds subject ``n`` with ``[seed, n]`` and its MRI noise with ``seed + n``.
     overwrite : bool
         Replace an existing folder.
+    mr_realism : {"classic", "realistic"}
+        MRI realism preset (:data:`synthct.phantom.mri.REALISM_PRESETS`).
 
     Returns
     -------
@@ -64,7 +67,7 @@ def write_ct_derived_cohort(
     """
     from synthct.io.atomic import atomic_directory, write_json_atomic, write_text_atomic
     from synthct.phantom import cohort_files as files
-    from synthct.phantom.mri import render_mri
+    from synthct.phantom.mri import realism_preset, render_mri
     from synthct.phantom.protocols import get_preset
 
     if subjects_per_ct < 1 or not sources:
@@ -75,6 +78,7 @@ def write_ct_derived_cohort(
             fix="give one or more CTs and subjects_per_ct >= 1",
         )
     preset = get_preset(protocol)
+    realism = realism_preset(mr_realism)
     out = Path(out_dir)
     rows = []
     with atomic_directory(out, overwrite=overwrite) as tmp:
@@ -93,6 +97,7 @@ def write_ct_derived_cohort(
                     supersample=supersample,
                     noise_sd=mr_noise_sd,
                     seed=seed + n,
+                    realism=realism,
                 )
                 no_lesions = LabelMap(
                     np.zeros(ct.spatial_shape, dtype=np.uint16), ct.affine, label_names={}
@@ -108,6 +113,7 @@ def write_ct_derived_cohort(
                     "subject": subject.describe(),
                     "render_seed": seed + n,
                     "protocol_preset": preset.name,
+                    "mr_realism": mr_realism,
                     "lesions": [],
                     "ct_to_mr": {
                         "rotation_deg_xyz": [0.0, 0.0, 0.0],

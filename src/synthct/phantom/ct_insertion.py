@@ -403,6 +403,7 @@ def write_ct_derived_case(
     overwrite: bool = False,
     montage: bool = False,
     variation: SubjectVariation | None = None,
+    mr_realism: str = "classic",
 ) -> Path:
     """A one-case cohort from a real CT: the CT (lesions blended in) and its simulated MRI.
 
@@ -425,12 +426,14 @@ def write_ct_derived_case(
     variation : SubjectVariation, optional
         Draw a new subject from the CT (deformation, scaling, marrow; seeded by ``seed``)
         before inserting the lesions; the real CT as it is when omitted.
+    mr_realism : {"classic", "realistic"}
+        MRI realism preset (:data:`synthct.phantom.mri.REALISM_PRESETS`).
     """
     from synthct.io.atomic import atomic_directory, write_json_atomic, write_text_atomic
     from synthct.phantom import cohort_files as files
     from synthct.phantom.ct_derived import CTDerivedModel
     from synthct.phantom.ct_levels import check_lesion_fits
-    from synthct.phantom.mri import render_mri
+    from synthct.phantom.mri import realism_preset, render_mri
     from synthct.phantom.protocols import get_preset
     from synthct.phantom.subject_variation import make_subject
 
@@ -442,6 +445,7 @@ def write_ct_derived_case(
             fix="choose a new folder or pass --overwrite",
         )
     preset = get_preset(protocol)
+    realism = realism_preset(mr_realism)
     for lesion in lesions:
         check_lesion_fits(ct.geometry, lesion.centre_lps_mm, lesion.semi_axes_mm)
     subject = None
@@ -457,7 +461,15 @@ def write_ct_derived_case(
         else ct.geometry.index_to_lps((np.asarray(ct.spatial_shape) - 1) / 2.0)
     )
     grid = ct.geometry if mr_grid == "ct" else preset.geometry(center_lps_mm=centre)
-    mr = render_mri(model, grid, preset, supersample=supersample, noise_sd=mr_noise_sd, seed=seed)
+    mr = render_mri(
+        model,
+        grid,
+        preset,
+        supersample=supersample,
+        noise_sd=mr_noise_sd,
+        seed=seed,
+        realism=realism,
+    )
     ct_out = insert_lesions_into_ct(
         ct, model, supersample=supersample, noise_sd_hu=ct_noise_sd_hu, seed=seed + 1
     )
@@ -485,6 +497,7 @@ def write_ct_derived_case(
         "subject": None if subject is None else subject.describe(),
         "render_seed": seed,
         "protocol_preset": preset.name,
+        "mr_realism": mr_realism,
         "lesions": [{"id": i + 1, **lesion.to_dict()} for i, lesion in enumerate(lesions)],
         "ct_to_mr": {
             "rotation_deg_xyz": [0.0, 0.0, 0.0],

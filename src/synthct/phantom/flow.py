@@ -15,7 +15,7 @@ Two effects, both acting only on the signal of the tissues in :data:`FLOWING_TIS
   TE^2 (a bipolar readout with lobes TE / 2: ``m1 = G TE^2 / 4``), so later echoes lose more.
   Small for CSF at a few cm/s and short TE, complete for arterial blood.
 
-Adding a tissue (e.g. a future ``Tissue.BLOOD``) is one line in :data:`FLOWING_TISSUES`.
+Adding a flowing tissue is one line in :data:`FLOWING_TISSUES` (CSF and blood today).
 
 References
 ----------
@@ -102,6 +102,15 @@ FLOWING_TISSUES: dict[Tissue, FlowProperties] = {
         ventral_emphasis=True,
         source="peak velocity ~5 cm/s: Enzmann & Pelc 1991 (cervical canal); patchy ventral "
         "voids: Lisanti 2007; loss of up to 60% in a patch: assumption",
+    ),
+    # Arterial/venous blood: peak aortic velocity ~1 m/s (Haacke 1999 ch. 24; Mohiaddin 1989),
+    # enough to dephase it fully at our TEs; laminar flow, no pulsation patches.
+    Tissue.BLOOD: FlowProperties(
+        peak_velocity_m_s=1.0,
+        pulsation_loss=0.0,
+        ventral_emphasis=False,
+        source="peak aortic velocity ~1 m/s: Mohiaddin RH et al., Radiology 1989;171:551-556; "
+        "intravoxel dephasing: Haacke 1999",
     ),
 }
 
