@@ -50,7 +50,7 @@ import torch
 from synthct.errors import SynthctError
 from synthct.io import read_volume
 from synthct.io.atomic import write_json_atomic
-from synthct.phantom.realism.classifier import ClassifierSettings, held_out_auc
+from synthct.phantom.realism.classifier import ClassifierSettings, held_out_auc, patient_folds
 from synthct.phantom.realism.noise_power import radial_nps
 from synthct.phantom.realism.patches import on_common_grid, sample_patches
 from synthct.phantom.realism.tissue_hu import hu_class_masks, tissue_hu_stats
@@ -244,10 +244,7 @@ def fold_aucs(
 ) -> list[dict[str, Any]]:
     """Leave-one-real-patient-out AUCs (module docstring for the assignment of phantoms)."""
     names = [p.name for p in patients]
-    fold_of = [
-        names.index(ph.patient) if ph.patient is not None else i % len(names)
-        for i, ph in enumerate(phantoms)
-    ]
+    fold_of = patient_folds(names, [ph.patient for ph in phantoms])
     rows = []
     for f, held_out in enumerate(names):
         train_real = np.concatenate([real_patches[n] for n in names if n != held_out])
@@ -348,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             measures[f"real {patient.name}/{scan.name}"] = [_native_measures(scan.ct, args.seed)]
             parts.append(_patches(scan.ct, per_scan, args.seed + 100 * p_i + s_i))
         real_patches[patient.name] = np.concatenate(parts)[:per_patient]
+    measures["real (all scans)"] = [m for k, v in measures.items() for m in v]
     results: dict[str, Any] = {"generators": {}, "settings": vars(settings)}
     with tempfile.TemporaryDirectory(prefix="synthct-realism-") as scratch:
         for name in args.generators.split(","):

@@ -12,6 +12,7 @@ from synthct.io import read_volume
 from synthct.phantom.realism.classifier import (
     ClassifierSettings,
     held_out_auc,
+    patient_folds,
     roc_auc,
 )
 from synthct.phantom.realism.noise_power import axial_roi_corners, radial_nps
@@ -37,7 +38,12 @@ def test_nps_of_white_noise_is_flat_at_variance_times_pixel_area(
     hu = 40.0 + sd_hu * rng.standard_normal((64, 64, 24))
     mask = np.ones(hu.shape, dtype=bool)
     nps = radial_nps(
-        hu, mask, spacing_mm=spacing, axial_axis=2, roi_voxels=16, max_rois=400,
+        hu,
+        mask,
+        spacing_mm=spacing,
+        axial_axis=2,
+        roi_voxels=16,
+        max_rois=400,
         detrend=detrend,  # type: ignore[arg-type]
     )
     flat = sd_hu**2 * spacing[0] * spacing[1]
@@ -218,3 +224,11 @@ def test_classifier_auc_is_one_on_clearly_different_distributions() -> None:
         FAST,
     )
     assert auc > 0.98
+
+
+def test_patient_folds_keep_derived_cases_with_their_patient() -> None:
+    patients = ["abdomen", "thorax", "chest"]
+    sources = ["chest", None, "abdomen", None, None, "chest", None]
+    assert patient_folds(patients, sources) == [2, 1, 0, 0, 1, 2, 0]
+    with pytest.raises(SynthctError, match="no real patient"):
+        patient_folds(patients, ["pelvis"])

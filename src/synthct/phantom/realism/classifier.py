@@ -17,6 +17,7 @@ higher than a real one (:func:`roc_auc`, the Mann-Whitney statistic, ties counte
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = [
     "PatchCNN",
     "classifier_scores",
     "held_out_auc",
+    "patient_folds",
     "roc_auc",
     "train_patch_classifier",
 ]
@@ -167,6 +169,36 @@ def roc_auc(negative_scores: ArrayLike, positive_scores: ArrayLike) -> float:
     ranks = stats.rankdata(np.concatenate([neg, pos]))
     u = ranks[neg.size :].sum() - pos.size * (pos.size + 1) / 2.0
     return float(u / (neg.size * pos.size))
+
+
+def patient_folds(patients: Sequence[str], sources: Sequence[str | None]) -> list[int]:
+    """Leave-one-real-patient-out fold of each phantom case.
+
+    Fold ``k`` holds out real patient ``patients[k]``: its test set is that patient's real
+    patches and the phantoms of fold ``k``; every other phantom trains it. A phantom derived
+    from a real patient belongs to that patient's fold, so it is never training data while its
+    patient's anatomy is held out; a phantom from no real patient (``None``, e.g. a procedural
+    case) goes to fold ``i mod len(patients)`` by its position ``i``.
+
+    Raises
+    ------
+    SynthctError
+        When a source names no patient in ``patients``.
+    """
+    names = list(patients)
+    folds = []
+    for i, source in enumerate(sources):
+        if source is None:
+            folds.append(i % len(names))
+        elif source in names:
+            folds.append(names.index(source))
+        else:
+            raise SynthctError(
+                f"phantom case {i} is derived from {source!r}, which is no real patient here",
+                path="sources",
+                fix=f"name one of {', '.join(names)} (or None for a case from no patient)",
+            )
+    return folds
 
 
 def held_out_auc(
