@@ -12,10 +12,13 @@ Worlds (``--world``):
 * ``ct-derived``: cases made by :func:`synthct.phantom.ct_insertion.write_ct_derived_case` from
   the real CTs in ``../shared/data/real/totalsegmentator``, first resampled to a 1.5 mm LPS
   grid. Variety is what the generator offers today: a crop (:data:`CROP_VOXELS`) centred on the
-  spine with a random offset, the MRI noise seed, and a calcified meningioma at the labelled
-  cord (dorsal offset, size, HU and pattern drawn) where the scan's labels have a spinal cord.
-  Training cases come from the ``abdomen`` (``example_ct_sm`` + ``example_seg_fast``) and
-  ``chest`` (``chest_ct``, ``chest_abdomen_cta``, no labels: no lesions) patients; held-out
+  spine (labelled vertebrae, or the most posterior dense bone) with a random offset, the MRI
+  noise seed, and a calcified meningioma at the labelled cord (dorsal offset, size, HU and
+  pattern drawn) where the scan's labels have a spinal cord. Training cases come from the
+  ``abdomen`` (``example_ct_sm`` + ``example_seg_fast``) and ``chest`` (``chest_ct``,
+  ``chest_abdomen_cta``: contrast-enhanced cardiac and aortic crops, ``chest_ct`` with little
+  or no spine in view; no labels, so no lesions and contrast blood >= 150 HU becomes bone in
+  today's HU-only tissue map) patients; held-out
   cases from the ``thorax`` patient (the DICOM series with ``example_seg_dicom``), so no
   held-out case shares a real CT with training.
 
@@ -47,7 +50,7 @@ import torch
 from synthct.io import read_volume
 from synthct.io.atomic import write_json_atomic, write_text_atomic
 from synthct.phantom import cohort_files as files
-from synthct.phantom.ct_derived import tissue_map_from_ct
+from synthct.phantom.ct_derived import TOTALSEGMENTATOR_V2, tissue_map_from_ct
 from synthct.phantom.ct_insertion import (
     EllipsoidLesion,
     default_lesion_centre,
@@ -105,19 +108,23 @@ def _scans() -> list[Scan]:
     ]
 
 
-def _spine_centre_index(ct: CTVolume) -> np.ndarray:
-    """Voxel index of the spine: bone (>= 200 HU) near the left-right midline, most posterior half.
+def _spine_centre_index(scan: Scan) -> np.ndarray:
+    """Voxel index of the spine: the labelled vertebrae, or else the most posterior dense bone.
 
-    The vertebral column is the bone on the midline; ribs and sternum lie off it or anterior.
+    Without labels: voxels >= 700 HU (cortical bone; contrast blood in the chest scans stays
+    below), and of those the most posterior quarter (the grid is LPS, so a larger second index
+    is more posterior): the vertebral column lies behind heart, aorta, ribs and sternum.
     """
-    hu = np.asarray(ct.array)
-    bone = np.argwhere(hu >= 200.0)
+    if scan.labels is not None:
+        vertebrae = np.isin(np.asarray(scan.labels.array), TOTALSEGMENTATOR_V2["vertebrae"])
+        if vertebrae.any():
+            return np.argwhere(vertebrae).mean(axis=0)
+    hu = np.asarray(scan.ct.array)
+    bone = np.argwhere(hu >= 700.0)
     if len(bone) == 0:
         return (np.asarray(hu.shape) - 1) / 2.0
-    mid_l = np.median(bone[:, 0])
-    near = bone[np.abs(bone[:, 0] - mid_l) <= 15.0 / GRID_MM]
-    posterior = near[near[:, 1] >= np.median(near[:, 1])]
-    return np.median(posterior if len(posterior) else near, axis=0)
+    posterior = bone[bone[:, 1] >= np.percentile(bone[:, 1], 75)]
+    return np.median(posterior, axis=0)
 
 
 def _crop(volume: Any, start: Sequence[int]) -> Any:
@@ -131,7 +138,7 @@ def _crop(volume: Any, start: Sequence[int]) -> Any:
 
 
 def _crop_start(scan: Scan, rng: np.random.Generator) -> list[int]:
-    centre = _spine_centre_index(scan.ct) + rng.uniform(-1, 1, 3) * CROP_JITTER_MM / GRID_MM
+    centre = _spine_centre_index(scan) + rng.uniform(-1, 1, 3) * CROP_JITTER_MM / GRID_MM
     shape = scan.ct.spatial_shape
     return [
         int(np.clip(round(c - k / 2), 0, max(0, n - k)))
