@@ -144,7 +144,21 @@ def train_patch_classifier(
 def classifier_scores(
     model: PatchCNN, patches: ArrayLike, settings: ClassifierSettings | None = None
 ) -> NDArray[np.float64]:
-    """The logit (higher: more phantom-like) of each patch."""
+    """The logit (higher: more phantom-like) of each patch.
+
+    Parameters
+    ----------
+    model : PatchCNN
+        A trained classifier.
+    patches : (n, p, p, p) array_like
+        Patches in HU.
+    settings : ClassifierSettings, optional
+        Must be the settings it was trained with (the input window and scale).
+
+    Returns
+    -------
+    (n,) ndarray of float64
+    """
     s = settings or ClassifierSettings()
     stack = np.asarray(patches, dtype=np.float32)
     _check_patches("patches", stack)
@@ -157,6 +171,16 @@ def roc_auc(negative_scores: ArrayLike, positive_scores: ArrayLike) -> float:
     """Area under the ROC curve: P(positive score > negative score), ties counted half.
 
     Computed from ranks (the Mann-Whitney U statistic divided by ``n_neg * n_pos``).
+
+    Parameters
+    ----------
+    negative_scores, positive_scores : array_like
+        Scores of the negative (real) and positive (phantom) samples.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 0.5 when the scores do not separate the classes.
     """
     neg = np.asarray(negative_scores, dtype=np.float64).ravel()
     pos = np.asarray(positive_scores, dtype=np.float64).ravel()
@@ -208,7 +232,22 @@ def held_out_auc(
     test_phantom: ArrayLike,
     settings: ClassifierSettings | None = None,
 ) -> float:
-    """Train on one set of patches, return the AUC on another (real 0, phantom 1)."""
+    """Train on one set of patches, return the AUC on another (real 0, phantom 1).
+
+    Parameters
+    ----------
+    train_real, train_phantom : (n, p, p, p) array_like
+        Training patches in HU.
+    test_real, test_phantom : (m, p, p, p) array_like
+        Held-out patches in HU (other patients than the training ones).
+    settings : ClassifierSettings, optional
+        Training settings and seed.
+
+    Returns
+    -------
+    float
+        The held-out AUC (:func:`roc_auc`).
+    """
     s = settings or ClassifierSettings()
     model = train_patch_classifier(train_real, train_phantom, s)
     real_scores = classifier_scores(model, test_real, s)

@@ -22,7 +22,20 @@ __all__ = ["common_grid", "on_common_grid", "sample_patches"]
 
 
 def common_grid(geometry: Geometry, spacing_mm: float) -> Geometry:
-    """An LPS-aligned grid of isotropic ``spacing_mm`` covering ``geometry``'s bounding box."""
+    """An LPS-aligned grid of isotropic ``spacing_mm`` covering ``geometry``'s bounding box.
+
+    Parameters
+    ----------
+    geometry : Geometry
+        The grid to cover (any orientation, oblique included).
+    spacing_mm : float
+        Voxel size of the new grid.
+
+    Returns
+    -------
+    Geometry
+        Identity direction, origin at the bounding box's lowest LPS corner.
+    """
     if not spacing_mm > 0:
         raise SynthctError(f"spacing_mm must be > 0, got {spacing_mm}", path="spacing_mm")
     corners = np.array(
@@ -37,7 +50,20 @@ def common_grid(geometry: Geometry, spacing_mm: float) -> Geometry:
 
 
 def on_common_grid(ct: CTVolume, spacing_mm: float) -> CTVolume:
-    """``ct`` resampled (linear) onto :func:`common_grid` of ``spacing_mm``."""
+    """``ct`` resampled (linear) onto :func:`common_grid` of ``spacing_mm``.
+
+    Parameters
+    ----------
+    ct : CTVolume
+        The CT in HU.
+    spacing_mm : float
+        Voxel size of the common grid.
+
+    Returns
+    -------
+    CTVolume
+        On the common grid; -1024 HU outside ``ct``'s field of view.
+    """
     return resample_to(ct, common_grid(ct.geometry, spacing_mm))
 
 
