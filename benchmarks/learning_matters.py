@@ -74,7 +74,7 @@ GRID_MM = 1.5
 CROP_VOXELS = (64, 64, 48)
 CROP_JITTER_MM = 12.0
 PROCEDURAL_FOV_MM = (120.0, 120.0, 48.0)
-WORLDS = ("procedural", "ct-derived")
+WORLDS = ("procedural", "ct-derived", "real-anatomy")
 
 
 @dataclass(frozen=True)
@@ -163,9 +163,22 @@ def _lesion(tissue: LabelMap, ct: CTVolume, rng: np.random.Generator, seed: int)
 
 
 def _ct_derived_cases(
-    scans: Sequence[Scan], count: int, out: Path, seed: int, lesion_probability: float
+    scans: Sequence[Scan],
+    count: int,
+    out: Path,
+    seed: int,
+    lesion_probability: float,
+    *,
+    new_subjects: bool = False,
 ) -> Path:
-    """``count`` cases drawn round-robin over ``scans``; one manifest over all of them."""
+    """``count`` cases drawn round-robin over ``scans``; one manifest over all of them.
+
+    ``new_subjects`` draws each case as a new subject (elastic deformation, scaling, marrow by
+    age) and renders its MRI with the realistic preset (fields, k-space, flow, per-subject
+    relaxation); otherwise the real CT as it is and the classic MRI.
+    """
+    from synthct.phantom.subject_variation import SubjectVariation
+
     rows = []
     out.mkdir(parents=True, exist_ok=True)
     for i in range(count):
@@ -181,7 +194,14 @@ def _ct_derived_cases(
                 lesions.append(_lesion(tissue, ct, rng, seed + i))
         name = f"{scan.name}-{i:03d}"
         folder = write_ct_derived_case(
-            ct, out / name, labels=labels, lesions=lesions, supersample=2, seed=seed + 7 * i
+            ct,
+            out / name,
+            labels=labels,
+            lesions=lesions,
+            supersample=2,
+            seed=seed + 7 * i,
+            variation=SubjectVariation() if new_subjects else None,
+            mr_realism="realistic" if new_subjects else "classic",
         )
         row = files.manifest_row(out, folder / files.case_id(0))
         row["case_id"] = name
@@ -221,10 +241,12 @@ def build_world(world: str, train: int, test: int, out: Path) -> tuple[Path, Pat
     scans = _scans()
     train_scans = [s for s in scans if s.patient != "thorax"]
     test_scans = [s for s in scans if s.patient == "thorax"]
+    new = world == "real-anatomy"
     return (
-        _ct_derived_cases(train_scans, train, out / "train", 401, 0.5),
-        _ct_derived_cases(test_scans, test, out / "test", 402, 1.0),
-        "CT-derived from real CTs at 1.5 mm; train: abdomen + chest patients "
+        _ct_derived_cases(train_scans, train, out / "train", 401, 0.5, new_subjects=new),
+        _ct_derived_cases(test_scans, test, out / "test", 402, 1.0, new_subjects=new),
+        ("real-anatomy subjects (deformed, realistic MRI)" if new else "CT-derived")
+        + " from real CTs at 1.5 mm; train: abdomen + chest patients "
         f"({', '.join(s.name for s in train_scans)}); held out: thorax patient "
         f"({', '.join(s.name for s in test_scans)})",
     )

@@ -21,6 +21,9 @@ Generators (``--generators``, names of :data:`GENERATORS`; add an entry to measu
 * ``ct-derived``: :func:`synthct.phantom.ct_insertion.write_ct_derived_case` on each real scan
   (labels where the scan has them; no lesions), as ``phantom/ct_derived.py`` makes them at run
   time. A case derived from a real patient is only ever in the test set of that patient's fold.
+* ``ct-derived-subjects``: the same, each case a new subject drawn from the scan
+  (:mod:`synthct.phantom.subject_variation`: elastic deformation, scaling, marrow by age), so the
+  CT is no longer the real one voxel for voxel.
 
 Classifier (:mod:`synthct.phantom.realism.classifier`): a ~18k-parameter 3D CNN on 16^3-voxel
 patches of a common 2 mm LPS grid (32 mm cubes; centres in the body, patches at least half in
@@ -187,7 +190,36 @@ def ct_derived(
     return out
 
 
-GENERATORS: dict[str, Generator] = {"procedural": procedural, "ct-derived": ct_derived}
+def ct_derived_subjects(
+    patients: Sequence[RealPatient], cases: int, work: Path, seed: int
+) -> list[PhantomCT]:
+    """Like :func:`ct_derived`, each case a new subject (deformation, scaling, marrow by age)."""
+    from synthct.phantom.cohort_files import CT_FILE
+    from synthct.phantom.ct_insertion import write_ct_derived_case
+    from synthct.phantom.subject_variation import SubjectVariation
+
+    out = []
+    for patient in patients:
+        for scan in patient.scans:
+            for c in range(cases):
+                name = f"{scan.name}-subject-{c}"
+                folder = write_ct_derived_case(
+                    scan.ct,
+                    work / name,
+                    labels=scan.labels,
+                    supersample=1,
+                    seed=seed + c,
+                    variation=SubjectVariation(),
+                )
+                out.append(PhantomCT(name, patient.name, _ct(folder / "case-000" / CT_FILE)))
+    return out
+
+
+GENERATORS: dict[str, Generator] = {
+    "procedural": procedural,
+    "ct-derived": ct_derived,
+    "ct-derived-subjects": ct_derived_subjects,
+}
 
 
 # -- per-volume measurements -------------------------------------------------------------------
