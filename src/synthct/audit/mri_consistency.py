@@ -67,7 +67,7 @@ from synthct.audit.tissue_classes import (
     predicted_envelope,
     window_size,
 )
-from synthct.mri_noise import estimate_noise_sd
+from synthct.imaging.mri_noise import estimate_noise_sd
 from synthct.volume import CTVolume, MultiEchoMR, ScalarVolume
 
 _F32 = NDArray[np.float32]
@@ -138,7 +138,7 @@ class ConsistencySettings:
             Unknown keys or tissues.
         """
         from synthct.audit.errors import AuditInputError
-        from synthct.phantom.tissues import Tissue
+        from synthct.imaging.tissues import Tissue
 
         values = dict(data)
         unknown = sorted(set(values) - set(cls.__dataclass_fields__))

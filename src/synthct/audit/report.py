@@ -92,7 +92,7 @@ def region_figure(result: AuditResult, mr: MultiEchoMR, region: FlaggedRegion, p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from synthct.report.slices import Plane, extract_slice
+    from synthct.figures.slices import Plane, extract_slice
 
     echo = mr.n_echoes - 1
     half = float(max(25.0, 1.5 * max(region.size_mm)))

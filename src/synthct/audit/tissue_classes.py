@@ -18,9 +18,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from synthct.phantom.labels import Tissue
+from synthct.imaging.labels import Tissue
+from synthct.imaging.tissues import TISSUES
 from synthct.phantom.mri import spgr_signal
-from synthct.phantom.tissues import TISSUES
 from synthct.volume import MRProtocol
 
 _F32 = NDArray[np.float32]

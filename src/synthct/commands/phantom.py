@@ -151,9 +151,9 @@ def montage(
     """Draw axial and sagittal CT and MR echoes of a phantom case with lesions outlined."""
     import numpy as np
 
+    from synthct.figures.montage import save_montage
     from synthct.io.output_safety import check_output_path
     from synthct.phantom.cohort_files import MONTAGE_FILE, PhantomCase
-    from synthct.report.montage import save_montage
 
     check_output_path(
         out or case / MONTAGE_FILE, option="--out", overwrite=overwrite, suffixes=(".png",)

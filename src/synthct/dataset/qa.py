@@ -83,7 +83,7 @@ def _grid(prefix: str, g: Geometry) -> dict[str, Any]:
 
 
 def _ct_rows(case: Case, settings: QASettings, issues: list[str]) -> dict[str, Any]:
-    from synthct.validation.body_mask import body_mask_volume
+    from synthct.imaging.body_mask import body_mask_volume
 
     ct = case.ct()
     data = ct.array

@@ -147,7 +147,7 @@ def _confirmed_by_ct(
     rule: mean |sCT - CT| inside the region >= ``discrepancy_hu``)."""
     if not region_ids:
         return 0
-    from synthct.validation.alignment import mri_on_grid
+    from synthct.imaging.alignment import mri_on_grid
 
     ct = np.asarray(mri_on_grid(case.ct(), sct.geometry).array, dtype=np.float32)
     error = np.abs(np.asarray(sct.array, dtype=np.float32) - ct)

@@ -35,9 +35,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
 from synthct.phantom import spine_drawing
 from synthct.phantom.implicit import GridSampler, plane_side, superellipse_depth, to_local
-from synthct.phantom.labels import Tissue
 from synthct.phantom.levels import (
     CANAL_LINING,
     LEVEL_NAMES,

@@ -33,6 +33,8 @@ from scipy.spatial.transform import Rotation
 from synthct import __version__
 from synthct.errors import SynthctError, WriteError
 from synthct.geometry import Geometry
+from synthct.imaging.labels import LESION_TISSUES, Tissue
+from synthct.imaging.tissues import TISSUES
 from synthct.io.atomic import (
     PARTIAL_PREFIX,
     atomic_directory,
@@ -42,12 +44,10 @@ from synthct.io.atomic import (
 from synthct.phantom import cohort_files as files
 from synthct.phantom.anatomy import SpineSpec
 from synthct.phantom.ct import render_ct
-from synthct.phantom.labels import LESION_TISSUES, Tissue
 from synthct.phantom.lesions import LESION_TYPES, LesionSpec, PhantomModel
 from synthct.phantom.levels import LEVEL_NAMES, level_index, parse_level
 from synthct.phantom.mri import render_ct_and_mri, render_mri
 from synthct.phantom.protocols import PRESETS, SpgrProtocol
-from synthct.phantom.tissues import TISSUES
 from synthct.volume import LabelMap
 
 #: Most voxels one phantom image may have (512 x 512 x 512): a finer grid would not fit in a

@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from synthct.errors import SynthctError, VolumeKindError
 from synthct.geometry import Geometry
-from synthct.phantom.labels import Tissue
+from synthct.imaging.labels import Tissue
 from synthct.resample import resample_to
 from synthct.volume import CTVolume, LabelMap, check_hounsfield
 

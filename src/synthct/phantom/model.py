@@ -24,7 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from synthct.errors import SynthctError
 from synthct.geometry import Geometry
-from synthct.phantom.labels import Tissue
+from synthct.imaging.labels import Tissue
 
 #: Sub-voxels handled per slab by default: ~4 M keeps a slab's label, coordinate and lookup
 #: arrays near 200 MB even for a model that materialises float64 LPS coordinates.

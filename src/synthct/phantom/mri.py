@@ -30,8 +30,9 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import sici
 
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
+from synthct.imaging.tissues import TISSUES
 from synthct.phantom.ct import CTOptions
-from synthct.phantom.labels import Tissue
 from synthct.phantom.model import (
     DEFAULT_MAX_SUBVOXELS,
     PhantomParameterError,
@@ -41,7 +42,6 @@ from synthct.phantom.model import (
     rng_for,
 )
 from synthct.phantom.protocols import SpgrProtocol
-from synthct.phantom.tissues import TISSUES
 from synthct.volume import CTVolume, MRProtocol, MultiEchoMR
 
 #: Proton gyromagnetic ratio over 2 pi, Hz/T (CODATA).

@@ -49,8 +49,8 @@ import pandas as pd
 
 from synthct import __version__
 from synthct.errors import ReadError
+from synthct.figures.plots import bland_altman_figure, paired_values_figure, visibility_figure
 from synthct.io.atomic import write_text_atomic
-from synthct.report.plots import bland_altman_figure, paired_values_figure, visibility_figure
 from synthct.report.report_tables import (
     OK_STATUSES,
     alignment_rows,

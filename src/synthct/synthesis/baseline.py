@@ -57,8 +57,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from synthct.phantom.labels import Tissue
-from synthct.phantom.tissues import TISSUES
+from synthct.imaging.labels import Tissue
+from synthct.imaging.tissues import TISSUES
 from synthct.synthesis.errors import SynthesisInputError
 from synthct.synthesis.normalisation import body_mask_from_mri, check_mr_array
 from synthct.synthesis.sliding_window import WindowProgress

@@ -39,10 +39,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
+from synthct.imaging.tissues import TISSUES
 from synthct.phantom.ct_insertion import EllipsoidLesion, rasterise_lesion
-from synthct.phantom.labels import Tissue
 from synthct.phantom.lesions import LESION_TYPES
-from synthct.phantom.tissues import TISSUES
 from synthct.synthesis.config import LesionInsertionConfig
 from synthct.volume import MRProtocol
 

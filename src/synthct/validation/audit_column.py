@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-from synthct.validation.alignment import Alignment, mri_on_grid
+from synthct.imaging.alignment import Alignment, mri_on_grid
 from synthct.validation.lesion_metrics import LesionResult
 from synthct.volume import CTVolume, MultiEchoMR
 

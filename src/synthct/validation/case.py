@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from synthct.errors import SynthctError, VolumeKindError
-from synthct.validation.alignment import (
+from synthct.imaging.alignment import (
     DEFAULT_MIN_OVERLAP_FRACTION,
     Alignment,
     RegistrationReport,
@@ -52,10 +52,17 @@ from synthct.validation.alignment import (
     label_map_on_grid,
     mri_on_grid,
 )
-from synthct.validation.alignment_check import (
+from synthct.imaging.alignment_check import (
     AlignmentCheck,
     AlignmentCheckSettings,
     check_alignment,
+)
+from synthct.imaging.body_mask import DEFAULT_BODY_THRESHOLD_HU, axial_axis, body_mask_from_ct
+from synthct.imaging.image_metrics import (
+    BONE_THRESHOLDS_HU,
+    HU_RANGE,
+    TISSUE_EDGES_HU,
+    image_metrics,
 )
 from synthct.validation.audit_column import (
     AuditColumns,
@@ -63,13 +70,6 @@ from synthct.validation.audit_column import (
     audit_case,
     empty_audit_columns,
     run_case_audit,
-)
-from synthct.validation.body_mask import DEFAULT_BODY_THRESHOLD_HU, axial_axis, body_mask_from_ct
-from synthct.validation.image_metrics import (
-    BONE_THRESHOLDS_HU,
-    HU_RANGE,
-    TISSUE_EDGES_HU,
-    image_metrics,
 )
 from synthct.validation.lesion_metrics import LesionMasks, LesionResult, measure_lesions
 from synthct.validation.lesion_settings import LesionSettings
@@ -757,7 +757,11 @@ def _write_dicom_outputs(
     Both reference the input CT series; problems (e.g. a de-identified series without UIDs)
     become warnings, since the tables hold the same results.
     """
-    from synthct.io.dicom_seg_sr import masks_from_results, write_lesion_seg, write_lesion_sr
+    from synthct.validation.dicom_seg_sr import (
+        masks_from_results,
+        write_lesion_seg,
+        write_lesion_sr,
+    )
 
     folder.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
@@ -783,7 +787,7 @@ def _write_figures(
 ) -> tuple[list[str], list[str]]:
     """Each lesion's figure, ``lesion-<id>.png``; problems become warnings."""
     try:
-        from synthct.report.lesion_figure import lesion_figure
+        from synthct.validation.lesion_figure import lesion_figure
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("synthct"):
             return [], []

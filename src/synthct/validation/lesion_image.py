@@ -36,13 +36,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from synthct.errors import VolumeKindError
-from synthct.validation.lesion_settings import LesionSettings
-from synthct.validation.lesion_size import (
+from synthct.imaging.lesion_size import (
     axial_diameter_mm,
     craniocaudal_extent_mm,
     half_way_threshold_hu,
     segment_lesion,
 )
+from synthct.validation.lesion_settings import LesionSettings
 
 __all__ = [
     "CalcificationGrade",

@@ -39,10 +39,10 @@ from typing import Any, Literal
 import numpy as np
 
 from synthct.errors import SynthctError, WriteError
+from synthct.imaging.alignment import transform_from_dict, write_transform
 from synthct.io.atomic import PARTIAL_PREFIX, atomic_file
 from synthct.io.deidentify import relative_path, relative_paths_in
 from synthct.io.output_safety import OutputLock, claim_output_folder
-from synthct.validation.alignment import transform_from_dict, write_transform
 from synthct.validation.case import CaseResult, ValidationSettings, validate_case
 from synthct.validation.lesion_metrics import LesionMasks
 from synthct.validation.manifest import CaseSpec, Manifest

@@ -49,10 +49,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synthct.errors import GeometryMismatchError
 from synthct.geometry import Geometry
+from synthct.imaging.alignment_check import mae_and_ncc
 from synthct.io.atomic import atomic_file
 from synthct.io.itk import array_to_sitk
 from synthct.resample import resample_to
-from synthct.validation.alignment_check import mae_and_ncc
 from synthct.volume import CTVolume, LabelMap, Volume
 
 __all__ = [

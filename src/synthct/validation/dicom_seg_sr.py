@@ -65,8 +65,8 @@ from synthct.io.dicom_references import (
     lesion_tracking_uid,
     read_ct_datasets,
 )
-from synthct.io.dicom_seg import masks_from_results, write_lesion_seg
-from synthct.io.dicom_sr import lesion_measurements_from_sr, write_lesion_sr
+from synthct.validation.dicom_seg import masks_from_results, write_lesion_seg
+from synthct.validation.dicom_sr import lesion_measurements_from_sr, write_lesion_sr
 
 __all__ = [
     "PRIVATE_SCHEME",

@@ -39,12 +39,12 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.ndimage import uniform_filter
 
 from synthct.errors import GeometryMismatchError, VolumeKindError
-from synthct.validation.body_mask import (
+from synthct.imaging.body_mask import (
     DEFAULT_BODY_THRESHOLD_HU,
     EmptyMaskError,
     body_mask_from_ct,
 )
-from synthct.validation.body_mask import axial_axis as _axial_axis
+from synthct.imaging.body_mask import axial_axis as _axial_axis
 from synthct.volume import CTVolume, Volume
 
 __all__ = [

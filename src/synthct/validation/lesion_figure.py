@@ -43,12 +43,12 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import cdist
 
+from synthct.figures.plots import save_figure
+from synthct.figures.slices import Plane, display_geometry, extract_slice
 from synthct.geometry import Geometry
-from synthct.report.plots import save_figure
-from synthct.report.slices import Plane, display_geometry, extract_slice
+from synthct.imaging.lesion_size import axial_axis
 from synthct.resample import resample_to
 from synthct.validation.lesion_metrics import LesionMasks, LesionResult
-from synthct.validation.lesion_size import axial_axis
 from synthct.volume import CTVolume, LabelMap, Volume
 
 __all__ = [

@@ -54,7 +54,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from numpy.typing import NDArray
 
-from synthct.phantom.labels import Tissue
+from synthct.imaging.labels import Tissue
 from synthct.phantom.model import PhantomParameterError
 
 #: Field strengths (T) at which the table holds relaxation times.

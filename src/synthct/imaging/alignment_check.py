@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.fft import irfftn, next_fast_len, rfftn
 from scipy.ndimage import minimum_filter
 
-from synthct.validation.lesion_size import dice_coefficient
+from synthct.imaging.lesion_size import dice_coefficient
 
 __all__ = ["AlignmentCheck", "AlignmentCheckSettings", "check_alignment", "mae_and_ncc"]
 
