@@ -21,8 +21,8 @@ from synthct.audit.tissue_classes import (
 )
 from synthct.errors import GeometryMismatchError, SynthctError
 from synthct.imaging.labels import Tissue
+from synthct.imaging.signal_equation import spgr_signal
 from synthct.imaging.tissues import TISSUES
-from synthct.phantom.mri import spgr_signal
 from synthct.phantom.protocols import FAST_3T
 from synthct.volume import MRProtocol, MultiEchoMR, SyntheticCT
 

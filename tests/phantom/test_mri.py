@@ -12,17 +12,15 @@ from numpy.typing import NDArray
 
 from synthct.geometry import Geometry
 from synthct.imaging.labels import Tissue
-from synthct.imaging.tissues import TISSUES
-from synthct.phantom.ct import render_ct
-from synthct.phantom.model import Box, PhantomParameterError, ShapesModel, Sphere
-from synthct.phantom.mri import (
+from synthct.imaging.signal_equation import (
     GYROMAGNETIC_RATIO_HZ_PER_T,
-    bias_field,
-    render_ct_and_mri,
-    render_mri,
     spgr_signal,
     static_dephasing_exponent,
 )
+from synthct.imaging.tissues import TISSUES
+from synthct.phantom.ct import render_ct
+from synthct.phantom.model import Box, PhantomParameterError, ShapesModel, Sphere
+from synthct.phantom.mri import bias_field, render_ct_and_mri, render_mri
 from synthct.phantom.protocols import FAST_3T, PAPER_1P5T, PAPER_3T, SpgrProtocol
 from synthct.volume import MRProtocol, MultiEchoMR
 

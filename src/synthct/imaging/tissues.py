@@ -54,8 +54,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 from numpy.typing import NDArray
 
+from synthct.errors import PhantomParameterError
 from synthct.imaging.labels import Tissue
-from synthct.phantom.model import PhantomParameterError
 
 #: Field strengths (T) at which the table holds relaxation times.
 TABULATED_FIELDS_T = (1.5, 3.0)

@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from synthct.errors import SynthctError
+from synthct.errors import PhantomParameterError
 from synthct.geometry import Geometry
 from synthct.imaging.labels import Tissue
 
@@ -34,10 +34,6 @@ _F = NDArray[np.float64]
 
 _KNOWN_LABELS = np.zeros(256, dtype=bool)
 _KNOWN_LABELS[[int(t) for t in Tissue]] = True
-
-
-class PhantomParameterError(SynthctError, ValueError):
-    """A phantom or rendering parameter outside its allowed range."""
 
 
 @runtime_checkable
