@@ -72,3 +72,17 @@ def test_contract_fails_on_an_upward_import(tmp_path: Path, module: str, upward:
     assert result.returncode == 1, result.stdout + result.stderr
     assert "BROKEN" in result.stdout
     assert f"{importer} -> {upward}" in result.stdout
+
+
+def test_contract_fails_on_a_module_cycle(tmp_path: Path) -> None:
+    # training imports planning; planning importing training back closes a cycle
+    src = _copy_package(tmp_path)
+    target = src / "synthct" / "synthesis" / "planning.py"
+    target.write_text(
+        target.read_text("utf-8") + "\nimport synthct.synthesis.training  # injected\n", "utf-8"
+    )
+
+    result = _lint_imports(src)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "No cycles are allowed in synthct.synthesis" in result.stdout

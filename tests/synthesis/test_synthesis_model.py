@@ -23,7 +23,8 @@ from synthct.synthesis.errors import (
     SynthesisInputError,
 )
 from synthct.synthesis.model_folder import load_model_folder, sha256_of, update_card
-from synthct.synthesis.synthesizer import SynthesisModel, map_paths
+from synthct.synthesis.result import map_paths
+from synthct.synthesis.synthesizer import SynthesisModel
 from synthct.synthesis.training import TrainingResult
 from synthct.volume import CTVolume, MRProtocol, MultiEchoMR, SyntheticCT
 

@@ -345,8 +345,8 @@ def audit_train(
 
 def _load_synthesis_model(name: str) -> Any:
     """A synthesis model folder, or a shipped model by name."""
-    from synthct.synthesis.shipped import SHIPPED_MODELS, load_shipped_model
-    from synthct.synthesis.synthesizer import SynthesisModel
+    from synthct.synthesis.shipped import SHIPPED_MODELS
+    from synthct.synthesis.synthesizer import SynthesisModel, load_shipped_model
 
     return load_shipped_model(name) if name in SHIPPED_MODELS else SynthesisModel.load(name)
 

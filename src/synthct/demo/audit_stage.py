@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from synthct.demo.pipeline import DemoSettings
+from synthct.demo.settings import DemoSettings
 from synthct.phantom.cohort_files import PhantomCase
 from synthct.validation.audit_column import AuditColumnSettings
 
@@ -39,7 +39,7 @@ def audit_cases(
     from synthct.audit.reference import precomputed_reference
     from synthct.audit.report import write_audit
     from synthct.io import read_volume
-    from synthct.synthesis.synthesizer import map_paths
+    from synthct.synthesis.result import map_paths
     from synthct.volume import CTVolume
 
     model_dir = shipped_audit_model()

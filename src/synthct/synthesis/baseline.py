@@ -61,8 +61,8 @@ from synthct.imaging.labels import Tissue
 from synthct.imaging.tissues import TISSUES
 from synthct.synthesis.errors import SynthesisInputError
 from synthct.synthesis.normalisation import body_mask_from_mri, check_mr_array
+from synthct.synthesis.result import SynthesisResult
 from synthct.synthesis.sliding_window import WindowProgress
-from synthct.synthesis.synthesizer import SynthesisResult
 from synthct.volume import MultiEchoMR, SyntheticCT
 
 #: Main fat peak relative to water, ppm, and the proton gyromagnetic ratio (Hz/T).
