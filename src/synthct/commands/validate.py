@@ -106,8 +106,8 @@ def validate(
         Path | None,
         typer.Option(
             help="Audit model folder from `synthct audit-train` (novelty.npz + "
-            "calibration.json); implies --audit (default: the default calibration, MRI "
-            "consistency only).",
+            "calibration.json); implies --audit (default: the shipped audit model, its "
+            "checksums verified).",
             show_default=False,
         ),
     ] = None,
@@ -186,13 +186,14 @@ def validate(
         )
     audit_settings = None
     if audit or audit_model is not None or audit_reference_model is not None:
+        from synthct.audit.model import SHIPPED_AUDIT_MODEL
         from synthct.synthesis.shipped import SHIPPED_MODELS
 
         reference = audit_reference_model
         if reference is not None and reference not in SHIPPED_MODELS:
             reference = str(Path(reference).resolve())  # workers may not share the cwd
         audit_settings = AuditColumnSettings(
-            model=None if audit_model is None else str(audit_model.resolve()),
+            model=SHIPPED_AUDIT_MODEL if audit_model is None else str(audit_model.resolve()),
             reference_model=reference,
             reference=audit_reference,
         )

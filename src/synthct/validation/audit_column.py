@@ -22,7 +22,7 @@ not (an omitted lesion); it is a *false flag* otherwise. A flag that falls outsi
 grid cannot be checked: its ``true_discrepancy`` is empty and it is counted in neither.
 
 The audit model (novelty model, calibration, learned consistency network) is loaded once per
-process (:func:`load_audit_model`), not once per case. The MRI consistency signal is always
+process (:func:`load_column_audit_model`), not once per case. The MRI consistency signal is always
 computed, so the MRI needs its protocol (echo times, TR, flip angle, field strength; from the
 DICOM headers or the JSON sidecars); without it, or without an MRI, the case is validated with
 empty audit columns and a warning saying why. The epistemic signal needs the synthesis model
@@ -48,9 +48,7 @@ from synthct.validation.lesion_metrics import LesionResult
 from synthct.volume import CTVolume, MultiEchoMR
 
 if TYPE_CHECKING:
-    from synthct.audit.combine import AuditCalibration
-    from synthct.audit.learned_consistency import LearnedConsistencyModel
-    from synthct.audit.novelty import NoveltyModel
+    from synthct.audit.model import AuditModel
     from synthct.audit.pipeline import AuditResult
     from synthct.audit.reference import ReferenceSource
 
@@ -61,12 +59,12 @@ __all__ = [
     "AUDIT_SKIP",
     "AuditColumnSettings",
     "AuditColumns",
-    "AuditModel",
+    "ColumnAuditModel",
     "audit_case",
     "audit_summary",
     "check_audit_settings",
     "empty_audit_columns",
-    "load_audit_model",
+    "load_column_audit_model",
     "run_case_audit",
 ]
 
@@ -112,8 +110,9 @@ class AuditColumnSettings(BaseModel):
     ----------
     model : str, optional
         Audit model folder (``novelty.npz`` + ``calibration.json``, and the learned consistency
-        network when trained), as written by ``synthct audit-train``. ``None``: the default
-        calibration with the MRI consistency signal only.
+        network when trained), as written by ``synthct audit-train``, or the shipped model's
+        name ``"audit"`` (what ``synthct validate --audit`` uses when none is given). ``None``:
+        the default calibration with the MRI consistency signal only.
     reference_model : str, optional
         Lesion-aware reference synthesis model (shipped name or folder) for the reference
         disagreement signal. ``None``: the one the audit model was calibrated with, if any.
@@ -149,40 +148,36 @@ class AuditColumnSettings(BaseModel):
 
 
 @dataclass(frozen=True, eq=False)
-class AuditModel:
-    """What the audit needs besides MRI and sCT, loaded once per process.
+class ColumnAuditModel:
+    """What the audit column needs besides MRI and sCT, loaded once per process.
 
     Attributes
     ----------
-    novelty : NoveltyModel or None
-        Input novelty model.
-    calibration : AuditCalibration or None
-        Thresholds; ``None`` means the defaults.
-    learned : LearnedConsistencyModel or None
-        Learned consistency network, when the folder holds one.
+    model : AuditModel
+        The audit model (:func:`synthct.audit.model.load_audit_model`).
     reference : ReferenceSource or None
         Reference disagreement source.
     reference_name : str or None
         The reference model's name or folder.
     """
 
-    novelty: NoveltyModel | None
-    calibration: AuditCalibration | None
-    learned: LearnedConsistencyModel | None
+    model: AuditModel
     reference: ReferenceSource | None
     reference_name: str | None
 
 
 @lru_cache(maxsize=4)
-def load_audit_model(
+def load_column_audit_model(
     model: str | None, reference_model: str | None = None, reference: bool = True
-) -> AuditModel:
-    """Load an audit model folder (cached per process: Dask workers load it once).
+) -> ColumnAuditModel:
+    """Load the audit model and its reference (cached per process: Dask workers load it once).
 
     Parameters
     ----------
     model : str, optional
-        Audit model folder, or ``novelty.npz``; ``None`` for the default calibration.
+        Audit model folder, ``novelty.npz`` or the shipped model's name
+        (:data:`~synthct.audit.model.SHIPPED_AUDIT_MODEL`); ``None`` for the default
+        calibration.
     reference_model : str, optional
         Reference model name or folder (default: the calibration's).
     reference : bool
@@ -193,28 +188,13 @@ def load_audit_model(
     AuditModelError
         Missing or malformed files.
     """
-    from synthct.audit.combine import load_calibration
-    from synthct.audit.learned_consistency import (
-        has_learned_consistency,
-        load_learned_consistency,
-    )
-    from synthct.audit.novelty import load_novelty_model
+    from synthct.audit.model import load_audit_model
     from synthct.audit.reference import calibrated_reference
 
-    novelty = calibration = learned = None
-    if model is not None:
-        folder = Path(model)
-        novelty = load_novelty_model(folder)
-        # as `synthct audit`: the calibration and the learned network beside the novelty model
-        if folder.is_dir():
-            if (folder / "calibration.json").is_file():
-                calibration = load_calibration(folder)
-            if has_learned_consistency(folder):
-                learned = load_learned_consistency(folder)
-        if calibration is not None and not calibration.for_signal("novelty").in_rule:
-            novelty = None  # as `synthct audit` without --all-signals: it would only report
-    source, name = calibrated_reference(calibration, reference_model, enabled=reference)
-    return AuditModel(novelty, calibration, learned, source, name)
+    # as `synthct audit` without --all-signals: novelty outside the rule would only report
+    loaded = load_audit_model(model)
+    source, name = calibrated_reference(loaded.calibration, reference_model, enabled=reference)
+    return ColumnAuditModel(loaded, source, name)
 
 
 @dataclass
@@ -254,14 +234,14 @@ def run_case_audit(mri: MultiEchoMR, sct: CTVolume, settings: AuditColumnSetting
     """Run the audit of ``sct`` with ``mri`` on the MRI grid, with the cached audit model."""
     from synthct.audit.pipeline import run_audit
 
-    model = load_audit_model(settings.model, settings.reference_model, settings.reference)
+    column = load_column_audit_model(settings.model, settings.reference_model, settings.reference)
     return run_audit(
         mri,
         sct,
-        novelty=model.novelty,
-        learned=model.learned,
-        reference=model.reference,
-        calibration=model.calibration,
+        novelty=column.model.novelty,
+        learned=column.model.learned,
+        reference=column.reference,
+        calibration=column.model.calibration,
     )
 
 
@@ -457,16 +437,11 @@ def check_audit_settings(settings: AuditColumnSettings) -> None:
         An :class:`~synthct.audit.errors.AuditModelError` naming the file, or a reference
         model that is neither a shipped name nor a folder.
     """
-    from synthct.audit.combine import load_calibration
     from synthct.audit.errors import AuditModelError
-    from synthct.audit.novelty import load_novelty_model
+    from synthct.audit.model import load_audit_model
     from synthct.synthesis.shipped import SHIPPED_MODELS
 
-    if settings.model is not None:
-        folder = Path(settings.model)
-        load_novelty_model(folder)
-        if folder.is_dir() and (folder / "calibration.json").is_file():
-            load_calibration(folder)
+    load_audit_model(settings.model, learned=False)
     name = settings.reference_model
     if name is not None and name not in SHIPPED_MODELS and not Path(name).is_dir():
         raise AuditModelError(

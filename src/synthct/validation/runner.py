@@ -155,7 +155,10 @@ def case_fingerprint(case: CaseSpec, settings: ValidationSettings) -> dict[str, 
 
     paths = _with_sidecars([p for ps in case.input_paths().values() for p in ps])
     if settings.audit is not None and settings.audit.model is not None:
-        paths.append(Path(settings.audit.model))  # a retrained audit model changes the flags
+        from synthct.audit.model import audit_model_path
+
+        # a retrained audit model changes the flags
+        paths.append(audit_model_path(settings.audit.model))
     body = {
         "case": case.describe(),
         "files": {str(p): _stat(p) for p in paths},
