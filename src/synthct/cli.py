@@ -35,7 +35,7 @@ EXIT_USER_ERROR = 2
 def _print_version(value: bool) -> None:
     """Eager ``--version``: print and exit while parsing, before a command is required."""
     if value:
-        from synthct import __version__
+        from synthct.version import __version__
 
         console.print(f"synthct {__version__}")
         raise typer.Exit()

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from synthct import __version__
 from synthct.audit.combine import (
     DEFAULT_CALIBRATION,
     SIGNALS,
@@ -43,6 +42,7 @@ from synthct.audit.reference import (
     same_as_audited,
 )
 from synthct.audit.regions import FlaggedRegion, find_regions
+from synthct.version import __version__
 from synthct.volume import CTVolume, LabelMap, MultiEchoMR, ScalarVolume, SyntheticCT
 
 #: Called as ``progress(step, done, total)`` after each step.

@@ -140,9 +140,9 @@ def render_html(result: AuditResult, mr: MultiEchoMR, figures: dict[int, str]) -
     """The HTML report text."""
     import jinja2
 
-    from synthct import __version__
     from synthct.audit.combine import rule_signals
     from synthct.audit.pipeline import SIGNAL_DESCRIPTIONS
+    from synthct.version import __version__
 
     cal = result.calibration
     flagging = rule_signals(list(result.signals), cal)

@@ -30,7 +30,6 @@ from pydantic import (
 )
 from scipy.spatial.transform import Rotation
 
-from synthct import __version__
 from synthct.errors import SynthctError, WriteError
 from synthct.geometry import Geometry
 from synthct.imaging.labels import LESION_TISSUES, Tissue
@@ -48,6 +47,7 @@ from synthct.phantom.lesions import LESION_TYPES, LesionSpec, PhantomModel
 from synthct.phantom.levels import LEVEL_NAMES, level_index, parse_level
 from synthct.phantom.mri import render_ct_and_mri, render_mri
 from synthct.phantom.protocols import PRESETS, SpgrProtocol
+from synthct.version import __version__
 from synthct.volume import LabelMap
 
 #: Most voxels one phantom image may have (512 x 512 x 512): a finer grid would not fit in a

@@ -23,7 +23,6 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from synthct import __version__
 from synthct.errors import WriteError
 from synthct.geometry import Geometry
 from synthct.imaging.labels import Tissue
@@ -35,6 +34,7 @@ from synthct.phantom.calcification import (
 )
 from synthct.phantom.lesions import LESION_TYPES
 from synthct.phantom.model import PhantomParameterError, TissueModel, block_mean, supersampled
+from synthct.version import __version__
 from synthct.volume import CTVolume, LabelMap
 
 

@@ -47,7 +47,6 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from synthct import __version__
 from synthct.errors import ReadError
 from synthct.figures.plots import bland_altman_figure, paired_values_figure, visibility_figure
 from synthct.io.atomic import write_text_atomic
@@ -61,6 +60,7 @@ from synthct.report.report_tables import (
     visibility_rows,
 )
 from synthct.validation.statistics._common import unit_key
+from synthct.version import __version__
 
 __all__ = ["ValidationOutputs", "case_views", "read_validation_outputs", "write_validation_report"]
 

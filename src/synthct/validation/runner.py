@@ -151,7 +151,7 @@ def case_fingerprint(case: CaseSpec, settings: ValidationSettings) -> dict[str, 
         "settings": settings fingerprint, "synthct": version}``; the audit model's files are
         among ``files`` when the audit column is on.
     """
-    from synthct import __version__
+    from synthct.version import __version__
 
     paths = _with_sidecars([p for ps in case.input_paths().values() for p in ps])
     if settings.audit is not None and settings.audit.model is not None:
