@@ -67,6 +67,14 @@ def audit(
     calibration: Annotated[
         Path | None, typer.Option(help="calibration.json (default: the one beside --novelty).")
     ] = None,
+    no_audit_model: Annotated[
+        bool,
+        typer.Option(
+            "--no-audit-model",
+            help="Audit without an audit model: the default calibration (or --calibration) and "
+            "the signals the other options enable, MRI consistency first.",
+        ),
+    ] = False,
     model: Annotated[
         list[Path] | None,
         typer.Option(help="Our synthesis model folder(s): enables the epistemic signal."),
@@ -145,6 +153,12 @@ def audit(
             path=out,
             fix="choose a new folder or pass --overwrite",
         )
+    if no_audit_model and novelty is not None:
+        raise SynthctError(
+            "--no-audit-model and --novelty (--audit-model) contradict each other",
+            path="--no-audit-model",
+            fix="pass one of them",
+        )
     if model and epistemic_sd is not None:
         raise SynthctError(
             "--model and --epistemic-sd both give the epistemic signal",
@@ -164,7 +178,7 @@ def audit(
         assert isinstance(volume, CTVolume)
         # Novelty outside the calibrated rule only reports (~9 s a case): computed on request.
         audit_model = load_audit_model(
-            SHIPPED_AUDIT_MODEL if novelty is None else novelty,
+            None if no_audit_model else (novelty or SHIPPED_AUDIT_MODEL),
             all_signals=all_signals,
             learned=learned_consistency,
             calibration=calibration,
