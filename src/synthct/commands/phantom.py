@@ -178,17 +178,9 @@ def montage(
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
+    from synthct.settings import read_yaml_mapping
 
-    from synthct.errors import ReadError
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ReadError(f"cannot read the cohort YAML ({exc})", path=path) from exc
-    if not isinstance(data, dict):
-        raise ReadError("the cohort YAML must be a mapping of options", path=path)
-    return data
+    return read_yaml_mapping(path, what="cohort YAML")
 
 
 @app.command("phantom-from-ct")

@@ -57,6 +57,17 @@ def validate(
     ] = None,
     body_mask: Annotated[Path | None, typer.Option(help="Single case: body mask.")] = None,
     case_id: Annotated[str, typer.Option(help="Single case: its id.")] = "case",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML of validation settings: any key of synthct.validation.case."
+            "ValidationSettings (lesion rules, alignment check, registration, HU ranges, "
+            "audit); the options given on the command line replace its keys.",
+            show_default=False,
+        ),
+    ] = None,
     register: Annotated[
         bool, typer.Option("--register", help="Register each sCT rigidly to its CT first (MI).")
     ] = False,
@@ -197,7 +208,6 @@ def validate(
             reference_model=reference,
             reference=audit_reference,
         )
-        check_audit_settings(audit_settings)
     if align not in ALIGN_MODES:
         raise SynthctError(
             f"--align {align!r} is not a mode",
@@ -208,13 +218,23 @@ def validate(
         from synthct.validation.runner import check_scheduler_address
 
         check_scheduler_address(scheduler)
-    settings = ValidationSettings(
-        rigid_registration=register,
-        alignment=align,  # type: ignore[arg-type]
-        check_hu=check_hu,
-        audit=audit_settings,
-        keep_identifiers=keep_identifiers,
+    given = {
+        "rigid_registration": register,
+        "alignment": align,
+        "check_hu": check_hu,
+        "keep_identifiers": keep_identifiers,
+    }
+    # an option left at its default keeps the value of --config
+    options = {k: v for k, v in given.items() if v != ValidationSettings.model_fields[k].default}
+    if audit_settings is not None:
+        options["audit"] = audit_settings
+    settings = (
+        ValidationSettings.from_yaml(config, **options)
+        if config is not None
+        else ValidationSettings.model_validate(options)
     )
+    if settings.audit is not None:
+        check_audit_settings(settings.audit)
     try:
         summary = _run(cases, out, settings, workers, scheduler, resume, figures, report)
     except KeyboardInterrupt:

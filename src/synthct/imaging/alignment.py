@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from synthct.errors import GeometryMismatchError
 from synthct.geometry import Geometry
@@ -53,6 +53,7 @@ from synthct.imaging.alignment_check import mae_and_ncc
 from synthct.io.atomic import atomic_file
 from synthct.io.itk import array_to_sitk
 from synthct.resample import resample_to
+from synthct.settings import SettingsBase
 from synthct.volume import CTVolume, LabelMap, Volume
 
 __all__ = [
@@ -80,10 +81,10 @@ MULTI_START_MIN_VOXELS = 20_000
 DEFAULT_MIN_OVERLAP_FRACTION = 0.25
 
 
-class RegistrationSettings(BaseModel):
+class RegistrationSettings(SettingsBase):
     """Parameters of the rigid registration (immutable; recorded in ``settings.json``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)
 
     spacing_mm: float = Field(
         default=1.5, gt=0, description="images resampled to this isotropic grid when finer"

@@ -21,8 +21,6 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -47,6 +45,7 @@ from synthct.phantom.lesions import LESION_TYPES, LesionSpec, PhantomModel
 from synthct.phantom.levels import LEVEL_NAMES, level_index, parse_level
 from synthct.phantom.mri import render_ct_and_mri, render_mri
 from synthct.phantom.protocols import PRESETS, SpgrProtocol
+from synthct.settings import SettingsBase
 from synthct.version import __version__
 from synthct.volume import LabelMap
 
@@ -62,8 +61,8 @@ class CohortSpecError(SynthctError, ValueError):
     """A cohort specification outside the allowed values."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(SettingsBase):
+    """Frozen; unknown keys are refused (:class:`~synthct.settings.SettingsBase`)."""
 
 
 class LesionRange(_Model):

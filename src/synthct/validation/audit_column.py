@@ -40,10 +40,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from scipy import ndimage
 
 from synthct.imaging.alignment import Alignment, mri_on_grid
+from synthct.settings import SettingsBase
 from synthct.validation.lesion_metrics import LesionResult
 from synthct.volume import CTVolume, MultiEchoMR
 
@@ -103,7 +104,7 @@ AUDIT_FLAG_COLUMNS = (
 )
 
 
-class AuditColumnSettings(BaseModel):
+class AuditColumnSettings(SettingsBase):
     """Settings of the audit column of ``synthct validate`` (see the module docstring).
 
     Parameters
@@ -126,7 +127,7 @@ class AuditColumnSettings(BaseModel):
         HU (or when it matches a lesion the CT shows and the sCT does not).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)
 
     model: str | None = None
     reference_model: str | None = None

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from synthct.errors import SynthctError, VolumeKindError
 from synthct.imaging.alignment import (
@@ -64,6 +64,7 @@ from synthct.imaging.image_metrics import (
     TISSUE_EDGES_HU,
     image_metrics,
 )
+from synthct.settings import SettingsBase
 from synthct.validation.audit_column import (
     AuditColumns,
     AuditColumnSettings,
@@ -90,7 +91,7 @@ AlignmentMode = Literal["check", "auto", "warn"]
 MAX_METRIC_THREADS = 5
 
 
-class ValidationSettings(BaseModel):
+class ValidationSettings(SettingsBase):
     """Every setting of a validation run (immutable; written to ``settings.json``).
 
     Parameters
@@ -127,7 +128,7 @@ class ValidationSettings(BaseModel):
         (``--keep-identifiers``); by default they are de-identified (:mod:`synthct.io.deidentify`).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)
 
     rigid_registration: bool = False
     alignment: AlignmentMode = "check"
