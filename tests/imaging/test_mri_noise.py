@@ -1,4 +1,4 @@
-"""Noise SD of magnitude MR images (synthct.mri_noise)."""
+"""Noise SD of magnitude MR images (synthct.imaging.mri_noise)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """MRI consistency: does the measured MRI agree with what the sCT's tissues would show?
 
 The sCT says which tissue is where (through its HU); the tissue table
-(:mod:`synthct.phantom.tissues`) and the spoiled gradient-echo equation
-(:func:`synthct.phantom.mri.spgr_signal`) say what each tissue looks like on each echo of the
-MRI's protocol. Where the MRI shows something no tissue mixture compatible with the sCT could
-produce, the sCT probably omits (or invents) a structure. A calcified tumour rendered as CSF
-is such a place: its voxels are darker (dense calcification, short T2*) or brighter (tumour
+(:mod:`synthct.imaging.tissues`) and the spoiled gradient-echo equation
+(:func:`synthct.imaging.signal_equation.spgr_signal`) say what each tissue looks like on each
+echo of the MRI's protocol. Where the MRI shows something no tissue mixture compatible with the
+sCT could produce, the sCT probably omits (or invents) a structure. A calcified tumour rendered
+as CSF is such a place: its voxels are darker (dense calcification, short T2*) or brighter (tumour
 matrix, T1 shorter than CSF) and more heterogeneous than the CSF the sCT predicts.
 
 Method (all settings in :class:`ConsistencySettings`)

@@ -21,7 +21,7 @@ of intensity (image moments) moved onto the sCT's, plus the aligned field-of-vie
 is scored by the metric at the coarsest level, the best few are optimised briefly there and
 the best of those is refined at every level. A mirror image (a flip) cannot be reached by a
 rigid transform; the alignment check after registration
-(:mod:`synthct.validation.alignment_check`) catches it and any other poor result. Grids of
+(:mod:`synthct.imaging.alignment_check`) catches it and any other poor result. Grids of
 any anisotropy are smoothed only along the axes finer than the registration spacing. The
 transform maps CT (fixed) points to sCT (moving) points, ITK's convention, and is applied to
 the MRI too (the sCT is computed from it, so they share a frame). Lesion annotations and a

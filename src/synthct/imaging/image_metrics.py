@@ -656,7 +656,7 @@ def image_metrics(
         on the same grid (checked first).
     body_mask : Volume, optional
         Voxels to evaluate (non-zero), on the same grid. Derived from the CT with
-        :func:`~synthct.validation.body_mask.body_mask_from_ct` when omitted.
+        :func:`~synthct.imaging.body_mask.body_mask_from_ct` when omitted.
     hu_range : (float, float)
         Clipping window of PSNR and MS-SSIM.
     tissue_edges_hu : (float, float)

@@ -5,7 +5,7 @@ and the ones that *render* it (``ct``, ``mri``): a phantom is a ``uint8`` array 
 on a (usually supersampled) grid. Lesions are drawn with their own tissue labels; a partially
 calcified lesion is a mixture of ``MENINGIOMA`` and ``CALCIFICATION`` sub-voxels, so its mean HU
 and its MRI signal both follow from the calcified fraction through the same physics.
-The physical properties of each label live in :mod:`synthct.phantom.tissues`.
+The physical properties of each label live in :mod:`synthct.imaging.tissues`.
 """
 
 from __future__ import annotations

@@ -459,7 +459,7 @@ class SpineModel:
 
     # ------------------------------------------------------------------ labels
     def labels_on(self, geometry: Geometry) -> NDArray[np.uint8]:
-        """Tissue labels (:class:`~synthct.phantom.labels.Tissue`) at the voxel centres of a grid.
+        """Tissue labels (:class:`~synthct.imaging.labels.Tissue`) at the voxel centres of a grid.
 
         Implements the renderers' ``TissueModel`` protocol; any grid (slab, supersampled,
         oblique) is accepted and every structure is evaluated only inside its own box.

@@ -5,7 +5,7 @@ given, from its anatomical labels (spinal cord, back muscles, vertebrae). The re
 CT ground truth; :class:`CTDerivedModel` serves the tissue map to the MRI renderer on any grid.
 
 HU classes (defaults; Hounsfield ranges from standard CT references, e.g. Kalender, *Computed
-Tomography*, 3rd ed., 2011, ch. 1, and the tissue table in :mod:`synthct.phantom.tissues`):
+Tomography*, 3rd ed., 2011, ch. 1, and the tissue table in :mod:`synthct.imaging.tissues`):
 
 ========================  ==========================================
 HU                        tissue
@@ -71,7 +71,7 @@ def tissue_map_from_ct(
     classes: HUClasses | None = None,
     label_groups: Mapping[str, tuple[int, ...]] = TOTALSEGMENTATOR_V2,
 ) -> LabelMap:
-    """Classify every CT voxel into a :class:`~synthct.phantom.labels.Tissue`.
+    """Classify every CT voxel into a :class:`~synthct.imaging.labels.Tissue`.
 
     Parameters
     ----------

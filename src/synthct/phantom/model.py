@@ -1,7 +1,7 @@
 """Implicit tissue models and the sampling machinery the CT and MRI renderers share.
 
 A phantom is an *implicit* tissue model: anything with a ``labels_on(geometry)`` method that
-returns the :class:`~synthct.phantom.labels.Tissue` label at the centre of every voxel of any
+returns the :class:`~synthct.imaging.labels.Tissue` label at the centre of every voxel of any
 grid (a slab, a supersampled grid, an oblique grid). Renderers never hold a label volume of the
 whole field of view at sub-voxel resolution: they walk the output grid in slabs along array
 axis 0, ask the model for the labels of a supersampled copy of each slab, turn labels into
@@ -245,7 +245,7 @@ def average_tables(
             raise PhantomParameterError(
                 f"the model produced labels {bad} that are not Tissue values",
                 path="model",
-                fix="draw with synthct.phantom.labels.Tissue members only",
+                fix="draw with synthct.imaging.labels.Tissue members only",
             )
         for table, result in zip(tables, outputs, strict=True):
             values = table[coarse]

@@ -8,7 +8,7 @@ Input folder (written by the validation pipeline)
 ``cases.csv``
     One row per case: ``case_id``, ``status`` (``ok`` for a case with results; anything else
     counts as failed, with ``error`` or ``reason`` as its reason when present) and the keys of
-    :meth:`synthct.validation.image_metrics.ImageMetrics.to_dict` (``conventions`` as a JSON
+    :meth:`synthct.imaging.image_metrics.ImageMetrics.to_dict` (``conventions`` as a JSON
     string, shown once in the settings).
 ``statistics.json``
     ``{"cohort": CohortStatistics.to_dict(), "results_paragraph": ..., "error": ...}`` (see
@@ -21,7 +21,7 @@ Input folder (written by the validation pipeline)
     ``case_id`` and ``reason`` (or ``error``/``message``) of each failed case; other columns
     are shown too.
 ``cases/<case_id>/lesion-<lesion_id>.png``
-    The per-lesion figure (:func:`synthct.report.lesion_figure.lesion_figure`).
+    The per-lesion figure (:func:`synthct.validation.lesion_figure.lesion_figure`).
 
 Output
 ------

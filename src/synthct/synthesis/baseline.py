@@ -25,7 +25,7 @@ Rule (all thresholds and HU in :class:`BaselineParameters`):
 Later rules give way to earlier ones (a dark voxel is cortex whatever its ratio).
 
 Bulk HU (:meth:`BaselineParameters.class_hu`) are the phantom tissue table's values
-(:data:`synthct.phantom.tissues.TISSUES`, literature ranges of the BRIEF): air -1000, fat -100,
+(:data:`synthct.imaging.tissues.TISSUES`, literature ranges of the BRIEF): air -1000, fat -100,
 soft tissue 40, cancellous bone 350 and pure cortical bone 1850 HU.
 
 **Partial-volume cortex** (:func:`cortical_fraction`): cortex is 1-2 mm thick, so most cortical
@@ -89,7 +89,7 @@ NEIGHBOUR_CLASSES = (TissueClass.FAT, TissueClass.SOFT_TISSUE, TissueClass.MARRO
 class BaselineParameters:
     """Thresholds of the classification, the partial-volume rule and the bulk HU of each class.
 
-    HU come from the phantom's tissue table (:data:`synthct.phantom.tissues.TISSUES`), whose
+    HU come from the phantom's tissue table (:data:`synthct.imaging.tissues.TISSUES`), whose
     source strings cite the literature; nothing here is fitted to CT.
     """
 

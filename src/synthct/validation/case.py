@@ -11,11 +11,11 @@ Stages (each timed in ``CaseResult.timings_s``):
    MR passed as CT fail here), the MRI (one file/folder, or one file per echo stacked in the
    order given), the lesion label map and the body mask as label maps; NaN voxels fail.
 2. ``body_mask``: the given mask, or one derived from the CT
-   (:func:`~synthct.validation.body_mask.body_mask_from_ct`).
+   (:func:`~synthct.imaging.body_mask.body_mask_from_ct`).
 3. ``align``: sCT/MRI/mask onto the CT grid, registered first with ``register``
-   (:mod:`synthct.validation.alignment`).
+   (:mod:`synthct.imaging.alignment`).
 3b. ``alignment_check``: is the sCT aligned with the CT (NCC, bone Dice, best small shift;
-   :mod:`synthct.validation.alignment_check`)? A misaligned sCT stops the case with the
+   :mod:`synthct.imaging.alignment_check`)? A misaligned sCT stops the case with the
    measured offset (``alignment="check"``), is registered and checked again
    (``alignment="auto"``), or is measured with a warning (``alignment="warn"``). A lesion is
    called missed on the sCT (``sct_missed``) only when the check passed.
@@ -113,7 +113,7 @@ class ValidationSettings(SettingsBase):
     body_threshold_hu : float
         Threshold of the body mask derived from the CT.
     hu_range_hu, tissue_edges_hu, bone_thresholds_hu
-        Options of :func:`~synthct.validation.image_metrics.image_metrics`.
+        Options of :func:`~synthct.imaging.image_metrics.image_metrics`.
     min_overlap_fraction : float
         Without registration, grids whose fields of view overlap less are different frames.
     metric_threads : int, optional
@@ -443,7 +443,7 @@ def compute_case(
     settings : ValidationSettings, optional
         Defaults when omitted.
     figure_dir : Path, optional
-        Write each lesion's figure (CT | sCT | MRI, :mod:`synthct.report.lesion_figure`) there
+        Write each lesion's figure (CT | sCT | MRI, :mod:`synthct.validation.lesion_figure`) there
         as ``lesion-<lesion_id>.png`` while the volumes are in memory. A figure that cannot be
         drawn is a warning, not a failure; without the report package no figure is drawn.
 

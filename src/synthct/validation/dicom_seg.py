@@ -1,5 +1,5 @@
 """The lesion masks as a binary DICOM SEG referencing the CT series (see
-:mod:`synthct.io.dicom_seg_sr`)."""
+:mod:`synthct.validation.dicom_seg_sr`)."""
 
 from __future__ import annotations
 

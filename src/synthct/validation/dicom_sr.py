@@ -1,5 +1,5 @@
 """The lesion measurements as a Comprehensive 3D SR, TID 1500 (see
-:mod:`synthct.io.dicom_seg_sr`), and reading them back."""
+:mod:`synthct.validation.dicom_seg_sr`), and reading them back."""
 
 from __future__ import annotations
 

@@ -499,7 +499,7 @@ def run_validation(
         Called with a :class:`CaseProgress` for every case, as it finishes (reused first).
     figures : bool
         Draw each lesion's figure into ``cases/<case_id>/lesion-<lesion_id>.png`` (needs
-        :mod:`synthct.report.lesion_figure`; drawn by the worker, so a remote cluster needs
+        :mod:`synthct.validation.lesion_figure`; drawn by the worker, so a remote cluster needs
         the output folder on a shared file system).
     report_writer : callable, "auto" or None
         Called with ``out_dir`` once the tables are written; ``"auto"`` uses
