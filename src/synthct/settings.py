@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from synthct.errors import ReadError, SynthctError
 
-__all__ = ["SettingsBase", "read_yaml_mapping", "settings_error"]
+__all__ = ["SettingsBase", "read_yaml_mapping", "settings_error", "validation_problems"]
 
 
 def read_yaml_mapping(
@@ -51,14 +51,18 @@ def read_yaml_mapping(
     return data
 
 
-def settings_error(exc: ValidationError, where: str, what: str) -> SynthctError:
-    """A :class:`SynthctError` listing each invalid key of ``exc`` with pydantic's reason."""
-    problems = "; ".join(
+def validation_problems(exc: ValidationError) -> str:
+    """Each invalid key of ``exc`` (dotted path) with pydantic's reason, ``; ``-separated."""
+    return "; ".join(
         f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
         for err in exc.errors()
     )
+
+
+def settings_error(exc: ValidationError, where: str, what: str) -> SynthctError:
+    """A :class:`SynthctError` listing each invalid key of ``exc`` with pydantic's reason."""
     return SynthctError(
-        f"invalid {what}: {problems}",
+        f"invalid {what}: {validation_problems(exc)}",
         path=where,
         fix="correct these keys (the settings class's docstring lists every key and default)",
     )

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from synthct.settings import SettingsBase, read_yaml_mapping
+from synthct.settings import SettingsBase, read_yaml_mapping, validation_problems
 from synthct.synthesis.errors import TrainingConfigError
 
 
@@ -370,12 +370,8 @@ def config_from_dict(data: dict[str, Any], *, where: str = "configuration") -> S
     try:
         return SynthesisConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-            for err in exc.errors()
-        )
         raise TrainingConfigError(
-            f"invalid synthesis configuration: {problems}",
+            f"invalid synthesis configuration: {validation_problems(exc)}",
             path=where,
             fix="correct these settings (see synthct.synthesis.config for every key and its "
             "default, or configs/ for examples)",
