@@ -16,7 +16,7 @@ from synthct.audit.model import (
     load_audit_model,
     shipped_audit_model_path,
 )
-from synthct.errors import ReadError
+from synthct.errors import ReadError, SynthctError
 
 
 def test_the_shipped_model_loads_by_name_with_its_calibration() -> None:
@@ -61,3 +61,22 @@ def test_a_missing_folder_names_itself(tmp_path: Path) -> None:
     with pytest.raises(AuditModelError) as err:
         load_audit_model(tmp_path / "nowhere")
     assert "nowhere" in str(err.value)
+
+
+def test_save_then_load_gives_the_same_model_and_checksums(tmp_path: Path) -> None:
+    from synthct.audit.model import save_audit_model
+    from synthct.io.checksums import CHECKSUM_FILE
+
+    shipped = load_audit_model(SHIPPED_AUDIT_MODEL, all_signals=True)
+    assert shipped.calibration is not None and shipped.novelty is not None
+    folder = save_audit_model(
+        tmp_path / "copy", calibration=shipped.calibration, novelty=shipped.novelty
+    )
+    listed = json.loads((folder / CHECKSUM_FILE).read_text("utf-8"))["files"]
+    assert sorted(listed) == ["calibration.json", "novelty.npz"]
+    again = load_audit_model(folder, all_signals=True)
+    assert again.calibration is not None and again.novelty is not None
+    assert again.calibration.to_dict() == shipped.calibration.to_dict()
+    assert again.novelty.config() == shipped.novelty.config()
+    with pytest.raises(SynthctError, match="exists"):
+        save_audit_model(folder, calibration=shipped.calibration, novelty=shipped.novelty)

@@ -11,7 +11,8 @@ An audit model folder, as ``synthct audit-train`` writes it
 One is shipped with the package (``synthct/models/audit``, name :data:`SHIPPED_AUDIT_MODEL`):
 ``synthct audit`` and ``synthct validate --audit`` use it when no audit model is given.
 :func:`load_audit_model` verifies the folder's checksums before it reads any file, so a changed
-or truncated model is refused with the file it found changed.
+or truncated model is refused with the file it found changed; :func:`save_audit_model` writes a
+folder (atomically, with its checksums).
 """
 
 from __future__ import annotations
@@ -135,3 +136,32 @@ def load_audit_model(
         else None
     )
     return AuditModel(path, cal, novelty, network)
+
+
+def save_audit_model(
+    out_dir: str | os.PathLike[str],
+    *,
+    calibration: AuditCalibration,
+    novelty: NoveltyModel,
+    learned: LearnedConsistencyModel | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write an audit model folder atomically, with ``checksums.json`` over every file.
+
+    Raises
+    ------
+    WriteError
+        ``out_dir`` exists (without ``overwrite``) or cannot be written.
+    """
+    from synthct.audit.combine import CALIBRATION_FILE
+    from synthct.audit.novelty import NOVELTY_FILE
+    from synthct.io.atomic import atomic_directory
+    from synthct.io.checksums import write_checksums
+
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        novelty.save(tmp / NOVELTY_FILE)
+        if learned is not None:
+            learned.save(tmp)
+        calibration.save(tmp / CALIBRATION_FILE)
+        write_checksums(tmp)  # verified by load_audit_model
+    return Path(out_dir)
