@@ -59,9 +59,15 @@ def test_contract_holds_on_the_tree() -> None:
         ("io/atomic.py", "synthct.validation.lesion_metrics"),
         # a lower product reaching into a higher one
         ("phantom/model.py", "synthct.synthesis.synthesizer"),
+        # validation reaching into the audit (the audit column is orchestration above both)
+        ("validation/case.py", "synthct.audit.pipeline"),
+        # a private module from outside its package (the layers alone would allow it)
+        ("report/report_tables.py", "synthct.validation.statistics._common"),
     ],
 )
-def test_contract_fails_on_an_upward_import(tmp_path: Path, module: str, upward: str) -> None:
+def test_contract_fails_on_an_upward_or_private_import(
+    tmp_path: Path, module: str, upward: str
+) -> None:
     src = _copy_package(tmp_path)
     target = src / "synthct" / module
     target.write_text(target.read_text("utf-8") + f"\nimport {upward}  # injected\n", "utf-8")

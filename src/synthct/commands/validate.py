@@ -162,9 +162,10 @@ def validate(
     Exit code: 0 when every case was validated, 1 when some failed, 2 on bad input.
     """
     from synthct.errors import SynthctError
-    from synthct.validation.audit_column import AuditColumnSettings, check_audit_settings
+    from synthct.validation.audit_column import AuditColumnSettings
     from synthct.validation.case import ValidationSettings
     from synthct.validation.manifest import Manifest, case_from_paths, read_manifest
+    from synthct.workflows.audit_column import check_audit_settings
 
     single = [ct, sct, mri, lesions, lesion_points, body_mask]
     if manifest is not None and any(v for v in single):
@@ -197,14 +198,14 @@ def validate(
         )
     audit_settings = None
     if audit or audit_model is not None or audit_reference_model is not None:
-        from synthct.audit.model import SHIPPED_AUDIT_MODEL
+        from synthct.audit.model import shipped_audit_model_path
         from synthct.synthesis.shipped import SHIPPED_MODELS
 
         reference = audit_reference_model
         if reference is not None and reference not in SHIPPED_MODELS:
             reference = str(Path(reference).resolve())  # workers may not share the cwd
         audit_settings = AuditColumnSettings(
-            model=SHIPPED_AUDIT_MODEL if audit_model is None else str(audit_model.resolve()),
+            model=str((audit_model or shipped_audit_model_path()).resolve()),
             reference_model=reference,
             reference=audit_reference,
         )
@@ -262,6 +263,7 @@ def _run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from synthct.validation.runner import CaseProgress, run_validation
+    from synthct.workflows.audit_column import audit_case_columns
 
     n_cases = len(cases.cases)
     with Progress(
@@ -291,6 +293,7 @@ def _run(
             progress=on_progress,
             figures=figures,
             report_writer="auto" if report else None,
+            auditor=audit_case_columns if settings.audit is not None else None,
         )
 
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from synthct.validation.statistics import format_p_value
-from synthct.validation.statistics._common import unit_key
+from synthct.validation.statistics import format_p_value, unit_key
 
 __all__ = [
     "MISSING",

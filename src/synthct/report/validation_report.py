@@ -59,7 +59,7 @@ from synthct.report.report_tables import (
     summary_rows,
     visibility_rows,
 )
-from synthct.validation.statistics._common import unit_key
+from synthct.validation.statistics import unit_key
 from synthct.version import __version__
 
 __all__ = ["ValidationOutputs", "case_views", "read_validation_outputs", "write_validation_report"]

@@ -22,7 +22,8 @@ Stages (each timed in ``CaseResult.timings_s``):
 4. ``image_metrics``: inside the body mask intersected with the sCT's field of view.
 5. ``lesion_metrics``: every lesion, on CT and sCT in the same ROI, with the MRI when given.
 6. ``audit`` (with ``ValidationSettings.audit``): the omission audit of the sCT with the MRI,
-   each flag compared with the CT and the lesions (:mod:`synthct.validation.audit_column`).
+   each flag compared with the CT and the lesions (:mod:`synthct.validation.audit_column`; the
+   audit itself runs in the stage the caller passes, :mod:`synthct.workflows.audit_column`).
 """
 
 from __future__ import annotations
@@ -68,9 +69,8 @@ from synthct.settings import SettingsBase
 from synthct.validation.audit_column import (
     AuditColumns,
     AuditColumnSettings,
-    audit_case,
+    CaseAuditor,
     empty_audit_columns,
-    run_case_audit,
 )
 from synthct.validation.lesion_metrics import LesionMasks, LesionResult, measure_lesions
 from synthct.validation.lesion_settings import LesionSettings
@@ -433,6 +433,7 @@ def compute_case(
     settings: ValidationSettings | None = None,
     *,
     figure_dir: Path | None = None,
+    auditor: CaseAuditor | None = None,
 ) -> CaseResult:
     """Validate one case; raise :class:`CaseFailure` on bad input.
 
@@ -446,6 +447,9 @@ def compute_case(
         Write each lesion's figure (CT | sCT | MRI, :mod:`synthct.validation.lesion_figure`) there
         as ``lesion-<lesion_id>.png`` while the volumes are in memory. A figure that cannot be
         drawn is a warning, not a failure; without the report package no figure is drawn.
+    auditor : CaseAuditor, optional
+        The audit stage, needed when ``settings.audit`` is set
+        (:func:`synthct.workflows.audit_column.audit_case_columns`).
 
     Returns
     -------
@@ -455,6 +459,7 @@ def compute_case(
     from synthct.io import read_volume
 
     s = settings or ValidationSettings()
+    require_auditor(s, auditor)
     stages = _Stages(case.case_id)
     with stages.stage("read"):
         _require_exists(case)
@@ -522,7 +527,8 @@ def compute_case(
 
     audit = None
     if s.audit is not None:
-        audit = _audit(case, stages, s.audit, mri, sct, ct, aligned, lesions)
+        assert auditor is not None  # checked above
+        audit = _audit(case, stages, s.audit, auditor, mri, sct, ct, aligned, lesions)
 
     figures: list[str] = []
     # The synthesis model's domain warnings travel with the sCT and are repeated here.
@@ -662,40 +668,40 @@ def _checked_alignment(
     return aligned, inside, check, action
 
 
-#: Where `synthct validate` reads the MRI protocol the audit needs.
-PROTOCOL_FIX = (
-    "give the protocol in the MRI's JSON sidecar (<image>.json beside each echo file: "
-    "echo_times_ms, repetition_time_ms, flip_angle_deg, field_strength_t, or the BIDS keys "
-    "EchoTime, RepetitionTime in s, FlipAngle, MagneticFieldStrength) or as DICOM headers"
-)
-
-
 def _audit(
     case: CaseSpec,
     stages: _Stages,
     settings: AuditColumnSettings,
+    auditor: CaseAuditor,
     mri: MultiEchoMR | None,
     sct: CTVolume,
     ct: CTVolume,
     aligned: Alignment,
     lesions: list[LesionResult],
 ) -> AuditColumns:
-    """The audit stage: empty columns (and a warning) without an MRI or its protocol."""
-    from synthct.audit.errors import AuditInputError
-    from synthct.audit.inputs import signal_protocol
-
+    """The audit stage: empty columns (and a warning) without an MRI."""
     if mri is None:
         return empty_audit_columns(len(lesions), "the case has no MRI (manifest column mri)")
-    try:
-        signal_protocol(mri)
-    except AuditInputError as exc:
-        # the validation stands without the audit; the warning says what to supply (the
-        # error's own fix names `synthct audit` options, which validate does not have)
-        return empty_audit_columns(len(lesions), f"{exc.problem} (fix: {PROTOCOL_FIX})")
     # errors name the audit stage and the MRI (a model or sCT problem names its own file)
     with stages.stage("audit", column="mri", path=mri.source):
-        result = run_case_audit(mri, sct, settings)
-        return audit_case(case.case_id, result, ct, aligned, lesions, settings)
+        return auditor(case.case_id, mri, sct, ct, aligned, lesions, settings)
+
+
+def require_auditor(settings: ValidationSettings, auditor: CaseAuditor | None) -> None:
+    """Raise when the settings ask for the audit column and no audit stage is given.
+
+    Raises
+    ------
+    SynthctError
+        ``settings.audit`` is set and ``auditor`` is None.
+    """
+    if settings.audit is not None and auditor is None:
+        raise SynthctError(
+            "the settings ask for the audit column but no audit stage was given",
+            path="ValidationSettings.audit",
+            fix="pass auditor=synthct.workflows.audit_column.audit_case_columns, or leave the "
+            "audit out of the settings",
+        )
 
 
 def validate_case(
@@ -703,15 +709,17 @@ def validate_case(
     settings: ValidationSettings | None = None,
     *,
     figure_dir: Path | None = None,
+    auditor: CaseAuditor | None = None,
 ) -> CaseResult:
     """Validate one case; bad input gives a failed :class:`CaseResult` with the reason.
 
     Unexpected errors (bugs) are caught too, with their type and traceback's last line, so
     that a cohort run finishes the other cases. Parameters as :func:`compute_case`.
     """
+    require_auditor(settings or ValidationSettings(), auditor)
     start = time.perf_counter()
     try:
-        return compute_case(case, settings, figure_dir=figure_dir)
+        return compute_case(case, settings, figure_dir=figure_dir, auditor=auditor)
     except CaseFailure as exc:
         check = exc.check.to_dict() if isinstance(exc, MisalignmentFailure) else None
         return CaseResult(
