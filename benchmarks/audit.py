@@ -145,8 +145,8 @@ def _num(value: float | None) -> str:
 
 
 def _synthesis_model(name: str) -> Any:
-    from synthct.synthesis.shipped import SHIPPED_MODELS, load_shipped_model
-    from synthct.synthesis.synthesizer import SynthesisModel
+    from synthct.synthesis.shipped import SHIPPED_MODELS
+    from synthct.synthesis.synthesizer import SynthesisModel, load_shipped_model
 
     return load_shipped_model(name) if name in SHIPPED_MODELS else SynthesisModel.load(name)
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from synthct.imaging.labels import Tissue
 from synthct.io import read_volume
 from synthct.phantom.ct_derived import HUClasses, derive_tissue_map
-from synthct.phantom.labels import Tissue
 from synthct.phantom.subject_variation import make_subject
 from synthct.volume import CTVolume, LabelMap
 

@@ -27,8 +27,8 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, uniform_filter, zoom
 from scipy.signal import fftconvolve
 
-from synthct.validation.body_mask import body_mask_from_ct
-from synthct.validation.image_metrics import image_metrics, mae_hu, ms_ssim, psnr_db
+from synthct.imaging.body_mask import body_mask_from_ct
+from synthct.imaging.image_metrics import image_metrics, mae_hu, ms_ssim, psnr_db
 from synthct.volume import CTVolume, LabelMap, SyntheticCT
 
 SHAPE = (256, 256, 96)

@@ -26,7 +26,7 @@ The network is trained with :func:`synthct.synthesis.training.train_model` (the 
 train`` library call): ``--quick`` uses ``configs/phantom_tiny.yaml`` (6 base channels, 2
 levels, 16^3 patches), the full setting ``configs/product_like.yaml`` (8 base channels, 4
 levels, 24^3 patches) without lesion insertion; ``--iterations`` bounds the training. Metrics
-(:mod:`synthct.validation.image_metrics`, :mod:`synthct.validation.lesion_metrics`): body MAE
+(:mod:`synthct.imaging.image_metrics`, :mod:`synthct.validation.lesion_metrics`): body MAE
 (CT body mask, no clipping), bone Dice at 250 HU, and per lesion the ROI mean HU, visibility
 (|CNR| >= 3 against the surrounding shell) and the HU error on CT and on each sCT.
 
@@ -47,6 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from synthct.imaging.image_metrics import image_metrics
+from synthct.imaging.labels import Tissue
 from synthct.io import read_volume
 from synthct.io.atomic import write_json_atomic, write_text_atomic
 from synthct.phantom import cohort_files as files
@@ -56,7 +58,6 @@ from synthct.phantom.ct_insertion import (
     default_lesion_centre,
     write_ct_derived_case,
 )
-from synthct.phantom.labels import Tissue
 from synthct.phantom.realism.patches import on_common_grid
 from synthct.resample import resample_to
 from synthct.synthesis.baseline import BaselineSynthesizer
@@ -64,7 +65,6 @@ from synthct.synthesis.config import load_config
 from synthct.synthesis.manifest import load_case, read_manifest
 from synthct.synthesis.synthesizer import SynthesisModel
 from synthct.synthesis.training import train_model
-from synthct.validation.image_metrics import image_metrics
 from synthct.validation.lesion_metrics import measure_lesions
 from synthct.volume import CTVolume, LabelMap
 

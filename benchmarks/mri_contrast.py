@@ -43,8 +43,8 @@ from numpy.typing import NDArray
 from scipy.ndimage import binary_erosion
 
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
 from synthct.phantom.cohort import CohortSpec, case_plan
-from synthct.phantom.labels import Tissue
 from synthct.phantom.lesions import PhantomModel
 from synthct.phantom.mri import MRIRealism, render_mri, spgr_signal
 from synthct.phantom.protocols import PAPER_1P5T, PAPER_3T, SpgrProtocol

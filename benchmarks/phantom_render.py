@@ -22,8 +22,8 @@ import tracemalloc
 from collections.abc import Callable
 from functools import partial
 
+from synthct.imaging.labels import Tissue
 from synthct.phantom.ct import render_ct
-from synthct.phantom.labels import Tissue
 from synthct.phantom.model import Box, Cylinder, Shape, ShapesModel, Sphere
 from synthct.phantom.mri import render_ct_and_mri, render_mri
 from synthct.phantom.protocols import PAPER_3T

@@ -51,13 +51,13 @@ import numpy as np
 import torch
 
 from synthct.errors import SynthctError
+from synthct.imaging.body_mask import axial_axis, body_mask_from_ct
 from synthct.io import read_volume
 from synthct.io.atomic import write_json_atomic
 from synthct.phantom.realism.classifier import ClassifierSettings, held_out_auc, patient_folds
 from synthct.phantom.realism.noise_power import radial_nps
 from synthct.phantom.realism.patches import on_common_grid, sample_patches
 from synthct.phantom.realism.tissue_hu import hu_class_masks, tissue_hu_stats
-from synthct.validation.body_mask import axial_axis, body_mask_from_ct
 from synthct.volume import CTVolume, LabelMap
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "totalsegmentator"

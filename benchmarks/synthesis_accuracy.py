@@ -37,14 +37,14 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from synthct.imaging.body_mask import body_mask_from_ct
+from synthct.imaging.image_metrics import image_metrics
 from synthct.phantom.cohort import CohortSpec, LesionRange, generate_cohort
 from synthct.synthesis.baseline import BaselineSynthesizer
 from synthct.synthesis.manifest import load_case, read_manifest
 from synthct.synthesis.model_folder import update_card
-from synthct.synthesis.shipped import SHIPPED_MODELS, load_shipped_model, shipped_model_path
-from synthct.synthesis.synthesizer import SynthesisModel
-from synthct.validation.body_mask import body_mask_from_ct
-from synthct.validation.image_metrics import image_metrics
+from synthct.synthesis.shipped import SHIPPED_MODELS, shipped_model_path
+from synthct.synthesis.synthesizer import SynthesisModel, load_shipped_model
 from synthct.validation.lesion_metrics import measure_lesions
 from synthct.volume import CTVolume
 

@@ -44,13 +44,12 @@ from synthct.synthesis.domain import TrainingDomain
 from synthct.synthesis.model_folder import ModelFolder
 from synthct.synthesis.network import build_network, count_parameters
 from synthct.synthesis.normalisation import normalise_mr
-from synthct.synthesis.shipped import load_shipped_model
 from synthct.synthesis.sliding_window import (
     count_windows,
     gaussian_weights,
     sliding_window_predict,
 )
-from synthct.synthesis.synthesizer import SynthesisModel
+from synthct.synthesis.synthesizer import SynthesisModel, load_shipped_model
 from synthct.synthesis.uncertainty import preferred_memory_format, single_pass_predictor
 from synthct.volume import MRProtocol, MultiEchoMR
 

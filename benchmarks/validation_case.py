@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
 from synthct.io import write_volume
 from synthct.phantom.ct import render_ct
-from synthct.phantom.labels import Tissue
 from synthct.phantom.model import Box, Cylinder, Shape, ShapesModel, Sphere
 from synthct.phantom.mri import render_mri
 from synthct.phantom.protocols import PAPER_3T

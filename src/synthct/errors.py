@@ -61,5 +61,9 @@ class WriteError(SynthctError, OSError):
     """A volume that cannot be written where it was asked to go."""
 
 
+class PhantomParameterError(SynthctError, ValueError):
+    """A phantom, tissue or signal-model parameter outside its allowed range."""
+
+
 class GeometryWarning(UserWarning):
     """An image geometry synthct accepted but that deserves a look (e.g. qform vs sform)."""

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
 from synthct.phantom.ct import render_ct
-from synthct.phantom.labels import Tissue
 from synthct.phantom.model import Box, Cylinder, ShapesModel, Sphere
 from synthct.phantom.mri import render_ct_and_mri
 from synthct.phantom.protocols import FAST_3T

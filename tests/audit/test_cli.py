@@ -65,7 +65,8 @@ def _args(files: dict[str, Path], out: Path, *extra: str, mri: str = "echo") -> 
 
 def test_audit_writes_the_report(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "audit"
-    result = runner.invoke(app, _args(files, out))
+    # the default calibration, MRI consistency only (without it, the shipped audit model)
+    result = runner.invoke(app, _args(files, out, "--no-audit-model"))
     assert result.exit_code == 0, result.output
     assert "1 flagged region" in result.output
     report = json.loads((out / "audit.json").read_text())
@@ -76,6 +77,29 @@ def test_audit_writes_the_report(files: dict[str, Path], tmp_path: Path) -> None
 
 
 @pytest.mark.filterwarnings("ignore::synthct.synthesis.errors.OutOfDomainWarning")
+def test_audit_uses_the_shipped_audit_model_by_default(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    from synthct.audit.combine import DEFAULT_CONSISTENCY_THRESHOLD
+    from synthct.audit.model import shipped_audit_model_path
+
+    out = tmp_path / "default-model"
+    result = runner.invoke(app, _args(files, out, "--no-reference", "--no-figures"))
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "audit.json").read_text())
+    shipped = json.loads((shipped_audit_model_path() / "calibration.json").read_text())
+    # the shipped calibration's thresholds, not the defaults
+    assert report["calibration"]["signals"]["consistency"]["threshold"] == (
+        shipped["signals"]["consistency"]["threshold"]
+    )
+    assert shipped["signals"]["consistency"]["threshold"] != DEFAULT_CONSISTENCY_THRESHOLD
+    assert report["signals_used"] == ["consistency"]  # novelty is outside the shipped rule
+    both = runner.invoke(
+        app, _args(files, tmp_path / "both", "--no-audit-model", "--novelty", "x")
+    )
+    assert both.exit_code == 2 and "--no-audit-model" in both.output
+
+
 def test_audit_with_the_shipped_reference_model(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "audit-ref"
     result = runner.invoke(
@@ -120,6 +144,7 @@ def test_missing_protocol_and_the_options_that_supply_it(
         "--field-strength",
         "3",
         "--no-figures",
+        "--no-audit-model",
         mri="bare",
     )
     result = runner.invoke(app, filled)

@@ -27,7 +27,7 @@ from synthct.audit.learned_consistency import (
 )
 from synthct.audit.pipeline import run_audit
 from synthct.geometry import Geometry
-from synthct.phantom.labels import Tissue
+from synthct.imaging.labels import Tissue
 from synthct.phantom.model import Box, Cylinder, ShapesModel, Sphere
 from synthct.phantom.mri import render_ct_and_mri
 from synthct.phantom.protocols import FAST_3T

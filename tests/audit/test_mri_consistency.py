@@ -20,10 +20,10 @@ from synthct.audit.tissue_classes import (
     predicted_envelope,
 )
 from synthct.errors import GeometryMismatchError, SynthctError
-from synthct.phantom.labels import Tissue
-from synthct.phantom.mri import spgr_signal
+from synthct.imaging.labels import Tissue
+from synthct.imaging.signal_equation import spgr_signal
+from synthct.imaging.tissues import TISSUES
 from synthct.phantom.protocols import FAST_3T
-from synthct.phantom.tissues import TISSUES
 from synthct.volume import MRProtocol, MultiEchoMR, SyntheticCT
 
 

@@ -144,8 +144,8 @@ def test_domain_warnings_of_the_sct_are_repeated_in_the_audit_report(
 
 
 def test_consistency_settings_recorded_with_the_calibration_are_used(case: ShapesCase) -> None:
+    from synthct.audit.model import shipped_audit_model_path
     from synthct.audit.mri_consistency import ConsistencySettings
-    from synthct.demo.audit_stage import shipped_audit_model
 
     custom = ConsistencySettings(score_sigma_mm=2.5, gain_degree=1)
     assert ConsistencySettings.from_dict(custom.to_dict()) == custom
@@ -161,8 +161,7 @@ def test_consistency_settings_recorded_with_the_calibration_are_used(case: Shape
     )
     assert explicit.info["consistency"]["settings"] == ConsistencySettings().to_dict()
     # the shipped audit model was calibrated with the defaults
-    folder = shipped_audit_model()
-    assert folder is not None
+    folder = shipped_audit_model_path()
     shipped = json.loads((folder / "calibration.json").read_text())
     assert ConsistencySettings.from_dict(shipped["info"]["consistency_settings"]) == (
         ConsistencySettings()

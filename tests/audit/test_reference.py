@@ -294,10 +294,9 @@ def test_shipped_lesion_aware_model_as_reference(case: ShapesCase) -> None:
 def test_shipped_audit_model_holds_for_the_default_settings() -> None:
     """Changing ReferenceSettings' defaults needs scripts/train_audit_model.sh."""
     from synthct.audit.combine import load_calibration
-    from synthct.demo.audit_stage import shipped_audit_model
+    from synthct.audit.model import shipped_audit_model_path
 
-    folder = shipped_audit_model()
-    assert folder is not None
+    folder = shipped_audit_model_path()
     calibration = load_calibration(folder)
     assert calibration.info["reference_model"] == "lesion_aware"
     assert calibrated_reference_settings(calibration) == ReferenceSettings()

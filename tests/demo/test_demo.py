@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthct.demo.pipeline import METHODS, DemoSettings, run_demo
+from synthct.demo.pipeline import run_demo
 from synthct.demo.report import comparison_rows
+from synthct.demo.settings import METHODS, DemoSettings
 from synthct.io import read_volume
 
 

@@ -7,8 +7,8 @@ import pytest
 from numpy.typing import NDArray
 
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
 from synthct.phantom.anatomy import SpineModel, SpineSpec
-from synthct.phantom.labels import Tissue
 from synthct.phantom.levels import LEVEL_TABLE, parse_level
 from synthct.phantom.model import PhantomParameterError
 

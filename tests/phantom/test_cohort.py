@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from synthct.cli import app
 from synthct.errors import WriteError
+from synthct.imaging.labels import Tissue
 from synthct.phantom.cohort import (
     PAPER_PATIENTS,
     CohortSpecError,
@@ -20,7 +21,6 @@ from synthct.phantom.cohort import (
     paper_cohort,
 )
 from synthct.phantom.cohort_files import PhantomCase, read_manifest
-from synthct.phantom.labels import Tissue
 from synthct.volume import CTVolume, MultiEchoMR
 
 # A small, coarse field of view keeps each case well under a second.

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from synthct.imaging.labels import Tissue
 from synthct.phantom.cohort import CohortSpecError, generate_cohort, load_cohort_spec
 from synthct.phantom.cohort_files import PhantomCase
-from synthct.phantom.labels import Tissue
 
 SMALL = {
     "protocol": "fast_3t",

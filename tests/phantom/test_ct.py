@@ -9,10 +9,10 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
+from synthct.imaging.tissues import TISSUES
 from synthct.phantom.ct import render_ct, texture_field
-from synthct.phantom.labels import Tissue
 from synthct.phantom.model import Box, PhantomParameterError, ShapesModel, Sphere
-from synthct.phantom.tissues import TISSUES
 from synthct.volume import CTVolume, check_hounsfield
 
 CLEAN: dict[str, Any] = {"noise_sd_hu": 0.0, "blur_fwhm_mm": 0.0, "texture": False}

@@ -11,11 +11,11 @@ import pytest
 from scipy import ndimage
 
 from synthct.errors import GeometryMismatchError
+from synthct.imaging.labels import MARROW_TISSUES, Tissue
+from synthct.imaging.marrow import DEFAULT_MARROW
 from synthct.io import read_volume
 from synthct.phantom.bone_shell import surface_layer
 from synthct.phantom.ct_derived import derive_tissue_map
-from synthct.phantom.labels import MARROW_TISSUES, Tissue
-from synthct.phantom.marrow import DEFAULT_MARROW
 from synthct.phantom.totalseg_groups import STRUCTURES, TOTALSEGMENTATOR_V2
 from synthct.volume import CTVolume, LabelMap
 

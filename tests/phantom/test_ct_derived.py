@@ -9,9 +9,9 @@ import pytest
 
 from synthct.errors import SynthctError, VolumeKindError
 from synthct.geometry import Geometry
+from synthct.imaging.labels import MARROW_TISSUES, Tissue
 from synthct.io import read_volume
 from synthct.phantom.ct_derived import CTDerivedModel, HUClasses, tissue_map_from_ct
-from synthct.phantom.labels import MARROW_TISSUES, Tissue
 from synthct.volume import CTVolume, LabelMap
 
 MARROW_IDS = [int(t) for t in MARROW_TISSUES]

@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from synthct.cli import app
 from synthct.errors import GeometryMismatchError, VolumeKindError
+from synthct.imaging.labels import Tissue
+from synthct.imaging.tissues import TISSUES
 from synthct.io import read_volume
 from synthct.phantom.cohort_files import PhantomCase
 from synthct.phantom.ct_derived import CTDerivedModel, tissue_map_from_ct
@@ -19,9 +21,7 @@ from synthct.phantom.ct_insertion import (
     default_lesion_centre,
     insert_lesions_into_ct,
 )
-from synthct.phantom.labels import Tissue
 from synthct.phantom.model import PhantomParameterError, supersampled
-from synthct.phantom.tissues import TISSUES
 from synthct.volume import CTVolume, LabelMap
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
 from synthct.phantom.flow import (
     FLOWING_TISSUES,
     GAMMA_RAD_PER_S_T,
@@ -18,7 +19,6 @@ from synthct.phantom.flow import (
     readout_first_moment,
     ventral_weight,
 )
-from synthct.phantom.labels import Tissue
 from synthct.phantom.model import PhantomParameterError
 
 

@@ -10,11 +10,11 @@ from numpy.typing import NDArray
 from scipy.spatial import ConvexHull
 
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
+from synthct.imaging.tissues import TISSUES
 from synthct.phantom.anatomy import SpineModel, SpineSpec
-from synthct.phantom.labels import Tissue
 from synthct.phantom.lesions import LesionInstance, LesionSpec, PhantomModel
 from synthct.phantom.model import PhantomParameterError
-from synthct.phantom.tissues import TISSUES
 
 T = Tissue
 SPINE = SpineSpec(first_level="T2", last_level="T10", curvature_jitter_deg=0.0, seed=3)

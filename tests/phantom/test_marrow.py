@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from synthct.errors import SynthctError
-from synthct.phantom.labels import MARROW_TISSUES, Tissue
-from synthct.phantom.marrow import DEFAULT_MARROW, MarrowModel, marrow_labels, marrow_tissue
-from synthct.phantom.tissues import TISSUES
+from synthct.imaging.labels import MARROW_TISSUES, Tissue
+from synthct.imaging.marrow import DEFAULT_MARROW, MarrowModel, marrow_labels, marrow_tissue
+from synthct.imaging.tissues import TISSUES
 
 
 def test_mixing_model_known_answers() -> None:

@@ -9,7 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from synthct.errors import SynthctError
 from synthct.geometry import Geometry
-from synthct.phantom.labels import Tissue
+from synthct.imaging.labels import Tissue
 from synthct.phantom.model import (
     Box,
     Cylinder,

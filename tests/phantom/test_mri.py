@@ -11,19 +11,17 @@ import pytest
 from numpy.typing import NDArray
 
 from synthct.geometry import Geometry
-from synthct.phantom.ct import render_ct
-from synthct.phantom.labels import Tissue
-from synthct.phantom.model import Box, PhantomParameterError, ShapesModel, Sphere
-from synthct.phantom.mri import (
+from synthct.imaging.labels import Tissue
+from synthct.imaging.signal_equation import (
     GYROMAGNETIC_RATIO_HZ_PER_T,
-    bias_field,
-    render_ct_and_mri,
-    render_mri,
     spgr_signal,
     static_dephasing_exponent,
 )
+from synthct.imaging.tissues import TISSUES
+from synthct.phantom.ct import render_ct
+from synthct.phantom.model import Box, PhantomParameterError, ShapesModel, Sphere
+from synthct.phantom.mri import bias_field, render_ct_and_mri, render_mri
 from synthct.phantom.protocols import FAST_3T, PAPER_1P5T, PAPER_3T, SpgrProtocol
-from synthct.phantom.tissues import TISSUES
 from synthct.volume import MRProtocol, MultiEchoMR
 
 NOISE_FREE: dict[str, Any] = {"noise_sd": 0.0, "bias_field_strength": 0.0}

@@ -12,10 +12,10 @@ import pytest
 from numpy.typing import NDArray
 
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
 from synthct.io import read_volume
 from synthct.phantom.ct import render_ct
 from synthct.phantom.ct_derived import CTDerivedModel
-from synthct.phantom.labels import Tissue
 from synthct.phantom.model import (
     Box,
     Cylinder,

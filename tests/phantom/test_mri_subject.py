@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthct.phantom.labels import Tissue
+from synthct.imaging.labels import Tissue
+from synthct.imaging.tissues import TISSUES
 from synthct.phantom.model import PhantomParameterError
 from synthct.phantom.mri_subject import (
     DEFAULT_VARIABILITY,
@@ -16,7 +17,6 @@ from synthct.phantom.mri_subject import (
     marrow_fat_fraction_for_age,
     variability,
 )
-from synthct.phantom.tissues import TISSUES
 
 SEEDS = range(1500)
 

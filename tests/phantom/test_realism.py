@@ -8,6 +8,7 @@ import torch
 
 from synthct.errors import SynthctError
 from synthct.geometry import Geometry
+from synthct.imaging.body_mask import axial_axis, body_mask_from_ct
 from synthct.io import read_volume
 from synthct.phantom.realism.classifier import (
     ClassifierSettings,
@@ -18,7 +19,6 @@ from synthct.phantom.realism.classifier import (
 from synthct.phantom.realism.noise_power import axial_roi_corners, radial_nps
 from synthct.phantom.realism.patches import common_grid, on_common_grid, sample_patches
 from synthct.phantom.realism.tissue_hu import HUWindows, hu_class_masks, tissue_hu_stats
-from synthct.validation.body_mask import axial_axis, body_mask_from_ct
 from synthct.volume import CTVolume
 
 

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from synthct.errors import SynthctError
+from synthct.imaging.labels import MARROW_TISSUES, Tissue
+from synthct.imaging.marrow import DEFAULT_MARROW
 from synthct.phantom.ct_derived import tissue_map_from_ct
 from synthct.phantom.ct_insertion import (
     EllipsoidLesion,
     LesionOverlayModel,
     insert_lesions_into_ct,
 )
-from synthct.phantom.labels import MARROW_TISSUES, Tissue
-from synthct.phantom.marrow import DEFAULT_MARROW
 from synthct.phantom.subject_variation import SubjectVariation, make_subject, shift_marrow
 from synthct.volume import CTVolume, LabelMap
 

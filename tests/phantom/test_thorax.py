@@ -7,8 +7,8 @@ import pytest
 from numpy.typing import NDArray
 
 from synthct.geometry import Geometry
+from synthct.imaging.labels import MARROW_TISSUES, Tissue
 from synthct.phantom.anatomy import SpineModel, SpineSpec
-from synthct.phantom.labels import MARROW_TISSUES, Tissue
 from synthct.phantom.model import PhantomParameterError
 from synthct.phantom.thorax_drawing import trabecular_fat_fraction
 

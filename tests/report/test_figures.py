@@ -16,15 +16,15 @@ import pytest
 
 from known_geometry import AFFINES
 from report.lesion_cases import CSF_HU, Case, make_case
-from synthct.report.lesion_figure import (
+from synthct.figures.plots import bland_altman_figure, paired_values_figure, visibility_figure
+from synthct.imaging.lesion_size import axial_diameter_mm, craniocaudal_extent_mm
+from synthct.validation.lesion_figure import (
     CALCIFICATION_WINDOW_HU,
     axial_feret_line,
     craniocaudal_line,
     lesion_figure,
     lesion_panels,
 )
-from synthct.report.plots import bland_altman_figure, paired_values_figure, visibility_figure
-from synthct.validation.lesion_size import axial_diameter_mm, craniocaudal_extent_mm
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

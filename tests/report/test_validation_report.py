@@ -23,10 +23,10 @@ from markupsafe import escape
 
 from report.lesion_cases import Case, make_case
 from synthct.errors import ReadError
-from synthct.report.lesion_figure import lesion_figure
+from synthct.imaging.image_metrics import image_metrics
 from synthct.report.report_tables import format_value
 from synthct.report.validation_report import read_validation_outputs, write_validation_report
-from synthct.validation.image_metrics import image_metrics
+from synthct.validation.lesion_figure import lesion_figure
 from synthct.validation.lesion_settings import LesionSettings
 from synthct.validation.statistics import cohort_statistics, results_paragraph
 

@@ -23,9 +23,9 @@ from synthct.evaluation.cases import (
 )
 from synthct.evaluation.run import evaluate_cohort
 from synthct.evaluation.tables import METRICS
+from synthct.imaging.image_metrics import image_metrics
 from synthct.io import read_volume
 from synthct.synthesis.shipped import shipped_model_path
-from synthct.validation.image_metrics import image_metrics
 from synthct.volume import CTVolume
 
 SYNTHRAD_COLUMNS = ["case_id", "status", "mae_hu", "psnr_db", "ms_ssim", "bone_dice_250hu"]

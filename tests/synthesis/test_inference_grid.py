@@ -119,7 +119,7 @@ def test_a_shipped_model_gives_the_same_sct_at_1_and_at_1_5_mm(
     Tolerances: mean < 18 HU, median < 1.5 HU, and below 85% of the native run's mean.
     """
     from synthct.phantom.protocols import FAST_3T
-    from synthct.synthesis.shipped import load_shipped_model
+    from synthct.synthesis.synthesizer import load_shipped_model
 
     torch.set_num_threads(2)
     protocol = FAST_3T.with_changes(

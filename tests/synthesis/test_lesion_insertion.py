@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from synthct.imaging.labels import Tissue
 from synthct.phantom.anatomy import SpineModel, SpineSpec
 from synthct.phantom.ct_insertion import EllipsoidLesion
-from synthct.phantom.labels import Tissue
 from synthct.phantom.mri import render_ct_and_mri
 from synthct.phantom.protocols import FAST_3T
 from synthct.synthesis.config import LesionInsertionConfig, SynthesisConfig

@@ -10,7 +10,8 @@ import pytest
 
 from synthct.synthesis.errors import ModelFolderError
 from synthct.synthesis.model_folder import load_model_folder, sha256_of
-from synthct.synthesis.shipped import SHIPPED_MODELS, load_shipped_model, shipped_model_path
+from synthct.synthesis.shipped import SHIPPED_MODELS, shipped_model_path
+from synthct.synthesis.synthesizer import load_shipped_model
 from synthct.volume import MRProtocol, MultiEchoMR
 
 

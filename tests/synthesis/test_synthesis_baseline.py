@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from synthct.geometry import Geometry, affine_from_parameters
+from synthct.imaging.labels import Tissue
+from synthct.imaging.tissues import TISSUES
 from synthct.phantom.anatomy import SpineModel, SpineSpec
-from synthct.phantom.labels import Tissue
 from synthct.phantom.model import Box, ShapesModel, sample_labels
 from synthct.phantom.mri import render_ct_and_mri
 from synthct.phantom.protocols import PAPER_1P5T, PAPER_3T
-from synthct.phantom.tissues import TISSUES
 from synthct.synthesis.baseline import (
     BaselineParameters,
     BaselineSynthesizer,

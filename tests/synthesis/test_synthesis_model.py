@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from synthct.geometry import Geometry
+from synthct.imaging.body_mask import body_mask_from_ct
+from synthct.imaging.image_metrics import mae_hu
 from synthct.io import read_volume
 from synthct.synthesis.errors import (
     DomainMismatchError,
@@ -21,10 +23,9 @@ from synthct.synthesis.errors import (
     SynthesisInputError,
 )
 from synthct.synthesis.model_folder import load_model_folder, sha256_of, update_card
-from synthct.synthesis.synthesizer import SynthesisModel, map_paths
+from synthct.synthesis.result import map_paths
+from synthct.synthesis.synthesizer import SynthesisModel
 from synthct.synthesis.training import TrainingResult
-from synthct.validation.body_mask import body_mask_from_ct
-from synthct.validation.image_metrics import mae_hu
 from synthct.volume import CTVolume, MRProtocol, MultiEchoMR, SyntheticCT
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from synthct.imaging.body_mask import body_mask_from_ct
 from synthct.synthesis.config import NormalisationConfig
 from synthct.synthesis.errors import SynthesisInputError
 from synthct.synthesis.normalisation import (
@@ -17,7 +18,6 @@ from synthct.synthesis.normalisation import (
     normalise_mr,
     target_to_hu,
 )
-from synthct.validation.body_mask import body_mask_from_ct
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -17,7 +17,8 @@ from synthct.synthesis.config import LossConfig
 from synthct.synthesis.errors import ManifestError, TrainingConfigError
 from synthct.synthesis.losses import loss_terms
 from synthct.synthesis.manifest import read_manifest
-from synthct.synthesis.training import TrainingResult, split_cases, train_model
+from synthct.synthesis.planning import split_cases
+from synthct.synthesis.training import TrainingResult, train_model
 
 
 def test_training_lowers_the_loss_and_learns_hu(trained: TrainingResult) -> None:

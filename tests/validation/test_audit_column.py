@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +20,25 @@ from typer.testing import CliRunner
 
 from audit.audit_cases import LESION_CENTRE_LPS_MM, shapes_case
 from synthct.cli import app
+from synthct.errors import SynthctError
 from synthct.io import write_volume
+from synthct.validation import case as validation_case
+from synthct.validation import runner
 from synthct.validation.audit_column import (
     AUDIT_CASE_COLUMNS,
     AUDIT_FLAG_COLUMNS,
     AUDIT_LESION_COLUMNS,
     AuditColumnSettings,
 )
-from synthct.validation.case import CaseResult, ValidationSettings, compute_case
+from synthct.validation.case import CaseResult, ValidationSettings
 from synthct.validation.manifest import CaseSpec, LesionPointSpec
-from synthct.validation.runner import case_fingerprint, run_validation
+from synthct.validation.runner import case_fingerprint
 from synthct.volume import LabelMap, MultiEchoMR, SyntheticCT
+from synthct.workflows.audit_column import audit_case_columns
+
+# validation does not import the audit: the audit stage is passed in, as `synthct validate` does
+compute_case = partial(validation_case.compute_case, auditor=audit_case_columns)
+run_validation = partial(runner.run_validation, auditor=audit_case_columns)
 
 AUDIT = ValidationSettings(audit=AuditColumnSettings(), metric_threads=1)
 SHIPPED_AUDIT_MODEL = Path(__file__).parents[2] / "src" / "synthct" / "models" / "audit"
@@ -320,3 +329,12 @@ def test_flag_outside_the_ct_is_not_compared(files: dict[str, Path], tmp_path: P
     assert result.case_row["audit_n_true_discrepancies"] == 0
     assert result.case_row["audit_n_false_flags"] == 0
     assert any("flag 1 lies outside the CT" in w for w in result.warnings)
+
+
+def test_the_audit_column_needs_its_stage(files: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(SynthctError, match="no audit stage") as err:
+        validation_case.validate_case(spec(files), AUDIT)
+    assert "audit_case_columns" in str(err.value)
+    with pytest.raises(SynthctError, match="no audit stage"):
+        runner.run_validation([spec(files)], tmp_path / "out", AUDIT, n_workers=0)
+    assert not (tmp_path / "out").exists()

@@ -395,7 +395,7 @@ def test_result_json_round_trip(tmp_path: Path) -> None:
 
 def test_dicom_ct_gets_lesion_seg_and_sr(tmp_path: Path) -> None:
     """A CT given as a DICOM series gets a SEG of the lesions and a TID 1500 SR beside them."""
-    from synthct.io.dicom_seg_sr import lesion_measurements_from_sr
+    from synthct.validation.dicom_seg_sr import lesion_measurements_from_sr
 
     row = write_case(tmp_path, "dicom", lesion_hu=[600.0], sct="csf")
     ct = read_volume(tmp_path / row["ct"])

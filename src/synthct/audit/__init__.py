@@ -15,9 +15,11 @@ module                     what it holds
 ``epistemic``              the epistemic SD interface (our model, a precomputed map, MC dropout)
 ``combine``                standardisation, thresholds for a false-flag target, the flag rule
 ``regions``                connected flagged regions: where, how big, which signals fired
+``signals``                the signals as objects behind one interface (what run_audit loops over)
 ``pipeline``               :func:`~synthct.audit.pipeline.run_audit`: one MRI and its sCT
 ``report``                 the output folder: volumes, ``audit.json``, ``report.html``, figures
-``training``               the audit model (novelty, learned consistency, calibration)
+``model``                  the audit model folder: the shipped one, checksums, loading
+``training``               training the audit model (novelty, learned consistency, calibration)
 ``evaluation``             sensitivity, false flags and ROC per signal on a held-out phantom cohort
 =========================  ======================================================================
 """

@@ -180,7 +180,7 @@ def sct_on_mri_grid(
     GeometryMismatchError
         The grids do not overlap (both geometries and the fix are in the message).
     """
-    from synthct.validation.alignment import frame_overlap_fraction
+    from synthct.imaging.alignment import frame_overlap_fraction
 
     target = mr.geometry
     overlap = frame_overlap_fraction(target, sct.geometry)
@@ -218,7 +218,7 @@ def sct_on_mri_grid(
 
 def _register(mr: MultiEchoMR, sct: Volume) -> Any:
     """Rigid transform (MRI points to sCT points) by Mattes mutual information."""
-    from synthct.validation.alignment import register_rigid
+    from synthct.imaging.alignment import register_rigid
 
     echo_sum = np.sum(mr.array, axis=0, dtype=np.float32)
     # register_rigid reads only the arrays and affines; the MRI's echo sum is the fixed image
@@ -268,7 +268,7 @@ def map_on_mri_grid(volume: V, mr: MultiEchoMR, *, what: str, fill_value: float)
     """
     if volume.same_geometry(mr):
         return volume
-    from synthct.validation.alignment import frame_overlap_fraction
+    from synthct.imaging.alignment import frame_overlap_fraction
 
     overlap = frame_overlap_fraction(mr.geometry, volume.geometry)
     if overlap < DEFAULT_MIN_OVERLAP_FRACTION:

@@ -60,8 +60,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from synthct import __version__
 from synthct.audit.errors import AuditInputError, AuditModelError
+from synthct.version import __version__
 from synthct.volume import CTVolume, MultiEchoMR, ScalarVolume
 
 #: Weights file inside an audit model folder.

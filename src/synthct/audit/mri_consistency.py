@@ -1,11 +1,11 @@
 """MRI consistency: does the measured MRI agree with what the sCT's tissues would show?
 
 The sCT says which tissue is where (through its HU); the tissue table
-(:mod:`synthct.phantom.tissues`) and the spoiled gradient-echo equation
-(:func:`synthct.phantom.mri.spgr_signal`) say what each tissue looks like on each echo of the
-MRI's protocol. Where the MRI shows something no tissue mixture compatible with the sCT could
-produce, the sCT probably omits (or invents) a structure. A calcified tumour rendered as CSF
-is such a place: its voxels are darker (dense calcification, short T2*) or brighter (tumour
+(:mod:`synthct.imaging.tissues`) and the spoiled gradient-echo equation
+(:func:`synthct.imaging.signal_equation.spgr_signal`) say what each tissue looks like on each
+echo of the MRI's protocol. Where the MRI shows something no tissue mixture compatible with the
+sCT could produce, the sCT probably omits (or invents) a structure. A calcified tumour rendered
+as CSF is such a place: its voxels are darker (dense calcification, short T2*) or brighter (tumour
 matrix, T1 shorter than CSF) and more heterogeneous than the CSF the sCT predicts.
 
 Method (all settings in :class:`ConsistencySettings`)
@@ -67,7 +67,7 @@ from synthct.audit.tissue_classes import (
     predicted_envelope,
     window_size,
 )
-from synthct.mri_noise import estimate_noise_sd
+from synthct.imaging.mri_noise import estimate_noise_sd
 from synthct.volume import CTVolume, MultiEchoMR, ScalarVolume
 
 _F32 = NDArray[np.float32]
@@ -138,7 +138,7 @@ class ConsistencySettings:
             Unknown keys or tissues.
         """
         from synthct.audit.errors import AuditInputError
-        from synthct.phantom.tissues import Tissue
+        from synthct.imaging.tissues import Tissue
 
         values = dict(data)
         unknown = sorted(set(values) - set(cls.__dataclass_fields__))

@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from synthct import __version__
 from synthct.audit.errors import AuditModelError
 from synthct.geometry import Geometry
 from synthct.io.atomic import atomic_file
+from synthct.version import __version__
 from synthct.volume import MultiEchoMR, ScalarVolume
 
 #: File name of the novelty model inside an audit model folder.

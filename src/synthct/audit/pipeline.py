@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from synthct import __version__
 from synthct.audit.combine import (
     DEFAULT_CALIBRATION,
     SIGNALS,
@@ -28,21 +27,28 @@ from synthct.audit.combine import (
     flag_score,
     min_region_voxels,
 )
-from synthct.audit.epistemic import EpistemicSD, epistemic_map
+from synthct.audit.epistemic import EpistemicSD
 from synthct.audit.errors import AuditInputError
 from synthct.audit.inputs import sct_on_mri_grid
-from synthct.audit.learned_consistency import LearnedConsistencyModel, learned_consistency_map
-from synthct.audit.mri_consistency import ConsistencySettings, consistency_map
-from synthct.audit.novelty import NoveltyModel, novelty_map
+from synthct.audit.learned_consistency import LearnedConsistencyModel
+from synthct.audit.mri_consistency import ConsistencySettings
+from synthct.audit.novelty import NoveltyModel
 from synthct.audit.reference import (
     ReferenceSettings,
     ReferenceSource,
     calibrated_reference_settings,
-    reference_map,
-    reference_prediction,
-    same_as_audited,
 )
 from synthct.audit.regions import FlaggedRegion, find_regions
+from synthct.audit.signals import (
+    AuditSignal,
+    ConsistencySignal,
+    EpistemicSignal,
+    LearnedSignal,
+    NoveltySignal,
+    ReferenceSignal,
+    SignalInputs,
+)
+from synthct.version import __version__
 from synthct.volume import CTVolume, LabelMap, MultiEchoMR, ScalarVolume, SyntheticCT
 
 #: Called as ``progress(step, done, total)`` after each step.
@@ -195,14 +201,16 @@ def run_audit(
     recorded = cal.info.get("consistency_settings")
     if settings is None and recorded is not None:
         settings = ConsistencySettings.from_dict(recorded)
-    enabled = {
-        "consistency": consistency,
-        "learned_consistency": learned is not None,
-        "reference": reference is not None,
-        "novelty": novelty is not None,
-        "epistemic": epistemic is not None,
-    }
-    steps = ["align", *(s for s in SIGNALS if enabled[s]), "combine"]
+    signals = audit_signals(
+        consistency=consistency,
+        settings=settings,
+        learned=learned,
+        reference=reference,
+        reference_settings=reference_settings or calibrated_reference_settings(cal),
+        novelty=novelty,
+        epistemic=epistemic,
+    )
+    steps = ["align", *(s.name for s in signals), "combine"]
     done = 0
     timings: dict[str, float] = {}
 
@@ -229,55 +237,16 @@ def run_audit(
     raw: dict[str, ScalarVolume] = {}
     info: dict[str, Any] = {}
     reference_sct: CTVolume | None = None
-    if consistency:
+    inputs = SignalInputs(mr, aligned, body)
+    for signal in signals:
         t0 = time.perf_counter()
-        result = consistency_map(mr, aligned.sct, body=body, settings=settings)
-        raw["consistency"] = result.score
-        info["consistency"] = {
-            "noise_sd": result.noise_sd,
-            "relative_model_error": result.relative_error,
-            "settings": (settings or ConsistencySettings()).to_dict(),
-        }
-        step("consistency", t0)
-    if learned is not None:
-        t0 = time.perf_counter()
-        raw["learned_consistency"] = learned_consistency_map(
-            learned, mr, aligned.sct, body=body
-        ).score
-        info["learned_consistency"] = learned.config()
-        step("learned_consistency", t0)
-    if reference is not None:
-        t0 = time.perf_counter()
-        # the thresholds hold for the settings the calibration was made with
-        reference_settings = reference_settings or calibrated_reference_settings(cal)
-        prediction = reference_prediction(reference, mr)
-        reference_sct = prediction.sct
-        raw["reference"] = reference_map(
-            prediction,
-            aligned.sct,
-            body,
-            settings=reference_settings,
-            field_of_view=aligned.field_of_view,
-        )
-        info["reference"] = {
-            "model": prediction.source,
-            "weights_sha256": prediction.weights_sha256,
-            # the reference is a synthesis model: outside its domain its sCT is not a reference
-            "out_of_domain": prediction.out_of_domain,
-            "settings": reference_settings.to_dict(),
-            # the signal is empty by construction when the audited sCT is the reference's own
-            "same_as_audited_sct": same_as_audited(prediction, aligned.sct, body),
-        }
-        step("reference", t0)
-    if novelty is not None:
-        t0 = time.perf_counter()
-        raw["novelty"] = novelty_map(novelty, mr)
-        info["novelty"] = novelty.config()
-        step("novelty", t0)
-    if epistemic is not None:
-        t0 = time.perf_counter()
-        raw["epistemic"] = epistemic_map(epistemic, mr)
-        step("epistemic", t0)
+        output = signal.compute(inputs)
+        raw[signal.name] = output.map
+        if output.info is not None:
+            info[signal.name] = output.info
+        if output.reference_sct is not None:
+            reference_sct = output.reference_sct
+        step(signal.name, t0)
     t0 = time.perf_counter()
     z = {name: cal.for_signal(name).standardise(name, v.array, body) for name, v in raw.items()}
     score, ratios = flag_score(z, cal)
@@ -322,3 +291,28 @@ def run_audit(
         info=info,
         reference_sct=reference_sct,
     )
+
+
+def audit_signals(
+    *,
+    consistency: bool = True,
+    settings: ConsistencySettings | None = None,
+    learned: LearnedConsistencyModel | None = None,
+    reference: ReferenceSource | None = None,
+    reference_settings: ReferenceSettings | None = None,
+    novelty: NoveltyModel | None = None,
+    epistemic: EpistemicSD | None = None,
+) -> list[AuditSignal]:
+    """The signals that the given models enable, in :data:`SIGNALS` order (the report's)."""
+    found: list[AuditSignal] = []
+    if consistency:
+        found.append(ConsistencySignal(settings))
+    if learned is not None:
+        found.append(LearnedSignal(learned))
+    if reference is not None:
+        found.append(ReferenceSignal(reference, reference_settings or ReferenceSettings()))
+    if novelty is not None:
+        found.append(NoveltySignal(novelty))
+    if epistemic is not None:
+        found.append(EpistemicSignal(epistemic))
+    return sorted(found, key=lambda s: SIGNALS.index(s.name))

@@ -224,8 +224,8 @@ def model_reference(
     seed : int
         Seeds the dropout masks.
     """
-    from synthct.synthesis.shipped import SHIPPED_MODELS, load_shipped_model
-    from synthct.synthesis.synthesizer import SynthesisModel
+    from synthct.synthesis.shipped import SHIPPED_MODELS
+    from synthct.synthesis.synthesizer import SynthesisModel, load_shipped_model
 
     if mc_passes < 2:
         raise AuditInputError(

@@ -92,7 +92,7 @@ def region_figure(result: AuditResult, mr: MultiEchoMR, region: FlaggedRegion, p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from synthct.report.slices import Plane, extract_slice
+    from synthct.figures.slices import Plane, extract_slice
 
     echo = mr.n_echoes - 1
     half = float(max(25.0, 1.5 * max(region.size_mm)))
@@ -140,9 +140,9 @@ def render_html(result: AuditResult, mr: MultiEchoMR, figures: dict[int, str]) -
     """The HTML report text."""
     import jinja2
 
-    from synthct import __version__
     from synthct.audit.combine import rule_signals
     from synthct.audit.pipeline import SIGNAL_DESCRIPTIONS
+    from synthct.version import __version__
 
     cal = result.calibration
     flagging = rule_signals(list(result.signals), cal)

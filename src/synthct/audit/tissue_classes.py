@@ -2,10 +2,10 @@
 
 An sCT says which tissue is where only through its HU. The classes here are HU bands (air,
 fat, fluid, soft tissue, cancellous and cortical bone), each with the MR properties of tissues
-of the table (:mod:`synthct.phantom.tissues`) and the spoiled gradient-echo equation
-(:func:`synthct.phantom.mri.spgr_signal`). :func:`predicted_envelope` gives, voxel by voxel,
-the lowest and highest echo magnitude that the voxel's class, or a two-class partial-volume
-mixture of classes present around it, could produce (the method is described in
+of the table (:mod:`synthct.imaging.tissues`) and the spoiled gradient-echo equation
+(:func:`synthct.imaging.signal_equation.spgr_signal`). :func:`predicted_envelope` gives, voxel
+by voxel, the lowest and highest echo magnitude that the voxel's class, or a two-class
+partial-volume mixture of classes present around it, could produce (the method is described in
 :mod:`synthct.audit.mri_consistency`).
 """
 
@@ -18,9 +18,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from synthct.phantom.labels import Tissue
-from synthct.phantom.mri import spgr_signal
-from synthct.phantom.tissues import TISSUES
+from synthct.imaging.labels import Tissue
+from synthct.imaging.signal_equation import spgr_signal
+from synthct.imaging.tissues import TISSUES
 from synthct.volume import MRProtocol
 
 _F32 = NDArray[np.float32]

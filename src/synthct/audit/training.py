@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 
 from synthct.audit.combine import (
-    CALIBRATION_FILE,
     DEFAULT_CALIBRATION,
     DEFAULT_MIN_REGION_VOLUME_MM3,
     DEFAULT_RULE,
@@ -52,13 +51,12 @@ from synthct.audit.learned_consistency import (
     LearnedConsistencySettings,
     fit_learned_consistency,
 )
+from synthct.audit.model import save_audit_model
 from synthct.audit.mri_consistency import ConsistencySettings
-from synthct.audit.novelty import NOVELTY_FILE, NoveltyModel, fit_novelty_model
+from synthct.audit.novelty import NoveltyModel, fit_novelty_model
 from synthct.audit.pipeline import run_audit
 from synthct.audit.reference import ReferenceSettings, ReferenceSource
 from synthct.case import Case
-from synthct.io.atomic import atomic_directory
-from synthct.io.checksums import write_checksums
 from synthct.volume import CTVolume, MultiEchoMR
 
 #: Called as ``progress(step, done, total)``.
@@ -326,13 +324,9 @@ def train_audit_model(
         calibration.target_false_flags_per_volume,
         info,
     )
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        novelty.save(tmp / NOVELTY_FILE)
-        if learned is not None:
-            learned.save(tmp)
-        calibration.save(tmp / CALIBRATION_FILE)
-        write_checksums(tmp)  # verified by load_novelty_model
-    return Path(out_dir)
+    return save_audit_model(
+        out_dir, calibration=calibration, novelty=novelty, learned=learned, overwrite=overwrite
+    )
 
 
 def phantom_lesion_free_cases(

@@ -57,13 +57,24 @@ def audit(
     novelty: Annotated[
         Path | None,
         typer.Option(
+            "--novelty",
+            "--audit-model",
             help="Audit model folder (novelty.npz + calibration.json, and the learned "
-            "consistency network when trained) or novelty.npz."
+            "consistency network when trained) or novelty.npz (default: the shipped audit "
+            "model, its checksums verified).",
         ),
     ] = None,
     calibration: Annotated[
         Path | None, typer.Option(help="calibration.json (default: the one beside --novelty).")
     ] = None,
+    no_audit_model: Annotated[
+        bool,
+        typer.Option(
+            "--no-audit-model",
+            help="Audit without an audit model: the default calibration (or --calibration) and "
+            "the signals the other options enable, MRI consistency first.",
+        ),
+    ] = False,
     model: Annotated[
         list[Path] | None,
         typer.Option(help="Our synthesis model folder(s): enables the epistemic signal."),
@@ -126,14 +137,9 @@ def audit(
     Writes OUT/audit.json, OUT/report.html, the flag map, the flagged regions and every
     signal's map (see synthct.audit.report).
     """
-    from synthct.audit.combine import load_calibration
     from synthct.audit.epistemic import model_folder_epistemic, precomputed_epistemic
     from synthct.audit.inputs import with_protocol
-    from synthct.audit.learned_consistency import (
-        has_learned_consistency,
-        load_learned_consistency,
-    )
-    from synthct.audit.novelty import load_novelty_model
+    from synthct.audit.model import SHIPPED_AUDIT_MODEL, load_audit_model
     from synthct.audit.pipeline import run_audit
     from synthct.audit.reference import calibrated_reference
     from synthct.audit.report import write_audit
@@ -146,6 +152,12 @@ def audit(
             "the output folder already exists",
             path=out,
             fix="choose a new folder or pass --overwrite",
+        )
+    if no_audit_model and novelty is not None:
+        raise SynthctError(
+            "--no-audit-model and --novelty (--audit-model) contradict each other",
+            path="--no-audit-model",
+            fix="pass one of them",
         )
     if model and epistemic_sd is not None:
         raise SynthctError(
@@ -164,26 +176,14 @@ def audit(
         )
         volume = read_volume(sct, kind="sct")
         assert isinstance(volume, CTVolume)
-        cal = None
-        if calibration is not None:
-            cal = load_calibration(calibration)
-        elif novelty is not None and novelty.is_dir() and (novelty / "calibration.json").is_file():
-            cal = load_calibration(novelty)
         # Novelty outside the calibrated rule only reports (~9 s a case): computed on request.
-        novelty_in_rule = cal is None or cal.for_signal("novelty").in_rule
-        novelty_model = (
-            load_novelty_model(novelty)
-            if novelty is not None and (novelty_in_rule or all_signals)
-            else None
+        audit_model = load_audit_model(
+            None if no_audit_model else (novelty or SHIPPED_AUDIT_MODEL),
+            all_signals=all_signals,
+            learned=learned_consistency,
+            calibration=calibration,
         )
-        learned = None
-        if (
-            learned_consistency
-            and novelty is not None
-            and novelty.is_dir()
-            and has_learned_consistency(novelty)
-        ):
-            learned = load_learned_consistency(novelty)
+        cal = audit_model.calibration
         epistemic = None
         if model:
             epistemic = model_folder_epistemic(model, mc_passes=mc_passes)
@@ -198,9 +198,9 @@ def audit(
         result = run_audit(
             mr,
             volume,
-            novelty=novelty_model,
+            novelty=audit_model.novelty,
             epistemic=epistemic,
-            learned=learned,
+            learned=audit_model.learned,
             reference=reference_source,
             calibration=cal,
             consistency=consistency,
@@ -345,8 +345,8 @@ def audit_train(
 
 def _load_synthesis_model(name: str) -> Any:
     """A synthesis model folder, or a shipped model by name."""
-    from synthct.synthesis.shipped import SHIPPED_MODELS, load_shipped_model
-    from synthct.synthesis.synthesizer import SynthesisModel
+    from synthct.synthesis.shipped import SHIPPED_MODELS
+    from synthct.synthesis.synthesizer import SynthesisModel, load_shipped_model
 
     return load_shipped_model(name) if name in SHIPPED_MODELS else SynthesisModel.load(name)
 
@@ -372,23 +372,14 @@ def audit_evaluate(
     Each case's sCT is the paper's failure (its CT with the lesions rendered as CSF), or the
     sCT of --synthesis-model.
     """
-    from synthct.audit.combine import load_calibration
     from synthct.audit.evaluation import evaluate_cohort, failure_sct
-    from synthct.audit.learned_consistency import (
-        has_learned_consistency,
-        load_learned_consistency,
-    )
-    from synthct.audit.novelty import load_novelty_model
+    from synthct.audit.model import load_audit_model
     from synthct.audit.reference import calibrated_reference
     from synthct.io.atomic import write_json_atomic
 
-    novelty = None if audit_model is None else load_novelty_model(audit_model)
-    cal = None if audit_model is None else load_calibration(audit_model)
-    learned = (
-        load_learned_consistency(audit_model)
-        if audit_model is not None and has_learned_consistency(audit_model)
-        else None
-    )
+    # every signal is evaluated, also those the calibrated rule leaves out
+    loaded = load_audit_model(audit_model, all_signals=True)
+    cal = loaded.calibration
     sct_for_case = failure_sct
     if synthesis_model is not None:
         synthesis = _load_synthesis_model(synthesis_model)
@@ -404,9 +395,9 @@ def audit_evaluate(
 
         evaluation = evaluate_cohort(
             cohort,
-            novelty=novelty,
+            novelty=loaded.novelty,
             calibration=cal,
-            learned=learned,
+            learned=loaded.learned,
             reference=calibrated_reference(cal)[0],
             sct_for_case=sct_for_case,
             progress=progress,

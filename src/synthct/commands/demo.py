@@ -28,7 +28,8 @@ def demo(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
-    from synthct.demo.pipeline import STAGES, DemoSettings, run_demo
+    from synthct.demo.pipeline import run_demo
+    from synthct.demo.settings import STAGES, DemoSettings
     from synthct.io.output_safety import claim_output_folder
 
     # a rerun reuses the demo's own folder; a user's non-empty folder is refused

@@ -155,9 +155,9 @@ def montage(
     """Draw axial and sagittal CT and MR echoes of a phantom case with lesions outlined."""
     import numpy as np
 
+    from synthct.figures.montage import save_montage
     from synthct.io.output_safety import check_output_path
     from synthct.phantom.cohort_files import MONTAGE_FILE, PhantomCase
-    from synthct.report.montage import save_montage
 
     check_output_path(
         out or case / MONTAGE_FILE, option="--out", overwrite=overwrite, suffixes=(".png",)
@@ -182,17 +182,9 @@ def montage(
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
+    from synthct.settings import read_yaml_mapping
 
-    from synthct.errors import ReadError
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ReadError(f"cannot read the cohort YAML ({exc})", path=path) from exc
-    if not isinstance(data, dict):
-        raise ReadError("the cohort YAML must be a mapping of options", path=path)
-    return data
+    return read_yaml_mapping(path, what="cohort YAML")
 
 
 @app.command("phantom-from-ct")

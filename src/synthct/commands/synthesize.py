@@ -161,7 +161,8 @@ def synthesize(
     from synthct.io.image_files import SUFFIXES, image_suffix
     from synthct.io.output_safety import check_output_path
     from synthct.synthesis.errors import OutOfDomainWarning, SynthesisInputError
-    from synthct.synthesis.synthesizer import SynthesisModel, load_synthesizer, map_paths
+    from synthct.synthesis.result import map_paths
+    from synthct.synthesis.synthesizer import SynthesisModel, load_synthesizer
 
     check_output_path(
         output, option="--output", overwrite=overwrite, suffixes=SUFFIXES, folder_allowed=True

@@ -57,6 +57,17 @@ def validate(
     ] = None,
     body_mask: Annotated[Path | None, typer.Option(help="Single case: body mask.")] = None,
     case_id: Annotated[str, typer.Option(help="Single case: its id.")] = "case",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML of validation settings: any key of synthct.validation.case."
+            "ValidationSettings (lesion rules, alignment check, registration, HU ranges, "
+            "audit); the options given on the command line replace its keys.",
+            show_default=False,
+        ),
+    ] = None,
     register: Annotated[
         bool, typer.Option("--register", help="Register each sCT rigidly to its CT first (MI).")
     ] = False,
@@ -106,8 +117,8 @@ def validate(
         Path | None,
         typer.Option(
             help="Audit model folder from `synthct audit-train` (novelty.npz + "
-            "calibration.json); implies --audit (default: the default calibration, MRI "
-            "consistency only).",
+            "calibration.json); implies --audit (default: the shipped audit model, its "
+            "checksums verified).",
             show_default=False,
         ),
     ] = None,
@@ -151,9 +162,10 @@ def validate(
     Exit code: 0 when every case was validated, 1 when some failed, 2 on bad input.
     """
     from synthct.errors import SynthctError
-    from synthct.validation.audit_column import AuditColumnSettings, check_audit_settings
+    from synthct.validation.audit_column import AuditColumnSettings
     from synthct.validation.case import ValidationSettings
     from synthct.validation.manifest import Manifest, case_from_paths, read_manifest
+    from synthct.workflows.audit_column import check_audit_settings
 
     single = [ct, sct, mri, lesions, lesion_points, body_mask]
     if manifest is not None and any(v for v in single):
@@ -186,17 +198,17 @@ def validate(
         )
     audit_settings = None
     if audit or audit_model is not None or audit_reference_model is not None:
+        from synthct.audit.model import shipped_audit_model_path
         from synthct.synthesis.shipped import SHIPPED_MODELS
 
         reference = audit_reference_model
         if reference is not None and reference not in SHIPPED_MODELS:
             reference = str(Path(reference).resolve())  # workers may not share the cwd
         audit_settings = AuditColumnSettings(
-            model=None if audit_model is None else str(audit_model.resolve()),
+            model=str((audit_model or shipped_audit_model_path()).resolve()),
             reference_model=reference,
             reference=audit_reference,
         )
-        check_audit_settings(audit_settings)
     if align not in ALIGN_MODES:
         raise SynthctError(
             f"--align {align!r} is not a mode",
@@ -207,13 +219,23 @@ def validate(
         from synthct.validation.runner import check_scheduler_address
 
         check_scheduler_address(scheduler)
-    settings = ValidationSettings(
-        rigid_registration=register,
-        alignment=align,  # type: ignore[arg-type]
-        check_hu=check_hu,
-        audit=audit_settings,
-        keep_identifiers=keep_identifiers,
+    given = {
+        "rigid_registration": register,
+        "alignment": align,
+        "check_hu": check_hu,
+        "keep_identifiers": keep_identifiers,
+    }
+    # an option left at its default keeps the value of --config
+    options = {k: v for k, v in given.items() if v != ValidationSettings.model_fields[k].default}
+    if audit_settings is not None:
+        options["audit"] = audit_settings
+    settings = (
+        ValidationSettings.from_yaml(config, **options)
+        if config is not None
+        else ValidationSettings.model_validate(options)
     )
+    if settings.audit is not None:
+        check_audit_settings(settings.audit)
     try:
         summary = _run(cases, out, settings, workers, scheduler, resume, figures, report)
     except KeyboardInterrupt:
@@ -241,6 +263,7 @@ def _run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from synthct.validation.runner import CaseProgress, run_validation
+    from synthct.workflows.audit_column import audit_case_columns
 
     n_cases = len(cases.cases)
     with Progress(
@@ -270,6 +293,7 @@ def _run(
             progress=on_progress,
             figures=figures,
             report_writer="auto" if report else None,
+            auditor=audit_case_columns if settings.audit is not None else None,
         )
 
 

@@ -27,8 +27,8 @@ _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _write_case(case: Case, folder: Path, ext: str) -> None:
+    from synthct.imaging.body_mask import body_mask_volume
     from synthct.io import write_volume
-    from synthct.validation.body_mask import body_mask_volume
 
     folder.mkdir(parents=True)
     ct = case.ct()

@@ -95,8 +95,8 @@ class DatasetFingerprint:
 
 def _body_on_mr(case: Case) -> tuple[NDArray[np.bool_], NDArray[np.bool_], str]:
     """Body masks on the MR and on the CT grid, and whether the mask was given or derived."""
+    from synthct.imaging.body_mask import body_mask_volume
     from synthct.resample import resample_to
-    from synthct.validation.body_mask import body_mask_volume
 
     ct = case.ct()
     source = "given" if case.has("body_mask") else "derived"

@@ -177,9 +177,9 @@ def write_pair(case: Case, folder: str | os.PathLike[str], *, slab: Slab | None 
     SynthctError
         The MR does not overlap the CT (or the slab), or an image cannot be read.
     """
+    from synthct.imaging.body_mask import body_mask_volume
     from synthct.io import write_volume
     from synthct.resample import resample_to
-    from synthct.validation.body_mask import body_mask_volume
 
     ct, mr = case.ct(), case.mr()
     transform = transform_for(case)

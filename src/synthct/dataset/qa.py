@@ -4,7 +4,7 @@ Per case (:func:`qa_case`): the grids of MR and CT (shape, spacing, orientation)
 the MR's field of view inside the CT's, a rigid MR-to-CT registration with Mattes mutual
 information before and after (:mod:`synthct.dataset.registration`), CT sanity in HU (range,
 air level, an MR passed as CT), the body mask (given or derived from the CT with
-:func:`synthct.validation.body_mask.body_mask_volume`) and its coverage of the body, the MR
+:func:`synthct.imaging.body_mask.body_mask_volume`) and its coverage of the body, the MR
 intensity range per channel, and checksums of the voxel data.
 
 From DICOM headers: ``patient_mismatch`` when the MR's and the CT's PatientID differ (compared
@@ -93,7 +93,7 @@ def _grid(prefix: str, g: Geometry) -> dict[str, Any]:
 
 
 def _ct_rows(case: Case, settings: QASettings, issues: list[str]) -> dict[str, Any]:
-    from synthct.validation.body_mask import body_mask_volume
+    from synthct.imaging.body_mask import body_mask_volume
 
     ct = case.ct()
     data = ct.array

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from synthct.demo.pipeline import DemoSettings
+from synthct.demo.settings import DemoSettings
 from synthct.phantom.cohort_files import PhantomCase
 from synthct.validation.audit_column import AuditColumnSettings
 
@@ -32,26 +32,21 @@ def audit_cases(
     ``references`` (the lesion-aware sCT of each case, with its epistemic SD map beside it)
     feed the reference disagreement signal when the audit model calibrated it.
     """
-    from synthct.audit.combine import DEFAULT_CALIBRATION, load_calibration
+    from synthct.audit.combine import DEFAULT_CALIBRATION
     from synthct.audit.epistemic import precomputed_epistemic
-    from synthct.audit.novelty import load_novelty_model
+    from synthct.audit.model import SHIPPED_AUDIT_MODEL, load_audit_model
     from synthct.audit.pipeline import run_audit
     from synthct.audit.reference import precomputed_reference
     from synthct.audit.report import write_audit
     from synthct.io import read_volume
-    from synthct.synthesis.synthesizer import map_paths
+    from synthct.synthesis.result import map_paths
     from synthct.volume import CTVolume
 
-    model_dir = shipped_audit_model()
-    novelty = None
-    calibration = DEFAULT_CALIBRATION
-    if model_dir is not None:
-        calibration = load_calibration(model_dir)
-        # Signals outside the rule are only reported; the demo skips novelty then (~10 s a
-        # case) to stay within its time budget. `synthct audit` computes every signal.
-        in_rule = calibration.signals.get("novelty")
-        if in_rule is not None and in_rule.in_rule:
-            novelty = load_novelty_model(model_dir)
+    # Signals outside the rule are only reported; the demo skips novelty then (~10 s a case)
+    # to stay within its time budget. `synthct audit --all-signals` computes every signal.
+    shipped = load_audit_model(SHIPPED_AUDIT_MODEL, learned=False)
+    novelty = shipped.novelty
+    calibration = shipped.calibration or DEFAULT_CALIBRATION
     rows: list[dict[str, Any]] = []
     figures: list[str] = []
     false_flags = 0
@@ -132,7 +127,7 @@ def audit_cases(
             )
         ),
         "rule": calibration.describe() if hasattr(calibration, "describe") else "",
-        "audit_model": None if model_dir is None else str(model_dir),
+        "audit_model": None if shipped.path is None else str(shipped.path),
     }
 
 
@@ -147,7 +142,7 @@ def _confirmed_by_ct(
     rule: mean |sCT - CT| inside the region >= ``discrepancy_hu``)."""
     if not region_ids:
         return 0
-    from synthct.validation.alignment import mri_on_grid
+    from synthct.imaging.alignment import mri_on_grid
 
     ct = np.asarray(mri_on_grid(case.ct(), sct.geometry).array, dtype=np.float32)
     error = np.abs(np.asarray(sct.array, dtype=np.float32) - ct)
@@ -164,11 +159,3 @@ def _validation_rows(settings: DemoSettings, case_id: str) -> dict[int, dict[str
     lesions = pd.read_csv(table)
     lesions = lesions[lesions["case_id"] == case_id]
     return {int(r["lesion_id"]): r for r in lesions.to_dict(orient="records")}
-
-
-def shipped_audit_model() -> Path | None:
-    """The audit model folder shipped in the package, when present."""
-    from importlib import resources
-
-    folder = Path(str(resources.files("synthct"))) / "models" / "audit"
-    return folder if (folder / "calibration.json").exists() else None

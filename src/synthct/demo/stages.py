@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from synthct.demo.pipeline import METHODS, DemoSettings
+from synthct.demo.settings import METHODS, DemoSettings
 from synthct.phantom.cohort_files import PhantomCase
 
 Step = Callable[[str, str, int, int], None]
@@ -26,7 +26,7 @@ class DemoModels:
 
 def make_cohort(settings: DemoSettings, step: Step) -> list[PhantomCase]:
     """Generate (or finish) the paper's cohort; return its cases."""
-    from synthct.demo.pipeline import demo_cohort_spec
+    from synthct.demo.settings import demo_cohort_spec
     from synthct.phantom.cohort import generate_cohort
     from synthct.phantom.cohort_files import read_manifest
 
@@ -197,7 +197,7 @@ def validate_all(
         )
         if summary.failures:
             reasons = "; ".join(f"{r.case_id}: {r.error}" for r in summary.failures)
-            from synthct.demo.pipeline import DemoError
+            from synthct.demo.settings import DemoError
 
             raise DemoError(f"validation of the {method} sCTs failed for some cases: {reasons}")
         summaries[method] = summary

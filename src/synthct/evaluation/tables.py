@@ -15,7 +15,7 @@ file                         content
 ``evaluation.json``          the rows, the cohort figures, the description and the conventions
 ===========================  ===================================================================
 
-The metrics are validation's (:func:`synthct.validation.image_metrics.image_metrics`): MAE with
+The metrics are validation's (:func:`synthct.imaging.image_metrics.image_metrics`): MAE with
 no clipping; PSNR and MS-SSIM with both images clipped to [-1024, 3071] HU (data range
 4095 HU), MS-SSIM in 3D as the SynthRAD2025 evaluation computes it; bone Dice of CT and sCT
 thresholded at 250 HU. The PSNR of an sCT equal to its CT is infinite: it is written ``inf``

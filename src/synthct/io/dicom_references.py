@@ -1,7 +1,7 @@
 """What a lesion SEG and SR reference: the CT series headers, tracking UIDs, private codes.
 
-Shared by :mod:`synthct.io.dicom_seg` and :mod:`synthct.io.dicom_sr` (see
-:mod:`synthct.io.dicom_seg_sr` for the outputs and the codes).
+Shared by :mod:`synthct.validation.dicom_seg` and :mod:`synthct.validation.dicom_sr` (see
+:mod:`synthct.validation.dicom_seg_sr` for the outputs and the codes).
 """
 
 from __future__ import annotations

@@ -44,11 +44,11 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import format_number_as_ds
 
-from synthct import __version__
 from synthct.errors import WriteError
 from synthct.io.atomic import atomic_directory
 from synthct.io.dicom_geometry import plane_from_affine
 from synthct.io.dicom_read import SYNTHETIC_IMAGE_TYPE
+from synthct.version import __version__
 from synthct.volume import CTVolume, LabelMap, MultiEchoMR, SyntheticCT, Volume
 
 #: Patient and study attributes a new series takes from ``source_headers``.

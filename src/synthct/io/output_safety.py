@@ -152,8 +152,8 @@ def _read_marker(folder: Path) -> dict[str, Any] | None:
 
 
 def _write_marker(folder: Path, command: str) -> None:
-    from synthct import __version__
     from synthct.io.atomic import write_json_atomic
+    from synthct.version import __version__
 
     write_json_atomic(
         folder / MARKER_FILE,

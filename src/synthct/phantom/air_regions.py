@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from synthct.phantom.labels import Tissue
+from synthct.imaging.labels import Tissue
 
 #: An air region whose 10th HU percentile is above this is lung (parenchyma, not free gas).
 LUNG_P10_ABOVE_HU = -960.0

@@ -35,9 +35,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
 from synthct.phantom import spine_drawing, thorax_drawing
 from synthct.phantom.implicit import GridSampler, plane_side, superellipse_depth, to_local
-from synthct.phantom.labels import Tissue
 from synthct.phantom.levels import (
     CANAL_LINING,
     LEVEL_NAMES,
@@ -467,7 +467,7 @@ class SpineModel:
 
     # ------------------------------------------------------------------ labels
     def labels_on(self, geometry: Geometry) -> NDArray[np.uint8]:
-        """Tissue labels (:class:`~synthct.phantom.labels.Tissue`) at the voxel centres of a grid.
+        """Tissue labels (:class:`~synthct.imaging.labels.Tissue`) at the voxel centres of a grid.
 
         Implements the renderers' ``TissueModel`` protocol; any grid (slab, supersampled,
         oblique) is accepted and every structure is evaluated only inside its own box.

@@ -4,7 +4,7 @@ A labelled bone's cortex is its thin outer shell: the voxels on the label's surf
 neighbour with another label) and, on grids finer than the cortex, those within
 ``cortex_thickness_mm`` of it. A shell voxel is cortex when its HU shows dense bone; shell
 voxels that do not (partial volume with fat or soft tissue, thin cortex) and all inner voxels
-are trabecular bone, whose marrow fat fraction follows from HU (:mod:`synthct.phantom.marrow`).
+are trabecular bone, whose marrow fat fraction follows from HU (:mod:`synthct.imaging.marrow`).
 Inner voxels of compact-bone density (sclerotic bone, long-bone shafts) are cortex as well.
 
 Vertebral cortical shell thickness 0.2-0.5 mm (Silva MJ et al. Bone 1994;15:409-414;
@@ -20,8 +20,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from synthct.phantom.labels import Tissue
-from synthct.phantom.marrow import DEFAULT_MARROW, MarrowModel, marrow_labels
+from synthct.imaging.labels import Tissue
+from synthct.imaging.marrow import DEFAULT_MARROW, MarrowModel, marrow_labels
 
 
 @dataclass(frozen=True)

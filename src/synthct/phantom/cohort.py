@@ -21,8 +21,6 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -30,9 +28,10 @@ from pydantic import (
 )
 from scipy.spatial.transform import Rotation
 
-from synthct import __version__
 from synthct.errors import SynthctError, WriteError
 from synthct.geometry import Geometry
+from synthct.imaging.labels import LESION_TISSUES, Tissue
+from synthct.imaging.tissues import TISSUES
 from synthct.io.atomic import (
     PARTIAL_PREFIX,
     atomic_directory,
@@ -42,12 +41,12 @@ from synthct.io.atomic import (
 from synthct.phantom import cohort_files as files
 from synthct.phantom.anatomy import SpineSpec
 from synthct.phantom.ct import render_ct
-from synthct.phantom.labels import LESION_TISSUES, Tissue
 from synthct.phantom.lesions import LESION_TYPES, LesionSpec, PhantomModel
 from synthct.phantom.levels import LEVEL_NAMES, level_index, parse_level
 from synthct.phantom.mri import realism_preset, render_ct_and_mri, render_mri
 from synthct.phantom.protocols import PRESETS, SpgrProtocol
-from synthct.phantom.tissues import TISSUES
+from synthct.settings import SettingsBase
+from synthct.version import __version__
 from synthct.volume import LabelMap
 
 #: Most voxels one phantom image may have (512 x 512 x 512): a finer grid would not fit in a
@@ -62,8 +61,8 @@ class CohortSpecError(SynthctError, ValueError):
     """A cohort specification outside the allowed values."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(SettingsBase):
+    """Frozen; unknown keys are refused (:class:`~synthct.settings.SettingsBase`)."""
 
 
 class LesionRange(_Model):

@@ -143,7 +143,7 @@ def write_case_files(
     if failure_sct is not None:
         checksums[FAILURE_SCT_FILE] = array_checksum(failure_sct)
     if montage_point_lps_mm is not None:
-        from synthct.report.montage import save_montage
+        from synthct.figures.montage import save_montage
 
         save_montage(
             folder / MONTAGE_FILE,

@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from scipy.ndimage import gaussian_filter
 
 from synthct.geometry import Geometry
+from synthct.imaging.tissues import lookup_table
 from synthct.phantom.model import (
     DEFAULT_MAX_SUBVOXELS,
     PhantomParameterError,
@@ -33,7 +34,6 @@ from synthct.phantom.model import (
     check_seed,
     rng_for,
 )
-from synthct.phantom.tissues import lookup_table
 from synthct.volume import CTVolume
 
 #: FWHM of a Gaussian over its standard deviation.

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from synthct import __version__
 from synthct.phantom.ct_derived import derive_tissue_map
 from synthct.phantom.model import PhantomParameterError
 from synthct.phantom.subject_variation import SubjectVariation, make_subject
+from synthct.version import __version__
 from synthct.volume import CTVolume, LabelMap
 
 

@@ -8,7 +8,7 @@ Dense objects apart from the body (the patient couch) are air in the tissue map
 (:func:`~synthct.phantom.air_regions.external_objects`): MR does not see them.
 
 HU classes (defaults; Hounsfield ranges from standard CT references, e.g. Kalender, *Computed
-Tomography*, 3rd ed., 2011, ch. 1, and the tissue table in :mod:`synthct.phantom.tissues`):
+Tomography*, 3rd ed., 2011, ch. 1, and the tissue table in :mod:`synthct.imaging.tissues`):
 
 ========================  ==========================================
 HU                        tissue
@@ -25,7 +25,7 @@ With labels (groups in :mod:`synthct.phantom.totalseg_groups`):
 
 * labelled bones split into a cortical shell and trabecular bone whose marrow fat fraction
   follows from HU, in five fat-fraction bins (:mod:`synthct.phantom.bone_shell`,
-  :mod:`synthct.phantom.marrow`);
+  :mod:`synthct.imaging.marrow`);
 * discs between adjacent labelled vertebral bodies, the spinal canal (CSF, epidural fat), the
   labelled cord with a CSF sleeve (:mod:`synthct.phantom.spine_columns`);
 * labelled muscles, lung lobes (air part lung, vessels blood), bowel (gas), vessels (blood, at
@@ -47,11 +47,11 @@ from scipy import ndimage
 
 from synthct.errors import SynthctError, VolumeKindError
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
+from synthct.imaging.marrow import DEFAULT_MARROW, MarrowModel
 from synthct.phantom.air_regions import classify_air, external_objects
 from synthct.phantom.bone_shell import BoneShellRule, split_bone
 from synthct.phantom.label_grid import labels_on_ct_grid
-from synthct.phantom.labels import Tissue
-from synthct.phantom.marrow import DEFAULT_MARROW, MarrowModel
 from synthct.phantom.spine_columns import SpineColumns, cranial_axis
 from synthct.phantom.totalseg_groups import ORGAN_TISSUES, STRUCTURES, TOTALSEGMENTATOR_V2
 from synthct.volume import CTVolume, LabelMap, check_hounsfield
@@ -98,7 +98,7 @@ class DerivedTissueMap:
     Attributes
     ----------
     tissue_map : LabelMap
-        :class:`~synthct.phantom.labels.Tissue` labels on the CT grid.
+        :class:`~synthct.imaging.labels.Tissue` labels on the CT grid.
     hu_only : tuple of str
         Structures (names from :data:`~synthct.phantom.totalseg_groups.STRUCTURES`) that no
         label covered, so they come from HU (and morphology) alone.
@@ -126,7 +126,7 @@ def derive_tissue_map(
     bone_rule: BoneShellRule | None = None,
     marrow: MarrowModel = DEFAULT_MARROW,
 ) -> DerivedTissueMap:
-    """Classify every CT voxel into a :class:`~synthct.phantom.labels.Tissue` (module docstring).
+    """Classify every CT voxel into a :class:`~synthct.imaging.labels.Tissue` (module docstring).
 
     Parameters
     ----------

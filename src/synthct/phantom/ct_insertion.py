@@ -23,18 +23,18 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from synthct import __version__
 from synthct.errors import WriteError
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
+from synthct.imaging.tissues import TISSUES
 from synthct.phantom.calcification import (
     calibration_offsets,
     pattern_field,
     threshold_for_fraction,
 )
-from synthct.phantom.labels import Tissue
 from synthct.phantom.lesions import LESION_TYPES
 from synthct.phantom.model import PhantomParameterError, TissueModel, block_mean, supersampled
-from synthct.phantom.tissues import TISSUES
+from synthct.version import __version__
 from synthct.volume import CTVolume, LabelMap
 
 if TYPE_CHECKING:

@@ -41,7 +41,7 @@ from numpy.typing import NDArray
 from scipy.ndimage import gaussian_filter
 
 from synthct.geometry import Geometry
-from synthct.phantom.labels import Tissue
+from synthct.imaging.labels import Tissue
 from synthct.phantom.model import PhantomParameterError
 
 #: Proton gyromagnetic ratio, rad/s/T (CODATA).

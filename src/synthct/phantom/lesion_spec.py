@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from synthct.imaging.labels import Tissue
 from synthct.phantom.calcification import PATTERNS
-from synthct.phantom.labels import Tissue
 from synthct.phantom.levels import parse_level
 from synthct.phantom.model import PhantomParameterError
 
@@ -209,7 +209,7 @@ class LesionSpec:
 
     def resolved_fraction(self) -> tuple[float, str]:
         """Calcified fraction and pattern, from ``mean_hu`` and the tissue table if given."""
-        from synthct.phantom.tissues import TISSUES  # the table is only needed here
+        from synthct.imaging.tissues import TISSUES  # the table is only needed here
 
         info = self.info
         if self.mean_hu is not None:

@@ -37,6 +37,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
 from synthct.phantom.anatomy import CanalDeformation, CanalSection, SpineModel, SpineSpec
 from synthct.phantom.calcification import (
     calibration_offsets,
@@ -44,7 +45,6 @@ from synthct.phantom.calcification import (
     threshold_for_fraction,
 )
 from synthct.phantom.implicit import GridSampler, paint
-from synthct.phantom.labels import Tissue
 from synthct.phantom.lesion_spec import (
     LESION_TYPES,
     POSITIONS,
@@ -400,7 +400,7 @@ class _PlacedLesion:
 
     def instance(self, spine: SpineModel, shift: float, compression: float) -> LesionInstance:
         """The lesion's ground-truth metadata."""
-        from synthct.phantom.tissues import TISSUES
+        from synthct.imaging.tissues import TISSUES
 
         info = self.info
         if info.shape == "ellipsoid":

@@ -1,7 +1,7 @@
 """Implicit tissue models and the sampling machinery the CT and MRI renderers share.
 
 A phantom is an *implicit* tissue model: anything with a ``labels_on(geometry)`` method that
-returns the :class:`~synthct.phantom.labels.Tissue` label at the centre of every voxel of any
+returns the :class:`~synthct.imaging.labels.Tissue` label at the centre of every voxel of any
 grid (a slab, a supersampled grid, an oblique grid). Renderers never hold a label volume of the
 whole field of view at sub-voxel resolution: they walk the output grid in slabs along array
 axis 0, ask the model for the labels of a supersampled copy of each slab, turn labels into
@@ -22,9 +22,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from synthct.errors import SynthctError
+from synthct.errors import PhantomParameterError
 from synthct.geometry import Geometry
-from synthct.phantom.labels import Tissue
+from synthct.imaging.labels import Tissue
 
 #: Sub-voxels handled per slab by default: ~4 M keeps a slab's label, coordinate and lookup
 #: arrays near 200 MB even for a model that materialises float64 LPS coordinates.
@@ -34,10 +34,6 @@ _F = NDArray[np.float64]
 
 _KNOWN_LABELS = np.zeros(256, dtype=bool)
 _KNOWN_LABELS[[int(t) for t in Tissue]] = True
-
-
-class PhantomParameterError(SynthctError, ValueError):
-    """A phantom or rendering parameter outside its allowed range."""
 
 
 @runtime_checkable
@@ -249,7 +245,7 @@ def average_tables(
             raise PhantomParameterError(
                 f"the model produced labels {bad} that are not Tissue values",
                 path="model",
-                fix="draw with synthct.phantom.labels.Tissue members only",
+                fix="draw with synthct.imaging.labels.Tissue members only",
             )
         for table, result in zip(tables, outputs, strict=True):
             values = table[coarse]

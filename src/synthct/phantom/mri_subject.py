@@ -3,7 +3,7 @@
 Two kinds of variability make simulated MRI look like a population rather than one cartoon:
 
 * **between subjects**: each subject's T1, T2*, proton density and fat fraction of a tissue are
-  drawn around the tissue table's value (:mod:`synthct.phantom.tissues`) with the
+  drawn around the tissue table's value (:mod:`synthct.imaging.tissues`) with the
   between-subject coefficient of variation (CV) or SD of :data:`VARIABILITY`;
 * **within a tissue**: a small, spatially correlated fluctuation of PD, T1 and fat fraction
   (the texture amplitudes of :data:`VARIABILITY`, used by :mod:`synthct.phantom.mri`).
@@ -46,9 +46,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthct.phantom.labels import Tissue
+from synthct.imaging.labels import Tissue
+from synthct.imaging.tissues import TISSUES, Relaxation
 from synthct.phantom.model import PhantomParameterError, check_seed, rng_for
-from synthct.phantom.tissues import TISSUES, Relaxation
 
 # Random stream id (see synthct.phantom.model.rng_for); the MRI renderer uses 3..9.
 _STREAM_SUBJECT = 5

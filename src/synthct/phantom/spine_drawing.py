@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from synthct.imaging.labels import Tissue
 from synthct.phantom.implicit import (
     Box,
     FloatArray,
@@ -30,7 +31,6 @@ from synthct.phantom.implicit import (
     paint,
     superellipse_depth,
 )
-from synthct.phantom.labels import Tissue
 from synthct.phantom.levels import region_of
 
 if TYPE_CHECKING:

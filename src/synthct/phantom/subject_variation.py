@@ -4,7 +4,7 @@ A subject is the real CT and its derived tissue map moved by one seeded transfor
 scaling about the CT's centre composed with a smooth B-spline displacement field), so the two
 stay voxel-aligned; its marrow is made fattier or leaner by an age-dependent shift of the fat
 fraction, applied to the CT's trabecular HU and to the marrow bins alike
-(:mod:`synthct.phantom.marrow`). Lesions are inserted into ``Subject.ct`` and
+(:mod:`synthct.imaging.marrow`). Lesions are inserted into ``Subject.ct`` and
 ``Subject.model()`` exactly as into a real CT (:mod:`synthct.phantom.ct_insertion`).
 
 Defaults
@@ -29,10 +29,10 @@ import SimpleITK as sitk
 from numpy.typing import NDArray
 
 from synthct.errors import SynthctError
+from synthct.imaging.labels import MARROW_TISSUES
+from synthct.imaging.marrow import DEFAULT_MARROW, MarrowModel, marrow_labels
 from synthct.io.itk import array_to_sitk, sitk_to_array
 from synthct.phantom.ct_derived import CTDerivedModel, DerivedTissueMap, derive_tissue_map
-from synthct.phantom.labels import MARROW_TISSUES
-from synthct.phantom.marrow import DEFAULT_MARROW, MarrowModel, marrow_labels
 from synthct.volume import CTVolume, LabelMap
 
 #: Marrow fat fraction change per decade of adult age (see the module docstring).

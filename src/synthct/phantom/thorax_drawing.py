@@ -17,7 +17,7 @@ canal (which override them), in axial planes around the body centre of each heig
   rib mid-shafts are roughly 10-15 mm tall and 5-8 mm thick).
 
 With ``SpineSpec.trabecular_texture`` the cancellous bone of vertebrae and ribs becomes the
-marrow fat-fraction tissues (:mod:`synthct.phantom.marrow`) by a seeded smooth field of 3-8 mm
+marrow fat-fraction tissues (:mod:`synthct.imaging.marrow`) by a seeded smooth field of 3-8 mm
 wavelength around fat fraction 0.5 (adult vertebral marrow, Griffith JF et al. Radiology
 2005;236:945-951): marrow heterogeneity that both the CT (HU) and the MRI (fat) show. The field
 is a sum of plane waves in LPS, so every grid sees the same texture.
@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from synthct.imaging.labels import Tissue
+from synthct.imaging.marrow import marrow_labels
 from synthct.phantom.implicit import Box, GridSampler, paint
-from synthct.phantom.labels import Tissue
 from synthct.phantom.levels import LEVEL_NAMES
-from synthct.phantom.marrow import marrow_labels
 
 if TYPE_CHECKING:
     from synthct.phantom.anatomy import SpineModel

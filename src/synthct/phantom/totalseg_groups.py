@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from synthct.phantom.labels import Tissue
+from synthct.imaging.labels import Tissue
 
 _VERTEBRAE = tuple(range(26, 51))  # S1, L5 .. L1, T12 .. T1, C7 .. C1 (caudal to cranial)
 _RIBS = tuple(range(92, 116))  # rib_left_1 .. rib_right_12

@@ -16,8 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from synthct.validation.statistics import format_p_value
-from synthct.validation.statistics._common import unit_key
+from synthct.validation.statistics import format_p_value, unit_key
 
 __all__ = [
     "MISSING",
@@ -248,7 +247,7 @@ def visibility_rows(statistics: Mapping[str, Any] | None) -> list[dict[str, str]
 def image_metric_columns(cases: pd.DataFrame) -> list[str]:
     """The image-metric columns of ``cases.csv``, in table order.
 
-    Those of :meth:`synthct.validation.image_metrics.ImageMetrics.to_dict` (MAE, mean error,
+    Those of :meth:`synthct.imaging.image_metrics.ImageMetrics.to_dict` (MAE, mean error,
     PSNR, MS-SSIM, per-tissue MAE, bone Dice, body volume); voxel counts and the pipeline's
     other columns (lesion counts, alignment, grid) are left out.
     """

@@ -8,7 +8,7 @@ Input folder (written by the validation pipeline)
 ``cases.csv``
     One row per case: ``case_id``, ``status`` (``ok`` for a case with results; anything else
     counts as failed, with ``error`` or ``reason`` as its reason when present) and the keys of
-    :meth:`synthct.validation.image_metrics.ImageMetrics.to_dict` (``conventions`` as a JSON
+    :meth:`synthct.imaging.image_metrics.ImageMetrics.to_dict` (``conventions`` as a JSON
     string, shown once in the settings).
 ``statistics.json``
     ``{"cohort": CohortStatistics.to_dict(), "results_paragraph": ..., "error": ...}`` (see
@@ -21,7 +21,7 @@ Input folder (written by the validation pipeline)
     ``case_id`` and ``reason`` (or ``error``/``message``) of each failed case; other columns
     are shown too.
 ``cases/<case_id>/lesion-<lesion_id>.png``
-    The per-lesion figure (:func:`synthct.report.lesion_figure.lesion_figure`).
+    The per-lesion figure (:func:`synthct.validation.lesion_figure.lesion_figure`).
 
 Output
 ------
@@ -47,10 +47,9 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from synthct import __version__
 from synthct.errors import ReadError
+from synthct.figures.plots import bland_altman_figure, paired_values_figure, visibility_figure
 from synthct.io.atomic import write_text_atomic
-from synthct.report.plots import bland_altman_figure, paired_values_figure, visibility_figure
 from synthct.report.report_tables import (
     OK_STATUSES,
     alignment_rows,
@@ -60,7 +59,8 @@ from synthct.report.report_tables import (
     summary_rows,
     visibility_rows,
 )
-from synthct.validation.statistics._common import unit_key
+from synthct.validation.statistics import unit_key
+from synthct.version import __version__
 
 __all__ = ["ValidationOutputs", "case_views", "read_validation_outputs", "write_validation_report"]
 

@@ -25,7 +25,7 @@ Rule (all thresholds and HU in :class:`BaselineParameters`):
 Later rules give way to earlier ones (a dark voxel is cortex whatever its ratio).
 
 Bulk HU (:meth:`BaselineParameters.class_hu`) are the phantom tissue table's values
-(:data:`synthct.phantom.tissues.TISSUES`, literature ranges of the BRIEF): air -1000, fat -100,
+(:data:`synthct.imaging.tissues.TISSUES`, literature ranges of the BRIEF): air -1000, fat -100,
 soft tissue 40, cancellous bone 350 and pure cortical bone 1850 HU.
 
 **Partial-volume cortex** (:func:`cortical_fraction`): cortex is 1-2 mm thick, so most cortical
@@ -57,12 +57,12 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from synthct.phantom.labels import Tissue
-from synthct.phantom.tissues import TISSUES
+from synthct.imaging.labels import Tissue
+from synthct.imaging.tissues import TISSUES
 from synthct.synthesis.errors import SynthesisInputError
 from synthct.synthesis.normalisation import body_mask_from_mri, check_mr_array
+from synthct.synthesis.result import SynthesisResult
 from synthct.synthesis.sliding_window import WindowProgress
-from synthct.synthesis.synthesizer import SynthesisResult
 from synthct.volume import MultiEchoMR, SyntheticCT
 
 #: Main fat peak relative to water, ppm, and the proton gyromagnetic ratio (Hz/T).
@@ -89,7 +89,7 @@ NEIGHBOUR_CLASSES = (TissueClass.FAT, TissueClass.SOFT_TISSUE, TissueClass.MARRO
 class BaselineParameters:
     """Thresholds of the classification, the partial-volume rule and the bulk HU of each class.
 
-    HU come from the phantom's tissue table (:data:`synthct.phantom.tissues.TISSUES`), whose
+    HU come from the phantom's tissue table (:data:`synthct.imaging.tissues.TISSUES`), whose
     source strings cite the literature; nothing here is fitted to CT.
     """
 

@@ -18,13 +18,10 @@ be silently ignored). Sections:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
@@ -32,11 +29,12 @@ from pydantic import (
     model_validator,
 )
 
+from synthct.settings import SettingsBase, read_yaml_mapping, validation_problems
 from synthct.synthesis.errors import TrainingConfigError
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Section(SettingsBase):
+    """Frozen; unknown keys are refused (:class:`~synthct.settings.SettingsBase`)."""
 
 
 class NetworkConfig(_Section):
@@ -372,12 +370,8 @@ def config_from_dict(data: dict[str, Any], *, where: str = "configuration") -> S
     try:
         return SynthesisConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-            for err in exc.errors()
-        )
         raise TrainingConfigError(
-            f"invalid synthesis configuration: {problems}",
+            f"invalid synthesis configuration: {validation_problems(exc)}",
             path=where,
             fix="correct these settings (see synthct.synthesis.config for every key and its "
             "default, or configs/ for examples)",
@@ -386,24 +380,8 @@ def config_from_dict(data: dict[str, Any], *, where: str = "configuration") -> S
 
 def load_config(path: str | os.PathLike[str]) -> SynthesisConfig:
     """Read a YAML configuration file; missing keys take their defaults."""
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TrainingConfigError(
-            f"cannot read the configuration ({exc.strerror or exc})",
-            path=p,
-            fix="check the path",
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise TrainingConfigError(
-            f"not valid YAML ({exc})", path=p, fix="repair the YAML syntax"
-        ) from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise TrainingConfigError("the configuration must be a YAML mapping of sections", path=p)
-    return config_from_dict(data, where=str(p))
+    data = read_yaml_mapping(path, what="configuration", error=TrainingConfigError)
+    return config_from_dict(data, where=str(path))
 
 
 def config_to_yaml(config: SynthesisConfig) -> str:

@@ -26,8 +26,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
+from synthct.settings import SettingsBase
 from synthct.synthesis.config import CardConfig
 from synthct.synthesis.errors import DomainMismatchError, OutOfDomainWarning
 from synthct.volume import MultiEchoMR
@@ -42,14 +41,12 @@ VOXEL_SIZE_FACTOR = 1.5
 Range = tuple[float, float]
 
 
-class TrainingDomain(BaseModel):
+class TrainingDomain(SettingsBase):
     """What a model was trained on (JSON-ready; part of the model card).
 
     Sizes are sorted per voxel (smallest first), so an axial and a sagittal acquisition of the
     same voxel compare equal.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     n_echoes: int
     echo_times_ms: tuple[Range, ...] | None = None

@@ -14,8 +14,8 @@ sub-voxels per edge:
   :func:`synthct.phantom.ct_insertion.insert_lesions_into_ct` (both use
   :func:`~synthct.phantom.ct_insertion.rasterise_lesion`).
 * **MRI** (raw magnitudes, before normalisation): each sub-voxel's complex signal per echo from
-  the spoiled gradient echo equation (:func:`synthct.phantom.mri.spgr_signal` via the tissue
-  table, with the case's echo times, TR, flip angle and field strength from
+  the spoiled gradient echo equation (:func:`synthct.imaging.signal_equation.spgr_signal` via
+  the tissue table, with the case's echo times, TR, flip angle and field strength from
   ``MultiEchoMR.protocol``) averaged over the voxel, times the static-dephasing factor of the
   voxel's dense inclusions (``exp(-mean exponent)``, as the phantom renderer applies it), times
   the case's local receive gain (the median ratio of observed to predicted signal of the pure
@@ -39,10 +39,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from synthct.geometry import Geometry
+from synthct.imaging.labels import Tissue
+from synthct.imaging.tissues import TISSUES
 from synthct.phantom.ct_insertion import EllipsoidLesion, rasterise_lesion
-from synthct.phantom.labels import Tissue
 from synthct.phantom.lesions import LESION_TYPES
-from synthct.phantom.tissues import TISSUES
 from synthct.synthesis.config import LesionInsertionConfig
 from synthct.volume import MRProtocol
 
@@ -59,7 +59,7 @@ class InsertionSource:
     raw_mr : (echo, I, J, K) ndarray of float32
         The un-normalised echo magnitudes.
     tissue : (I, J, K) ndarray of uint8
-        Tissue labels (:class:`synthct.phantom.labels.Tissue`) on the MRI grid.
+        Tissue labels (:class:`synthct.imaging.labels.Tissue`) on the MRI grid.
     affine : (4, 4) ndarray
         LPS affine of the MRI grid.
     candidates : (n,) ndarray of int64

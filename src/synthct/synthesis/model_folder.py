@@ -81,7 +81,7 @@ def build_card(
     validation: dict[str, Any],
 ) -> dict[str, Any]:
     """The model card's content, without the checksum (added when the weights are written)."""
-    from synthct import __version__
+    from synthct.version import __version__
 
     return {
         "format": FORMAT,

@@ -37,7 +37,7 @@ import numpy as np
 
 from synthct.synthesis.config import NetworkConfig, SynthesisConfig
 from synthct.synthesis.errors import TrainingConfigError
-from synthct.synthesis.manifest import Case
+from synthct.synthesis.manifest import Case, CaseRecord
 
 #: An axis whose spacing exceeds this multiple of the finest axis's is anisotropic.
 ANISOTROPY_RATIO = 3.0
@@ -327,7 +327,6 @@ def plan_from_manifest(manifest: str | os.PathLike[str], config: SynthesisConfig
         When the training cases have different channel counts.
     """
     from synthct.synthesis.manifest import load_case, read_manifest
-    from synthct.synthesis.training import split_cases
 
     records = read_manifest(manifest)
     train_ids, _ = split_cases(records, config)
@@ -342,3 +341,29 @@ def plan_from_manifest(manifest: str | os.PathLike[str], config: SynthesisConfig
         raise TrainingConfigError(
             str(exc), path=manifest, fix="train on cases with the same MRI channels"
         ) from exc
+
+
+def split_cases(
+    records: Sequence[CaseRecord], config: SynthesisConfig
+) -> tuple[list[str], list[str]]:
+    """Training and validation case ids: the manifest's ``split`` column, or a seeded draw."""
+    usable = [r for r in records if r.split != "test"]
+    if any(r.split for r in usable):
+        train = [r.case_id for r in usable if r.split in (None, "train")]
+        validation = [r.case_id for r in usable if r.split == "validation"]
+    else:
+        ids = [r.case_id for r in usable]
+        n_val = 0
+        if len(ids) >= 2 and config.training.validation_fraction > 0:
+            n_val = max(1, round(config.training.validation_fraction * len(ids)))
+            n_val = min(n_val, len(ids) - 1)
+        order = np.random.default_rng(config.training.seed).permutation(len(ids))
+        validation = sorted(ids[i] for i in order[:n_val])
+        train = [i for i in ids if i not in validation]
+    if not train:
+        raise TrainingConfigError(
+            "no training case (every case is marked validation or test)",
+            path="manifest",
+            fix="mark at least one case as train, or leave the split column empty",
+        )
+    return train, validation

@@ -9,19 +9,16 @@
 Both are trained by ``scripts/train_shipped_models.sh`` (``configs/product_like.yaml``,
 ``configs/lesion_aware.yaml``) for the paper's protocol (two-echo 3 T SPGR, TR 7 ms,
 TE 1.15/2.30 ms, 0.74 x 0.74 x 0.9 mm); each card records the command, seeds and version.
-Loading verifies the weights' SHA-256 against the card.
+Loading (:func:`synthct.synthesis.synthesizer.load_shipped_model`) verifies the weights'
+SHA-256 against the card.
 """
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from synthct.synthesis.errors import ModelFolderError
-
-if TYPE_CHECKING:
-    from synthct.synthesis.synthesizer import SynthesisModel
 
 #: Names of the shipped models (folders under ``synthct/models/``).
 SHIPPED_MODELS: tuple[str, ...] = ("product_like", "lesion_aware")
@@ -50,10 +47,3 @@ def shipped_model_path(name: str) -> Path:
             f"{name} (it copies the model folder here)",
         )
     return folder
-
-
-def load_shipped_model(name: str, *, device: str = "cpu") -> SynthesisModel:
-    """Load a shipped model; its weights are checked against the card's SHA-256."""
-    from synthct.synthesis.synthesizer import SynthesisModel
-
-    return SynthesisModel.load(shipped_model_path(name), device=device)

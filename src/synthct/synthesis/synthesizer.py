@@ -12,22 +12,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from synthct.io.image_files import image_suffix
 from synthct.synthesis.config import SynthesisConfig
 from synthct.synthesis.domain import TrainingDomain, check_domain
 from synthct.synthesis.errors import ModelFolderError, SynthesisInputError
 from synthct.synthesis.inference_grid import grid_with_spacing, inference_spacing, outputs_to_grid
 from synthct.synthesis.model_folder import ModelFolder, load_model_folder
 from synthct.synthesis.normalisation import body_mask_from_mri, normalise_mr
+from synthct.synthesis.result import SynthesisResult, Synthesizer
 from synthct.synthesis.sliding_window import WindowProgress, sliding_window_predict
 from synthct.synthesis.uncertainty import (
     ALEATORIC,
@@ -42,89 +40,6 @@ from synthct.synthesis.uncertainty import (
 from synthct.volume import MultiEchoMR, ScalarVolume, SyntheticCT
 
 Epistemic = Literal["mc_dropout", "ensemble"]
-
-#: File name endings of the uncertainty maps written beside the sCT.
-MAP_SUFFIXES = {
-    "aleatoric_sd": "_aleatoric_sd",
-    "epistemic_sd": "_epistemic_sd",
-    "total_sd": "_total_sd",
-}
-
-
-def map_paths(sct_path: str | os.PathLike[str]) -> dict[str, Path]:
-    """Where the SD maps of an sCT file go: ``<stem>_aleatoric_sd<suffix>`` and so on."""
-    p = Path(sct_path)
-    suffix = image_suffix(p) or p.suffix
-    stem = p.name[: len(p.name) - len(suffix)] if suffix else p.name
-    return {k: p.with_name(stem + v + suffix) for k, v in MAP_SUFFIXES.items()}
-
-
-@dataclass
-class SynthesisResult:
-    """An sCT and, when requested, its uncertainty maps (SD in HU), all on the MRI grid.
-
-    Parameters
-    ----------
-    sct : SyntheticCT
-        The synthetic CT in HU.
-    body_mask : (I, J, K) ndarray of bool
-        The MRI body mask used for normalisation (and masking, when on).
-    aleatoric_sd, epistemic_sd, total_sd : ScalarVolume, optional
-        SD maps in HU.
-    epistemic_method : str, optional
-        ``"mc_dropout"`` (with ``mc_passes``) or ``"ensemble"``.
-    out_of_domain : list of str
-        The training-domain mismatches found (each was also warned about).
-    """
-
-    sct: SyntheticCT
-    body_mask: NDArray[np.bool_]
-    aleatoric_sd: ScalarVolume | None = None
-    epistemic_sd: ScalarVolume | None = None
-    total_sd: ScalarVolume | None = None
-    epistemic_method: str | None = None
-    mc_passes: int | None = None
-    out_of_domain: list[str] = field(default_factory=list)
-
-    def maps(self) -> dict[str, ScalarVolume]:
-        """The SD maps present, by name (``aleatoric_sd``, ``epistemic_sd``, ``total_sd``)."""
-        found = {
-            "aleatoric_sd": self.aleatoric_sd,
-            "epistemic_sd": self.epistemic_sd,
-            "total_sd": self.total_sd,
-        }
-        return {k: v for k, v in found.items() if v is not None}
-
-    def write(
-        self, path: str | os.PathLike[str], *, overwrite: bool = True, **dicom: Any
-    ) -> dict[str, Path]:
-        """Write the sCT to ``path`` and its SD maps beside it (atomic writes); return paths.
-
-        Extra keyword arguments go to the DICOM writer when ``path`` is a DICOM folder.
-        """
-        from synthct.io import write_volume
-
-        written = {"sct": write_volume(self.sct, path, overwrite=overwrite, **dicom)}
-        targets = map_paths(path)
-        for name, volume in self.maps().items():
-            written[name] = write_volume(volume, targets[name], overwrite=overwrite)
-        return written
-
-
-class Synthesizer(Protocol):
-    """Anything that turns a multi-echo MRI into a :class:`SynthesisResult`."""
-
-    name: str
-
-    def synthesize(
-        self,
-        mr: MultiEchoMR,
-        *,
-        uncertainty: bool = False,
-        progress: WindowProgress | None = None,
-    ) -> SynthesisResult:
-        """The sCT of ``mr`` (and SD maps when ``uncertainty``)."""
-        ...
 
 
 def predict_arrays(
@@ -451,3 +366,10 @@ def load_synthesizer(
 
         return BaselineSynthesizer()
     return SynthesisModel.load(model, device=device)
+
+
+def load_shipped_model(name: str, *, device: str = "cpu") -> SynthesisModel:
+    """Load a shipped model; its weights are checked against the card's SHA-256."""
+    from synthct.synthesis.shipped import shipped_model_path
+
+    return SynthesisModel.load(shipped_model_path(name), device=device)

@@ -77,7 +77,7 @@ from synthct.synthesis.manifest import Case, CaseRecord, load_case, read_manifes
 from synthct.synthesis.model_folder import build_card, save_model_folder
 from synthct.synthesis.network import build_network, count_parameters
 from synthct.synthesis.patches import PatchSampler, PreparedCase, prepare_case
-from synthct.synthesis.planning import resample_case
+from synthct.synthesis.planning import resample_case, split_cases
 from synthct.synthesis.synthesizer import resolve_device
 from synthct.synthesis.training_validation import (
     keep_best,
@@ -128,32 +128,6 @@ class TrainingResult:
     best_checkpoint_path: Path | None = None
     #: ``model-best/``: the best checkpoint as a loadable model folder (None: no best yet).
     best_model_dir: Path | None = None
-
-
-def split_cases(
-    records: Sequence[CaseRecord], config: SynthesisConfig
-) -> tuple[list[str], list[str]]:
-    """Training and validation case ids: the manifest's ``split`` column, or a seeded draw."""
-    usable = [r for r in records if r.split != "test"]
-    if any(r.split for r in usable):
-        train = [r.case_id for r in usable if r.split in (None, "train")]
-        validation = [r.case_id for r in usable if r.split == "validation"]
-    else:
-        ids = [r.case_id for r in usable]
-        n_val = 0
-        if len(ids) >= 2 and config.training.validation_fraction > 0:
-            n_val = max(1, round(config.training.validation_fraction * len(ids)))
-            n_val = min(n_val, len(ids) - 1)
-        order = np.random.default_rng(config.training.seed).permutation(len(ids))
-        validation = sorted(ids[i] for i in order[:n_val])
-        train = [i for i in ids if i not in validation]
-    if not train:
-        raise TrainingConfigError(
-            "no training case (every case is marked validation or test)",
-            path="manifest",
-            fix="mark at least one case as train, or leave the split column empty",
-        )
-    return train, validation
 
 
 def _cosine(iterations: int) -> Callable[[int], float]:

@@ -62,9 +62,9 @@ def validate_volumes(
     network: torch.nn.Module, cases: Sequence[Case], config: SynthesisConfig, device: str
 ) -> dict[str, Any]:
     """Whole-volume MAE (CT body mask) and bone Dice (150 and 250 HU) of each case."""
+    from synthct.imaging.body_mask import body_mask_from_ct
+    from synthct.imaging.image_metrics import bone_dice, mae_hu
     from synthct.synthesis.normalisation import normalise_mr
-    from synthct.validation.body_mask import body_mask_from_ct
-    from synthct.validation.image_metrics import bone_dice, mae_hu
 
     rows = []
     for case in cases:

@@ -1,8 +1,9 @@
 """Validation of a synthetic CT against its CT, image-wide and lesion by lesion.
 
-Modules, one concept each: :mod:`~synthct.validation.body_mask` (body mask from CT),
-:mod:`~synthct.validation.image_metrics` (SynthRAD2025-compatible MAE, ME, PSNR, MS-SSIM,
-per-tissue MAE, bone Dice), the lesion modules (``lesion_*``: ROI statistics, visibility, size)
-and :mod:`~synthct.validation.statistics` (cohort statistics). Import from the modules; this
-package imports nothing so that ``import synthct.validation.x`` stays cheap.
+Modules, one concept each: the lesion modules (``lesion_*``: ROI statistics, visibility, the
+per-lesion figure), :mod:`~synthct.validation.statistics` (cohort statistics), the case and the
+cohort runner, the DICOM SEG/SR of the lesion results and the audit column. The image metrics,
+body mask, registration and lesion size it uses are shared services in :mod:`synthct.imaging`.
+Import from the modules; this package imports nothing so that ``import synthct.validation.x``
+stays cheap.
 """

@@ -11,18 +11,19 @@ Stages (each timed in ``CaseResult.timings_s``):
    MR passed as CT fail here), the MRI (one file/folder, or one file per echo stacked in the
    order given), the lesion label map and the body mask as label maps; NaN voxels fail.
 2. ``body_mask``: the given mask, or one derived from the CT
-   (:func:`~synthct.validation.body_mask.body_mask_from_ct`).
+   (:func:`~synthct.imaging.body_mask.body_mask_from_ct`).
 3. ``align``: sCT/MRI/mask onto the CT grid, registered first with ``register``
-   (:mod:`synthct.validation.alignment`).
+   (:mod:`synthct.imaging.alignment`).
 3b. ``alignment_check``: is the sCT aligned with the CT (NCC, bone Dice, best small shift;
-   :mod:`synthct.validation.alignment_check`)? A misaligned sCT stops the case with the
+   :mod:`synthct.imaging.alignment_check`)? A misaligned sCT stops the case with the
    measured offset (``alignment="check"``), is registered and checked again
    (``alignment="auto"``), or is measured with a warning (``alignment="warn"``). A lesion is
    called missed on the sCT (``sct_missed``) only when the check passed.
 4. ``image_metrics``: inside the body mask intersected with the sCT's field of view.
 5. ``lesion_metrics``: every lesion, on CT and sCT in the same ROI, with the MRI when given.
 6. ``audit`` (with ``ValidationSettings.audit``): the omission audit of the sCT with the MRI,
-   each flag compared with the CT and the lesions (:mod:`synthct.validation.audit_column`).
+   each flag compared with the CT and the lesions (:mod:`synthct.validation.audit_column`; the
+   audit itself runs in the stage the caller passes, :mod:`synthct.workflows.audit_column`).
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from synthct.errors import SynthctError, VolumeKindError
-from synthct.validation.alignment import (
+from synthct.imaging.alignment import (
     DEFAULT_MIN_OVERLAP_FRACTION,
     Alignment,
     RegistrationReport,
@@ -52,24 +53,24 @@ from synthct.validation.alignment import (
     label_map_on_grid,
     mri_on_grid,
 )
-from synthct.validation.alignment_check import (
+from synthct.imaging.alignment_check import (
     AlignmentCheck,
     AlignmentCheckSettings,
     check_alignment,
 )
-from synthct.validation.audit_column import (
-    AuditColumns,
-    AuditColumnSettings,
-    audit_case,
-    empty_audit_columns,
-    run_case_audit,
-)
-from synthct.validation.body_mask import DEFAULT_BODY_THRESHOLD_HU, axial_axis, body_mask_from_ct
-from synthct.validation.image_metrics import (
+from synthct.imaging.body_mask import DEFAULT_BODY_THRESHOLD_HU, axial_axis, body_mask_from_ct
+from synthct.imaging.image_metrics import (
     BONE_THRESHOLDS_HU,
     HU_RANGE,
     TISSUE_EDGES_HU,
     image_metrics,
+)
+from synthct.settings import SettingsBase
+from synthct.validation.audit_column import (
+    AuditColumns,
+    AuditColumnSettings,
+    CaseAuditor,
+    empty_audit_columns,
 )
 from synthct.validation.lesion_metrics import LesionMasks, LesionResult, measure_lesions
 from synthct.validation.lesion_settings import LesionSettings
@@ -90,7 +91,7 @@ AlignmentMode = Literal["check", "auto", "warn"]
 MAX_METRIC_THREADS = 5
 
 
-class ValidationSettings(BaseModel):
+class ValidationSettings(SettingsBase):
     """Every setting of a validation run (immutable; written to ``settings.json``).
 
     Parameters
@@ -112,7 +113,7 @@ class ValidationSettings(BaseModel):
     body_threshold_hu : float
         Threshold of the body mask derived from the CT.
     hu_range_hu, tissue_edges_hu, bone_thresholds_hu
-        Options of :func:`~synthct.validation.image_metrics.image_metrics`.
+        Options of :func:`~synthct.imaging.image_metrics.image_metrics`.
     min_overlap_fraction : float
         Without registration, grids whose fields of view overlap less are different frames.
     metric_threads : int, optional
@@ -127,7 +128,7 @@ class ValidationSettings(BaseModel):
         (``--keep-identifiers``); by default they are de-identified (:mod:`synthct.io.deidentify`).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)
 
     rigid_registration: bool = False
     alignment: AlignmentMode = "check"
@@ -432,6 +433,7 @@ def compute_case(
     settings: ValidationSettings | None = None,
     *,
     figure_dir: Path | None = None,
+    auditor: CaseAuditor | None = None,
 ) -> CaseResult:
     """Validate one case; raise :class:`CaseFailure` on bad input.
 
@@ -442,9 +444,12 @@ def compute_case(
     settings : ValidationSettings, optional
         Defaults when omitted.
     figure_dir : Path, optional
-        Write each lesion's figure (CT | sCT | MRI, :mod:`synthct.report.lesion_figure`) there
+        Write each lesion's figure (CT | sCT | MRI, :mod:`synthct.validation.lesion_figure`) there
         as ``lesion-<lesion_id>.png`` while the volumes are in memory. A figure that cannot be
         drawn is a warning, not a failure; without the report package no figure is drawn.
+    auditor : CaseAuditor, optional
+        The audit stage, needed when ``settings.audit`` is set
+        (:func:`synthct.workflows.audit_column.audit_case_columns`).
 
     Returns
     -------
@@ -454,6 +459,7 @@ def compute_case(
     from synthct.io import read_volume
 
     s = settings or ValidationSettings()
+    require_auditor(s, auditor)
     stages = _Stages(case.case_id)
     with stages.stage("read"):
         _require_exists(case)
@@ -521,7 +527,8 @@ def compute_case(
 
     audit = None
     if s.audit is not None:
-        audit = _audit(case, stages, s.audit, mri, sct, ct, aligned, lesions)
+        assert auditor is not None  # checked above
+        audit = _audit(case, stages, s.audit, auditor, mri, sct, ct, aligned, lesions)
 
     figures: list[str] = []
     # The synthesis model's domain warnings travel with the sCT and are repeated here.
@@ -661,40 +668,40 @@ def _checked_alignment(
     return aligned, inside, check, action
 
 
-#: Where `synthct validate` reads the MRI protocol the audit needs.
-PROTOCOL_FIX = (
-    "give the protocol in the MRI's JSON sidecar (<image>.json beside each echo file: "
-    "echo_times_ms, repetition_time_ms, flip_angle_deg, field_strength_t, or the BIDS keys "
-    "EchoTime, RepetitionTime in s, FlipAngle, MagneticFieldStrength) or as DICOM headers"
-)
-
-
 def _audit(
     case: CaseSpec,
     stages: _Stages,
     settings: AuditColumnSettings,
+    auditor: CaseAuditor,
     mri: MultiEchoMR | None,
     sct: CTVolume,
     ct: CTVolume,
     aligned: Alignment,
     lesions: list[LesionResult],
 ) -> AuditColumns:
-    """The audit stage: empty columns (and a warning) without an MRI or its protocol."""
-    from synthct.audit.errors import AuditInputError
-    from synthct.audit.inputs import signal_protocol
-
+    """The audit stage: empty columns (and a warning) without an MRI."""
     if mri is None:
         return empty_audit_columns(len(lesions), "the case has no MRI (manifest column mri)")
-    try:
-        signal_protocol(mri)
-    except AuditInputError as exc:
-        # the validation stands without the audit; the warning says what to supply (the
-        # error's own fix names `synthct audit` options, which validate does not have)
-        return empty_audit_columns(len(lesions), f"{exc.problem} (fix: {PROTOCOL_FIX})")
     # errors name the audit stage and the MRI (a model or sCT problem names its own file)
     with stages.stage("audit", column="mri", path=mri.source):
-        result = run_case_audit(mri, sct, settings)
-        return audit_case(case.case_id, result, ct, aligned, lesions, settings)
+        return auditor(case.case_id, mri, sct, ct, aligned, lesions, settings)
+
+
+def require_auditor(settings: ValidationSettings, auditor: CaseAuditor | None) -> None:
+    """Raise when the settings ask for the audit column and no audit stage is given.
+
+    Raises
+    ------
+    SynthctError
+        ``settings.audit`` is set and ``auditor`` is None.
+    """
+    if settings.audit is not None and auditor is None:
+        raise SynthctError(
+            "the settings ask for the audit column but no audit stage was given",
+            path="ValidationSettings.audit",
+            fix="pass auditor=synthct.workflows.audit_column.audit_case_columns, or leave the "
+            "audit out of the settings",
+        )
 
 
 def validate_case(
@@ -702,15 +709,17 @@ def validate_case(
     settings: ValidationSettings | None = None,
     *,
     figure_dir: Path | None = None,
+    auditor: CaseAuditor | None = None,
 ) -> CaseResult:
     """Validate one case; bad input gives a failed :class:`CaseResult` with the reason.
 
     Unexpected errors (bugs) are caught too, with their type and traceback's last line, so
     that a cohort run finishes the other cases. Parameters as :func:`compute_case`.
     """
+    require_auditor(settings or ValidationSettings(), auditor)
     start = time.perf_counter()
     try:
-        return compute_case(case, settings, figure_dir=figure_dir)
+        return compute_case(case, settings, figure_dir=figure_dir, auditor=auditor)
     except CaseFailure as exc:
         check = exc.check.to_dict() if isinstance(exc, MisalignmentFailure) else None
         return CaseResult(
@@ -757,7 +766,11 @@ def _write_dicom_outputs(
     Both reference the input CT series; problems (e.g. a de-identified series without UIDs)
     become warnings, since the tables hold the same results.
     """
-    from synthct.io.dicom_seg_sr import masks_from_results, write_lesion_seg, write_lesion_sr
+    from synthct.validation.dicom_seg_sr import (
+        masks_from_results,
+        write_lesion_seg,
+        write_lesion_sr,
+    )
 
     folder.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
@@ -783,7 +796,7 @@ def _write_figures(
 ) -> tuple[list[str], list[str]]:
     """Each lesion's figure, ``lesion-<id>.png``; problems become warnings."""
     try:
-        from synthct.report.lesion_figure import lesion_figure
+        from synthct.validation.lesion_figure import lesion_figure
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("synthct"):
             return [], []

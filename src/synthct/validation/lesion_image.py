@@ -11,7 +11,7 @@ CT and the sCT of a case.
   ``+-inf`` (0 when the means are equal too). A lesion is visible when ``|CNR| >=
   rose_threshold`` (Rose criterion, 3 by default [2]_) **and** its segmentation has at least
   ``min_voxels`` voxels and a largest diameter of at least ``min_diameter_mm``.
-* Size (:mod:`synthct.validation.lesion_size`): half-way threshold between the ROI mean and the
+* Size (:mod:`synthct.imaging.lesion_size`): half-way threshold between the ROI mean and the
   shell mean inside the search region, components that overlap the ROI; maximal axial Feret
   diameter and cranio-caudal extent in mm. A lesion that is not visible has an empty
   segmentation and 0 x 0 mm, as Fischer et al. report [1]_.
@@ -36,13 +36,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from synthct.errors import VolumeKindError
-from synthct.validation.lesion_settings import LesionSettings
-from synthct.validation.lesion_size import (
+from synthct.imaging.lesion_size import (
     axial_diameter_mm,
     craniocaudal_extent_mm,
     half_way_threshold_hu,
     segment_lesion,
 )
+from synthct.validation.lesion_settings import LesionSettings
 
 __all__ = [
     "CalcificationGrade",

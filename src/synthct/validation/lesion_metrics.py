@@ -40,9 +40,10 @@ from numpy.typing import NDArray
 
 from synthct.errors import VolumeKindError
 from synthct.geometry import Geometry, require_same_geometry
-from synthct.mri_noise import estimate_noise_sd
+from synthct.imaging.body_mask import body_mask_from_ct
+from synthct.imaging.lesion_size import dice_coefficient
+from synthct.imaging.mri_noise import estimate_noise_sd
 from synthct.resample import resample_to
-from synthct.validation.body_mask import body_mask_from_ct
 from synthct.validation.lesion_image import (
     CalcificationGrade,
     ImageLesionMeasurement,
@@ -66,7 +67,6 @@ from synthct.validation.lesion_roi import (
     sphere_mask,
 )
 from synthct.validation.lesion_settings import LesionSettings
-from synthct.validation.lesion_size import dice_coefficient
 from synthct.volume import CTVolume, LabelMap, Volume
 
 __all__ = [

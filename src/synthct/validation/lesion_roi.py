@@ -43,8 +43,8 @@ from scipy.ndimage import distance_transform_edt, find_objects
 
 from synthct.errors import SynthctError
 from synthct.geometry import Geometry
+from synthct.imaging.body_mask import EmptyMaskError
 from synthct.resample import resample_to
-from synthct.validation.body_mask import EmptyMaskError
 from synthct.volume import LabelMap
 
 __all__ = [

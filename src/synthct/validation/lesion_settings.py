@@ -18,19 +18,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from synthct.settings import SettingsBase
 
 __all__ = ["LesionSettings"]
 
 
-class LesionSettings(BaseModel):
+class LesionSettings(SettingsBase):
     """Every rule and threshold of the lesion-level metrics (immutable).
 
     ``to_dict()`` returns the values and, under ``"rules"``, each rule in words with the values
     filled in, for the outputs' metadata.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)
 
     calcified_threshold_hu: float = Field(
         default=130.0, description="voxels at or above this HU count as calcified"

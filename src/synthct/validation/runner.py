@@ -39,11 +39,12 @@ from typing import Any, Literal
 import numpy as np
 
 from synthct.errors import SynthctError, WriteError
+from synthct.imaging.alignment import transform_from_dict, write_transform
 from synthct.io.atomic import PARTIAL_PREFIX, atomic_file
 from synthct.io.deidentify import relative_path, relative_paths_in
 from synthct.io.output_safety import OutputLock, claim_output_folder
-from synthct.validation.alignment import transform_from_dict, write_transform
-from synthct.validation.case import CaseResult, ValidationSettings, validate_case
+from synthct.validation.audit_column import CaseAuditor
+from synthct.validation.case import CaseResult, ValidationSettings, require_auditor, validate_case
 from synthct.validation.lesion_metrics import LesionMasks
 from synthct.validation.manifest import CaseSpec, Manifest
 from synthct.validation.outputs import (
@@ -151,7 +152,7 @@ def case_fingerprint(case: CaseSpec, settings: ValidationSettings) -> dict[str, 
         "settings": settings fingerprint, "synthct": version}``; the audit model's files are
         among ``files`` when the audit column is on.
     """
-    from synthct import __version__
+    from synthct.version import __version__
 
     paths = _with_sidecars([p for ps in case.input_paths().values() for p in ps])
     if settings.audit is not None and settings.audit.model is not None:
@@ -336,7 +337,10 @@ def check_scheduler_address(address: str) -> str:
 
 # -- running -------------------------------------------------------------------------------------
 def _run_in_worker(
-    case: CaseSpec, settings: ValidationSettings, figure_dir: Path | None
+    case: CaseSpec,
+    settings: ValidationSettings,
+    figure_dir: Path | None,
+    auditor: CaseAuditor | None = None,
 ) -> CaseResult:
     """A Dask task: one case, ITK limited to one thread (one case per worker process)."""
     import SimpleITK as sitk
@@ -346,7 +350,7 @@ def _run_in_worker(
     if settings.metric_threads is None:
         settings = settings.model_copy(update={"metric_threads": 1})
     try:
-        return validate_case(case, settings, figure_dir=figure_dir)
+        return validate_case(case, settings, figure_dir=figure_dir, auditor=auditor)
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
 
@@ -418,6 +422,7 @@ def _compute_all(
     scheduler_address: str | None,
     figure_dirs: dict[str, Path | None],
     on_result: Callable[[CaseResult, float], None],
+    auditor: CaseAuditor | None = None,
 ) -> int:
     """Run ``todo``; call ``on_result`` as each case completes. Returns the workers used."""
     if not todo:
@@ -425,7 +430,9 @@ def _compute_all(
     if n_workers == 0 and not scheduler_address:
         for case in todo:
             start = time.perf_counter()
-            result = validate_case(case, settings, figure_dir=figure_dirs[case.case_id])
+            result = validate_case(
+                case, settings, figure_dir=figure_dirs[case.case_id], auditor=auditor
+            )
             on_result(result, time.perf_counter() - start)
         return 0
     from distributed import as_completed
@@ -441,6 +448,7 @@ def _compute_all(
                 case,
                 settings,
                 figure_dirs[case.case_id],
+                auditor,
                 key=f"synthct-validate-{case.case_id}",
                 pure=False,
             )
@@ -473,6 +481,7 @@ def run_validation(
     figures: bool = True,
     report_writer: ReportWriter | Literal["auto"] | None = "auto",
     command: str = "validate",
+    auditor: CaseAuditor | None = None,
 ) -> RunSummary:
     """Validate a cohort and write tables, JSON and (when available) the report.
 
@@ -496,7 +505,7 @@ def run_validation(
         Called with a :class:`CaseProgress` for every case, as it finishes (reused first).
     figures : bool
         Draw each lesion's figure into ``cases/<case_id>/lesion-<lesion_id>.png`` (needs
-        :mod:`synthct.report.lesion_figure`; drawn by the worker, so a remote cluster needs
+        :mod:`synthct.validation.lesion_figure`; drawn by the worker, so a remote cluster needs
         the output folder on a shared file system).
     report_writer : callable, "auto" or None
         Called with ``out_dir`` once the tables are written; ``"auto"`` uses
@@ -506,6 +515,9 @@ def run_validation(
         The command that owns ``out_dir`` (its marker, see
         :func:`synthct.io.output_safety.claim_output_folder`): ``"evaluate"`` validates into the
         folder it made.
+    auditor : CaseAuditor, optional
+        The audit stage, needed when ``settings.audit`` is set
+        (:func:`synthct.workflows.audit_column.audit_case_columns`).
 
     Returns
     -------
@@ -513,6 +525,7 @@ def run_validation(
     """
     start = time.perf_counter()
     s = settings or ValidationSettings()
+    require_auditor(s, auditor)
     case_list = list(cases.cases if isinstance(cases, Manifest) else cases)
     manifest_path = (
         str(cases.source) if isinstance(cases, Manifest) and cases.source is not None else None
@@ -538,6 +551,7 @@ def run_validation(
             resume=resume,
             progress=progress,
             figures=figures,
+            auditor=auditor,
         )
         writer = default_report_writer() if report_writer == "auto" else report_writer
         if writer is not None:
@@ -560,6 +574,7 @@ def _run_locked(
     resume: bool,
     progress: ProgressCallback | None,
     figures: bool,
+    auditor: CaseAuditor | None = None,
 ) -> RunSummary:
     """The run inside the output folder's lock: compute, then write the tables."""
     total = len(case_list)
@@ -606,6 +621,7 @@ def _run_locked(
         scheduler_address=scheduler_address,
         figure_dirs=figure_dirs,
         on_result=on_result,
+        auditor=auditor,
     )
     ordered = [results[c.case_id] for c in case_list]
     manifest_rel = None if manifest_path is None else relative_path(manifest_path, out)

@@ -76,7 +76,7 @@ def niivue_bundle() -> Path:
 
 def page_settings() -> dict[str, Any]:
     """Window presets (HU) and layer colours the page uses, also embedded in exports."""
-    from synthct.report.lesion_figure import CALCIFICATION_WINDOW_HU
+    from synthct.validation.lesion_figure import CALCIFICATION_WINDOW_HU
 
     level, width = CALCIFICATION_WINDOW_HU
     return {

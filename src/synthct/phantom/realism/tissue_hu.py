@@ -94,7 +94,7 @@ def hu_class_masks(
     hu : (I, J, K) array_like
         CT in HU.
     body : (I, J, K) array_like of bool
-        The body mask (e.g. :func:`synthct.validation.body_mask.body_mask_from_ct`).
+        The body mask (e.g. :func:`synthct.imaging.body_mask.body_mask_from_ct`).
     spacing_mm : sequence of 3 float
         Voxel size along the array axes (for the smoothing).
     windows : HUWindows, optional

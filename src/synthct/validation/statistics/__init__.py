@@ -20,7 +20,11 @@ with units in the keys and the name and settings of every test.
 
 from __future__ import annotations
 
-from synthct.validation.statistics._common import HypothesisTestResult, StatisticsInputError
+from synthct.validation.statistics._common import (
+    HypothesisTestResult,
+    StatisticsInputError,
+    unit_key,
+)
 from synthct.validation.statistics.cohort import (
     DEFAULT_QUANTITIES,
     VISIBILITY_COLUMNS,
@@ -67,4 +71,5 @@ __all__ = [
     "describe_proportion",
     "format_p_value",
     "results_paragraph",
+    "unit_key",
 ]

@@ -2,7 +2,7 @@
 
 Conventions
 -----------
-* Differences are ``sct - ct`` (as ``mean_error_hu`` of :mod:`synthct.validation.image_metrics`):
+* Differences are ``sct - ct`` (as ``mean_error_hu`` of :mod:`synthct.imaging.image_metrics`):
   a negative mean difference means the sCT shows less than the CT. All tests are two-sided.
 * Student's paired t-test [1]_ (``scipy.stats.ttest_rel``) is the paper's test. When all
   differences are equal (zero variance) t is 0/0 or infinite: statistic and p are NaN with a note.

@@ -19,9 +19,8 @@ from scipy.signal import fftconvolve
 
 from synthct.errors import GeometryMismatchError, VolumeKindError
 from synthct.geometry import affine_from_parameters
-from synthct.io import read_volume
-from synthct.validation.body_mask import EmptyMaskError, body_mask_from_ct, body_mask_volume
-from synthct.validation.image_metrics import (
+from synthct.imaging.body_mask import EmptyMaskError, body_mask_from_ct, body_mask_volume
+from synthct.imaging.image_metrics import (
     MS_SSIM_WEIGHTS,
     ImageMetrics,
     bone_dice,
@@ -32,6 +31,7 @@ from synthct.validation.image_metrics import (
     ms_ssim,
     psnr_db,
 )
+from synthct.io import read_volume
 from synthct.volume import CTVolume, LabelMap, SyntheticCT
 
 LOW_HU, HIGH_HU = -1024.0, 3071.0

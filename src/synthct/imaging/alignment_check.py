@@ -45,11 +45,12 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from scipy.fft import irfftn, next_fast_len, rfftn
 from scipy.ndimage import minimum_filter
 
-from synthct.validation.lesion_size import dice_coefficient
+from synthct.imaging.lesion_size import dice_coefficient
+from synthct.settings import SettingsBase
 
 __all__ = ["AlignmentCheck", "AlignmentCheckSettings", "check_alignment", "mae_and_ncc"]
 
@@ -64,10 +65,10 @@ MIN_SEARCH_VOXELS = 16
 MIN_KERNEL_FRACTION = 0.25
 
 
-class AlignmentCheckSettings(BaseModel):
+class AlignmentCheckSettings(SettingsBase):
     """Thresholds of the alignment check (immutable; recorded in ``settings.json``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)
 
     max_shift_mm: float = Field(default=16.0, gt=0, description="shift search range per axis")
     search_grid_mm: float = Field(default=3.0, gt=0, description="coarse grid of the search")

@@ -2,7 +2,7 @@
 
 One row per plane (axial through the lesion centre, then sagittal through it), columns
 CT | sCT | MRI source (the echo with the best lesion contrast), zoomed around the lesion and
-shown in radiological orientation (:mod:`synthct.report.slices`). On every panel the ROI is
+shown in radiological orientation (:mod:`synthct.figures.slices`). On every panel the ROI is
 outlined (dashed yellow); on the CT and sCT panels the lesion segmentation of that image is
 outlined (cyan) and the measured diameters are drawn as red lines: the maximal axial Feret
 diameter on the axial row and the cranio-caudal extent on the sagittal row. Each panel states
@@ -10,7 +10,7 @@ the ROI mean in HU, "visible" or "not visible" with the CNR, and the diameters (
 not visible, as the paper reports).
 
 The line endpoints are computed from the segmentation by the same rule as the measurement
-(:mod:`synthct.validation.lesion_size`): :func:`axial_feret_line` returns the two points whose
+(:mod:`synthct.imaging.lesion_size`): :func:`axial_feret_line` returns the two points whose
 distance *is* the measured axial diameter and :func:`craniocaudal_line` the segment whose
 length is the measured sagittal diameter. An axial line is drawn in the slice where the
 maximum was found; when that is not the displayed slice (the view goes through the ROI
@@ -43,12 +43,12 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import cdist
 
+from synthct.figures.plots import save_figure
+from synthct.figures.slices import Plane, display_geometry, extract_slice
 from synthct.geometry import Geometry
-from synthct.report.plots import save_figure
-from synthct.report.slices import Plane, display_geometry, extract_slice
+from synthct.imaging.lesion_size import axial_axis
 from synthct.resample import resample_to
 from synthct.validation.lesion_metrics import LesionMasks, LesionResult
-from synthct.validation.lesion_size import axial_axis
 from synthct.volume import CTVolume, LabelMap, Volume
 
 __all__ = [
@@ -115,7 +115,7 @@ def _voxel_points(mask: ArrayLike, affine: ArrayLike) -> tuple[NDArray[np.int64]
 def axial_feret_line(mask: ArrayLike, *, affine: ArrayLike) -> MeasuredLine | None:
     """Endpoints of the maximal axial Feret diameter of a mask (None when the mask is empty).
 
-    The rule of :func:`synthct.validation.lesion_size.axial_diameter_mm`: per axial slice (the
+    The rule of :func:`synthct.imaging.lesion_size.axial_diameter_mm`: per axial slice (the
     array axis closest to S), the centres of the in-plane voxel edges projected on the L-P
     plane; the two farthest apart over all slices. The endpoints carry the mean S of their
     slice's edge centres, so ``length_mm`` equals the measured axial diameter.
@@ -156,7 +156,7 @@ def craniocaudal_line(mask: ArrayLike, *, affine: ArrayLike) -> MeasuredLine | N
     """The cranio-caudal extent of a mask as a segment along S (None when empty).
 
     From the lowest to the highest voxel face along S (the rule of
-    :func:`~synthct.validation.lesion_size.craniocaudal_extent_mm`), at the mean L and P of the
+    :func:`~synthct.imaging.lesion_size.craniocaudal_extent_mm`), at the mean L and P of the
     voxel centres; ``length_mm`` equals the measured sagittal diameter.
     """
     index, a = _voxel_points(mask, affine)

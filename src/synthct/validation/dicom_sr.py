@@ -1,5 +1,5 @@
 """The lesion measurements as a Comprehensive 3D SR, TID 1500 (see
-:mod:`synthct.io.dicom_seg_sr`), and reading them back."""
+:mod:`synthct.validation.dicom_seg_sr`), and reading them back."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from synthct import __version__
 from synthct.errors import ReadError
 from synthct.io.deidentify import mark_deidentified
 from synthct.io.dicom_references import (
@@ -27,6 +26,7 @@ from synthct.io.dicom_references import (
     save_dataset,
 )
 from synthct.validation.lesion_metrics import LesionResult
+from synthct.version import __version__
 
 __all__ = ["lesion_measurements_from_sr", "write_lesion_sr"]
 

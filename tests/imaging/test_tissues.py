@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from synthct.phantom.labels import Tissue
+from synthct.imaging.labels import Tissue
+from synthct.imaging.tissues import TISSUES, Relaxation, lookup_table
 from synthct.phantom.model import PhantomParameterError
-from synthct.phantom.tissues import TISSUES, Relaxation, lookup_table
 
 
 def test_every_tissue_has_properties_and_sources() -> None:

@@ -39,12 +39,12 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.ndimage import uniform_filter
 
 from synthct.errors import GeometryMismatchError, VolumeKindError
-from synthct.validation.body_mask import (
+from synthct.imaging.body_mask import (
     DEFAULT_BODY_THRESHOLD_HU,
     EmptyMaskError,
     body_mask_from_ct,
 )
-from synthct.validation.body_mask import axial_axis as _axial_axis
+from synthct.imaging.body_mask import axial_axis as _axial_axis
 from synthct.volume import CTVolume, Volume
 
 __all__ = [
@@ -656,7 +656,7 @@ def image_metrics(
         on the same grid (checked first).
     body_mask : Volume, optional
         Voxels to evaluate (non-zero), on the same grid. Derived from the CT with
-        :func:`~synthct.validation.body_mask.body_mask_from_ct` when omitted.
+        :func:`~synthct.imaging.body_mask.body_mask_from_ct` when omitted.
     hu_range : (float, float)
         Clipping window of PSNR and MS-SSIM.
     tissue_edges_hu : (float, float)

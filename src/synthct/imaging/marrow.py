@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from synthct.errors import SynthctError
-from synthct.phantom.labels import MARROW_TISSUES, Tissue
+from synthct.imaging.labels import MARROW_TISSUES, Tissue
 
 #: Upper edges of the fat-fraction bins (the last bin ends at 1).
 FAT_FRACTION_EDGES = (0.2, 0.4, 0.6, 0.8)
@@ -92,7 +92,7 @@ def fat_fraction_bin(fat_fraction: ArrayLike) -> NDArray[np.intp]:
 
 
 def marrow_labels(fat_fraction: ArrayLike) -> NDArray[np.uint8]:
-    """The marrow :class:`~synthct.phantom.labels.Tissue` label of each fat fraction."""
+    """The marrow :class:`~synthct.imaging.labels.Tissue` label of each fat fraction."""
     table = np.array([int(t) for t in MARROW_TISSUES], dtype=np.uint8)
     return np.asarray(table[fat_fraction_bin(fat_fraction)])
 

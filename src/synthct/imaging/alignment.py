@@ -21,7 +21,7 @@ of intensity (image moments) moved onto the sCT's, plus the aligned field-of-vie
 is scored by the metric at the coarsest level, the best few are optimised briefly there and
 the best of those is refined at every level. A mirror image (a flip) cannot be reached by a
 rigid transform; the alignment check after registration
-(:mod:`synthct.validation.alignment_check`) catches it and any other poor result. Grids of
+(:mod:`synthct.imaging.alignment_check`) catches it and any other poor result. Grids of
 any anisotropy are smoothed only along the axes finer than the registration spacing. The
 transform maps CT (fixed) points to sCT (moving) points, ITK's convention, and is applied to
 the MRI too (the sCT is computed from it, so they share a frame). Lesion annotations and a
@@ -45,14 +45,15 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from synthct.errors import GeometryMismatchError
 from synthct.geometry import Geometry
+from synthct.imaging.alignment_check import mae_and_ncc
 from synthct.io.atomic import atomic_file
 from synthct.io.itk import array_to_sitk
 from synthct.resample import resample_to
-from synthct.validation.alignment_check import mae_and_ncc
+from synthct.settings import SettingsBase
 from synthct.volume import CTVolume, LabelMap, Volume
 
 __all__ = [
@@ -80,10 +81,10 @@ MULTI_START_MIN_VOXELS = 20_000
 DEFAULT_MIN_OVERLAP_FRACTION = 0.25
 
 
-class RegistrationSettings(BaseModel):
+class RegistrationSettings(SettingsBase):
     """Parameters of the rigid registration (immutable; recorded in ``settings.json``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)
 
     spacing_mm: float = Field(
         default=1.5, gt=0, description="images resampled to this isotropic grid when finer"

@@ -5,7 +5,7 @@ and the ones that *render* it (``ct``, ``mri``): a phantom is a ``uint8`` array 
 on a (usually supersampled) grid. Lesions are drawn with their own tissue labels; a partially
 calcified lesion is a mixture of ``MENINGIOMA`` and ``CALCIFICATION`` sub-voxels, so its mean HU
 and its MRI signal both follow from the calcified fraction through the same physics.
-The physical properties of each label live in :mod:`synthct.phantom.tissues`.
+The physical properties of each label live in :mod:`synthct.imaging.tissues`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Tissue(IntEnum):
 
 
 #: Trabecular bone labels by marrow fat fraction, in increasing fat fraction (bin centres
-#: 0.1, 0.3, 0.5, 0.7, 0.9); see :mod:`synthct.phantom.marrow`.
+#: 0.1, 0.3, 0.5, 0.7, 0.9); see :mod:`synthct.imaging.marrow`.
 MARROW_TISSUES = (
     Tissue.MARROW_FF10,
     Tissue.MARROW_FF30,

@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from synthct.geometry import affine_from_parameters
-from synthct.validation.lesion_size import (
+from synthct.imaging.lesion_size import (
     axial_axis,
     axial_diameter_mm,
     craniocaudal_extent_mm,

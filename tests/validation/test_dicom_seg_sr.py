@@ -21,7 +21,8 @@ from known_geometry import ras_affine
 from synthct.errors import GeometryMismatchError, ReadError, WriteError
 from synthct.geometry import Geometry
 from synthct.io import read_volume, write_volume
-from synthct.io.dicom_seg_sr import (
+from synthct.resample import resample_to
+from synthct.validation.dicom_seg_sr import (
     PRIVATE_SCHEME,
     lesion_measurements_from_sr,
     lesion_tracking_uid,
@@ -30,7 +31,6 @@ from synthct.io.dicom_seg_sr import (
     write_lesion_seg,
     write_lesion_sr,
 )
-from synthct.resample import resample_to
 from synthct.validation.lesion_metrics import LesionResult, measure_lesions
 from synthct.volume import CTVolume, LabelMap, SyntheticCT
 

@@ -17,14 +17,14 @@ from scipy.spatial.transform import Rotation
 
 from synthct.errors import GeometryMismatchError
 from synthct.geometry import Geometry
-from synthct.io import read_volume
-from synthct.validation.alignment import (
+from synthct.imaging.alignment import (
     align_case,
     frame_overlap_fraction,
     transform_from_dict,
     write_transform,
 )
-from synthct.validation.body_mask import body_mask_from_ct
+from synthct.imaging.body_mask import body_mask_from_ct
+from synthct.io import read_volume
 from synthct.validation.case import ValidationSettings, validate_case
 from synthct.volume import CTVolume, LabelMap, SyntheticCT
 from validation.test_pipeline import (

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike
 
+from synthct.figures.slices import Plane, extract_slice
 from synthct.io.atomic import atomic_file
-from synthct.report.slices import Plane, extract_slice
 from synthct.volume import CTVolume, LabelMap, MultiEchoMR
 
 if TYPE_CHECKING:

@@ -47,7 +47,7 @@ are taken from the files' meta information, while empty Study/Series/Frame of Re
 (as some anonymisers leave them) are refused with an error, since a SEG or SR must reference
 them. :func:`lesion_measurements_from_sr` reads a report back into flat rows. The code lives
 in :mod:`synthct.io.dicom_references` (CT headers, UIDs, private codes),
-:mod:`synthct.io.dicom_seg` and :mod:`synthct.io.dicom_sr`; import it from here.
+:mod:`synthct.validation.dicom_seg` and :mod:`synthct.validation.dicom_sr`; import it from here.
 
 The tracking UID of a lesion is derived from the CT series UID and the lesion id, so the SEG
 and the SR written for one case name the same lesion with the same UID. Files are written
@@ -65,8 +65,8 @@ from synthct.io.dicom_references import (
     lesion_tracking_uid,
     read_ct_datasets,
 )
-from synthct.io.dicom_seg import masks_from_results, write_lesion_seg
-from synthct.io.dicom_sr import lesion_measurements_from_sr, write_lesion_sr
+from synthct.validation.dicom_seg import masks_from_results, write_lesion_seg
+from synthct.validation.dicom_sr import lesion_measurements_from_sr, write_lesion_sr
 
 __all__ = [
     "PRIVATE_SCHEME",

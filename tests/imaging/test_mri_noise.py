@@ -1,11 +1,11 @@
-"""Noise SD of magnitude MR images (synthct.mri_noise)."""
+"""Noise SD of magnitude MR images (synthct.imaging.mri_noise)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from synthct.mri_noise import estimate_noise_sd
+from synthct.imaging.mri_noise import estimate_noise_sd
 
 
 def test_noise_sd_from_a_rician_background() -> None:

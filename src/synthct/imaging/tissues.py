@@ -77,7 +77,7 @@ Schwenzer 2008
 Glueer 1989
     Glueer CC, Genant HK. Impact of marrow fat on accuracy of quantitative CT. J Comput Assist
     Tomogr 1989;13:1023-1035 (trabecular HU falls linearly with marrow fat; see
-    :mod:`synthct.phantom.marrow`).
+    :mod:`synthct.imaging.marrow`).
 Fischer 2025
     the reproduced study (calcified meningiomas 113-766 HU, mean 463.6 HU on CT).
 """
@@ -89,9 +89,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 from numpy.typing import NDArray
 
-from synthct.phantom.labels import MARROW_TISSUES, Tissue
-from synthct.phantom.marrow import BIN_CENTRES, DEFAULT_MARROW
-from synthct.phantom.model import PhantomParameterError
+from synthct.errors import PhantomParameterError
+from synthct.imaging.labels import MARROW_TISSUES, Tissue
+from synthct.imaging.marrow import BIN_CENTRES, DEFAULT_MARROW
 
 #: Field strengths (T) at which the table holds relaxation times.
 TABULATED_FIELDS_T = (1.5, 3.0)
@@ -291,7 +291,7 @@ def _marrow(tissue: Tissue, fat_fraction: float) -> TissueProperties:
         (15.0, 10.0),
         t2star_fat_ms=(15.0, 10.0),
         ct_source=f"linear mixing of trabeculae (BV/TV 0.10), red marrow and fat at fat fraction "
-        f"{fat_fraction:g}: Glueer 1989 (see synthct.phantom.marrow); texture SD: assumption",
+        f"{fat_fraction:g}: Glueer 1989 (see synthct.imaging.marrow); texture SD: assumption",
         mr_source=f"fat fraction {fat_fraction:g} (bin centre); PD 0.7 as cancellous bone "
         "(assumption: trabeculae occupy part of the volume)",
         relaxation_source=f"water T1 856/898 ms: BRIEF; {_FAT_SRC}; T2* 15/10 ms: assumption "

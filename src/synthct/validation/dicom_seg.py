@@ -1,5 +1,5 @@
 """The lesion masks as a binary DICOM SEG referencing the CT series (see
-:mod:`synthct.io.dicom_seg_sr`)."""
+:mod:`synthct.validation.dicom_seg_sr`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydicom.dataset import Dataset
 
-from synthct import __version__
 from synthct.errors import GeometryMismatchError, WriteError
 from synthct.geometry import Geometry
 from synthct.io.deidentify import mark_deidentified
@@ -24,6 +23,7 @@ from synthct.io.dicom_references import (
     save_dataset,
 )
 from synthct.validation.lesion_metrics import LesionResult
+from synthct.version import __version__
 from synthct.volume import LabelMap
 
 __all__ = ["masks_from_results", "write_lesion_seg"]

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from synthct.io import read_volume, write_volume
-from synthct.resample import resample_to
-from synthct.validation.alignment_check import (
+from synthct.imaging.alignment_check import (
     AlignmentCheck,
     AlignmentCheckSettings,
     check_alignment,
 )
-from synthct.validation.body_mask import body_mask_from_ct
+from synthct.imaging.body_mask import body_mask_from_ct
+from synthct.io import read_volume, write_volume
+from synthct.resample import resample_to
 from synthct.validation.case import ValidationSettings, validate_case
 from synthct.volume import CTVolume, SyntheticCT
 from validation.test_pipeline import phantom_arrays, phantom_geometry, spec, write_case
