@@ -131,7 +131,9 @@ class ContrastDraw:
     merged_dark: bool
 
 
-def label_background(labels: NDArray[np.integer], *, air: int = int(Tissue.AIR)) -> NDArray[np.uint8]:
+def label_background(
+    labels: NDArray[np.integer], *, air: int = int(Tissue.AIR)
+) -> NDArray[np.uint8]:
     """The label map with the air outside the body relabelled :data:`BACKGROUND_LABEL`.
 
     Outside air is every air component that touches the edge of the array; enclosed air (lung,
@@ -194,7 +196,9 @@ def draw_contrast(
                 means[dark, c] = means[np.flatnonzero(dark)[0], c]
             sds[dark, c] = shared_sd[c]
     background = values == BACKGROUND_LABEL
-    means[background] = rng.uniform(0.0, s.background_mean_max, size=(int(background.sum()), n_channels))
+    means[background] = rng.uniform(
+        0.0, s.background_mean_max, size=(int(background.sum()), n_channels)
+    )
     sds[background] = np.minimum(sds[background], s.background_mean_max / 2)
     return ContrastDraw(values, means, sds, merge)
 
@@ -250,7 +254,9 @@ def _acquire(
     sigma = [_BLUR_PER_FACTOR * f if f > 1.05 else 0.0 for f in factors]
     if any(sigma):
         image = ndimage.gaussian_filter(image, sigma, mode="nearest")
-    low = tuple(max(2, round(n / f)) if f > 1.05 else n for n, f in zip(shape, factors, strict=True))
+    low = tuple(
+        max(2, round(n / f)) if f > 1.05 else n for n, f in zip(shape, factors, strict=True)
+    )
     if low != shape:
         image = resize_linear(image, low)
     if noise_sd > 0:
@@ -318,7 +324,9 @@ def randomised_mr(
         raise SynthctError(f"n_channels must be >= 1, got {n_channels}", path="n_channels")
     present, index = np.unique(data, return_inverse=True)
     index = index.reshape(data.shape)
-    draw = draw_contrast(present, rng, n_channels=n_channels, settings=s, dark_labels=dark_labels)
+    draw = draw_contrast(
+        present.tolist(), rng, n_channels=n_channels, settings=s, dark_labels=dark_labels
+    )
     out = np.empty((n_channels, *data.shape), dtype=np.float32)
     for c in range(n_channels):
         mean = draw.means[:, c].astype(np.float32)[index]

@@ -207,9 +207,7 @@ def load_labelled_case(
     )
 
 
-def rendered_case(
-    case: LabelledCase, config: SynthesisConfig, seed: int
-) -> Case:
+def rendered_case(case: LabelledCase, config: SynthesisConfig, seed: int) -> Case:
     """The case with one fixed random contrast (seeded) as its MRI, for validation."""
     mr = randomised_mr(
         case.tissue,
@@ -294,23 +292,30 @@ class RandomisedPatchSampler(PatchSampler):
 
     def _one(self, rng: np.random.Generator) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         n = int(rng.integers(len(self.cases)))
-        source = self.sources[n]
-        centre = self.centre(self.cases[n], rng)
-        tissue, hu = warped_context(source, centre, self.data, rng)
-        context = Geometry.from_parameters(tissue.shape, source.geometry.spacing_mm)
-        mr = randomised_mr(tissue, context, rng, self.n_channels, settings=self.contrast)
-        x = self._normalised(mr, tissue != BACKGROUND_LABEL)
-        y = hu_to_target(hu, self.normalisation)[np.newaxis]
-        window = tuple(
-            slice((c - s) // 2, (c - s) // 2 + s)
-            for c, s in zip(tissue.shape, self.config.size, strict=True)
-        )
-        x, y = x[(slice(None), *window)], y[(slice(None), *window)]
+        x, y = self.randomised_patch(n, self.centre(self.cases[n], rng), rng)
         for axis in self.config.flip_axes:
             if rng.random() < 0.5:
                 x = np.flip(x, axis=axis + 1)
                 y = np.flip(y, axis=axis + 1)
         return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+    def randomised_patch(
+        self, case_index: int, centre: Sequence[int], rng: np.random.Generator
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Input ``[channel, *size]`` (a new random contrast) and target ``[1, *size]`` around
+        ``centre`` of case ``case_index``, augmented spatially but not flipped."""
+        source = self.sources[case_index]
+        tissue, hu = warped_context(source, centre, self.data, rng)
+        context = Geometry.from_parameters(tissue.shape, source.geometry.spacing_mm)
+        mr = randomised_mr(tissue, context, rng, self.n_channels, settings=self.contrast)
+        x = self._normalised(mr, tissue != BACKGROUND_LABEL)
+        y = hu_to_target(hu, self.normalisation)[np.newaxis]
+        # The crop's centre voxel (n // 2) becomes the patch's (size // 2), as in patch_start.
+        window = tuple(
+            slice(c // 2 - s // 2, c // 2 - s // 2 + s)
+            for c, s in zip(tissue.shape, self.config.size, strict=True)
+        )
+        return x[(slice(None), *window)], y[(slice(None), *window)]
 
     def _normalised(self, mr: NDArray[np.float32], body: NDArray[np.bool_]) -> NDArray[np.float32]:
         """Scaled as at inference, inside the body the labels give (what the MRI mask finds)."""
@@ -341,7 +346,8 @@ def warped_context(
     rotation = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
     # Output voxel offsets (mm) -> rotated and scaled -> source voxel offsets.
     matrix = (rotation / scale) * (1.0 / spacing)[:, None] * spacing[None, :]
-    grids = np.meshgrid(*[np.arange(n) - (n - 1) / 2.0 for n in size], indexing="ij")
+    # Voxel n // 2 of the crop is the centre (as in patch_start): no half-voxel shift.
+    grids = np.meshgrid(*[np.arange(n) - n // 2 for n in size], indexing="ij")
     offsets = np.stack([g.ravel() for g in grids])
     coords = matrix @ offsets + np.asarray(centre, dtype=np.float64)[:, None]
     shape = tuple(int(n) for n in size)
@@ -349,11 +355,13 @@ def warped_context(
         coarse = rng.normal(0.0, data.elastic_mm / 2.0, size=(3, *(_ELASTIC_GRID,) * 3))
         for axis in range(3):
             field = resize_linear(coarse[axis], shape)
-            coords[axis] += np.clip(field, -data.elastic_mm, data.elastic_mm).ravel() / spacing[axis]
+            coords[axis] += (
+                np.clip(field, -data.elastic_mm, data.elastic_mm).ravel() / spacing[axis]
+            )
     tissue = ndimage.map_coordinates(
         case.tissue, coords, order=0, mode="constant", cval=BACKGROUND_LABEL
     ).reshape(shape)
-    hu = ndimage.map_coordinates(
-        case.ct_hu, coords, order=1, mode="constant", cval=PAD_HU
-    ).reshape(shape)
+    hu = ndimage.map_coordinates(case.ct_hu, coords, order=1, mode="constant", cval=PAD_HU).reshape(
+        shape
+    )
     return tissue.astype(np.uint8), hu.astype(np.float32)

@@ -13,7 +13,9 @@ folder ``model/``.
 
 With ``data.mr_source: randomised`` the manifest gives CT and tissue labels and every patch
 gets a new random MR contrast (:mod:`synthct.synthesis.randomised_source`); the card then
-declares the model contrast-agnostic. With ``plan.target_spacing_mm`` every case is first resampled to the planned spacing
+declares the model contrast-agnostic.
+
+With ``plan.target_spacing_mm`` every case is first resampled to the planned spacing
 (:mod:`synthct.synthesis.planning`). Every ``volume_validation_interval`` iterations the
 held-out cases are also synthesised whole (body MAE, bone Dice at 250 HU) and the best weights
 kept. Under ``torchrun`` every process is one data-parallel rank
