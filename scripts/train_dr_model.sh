@@ -41,15 +41,23 @@ PYEOF
 fi
 
 run="$WORK/run"
+# Stages: the config's 500 iterations (cosine to 0), then resumes to each of $STAGES
+# (warm restarts of the cosine schedule: after 500 iterations the vertebral body of the real MR
+# was still air; each resume continues the same run, its log and its random streams).
+STAGES="${STAGES:-1300 2100}"
+TRAIN=("$SYNTHCT" train "$WORK/cohort/manifest.csv" --config configs/dr_contrast_agnostic.yaml
+  --output "$run" --device cpu)
 start=$(date +%s)
-if [ "${RESUME:-0}" = 1 ] && [ -d "$run/checkpoints" ]; then
-  "$SYNTHCT" train "$WORK/cohort/manifest.csv" --config configs/dr_contrast_agnostic.yaml \
-    --output "$run" --device cpu --resume
-else
+if [ "${RESUME:-0}" != 1 ] || [ ! -d "$run/checkpoints" ]; then
   rm -rf "$run"
-  "$SYNTHCT" train "$WORK/cohort/manifest.csv" --config configs/dr_contrast_agnostic.yaml \
-    --output "$run" --device cpu
+  "${TRAIN[@]}"
 fi
+for total in $STAGES; do
+  done_iterations=$(tail -n 1 "$run/training_log.csv" | cut -d, -f1)
+  if [ "$done_iterations" -lt "$total" ]; then
+    "${TRAIN[@]}" --resume --iterations "$total"
+  fi
+done
 end=$(date +%s)
 
 dest="src/synthct/models/dr_contrast_agnostic"
@@ -66,7 +74,7 @@ card = json.loads((Path(dest) / "model_card.json").read_text())
 update_card(dest, provenance={
     "command": "scripts/train_dr_model.sh",
     "train_command": "synthct train COHORT/manifest.csv --config configs/dr_contrast_agnostic.yaml "
-    "--output RUN --device cpu",
+    "--output RUN --device cpu, then the same with --resume --iterations 1300, then 2100",
     "training_cases": {
         "abdomen_sm": "example_ct_sm.nii.gz + example_seg_fast.nii.gz",
         "abdomen": "example_ct.nii.gz (HU classes only)",

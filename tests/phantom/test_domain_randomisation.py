@@ -192,7 +192,7 @@ def test_bad_inputs_are_refused() -> None:
         randomised_mr(labels[:-1], geometry, np.random.default_rng(0))
     with pytest.raises(SynthctError, match="p_dark"):
         ContrastRandomisation(p_dark=1.5)
-    with pytest.raises(SynthctError, match="labels 0..254"):
+    with pytest.raises(SynthctError, match=r"labels 0\.\.254"):
         label_background(np.full((2, 2, 2), 300))
 
 

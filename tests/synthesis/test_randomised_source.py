@@ -213,3 +213,22 @@ def test_a_real_one_channel_mr_is_synthesised_without_protocol_warnings(
     assert "out of domain" not in done.output
     written = read_volume(out)
     assert written.spatial_shape == mr.spatial_shape
+
+
+def test_the_packaged_dr_model_is_small_checksummed_and_runs_on_the_real_mr(
+    totalseg: Path,
+) -> None:
+    folder_path = Path(__file__).resolve().parents[2] / "src/synthct/models/dr_contrast_agnostic"
+    assert sum(f.stat().st_size for f in folder_path.iterdir()) < 2_000_000
+    folder = load_model_folder(folder_path)  # verifies the weights' SHA-256 against the card
+    assert folder.domain.contrast == CONTRAST_AGNOSTIC and folder.domain.n_echoes == 1
+    assert folder.card["provenance"]["command"] == "scripts/train_dr_model.sh"
+    assert "held_out_validation" in folder.card
+    mr = read_volume(totalseg / "example_mr_sm.nii.gz", kind="mr")
+    assert isinstance(mr, MultiEchoMR)
+    model = SynthesisModel.load(folder_path)
+    sct = model.synthesize(mr).sct.array
+    assert sct.shape == mr.spatial_shape and np.isfinite(sct).all()
+    # Outside the body is air; inside, values stay within CT's physical range.
+    assert sct[0, 0, 0] == -1000.0
+    assert -1100.0 < np.median(sct[50:66, 40:80, :]) < 1000.0
