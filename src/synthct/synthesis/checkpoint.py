@@ -69,14 +69,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def config_differences(old: SynthesisConfig, new: SynthesisConfig) -> list[str]:
     """Settings that differ between two configurations, except those a resume may change."""
-    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
     found = []
-    for section in a:
-        for key in a[section]:
+    # Section by section: a full dump leaves out a default data section.
+    for section in SynthesisConfig.model_fields:
+        old_s = getattr(old, section).model_dump(mode="json")
+        new_s = getattr(new, section).model_dump(mode="json")
+        for key in old_s:
             if (section, key) in RESUMABLE_CHANGES:
                 continue
-            if a[section][key] != b[section].get(key):
-                found.append(f"{section}.{key}: {a[section][key]!r} -> {b[section].get(key)!r}")
+            if old_s[key] != new_s.get(key):
+                found.append(f"{section}.{key}: {old_s[key]!r} -> {new_s.get(key)!r}")
     return found
 
 

@@ -13,6 +13,8 @@ be silently ignored). Sections:
 ``inference``      sliding-window overlap, batch, blending, masking outside the body
 ``card``           what the model card declares beyond what the data tells (anatomy, pathologies)
 ``plan``           the target voxel spacing training resamples cases to (``synthct plan``)
+``data``           where the training MRI comes from: the manifest's files, or domain
+                   randomisation from tissue labels (:mod:`synthct.synthesis.randomised_source`)
 """
 
 from __future__ import annotations
@@ -323,6 +325,49 @@ class PlanConfig(_Section):
         return self
 
 
+class DataConfig(_Section):
+    """Where the training MRI comes from.
+
+    ``mr_source: files`` reads the MRI of each case from the manifest. ``randomised`` draws a
+    new random MR contrast for every training patch from the case's ``tissue_labels``
+    (domain randomisation, :mod:`synthct.phantom.domain_randomisation`; the target is the case's
+    real CT) after a random spatial augmentation of a ``context_size`` crop around the patch
+    (rotation up to ``rotation_deg`` about each axis, isotropic scaling in ``scaling_range``,
+    a smooth elastic displacement up to ``elastic_mm``, the ``patches.flip_axes`` flips).
+    The channel count is that of ``normalisation.channels`` (at least one name needed). The
+    remaining keys are the ranges of :class:`~synthct.phantom.domain_randomisation.
+    ContrastRandomisation`.
+    """
+
+    mr_source: Literal["files", "randomised"] = "files"
+    context_size: tuple[int, int, int] = (48, 48, 48)
+    rotation_deg: Annotated[float, Field(ge=0.0, le=45.0)] = 10.0
+    scaling_range: tuple[float, float] = (0.9, 1.1)
+    elastic_mm: Annotated[float, Field(ge=0.0)] = 3.0
+    mean_range: tuple[float, float] = (0.0, 1.0)
+    sd_max: Annotated[float, Field(ge=0.0)] = 0.1
+    dark_mean_max: Annotated[float, Field(ge=0.0)] = 0.12
+    p_dark: Annotated[float, Field(ge=0.0, le=1.0)] = 0.75
+    p_merge_dark: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    background_mean_max: Annotated[float, Field(ge=0.0)] = 0.05
+    bias_sd_max: Annotated[float, Field(ge=0.0)] = 0.4
+    bias_grid: Annotated[int, Field(ge=2)] = 4
+    max_resolution_factor: Annotated[float, Field(ge=1.0)] = 3.0
+    noise_sd_max: Annotated[float, Field(ge=0.0)] = 0.04
+    gamma_sd: Annotated[float, Field(ge=0.0)] = 0.4
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        lo, hi = self.scaling_range
+        if not 0.5 <= lo <= hi <= 2.0:
+            raise ValueError(f"scaling_range must be (low, high) in 0.5..2, got {(lo, hi)}")
+        if not 0.0 <= self.mean_range[0] <= self.mean_range[1]:
+            raise ValueError(f"mean_range must be (low, high) >= 0, got {self.mean_range}")
+        if min(self.context_size) < 4:
+            raise ValueError(f"context_size must be at least 4 voxels, got {self.context_size}")
+        return self
+
+
 class SynthesisConfig(_Section):
     """Everything that defines how a synthesis model is trained and run."""
 
@@ -335,6 +380,16 @@ class SynthesisConfig(_Section):
     inference: InferenceConfig = InferenceConfig()
     card: CardConfig = CardConfig()
     plan: PlanConfig = PlanConfig()
+    data: DataConfig = DataConfig()
+
+    @model_serializer(mode="wrap")
+    def _omit_default_data(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A model trained on the manifest's files does not write the data section, so the
+        # configurations of models made before it existed still compare equal.
+        data = handler(self)
+        if self.data == DataConfig() and isinstance(data, dict):
+            data.pop("data", None)
+        return data
 
     @model_validator(mode="after")
     def _check_sizes(self) -> SynthesisConfig:
@@ -342,6 +397,22 @@ class SynthesisConfig(_Section):
         sizes = {"patches.size": self.patches.size}
         if self.inference.patch_size is not None:
             sizes["inference.patch_size"] = self.inference.patch_size
+        if self.data.mr_source == "randomised":
+            if not self.normalisation.channels:
+                raise ValueError(
+                    "data.mr_source: randomised needs named channels (normalisation.channels, "
+                    "e.g. [any_contrast])"
+                )
+            if self.lesion_insertion.enabled:
+                raise ValueError(
+                    "data.mr_source: randomised does not insert lesions (set "
+                    "lesion_insertion.enabled: false)"
+                )
+            if any(c < p for c, p in zip(self.data.context_size, self.patches.size, strict=True)):
+                raise ValueError(
+                    f"data.context_size {tuple(self.data.context_size)} must be at least the "
+                    f"patch size {tuple(self.patches.size)} on every axis"
+                )
         for name, size in sizes.items():
             if any(s % m for s in size):
                 raise ValueError(
@@ -359,9 +430,9 @@ class SynthesisConfig(_Section):
         """A validated copy with some settings replaced, e.g. ``{"training": {"seed": 3}}``."""
         data = self.model_dump(mode="python")
         for section, values in updates.items():
-            if section not in data:
+            if section not in SynthesisConfig.model_fields:
                 raise TrainingConfigError(f"unknown configuration section {section!r}")
-            data[section] = {**data[section], **values}
+            data[section] = {**data.get(section, {}), **values}
         return config_from_dict(data, where="configuration update")
 
 

@@ -37,6 +37,8 @@ PROTOCOL_TOLERANCE = 0.15
 FIELD_TOLERANCE_T = 0.1
 #: A voxel size more than this factor away from the training range is "far off".
 VOXEL_SIZE_FACTOR = 1.5
+#: The contrast a domain-randomised model declares (:mod:`synthct.synthesis.randomised_source`).
+CONTRAST_AGNOSTIC = "contrast-agnostic (domain randomised)"
 
 Range = tuple[float, float]
 
@@ -62,6 +64,9 @@ class TrainingDomain(SettingsBase):
     n_training_cases: int = 0
     n_validation_cases: int = 0
     n_cases_with_lesions: int = 0
+    #: ``CONTRAST_AGNOSTIC`` for a model trained on random MR contrasts (domain randomisation:
+    #: no protocol is checked); empty: the contrast of the training MRIs.
+    contrast: str = ""
     #: Names of the input channels in order (``("T2w",)``, ``("water", "fat")``); empty for
     #: models made before channels were named (``n_echoes`` is always the channel count).
     channel_names: tuple[str, ...] = ()
@@ -85,6 +90,7 @@ def domain_from_volumes(
     channel_names: Sequence[str] = (),
     planned_spacing_mm: Sequence[float] | None = None,
     voxel_sizes_mm: Sequence[Sequence[float]] | None = None,
+    contrast: str = "",
 ) -> TrainingDomain:
     """The domain spanned by the training MRIs plus what the card configuration declares.
 
@@ -92,7 +98,8 @@ def domain_from_volumes(
     ``channel_names`` are the declared input channels (:attr:`NormalisationConfig.channels`),
     ``planned_spacing_mm`` the spacing the cases were resampled to for training, and
     ``voxel_sizes_mm`` the native voxel sizes of the training cases when ``volumes`` were
-    resampled (default: the volumes' own spacings).
+    resampled (default: the volumes' own spacings). ``contrast`` is
+    :data:`CONTRAST_AGNOSTIC` for a domain-randomised model.
     """
     if not volumes:
         raise ValueError("a training domain needs at least one MRI")
@@ -124,6 +131,7 @@ def domain_from_volumes(
         n_validation_cases=n_validation_cases,
         n_cases_with_lesions=n_cases_with_lesions,
         channel_names=tuple(channel_names),
+        contrast=contrast,
         planned_spacing_mm=(
             None if planned_spacing_mm is None else tuple(float(x) for x in planned_spacing_mm)  # type: ignore[arg-type]
         ),
@@ -158,7 +166,9 @@ def domain_mismatches(
         )
     found: list[str] = []
     protocol = mr.protocol
-    if protocol is None:
+    if domain.contrast == CONTRAST_AGNOSTIC:
+        pass  # trained on random contrasts: no protocol to compare with
+    elif protocol is None:
         found.append("the MRI has no protocol (echo times, field strength unknown)")
     else:
         if domain.field_strengths_t and protocol.field_strength_t is not None:

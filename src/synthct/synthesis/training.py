@@ -11,6 +11,10 @@ an interrupted and resumed run gives the same weights as an uninterrupted one). 
 validates the held-out cases on whole volumes (sliding window) and writes the model
 folder ``model/``.
 
+With ``data.mr_source: randomised`` the manifest gives CT and tissue labels and every patch
+gets a new random MR contrast (:mod:`synthct.synthesis.randomised_source`); the card then
+declares the model contrast-agnostic.
+
 With ``plan.target_spacing_mm`` every case is first resampled to the planned spacing
 (:mod:`synthct.synthesis.planning`). Every ``volume_validation_interval`` iterations the
 held-out cases are also synthesised whole (body MAE, bone Dice at 250 HU) and the best weights
@@ -70,7 +74,7 @@ from synthct.synthesis.distributed import (
     sample_seed,
     step_torch_seed,
 )
-from synthct.synthesis.domain import domain_from_volumes
+from synthct.synthesis.domain import CONTRAST_AGNOSTIC, domain_from_volumes
 from synthct.synthesis.errors import TrainingConfigError
 from synthct.synthesis.losses import loss_terms
 from synthct.synthesis.manifest import Case, CaseRecord, load_case, read_manifest
@@ -78,6 +82,7 @@ from synthct.synthesis.model_folder import build_card, save_model_folder
 from synthct.synthesis.network import build_network, count_parameters
 from synthct.synthesis.patches import PatchSampler, PreparedCase, prepare_case
 from synthct.synthesis.planning import resample_case, split_cases
+from synthct.synthesis.randomised_source import randomised_training_data, read_label_manifest
 from synthct.synthesis.synthesizer import resolve_device
 from synthct.synthesis.training_validation import (
     keep_best,
@@ -192,7 +197,8 @@ def _train(
     samples = rank_samples(settings.batch_size, context)
     state = _open_run(out, config, resume=resume, main=context.is_main)
     device = rank_device(device_kind, context)
-    records = read_manifest(manifest)
+    randomised = config.data.mr_source == "randomised"
+    records = read_label_manifest(manifest) if randomised else read_manifest(manifest)
     train_ids, val_ids = split_cases(records, config)
     if state is not None and (state["train_ids"], state["validation_ids"]) != (train_ids, val_ids):
         raise TrainingConfigError(
@@ -203,16 +209,30 @@ def _train(
     # Only rank 0 validates and writes the model: the other ranks load the training cases alone
     # and keep them prepared only (the raw volumes are dropped), not every case twice.
     wanted = train_ids + val_ids if context.is_main else list(train_ids)
-    cases, prepared, native = _load_cases(records, wanted, config, report, train_ids)
+    sampler: PatchSampler
+    if randomised:  # a new random MR contrast per patch from tissue labels
+        cases, prepared, native, sampler = randomised_training_data(
+            records,
+            wanted,
+            train_ids,
+            config,
+            lambda n, total, case_id: report(
+                TrainingProgress(
+                    "loading", 0, settings.iterations, message=f"{n}/{total} {case_id}"
+                )
+            ),
+        )
+    else:
+        cases, prepared, native = _load_cases(records, wanted, config, report, train_ids)
+        sampler = PatchSampler(
+            [prepared[i] for i in train_ids],
+            config.patches,
+            config.normalisation,
+            insertion=config.lesion_insertion,
+        )
     in_channels = next(iter(cases.values())).mr.n_echoes
     if not context.is_main:
         cases = {}
-    sampler = PatchSampler(
-        [prepared[i] for i in train_ids],
-        config.patches,
-        config.normalisation,
-        insertion=config.lesion_insertion,
-    )
     val_patches = None
     if context.is_main:  # own seeded stream: skipping it elsewhere changes no rank's path
         val_source = [prepared[i] for i in val_ids] or [prepared[i] for i in train_ids]
@@ -621,6 +641,7 @@ def _write_model(
         channel_names=config.normalisation.channels,
         planned_spacing_mm=config.plan.target_spacing_mm,
         voxel_sizes_mm=[native_spacing[i] for i in train_ids],
+        contrast=CONTRAST_AGNOSTIC if config.data.mr_source == "randomised" else "",
     )
     last = rows[-1] if rows else {}
     training_summary = {
