@@ -171,29 +171,9 @@ def procedural(
     ]
 
 
-def ct_derived(
-    patients: Sequence[RealPatient], cases: int, work: Path, seed: int
+def _ct_derived_cases(
+    patients: Sequence[RealPatient], cases: int, work: Path, seed: int, *, new_subjects: bool
 ) -> list[PhantomCT]:
-    """``cases`` CT-derived cases per real scan (labels where the scan has them; no lesions)."""
-    from synthct.phantom.cohort_files import CT_FILE
-    from synthct.phantom.ct_insertion import write_ct_derived_case
-
-    out = []
-    for patient in patients:
-        for scan in patient.scans:
-            for c in range(cases):
-                name = f"{scan.name}-{c}"
-                folder = write_ct_derived_case(
-                    scan.ct, work / name, labels=scan.labels, supersample=1, seed=seed + c
-                )
-                out.append(PhantomCT(name, patient.name, _ct(folder / "case-000" / CT_FILE)))
-    return out
-
-
-def ct_derived_subjects(
-    patients: Sequence[RealPatient], cases: int, work: Path, seed: int
-) -> list[PhantomCT]:
-    """Like :func:`ct_derived`, each case a new subject (deformation, scaling, marrow by age)."""
     from synthct.phantom.cohort_files import CT_FILE
     from synthct.phantom.ct_insertion import write_ct_derived_case
     from synthct.phantom.subject_variation import SubjectVariation
@@ -202,17 +182,31 @@ def ct_derived_subjects(
     for patient in patients:
         for scan in patient.scans:
             for c in range(cases):
-                name = f"{scan.name}-subject-{c}"
+                name = f"{scan.name}-subject-{c}" if new_subjects else f"{scan.name}-{c}"
                 folder = write_ct_derived_case(
                     scan.ct,
                     work / name,
                     labels=scan.labels,
                     supersample=1,
                     seed=seed + c,
-                    variation=SubjectVariation(),
+                    variation=SubjectVariation() if new_subjects else None,
                 )
                 out.append(PhantomCT(name, patient.name, _ct(folder / "case-000" / CT_FILE)))
     return out
+
+
+def ct_derived(
+    patients: Sequence[RealPatient], cases: int, work: Path, seed: int
+) -> list[PhantomCT]:
+    """``cases`` CT-derived cases per real scan (labels where the scan has them; no lesions)."""
+    return _ct_derived_cases(patients, cases, work, seed, new_subjects=False)
+
+
+def ct_derived_subjects(
+    patients: Sequence[RealPatient], cases: int, work: Path, seed: int
+) -> list[PhantomCT]:
+    """Like :func:`ct_derived`, each case a new subject (deformation, scaling, marrow by age)."""
+    return _ct_derived_cases(patients, cases, work, seed, new_subjects=True)
 
 
 GENERATORS: dict[str, Generator] = {
