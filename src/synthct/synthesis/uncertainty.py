@@ -44,9 +44,11 @@ EPISTEMIC = 2
 def preferred_memory_format(network: nn.Module) -> torch.memory_format:
     """Channels-last for networks without instance or group normalisation, else contiguous.
 
-    oneDNN's 3D convolutions run about 1.5x faster channels-last on the CPU, but instance and
-    group normalisation reduce over the spatial axes and become slower than the convolutions
-    gain (measured in ``benchmarks/synthesis_inference.py``: synthct's U-Net vs MONAI's UNet).
+    oneDNN's 3D convolutions run about 1.5x faster channels-last on the CPU, but PyTorch's
+    instance and group normalisation need channels-first memory and become slower than the
+    convolutions gain. The inference copy of a network
+    (:func:`~synthct.synthesis.inference_network.inference_network`, what ``synthesize`` runs)
+    replaces instance normalisation with a channels-last one, so it runs channels-last.
     """
     slow = (nn.InstanceNorm3d, nn.GroupNorm)
     if any(isinstance(m, slow) for m in network.modules()):
