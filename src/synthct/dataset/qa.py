@@ -20,9 +20,11 @@ Rules (all in :class:`QASettings`): ``no_overlap`` below 5 % overlap (no registr
 ``partial_overlap`` below 50 %; ``mi_outlier`` when the MI after registration is below half the
 median of the other cases' (at least 3 cases with a registration); ``hu_range`` when the CT's
 99.5th percentile exceeds 3500 HU; ``mask_coverage`` when a given mask covers less than 90 % of
-the body found in the CT. Two issues are notes that do not flag a case (:data:`NOTES`):
-``no_mask`` (the mask was derived) and ``no_air`` (the CT's 0.5th percentile is above -900 HU:
-a field of view inside the body, or a CT without air at -1000 HU).
+the body found in the CT. Three issues are notes that do not flag a case (:data:`NOTES`):
+``no_mask`` (the mask was derived), ``no_air`` (the CT's 0.5th percentile is above -900 HU:
+a field of view inside the body, or a CT without air at -1000 HU) and ``ct_padding`` (CT voxels
+below -1024 HU, the -2048 or -3024 HU many scanners store outside the reconstruction circle:
+training neither centres patches there nor learns those values).
 
 The ``registration`` column says whether the registration is applied (``applied``: it moves
 some MR corner by at least ``apply_min_shift_mm`` and raises the MI by at least
@@ -48,7 +50,7 @@ from synthct.manifest import Manifest
 __all__ = ["NOTES", "QASettings", "flag_cohort", "qa_case", "run_qa"]
 
 #: Issues that are reported but do not flag a case.
-NOTES: tuple[str, ...] = ("no_mask", "no_air")
+NOTES: tuple[str, ...] = ("no_mask", "no_air", "ct_padding")
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def _grid(prefix: str, g: Geometry) -> dict[str, Any]:
 
 
 def _ct_rows(case: Case, settings: QASettings, issues: list[str]) -> dict[str, Any]:
-    from synthct.imaging.body_mask import body_mask_volume
+    from synthct.imaging.body_mask import CT_PADDING_BELOW_HU, body_mask_volume
 
     ct = case.ct()
     data = ct.array
@@ -109,6 +111,12 @@ def _ct_rows(case: Case, settings: QASettings, issues: list[str]) -> dict[str, A
     }
     if p[0] > settings.air_ceiling_hu:
         issues.append(f"no_air: CT 0.5th percentile {p[0]:.0f} HU (air is -1000 HU)")
+    padding = float((data < CT_PADDING_BELOW_HU).mean())
+    if padding > 0:
+        issues.append(
+            f"ct_padding: {100 * padding:.1f}% of CT voxels below {CT_PADDING_BELOW_HU:.0f} HU "
+            "(scanner padding outside the reconstruction); training treats them as unmeasured"
+        )
     if p[2] > settings.max_p99_5_hu:
         issues.append(f"hu_range: CT 99.5th percentile {p[2]:.0f} HU (metal, or not HU?)")
     body = body_mask_volume(ct).array > 0

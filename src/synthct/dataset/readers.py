@@ -8,8 +8,10 @@ Layouts recognised (:func:`read_dataset` picks the first that fits):
 ``synthrad``
     The SynthRAD2023 / SynthRAD2025 layout: ``<region>/<case>/{mr,ct,mask}.<ext>`` or, without
     the region level, ``<case>/{mr,ct,mask}.<ext>``; ``<ext>`` is ``nii.gz`` (SynthRAD2023),
-    ``mha`` (SynthRAD2025), ``nii`` or ``nrrd``. ``mask`` is optional. Several MR channels may be
-    given as ``mr_<name>.<ext>`` files (e.g. ``mr_echo-1``, ``mr_water``), in name order.
+    ``mha`` (SynthRAD2025), ``nii`` or ``nrrd``; ``mr`` or ``ct`` may also be a folder holding
+    one DICOM series (e.g. ``mr/`` from the scanner beside ``ct.nii.gz``). ``mask`` is
+    optional. Several MR channels may be given as ``mr_<name>.<ext>`` files (e.g.
+    ``mr_echo-1``, ``mr_water``), in name order.
     The case folder's name is the case id; the region folder's name the region. The patient
     id is the case id, unless ``patients.csv`` at the top (columns ``case_id, patient_id``, as
     ``synthct dataset export`` writes it) says that several cases belong to one patient.
@@ -50,6 +52,9 @@ def _image(folder: Path, stem: str) -> Path | None:
         p = folder / f"{stem}{ext}"
         if p.is_file():
             return p
+    series = folder / stem  # a DICOM series folder (e.g. the MR as exported by the scanner)
+    if series.is_dir() and any(p.is_file() for p in series.iterdir()):
+        return series
     return None
 
 
@@ -92,7 +97,8 @@ def _synthrad_case(folder: Path, region: str | None) -> Case:
             f"case folder {folder.name!r} has no {missing} image "
             f"({missing}{'|'.join(IMAGE_EXTENSIONS)})",
             path=folder,
-            fix=f"add {missing}.nii.gz (or .mha) to the case folder, or remove the folder",
+            fix=f"add {missing}.nii.gz (or .mha, or a DICOM series folder {missing}/) to the "
+            "case folder, or remove the folder",
         )
     images: dict[str, Any] = {"ct": ct, "mr": mr, "body_mask": _image(folder, "mask")}
     meta = {"patient_id": folder.name, "region": region}

@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from synthct.errors import GeometryError
 from synthct.volume import Volume
+
+#: Registration smooths each image (ITK's recursive Gaussian needs 4 voxels along every axis)
+#: and starts at half resolution on the working grid: both need this many voxels per axis.
+MIN_VOXELS_PER_AXIS = 4
+MIN_WORKING_VOXELS_PER_AXIS = 8
 
 __all__ = ["RigidResult", "register_mr_to_ct"]
 
@@ -77,6 +83,27 @@ def _isotropic(volume: Volume, array: NDArray[Any], spacing_mm: float) -> Any:
     )
 
 
+def _check_extent(name: str, volume: Volume, spacing_mm: float) -> None:
+    """Refuse a volume too thin to register (e.g. one slice) with the fix, before ITK fails."""
+    shape = np.asarray(volume.spatial_shape)
+    extent_mm = shape * np.asarray(volume.spacing_mm)
+    working = np.ceil(extent_mm / spacing_mm)
+    if shape.min() >= MIN_VOXELS_PER_AXIS and working.min() >= MIN_WORKING_VOXELS_PER_AXIS:
+        return
+    axis = int(
+        np.argmin(np.minimum(shape / MIN_VOXELS_PER_AXIS, working / MIN_WORKING_VOXELS_PER_AXIS))
+    )
+    raise GeometryError(
+        f"the {name} is too thin to register: {shape[axis]} voxel(s), "
+        f"{extent_mm[axis]:.1f} mm along array axis {axis} (registration needs at least "
+        f"{MIN_VOXELS_PER_AXIS} voxels and {MIN_WORKING_VOXELS_PER_AXIS * spacing_mm:.0f} mm "
+        "along every axis)",
+        path=getattr(volume, "source", None),
+        fix="use the whole 3D series (not a single slice or a thin slab), or check the pair "
+        "with --no-register if it is already aligned",
+    )
+
+
 def register_mr_to_ct(
     mr: Volume,
     mr_array: NDArray[Any],
@@ -110,6 +137,8 @@ def register_mr_to_ct(
     """
     import SimpleITK as sitk
 
+    for name, volume in (("MR", mr), ("CT", ct)):
+        _check_extent(name, volume, spacing_mm)
     fixed = _isotropic(mr, mr_array, spacing_mm)
     moving = _isotropic(ct, np.clip(ct.array, -1024.0, 2000.0), spacing_mm)
     size = np.asarray(fixed.GetSize(), dtype=np.float64)

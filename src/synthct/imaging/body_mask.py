@@ -29,6 +29,7 @@ from synthct.errors import SynthctError, VolumeKindError
 from synthct.volume import CTVolume, LabelMap
 
 __all__ = [
+    "CT_PADDING_BELOW_HU",
     "DEFAULT_BODY_THRESHOLD_HU",
     "EmptyMaskError",
     "axial_axis",
@@ -38,6 +39,10 @@ __all__ = [
 
 #: Default HU threshold between air and body.
 DEFAULT_BODY_THRESHOLD_HU = -500.0
+
+#: CT values below this are scanner padding, not tissue: many scanners store -2048 or -3024 HU
+#: outside the reconstruction circle (air itself is -1000 HU; SynthRAD clips CT at -1024 HU).
+CT_PADDING_BELOW_HU = -1024.0
 
 
 class EmptyMaskError(SynthctError, ValueError):

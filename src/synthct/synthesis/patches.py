@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from synthct.imaging.body_mask import CT_PADDING_BELOW_HU
 from synthct.synthesis.config import LesionInsertionConfig, NormalisationConfig, PatchConfig
 from synthct.synthesis.lesion_insertion import (
     InsertionSource,
@@ -117,10 +118,16 @@ def prepare_case(
     """
     inputs, body, scaling = normalise_mr(case.mr.array, normalisation, source=case.mr.source)
     ct_hu = np.asarray(case.ct.array, dtype=np.float32)
+    # Scanner padding (-2048, -3024 HU outside the reconstruction circle) was never measured:
+    # no patch is centred there and its target is air, not a value no tissue has.
+    padding = ct_hu < CT_PADDING_BELOW_HU
+    if padding.any():
+        ct_hu = np.maximum(ct_hu, np.float32(CT_PADDING_BELOW_HU))
     lesions = None if case.lesion_labels is None else case.lesion_labels.mask()
     weights = sampling_weights(ct_hu, body, lesions, patches)
     if case.ct_coverage is not None:
         weights[~case.ct_coverage] = 0.0
+    weights[padding] = 0.0
     cumulative = np.cumsum(weights.ravel())
     if not cumulative[-1] > 0:
         cumulative = np.arange(1, weights.size + 1, dtype=np.float64)

@@ -1,0 +1,180 @@
+"""What an unseen real MR/CT pair brings, built from a real CT: each works or is a clear error.
+
+One T2-like MR (fluid and fat bright, bone dark) is made from a crop of a real chest CT and
+moved by a known rigid transform (5 degrees about S, a shift), then stored the ways scanners
+and converters store it: as it is, acquired sagittally and written in RAS with flipped
+direction cosines, on 0.75 x 0.75 x 4.5 mm voxels, as a DICOM series beside a NIfTI CT, as
+int16 with ``scl_slope``, as 4D NIfTI with a singleton 4th axis, with a negative background.
+A CT with -3024 HU padding outside its reconstruction circle and a single-slice MR complete
+the set. The same anatomy in every variant means the same registration: the known transform.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from synthct.case import Case
+from synthct.dataset.check import check_dataset
+from synthct.dataset.pairs import read_transform
+from synthct.dataset.qa import NOTES
+from synthct.geometry import Geometry
+from synthct.io import read_volume, write_volume
+from synthct.io.dicom_write import write_dicom_series
+from synthct.manifest import TRANSFORM_COLUMN, read_manifest
+from synthct.phantom.derived_pairs import crop_ct, rigid_about
+from synthct.resample import resample_to
+from synthct.synthesis.config import NormalisationConfig, PatchConfig
+from synthct.synthesis.manifest import Case as TrainingCase
+from synthct.synthesis.normalisation import hu_to_target
+from synthct.synthesis.patches import prepare_case
+from synthct.volume import CTVolume, MultiEchoMR
+
+#: NIfTI stores RAS; synthct's affines are LPS.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+ROTATION_DEG = 5.0
+SHIFT_MM = (4.0, -3.0, 5.0)
+
+
+def _t2_like(hu: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Fat and fluid bright, muscle mid, bone dark, air 0 (a T2-weighted spin echo's order)."""
+    signal = np.interp(hu, [-1000, -500, -100, 0, 60, 300, 1500], [0, 20, 900, 700, 300, 150, 30])
+    noisy = signal + np.random.default_rng(seed).normal(0.0, 10.0, hu.shape)
+    return np.clip(noisy, 0.0, None).astype(np.float32)
+
+
+def _save_ras(array: np.ndarray, affine_lps: np.ndarray, path: Path, **header: Any) -> None:
+    image = nib.Nifti1Image(array, LPS_TO_RAS @ affine_lps)
+    if "slope" in header:
+        image.header.set_slope_inter(header["slope"], 0.0)
+    nib.save(image, str(path))
+
+
+def _sagittal(mr: MultiEchoMR) -> tuple[np.ndarray, np.ndarray]:
+    """The same image stored with array axes (k, j, i), the first reversed: new index
+    (a, b, c) is old index (c, b, n_k - 1 - a)."""
+    n_k = mr.spatial_shape[2]
+    array = np.ascontiguousarray(np.transpose(mr.array[0], (2, 1, 0))[::-1])
+    to_old = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [-1, 0, 0, n_k - 1], [0, 0, 0, 1.0]])
+    return array, mr.affine @ to_old
+
+
+def _anisotropic(mr: MultiEchoMR) -> MultiEchoMR:
+    """Resampled onto 0.75 x 0.75 x 4.5 mm voxels over the same field of view."""
+    g = mr.geometry
+    spacing = np.array([0.75, 0.75, 4.5])
+    shape = (np.asarray(g.shape) * np.asarray(g.spacing_mm) / spacing).astype(int)
+    affine = np.eye(4)
+    affine[:3, :3] = g.direction * spacing
+    affine[:3, 3] = mr.affine[:3, 3]
+    return resample_to(mr, Geometry((int(shape[0]), int(shape[1]), int(shape[2])), affine))
+
+
+@pytest.fixture(scope="module")
+def unseen(totalseg: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The variants as one SynthRAD-layout dataset, checked once: QA rows and manifest."""
+    full = read_volume(totalseg / "chest_ct.nii.gz", kind="ct")
+    assert isinstance(full, CTVolume)
+    ct = crop_ct(full, (0.5, 0.5, 0.5), 24)
+    centre = ct.geometry.index_to_lps((np.asarray(ct.spatial_shape) - 1) / 2)
+    move = rigid_about(ROTATION_DEG, SHIFT_MM, centre)
+    hu = np.asarray(ct.array, dtype=np.float32)
+    mr = MultiEchoMR(_t2_like(hu)[None], move @ ct.affine)
+    root = tmp_path_factory.mktemp("unseen") / "source"
+
+    def case(name: str, with_ct: CTVolume = ct) -> Path:
+        folder = root / name
+        folder.mkdir(parents=True)
+        write_volume(with_ct, folder / "ct.nii.gz")
+        return folder
+
+    write_volume(mr, case("reference") / "mr.nii.gz")
+    _save_ras(*_sagittal(mr), case("sagittal") / "mr.nii.gz")
+    write_volume(_anisotropic(mr), case("anisotropic") / "mr.nii.gz")
+    write_dicom_series(mr, case("dicom_mr") / "mr")
+    stored = np.round(mr.array[0] / 0.25).astype(np.int16)
+    _save_ras(stored, mr.affine, case("int16_slope") / "mr.nii.gz", slope=0.25)
+    _save_ras(mr.array[0][..., None], mr.affine, case("singleton_4d") / "mr.nii.gz")
+    negative = mr.array[0].copy()
+    background = negative < 5.0
+    negative[background] = -50.0 + np.random.default_rng(1).normal(0, 3, background.sum())
+    _save_ras(negative, mr.affine, case("negative_background") / "mr.nii.gz")
+    i, j = np.ogrid[: hu.shape[0], : hu.shape[1]]
+    outside = np.hypot(i - hu.shape[0] / 2, j - hu.shape[1] / 2) > 0.45 * hu.shape[0]
+    padded = CTVolume(np.where(outside[..., None], -3024.0, hu), ct.affine)
+    write_volume(mr, case("ct_padding", padded) / "mr.nii.gz")
+    _save_ras(mr.array[0][:, :, 20:21], mr.affine, case("single_slice") / "mr.nii.gz")
+
+    result = check_dataset(root, root.parent / "qa")
+    rows = {r["case_id"]: r for r in result.rows}
+    return {"rows": rows, "manifest": read_manifest(root.parent / "qa" / "manifest.csv"),
+            "ct": ct, "move": move}  # fmt: skip
+
+
+VARIANTS = [
+    "reference", "sagittal", "anisotropic", "dicom_mr", "int16_slope", "singleton_4d",
+    "negative_background", "ct_padding",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_storage_of_the_pair_registers_to_the_known_transform(
+    unseen: dict[str, Any], name: str
+) -> None:
+    row = unseen["rows"][name]
+    # one scan stored several ways: QA rightly names the duplicates, and nothing else
+    serious = [i for i in row["issues"] if not i.startswith((*NOTES, "duplicate_"))]
+    assert not row.get("error") and serious == [], row
+    assert row["registration"] == "applied" and row["mr_channels"] == 1
+    assert row["mi_after"] > 2.0 * row["mi_before"]
+    found = read_transform(unseen["manifest"][name].extra[TRANSFORM_COLUMN])
+    ct: CTVolume = unseen["ct"]
+    ends = [(0, n - 1) for n in ct.spatial_shape]
+    corners = ct.geometry.index_to_lps(np.array(np.meshgrid(*ends, indexing="ij")).reshape(3, -1).T)
+    expected = corners @ unseen["move"][:3, :3].T + unseen["move"][:3, 3]
+    mapped = np.array([found.TransformPoint(p.tolist()) for p in corners])
+    assert np.linalg.norm(mapped - expected, axis=1).max() < 1.5  # mm, at the field's corners
+
+
+def test_the_stored_values_read_back_as_the_same_image(unseen: dict[str, Any]) -> None:
+    rows = unseen["rows"]
+    reference = float(rows["reference"]["mr_p99_5"])
+    for name in ("sagittal", "dicom_mr", "int16_slope", "singleton_4d"):
+        assert float(rows[name]["mr_p99_5"]) == pytest.approx(reference, abs=0.5), name
+    assert rows["sagittal"]["mr_orientation"] != rows["reference"]["mr_orientation"]
+    assert rows["anisotropic"]["mr_spacing_mm"] == "0.75x0.75x4.5"
+    assert float(rows["negative_background"]["mr_p0_5"]) < -40.0
+
+
+def test_ct_padding_is_a_note_and_never_a_training_target(unseen: dict[str, Any]) -> None:
+    row = unseen["rows"]["ct_padding"]
+    assert any(i.startswith("ct_padding") for i in row["issues"])
+    assert not any(i.startswith("duplicate_ct") for i in row["issues"])  # its own CT
+    assert row["ct_min_hu"] == -3024.0
+    ct: CTVolume = unseen["ct"]
+    hu = np.asarray(ct.array, dtype=np.float32).copy()
+    hu[:4] = -3024.0  # four padded slabs of the CT grid
+    mr = MultiEchoMR(_t2_like(np.asarray(ct.array, dtype=np.float32))[None], ct.affine)
+    norm = NormalisationConfig(method="zscore", channels=["T2w"])
+    prepared = prepare_case(
+        TrainingCase("pad", mr, CTVolume(hu, ct.affine)), norm, PatchConfig(size=(16, 16, 16))
+    )
+    assert prepared.target.min() == pytest.approx(float(hu_to_target(np.float32(-1024.0), norm)))
+    weights = np.diff(prepared.cumulative_weights, prepend=0.0).reshape(hu.shape)
+    assert weights[:4].max() == 0.0 and weights[4:].max() > 0.0
+
+
+def test_a_single_slice_mr_is_a_clear_error_row(unseen: dict[str, Any]) -> None:
+    row = unseen["rows"]["single_slice"]
+    assert row["status"] == "error"
+    assert "too thin to register" in row["error"] and "mr.nii.gz" in row["error"]
+
+
+def test_a_case_reads_its_mr_from_a_dicom_folder(unseen: dict[str, Any]) -> None:
+    case: Case = unseen["manifest"]["dicom_mr"]
+    mr = case.mr()
+    assert isinstance(mr, MultiEchoMR) and mr.spatial_shape == (48, 48, 48)
