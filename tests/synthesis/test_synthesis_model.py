@@ -24,6 +24,7 @@ from synthct.synthesis.errors import (
 )
 from synthct.synthesis.model_folder import load_model_folder, sha256_of, update_card
 from synthct.synthesis.result import map_paths
+from synthct.synthesis.sliding_window import count_windows
 from synthct.synthesis.synthesizer import SynthesisModel
 from synthct.synthesis.training import TrainingResult
 from synthct.volume import CTVolume, MRProtocol, MultiEchoMR, SyntheticCT
@@ -64,6 +65,29 @@ def test_reloading_the_folder_gives_identical_predictions(
     _, mr = held_out
     again = SynthesisModel.load(trained.model_dir)
     np.testing.assert_array_equal(_quiet(model, mr).sct.array, _quiet(again, mr).sct.array)
+
+
+def test_windows_outside_the_body_are_skipped_without_changing_the_sct(
+    model: SynthesisModel, held_out: tuple[CTVolume, MultiEchoMR]
+) -> None:
+    _, mr = held_out
+    # air around the phantom: a wider field of view, so whole windows hold no body voxel
+    n_i, n_j, n_k = mr.spatial_shape
+    array = np.zeros((mr.n_echoes, n_i + 80, n_j + 80, n_k), dtype=np.float32)
+    array[:, 40:-40, 40:-40] = mr.array
+    affine = mr.affine.copy()
+    affine[:3, 3] = mr.geometry.index_to_lps([-40, -40, 0])
+    wide = MultiEchoMR(array, affine, protocol=mr.protocol)
+    counts: list[int] = []
+    masked = _quiet(model, wide, progress=lambda done, total: counts.append(total))
+    everywhere = _quiet(model, wide, mask_outside_body=False)
+    all_windows = model.config.inference_patch_size
+    total = count_windows(wide.spatial_shape, all_windows, model.config.inference.overlap)
+    assert counts[-1] < total  # some windows were not computed
+    body = masked.body_mask
+    # batches now group other windows: float32 rounding differs, by far less than 0.01 HU
+    np.testing.assert_allclose(masked.sct.array[body], everywhere.sct.array[body], atol=0.01)
+    assert np.all(masked.sct.array[~body] == -1000.0)
 
 
 @pytest.mark.parametrize(

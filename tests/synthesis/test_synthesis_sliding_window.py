@@ -110,3 +110,25 @@ def test_matches_monai_sliding_window_inference_on_a_real_network() -> None:
     # Same windows and Gaussian weighting; the weights differ in detail (MONAI builds them by
     # filtering an impulse), so the blends agree closely but not bit for bit.
     assert np.abs(ours[0] - theirs[0]).mean() < 0.02 * np.abs(theirs[0]).mean() + 1e-4
+
+
+def test_windows_without_a_needed_voxel_are_skipped_and_needed_voxels_unchanged() -> None:
+    rng = np.random.default_rng(2)
+    inputs = rng.uniform(0, 2, size=(2, 70, 45, 33)).astype(np.float32)
+    needed = np.zeros((70, 45, 33), dtype=bool)
+    needed[2:20, 3:15, 1:9] = True  # a corner: most windows hold none of it
+    calls: list[int] = []
+
+    def counting(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return x[:, :1] * 2.0 + x[:, 1:2]
+
+    options = {"n_outputs": 1, "patch_size": (32, 32, 16), "overlap": 0.25, "batch_size": 1}
+    full = sliding_window_predict(inputs, counting, **options)  # type: ignore[arg-type]
+    n_full = sum(calls)
+    calls.clear()
+    part = sliding_window_predict(inputs, counting, needed=needed, **options)  # type: ignore[arg-type]
+    assert n_full == count_windows((70, 45, 33), (32, 32, 16), 0.25) == 18
+    assert sum(calls) == 2  # the two windows along k that hold the corner
+    np.testing.assert_array_equal(part[0][needed], full[0][needed])
+    assert np.isfinite(part).all() and part[0][40:].max() == 0.0  # never computed: 0

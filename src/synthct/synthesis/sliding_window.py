@@ -100,6 +100,7 @@ def sliding_window_predict(
     progress: WindowProgress | None = None,
     weights: NDArray[np.float32] | None = None,
     autocast_bf16: bool = False,
+    needed: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.float32]:
     """Blend window predictions over a whole volume.
 
@@ -129,6 +130,11 @@ def sliding_window_predict(
     autocast_bf16 : bool
         On CUDA, run the predictor under bfloat16 autocast (the blend stays float32);
         ignored on the CPU.
+    needed : (I, J, K) ndarray of bool, optional
+        The voxels whose prediction will be used (e.g. the body, when everything outside it is
+        set to air afterwards): windows holding none of them are not computed, and voxels that
+        no computed window covers are 0. Every needed voxel gets exactly the value it gets
+        without ``needed``.
 
     Returns
     -------
@@ -156,9 +162,16 @@ def sliding_window_predict(
     weight_sum = torch.zeros(shape, dtype=torch.float32, device=dev)
     batch = torch.empty((batch_size, inputs.shape[0], *size), dtype=torch.float32, device=dev)
     use_autocast = autocast_bf16 and dev.type == "cuda"
-    total = count_windows(shape, size, overlap)
+    windows: Iterator[tuple[int, int, int]] = iter_windows(shape, size, overlap)
+    if needed is not None:
+        if tuple(needed.shape) != tuple(shape):
+            raise ValueError(f"needed must have the volume's shape {shape}, got {needed.shape}")
+        kept = [w for w in windows if needed[_placement(w, shape, size)[1]].any()]
+        windows = iter(kept)
+        total = len(kept)
+    else:
+        total = count_windows(shape, size, overlap)
     done = 0
-    windows = iter_windows(shape, size, overlap)
     with torch.inference_mode():
         while True:
             batch_starts = list(itertools.islice(windows, batch_size))
@@ -180,6 +193,8 @@ def sliding_window_predict(
             done += len(batch_starts)
             if progress is not None:
                 progress(done, total)
+        if needed is not None:  # voxels no window covered: 0 / 1 = 0
+            weight_sum[weight_sum == 0] = 1.0
         out /= weight_sum
     return np.asarray(out.cpu().numpy())
 

@@ -57,6 +57,7 @@ def predict_arrays(
     progress: WindowProgress | None = None,
     tta_axes: Sequence[int] = (),
     autocast_bf16: bool = False,
+    needed: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.float32]:
     """Sliding-window prediction in network units: ``[mean, aleatoric var(, epistemic var)]``.
 
@@ -65,7 +66,8 @@ def predict_arrays(
     ``"ensemble"`` or ``None``). ``tta_axes`` adds test-time augmentation: every combination
     of flips along these array axes (:func:`~synthct.synthesis.uncertainty.flip_sets`) for
     every network, all members of one ensemble. ``autocast_bf16`` runs the networks under
-    bfloat16 autocast on CUDA.
+    bfloat16 autocast on CUDA. ``needed``: the voxels whose prediction is used; windows
+    without any are skipped (:func:`~synthct.synthesis.sliding_window.sliding_window_predict`).
     """
     inference = config.inference
     flips = flip_sets(tta_axes)
@@ -105,6 +107,7 @@ def predict_arrays(
             device=device,
             progress=progress,
             autocast_bf16=autocast_bf16,
+            needed=needed,
         )
 
 
@@ -233,6 +236,12 @@ class SynthesisModel:
         if uncertainty or epistemic is not None:
             several = len(self.members) > 1 or len(flip_sets(tta_axes)) > 1
             method = epistemic or ("ensemble" if several else "mc_dropout")
+        mask_out = (
+            config.inference.mask_outside_body if mask_outside_body is None else mask_outside_body
+        )
+        # Outside the body the sCT is set to air and the SD maps to 0: on the MRI's own grid,
+        # windows holding no body voxel change nothing and are skipped.
+        needed = body if mask_out and spacing is None else None
         out = predict_arrays(
             self.networks,
             inputs,
@@ -247,6 +256,7 @@ class SynthesisModel:
             progress=progress,
             tta_axes=tta_axes,
             autocast_bf16=autocast_bf16,
+            needed=needed,
         )
         del inputs
         if spacing is not None:
