@@ -254,9 +254,17 @@ def speed(args: argparse.Namespace) -> list[tuple[str, float, str]]:
         else:
             devices.append(device)
     if not args.skip_small:
-        model.synthesize(mr)  # warm-up (allocator, oneDNN kernels)
+        computed: list[int] = []
+        model.synthesize(mr, progress=lambda _d, t: computed.append(t))  # warm-up
         seconds, _, _ = time_it(lambda: model.synthesize(mr), args.repeats)
-        rows.append(("small: synthct synthesize (full, cpu)", seconds, "checks, mask, HU"))
+        all_windows = count_windows(args.shape, config.inference_patch_size, args.overlap)
+        rows.append(
+            (
+                "small: synthct synthesize (full, cpu)",
+                seconds,
+                f"checks, mask, HU; {computed[-1]} of {all_windows} windows hold body voxels",
+            )
+        )
         for device in devices:
             rows += compare_with_monai(
                 "small",
