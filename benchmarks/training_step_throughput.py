@@ -197,7 +197,7 @@ def main() -> None:
     torch.set_num_threads(CPU_THREADS)
     devices = [d for d in args.devices.split(",") if d != "cuda" or torch.cuda.is_available()]
     if "cuda" in args.devices and "cuda" not in devices:
-        print("no CUDA device: CPU rows only")
+        print("cuda: not available (torch.cuda.is_available() is False); CPU rows only")
     if not args.large_only:
         shipped_table(devices, args.steps)
     large_table(devices, args.large_patch, args.large_batch, args.steps)
