@@ -35,15 +35,37 @@ from typing import Any
 import numpy as np
 
 
-def _audit_both(case: Any, synthesis: Any, reference: Any, model: Any) -> dict[str, Any]:
+def _cached_inputs(case: Any, synthesis: Any, reference: Any, cache: Path) -> tuple[Any, Any]:
+    """The product-like sCT and the reference prediction of a case, cached under ``cache``."""
+    from synthct.audit.reference import ReferencePrediction
+    from synthct.io import read_volume, write_volume
+
+    folder = cache / case.folder.parent.name / case.case_id
+    paths = [folder / n for n in ("sct.nii.gz", "reference.nii.gz", "reference_sd.nii.gz")]
+    if all(p.is_file() for p in paths):
+        sct = read_volume(paths[0], kind="sct", check_hu=False)
+        ref = read_volume(paths[1], kind="sct", check_hu=False)
+        sd = read_volume(paths[2], kind="scalar").as_scalar()
+        return sct, ReferencePrediction(ref, sd, "lesion_aware (cached)")
+    mr = case.mr()
+    sct = synthesis.synthesize(mr).sct
+    prediction = reference(mr)
+    folder.mkdir(parents=True, exist_ok=True)
+    for volume, path in zip((sct, prediction.sct, prediction.sd), paths, strict=True):
+        write_volume(volume, path)
+    return sct, prediction
+
+
+def _audit_both(
+    case: Any, synthesis: Any, reference: Any, model: Any, cache: Path
+) -> dict[str, Any]:
     """Audit one case with the domain check off and on; flags and CT confirmation for each."""
     from synthct.audit.pipeline import run_audit
     from synthct.imaging.alignment import mri_on_grid
     from synthct.validation.audit_column import AuditColumnSettings
 
     mr = case.mr()
-    sct = synthesis.synthesize(mr).sct
-    prediction = reference(mr)
+    sct, prediction = _cached_inputs(case, synthesis, reference, cache)
     ct = np.asarray(mri_on_grid(case.ct(), mr.geometry).array, dtype=np.float32)
     row: dict[str, Any] = {"case": case.case_id}
     for check in (False, True):
@@ -81,6 +103,12 @@ def main() -> None:
         help="in-domain control cohort; its domain stands in for a calibration without one",
     )
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("out/dom/cache"),
+        help="sCTs and reference predictions per case (delete it when the models change)",
+    )
     args = parser.parse_args()
 
     from dataclasses import replace
@@ -107,12 +135,22 @@ def main() -> None:
         cohorts.append(args.calibrated_cohort)
     print("calibrated domain:", json.dumps(model.calibration.info["domain"]))
     synthesis = load_shipped_model("product_like")
-    reference = model_reference(str(model.calibration.info.get("reference_model", "lesion_aware")))
+    reference_name = str(model.calibration.info.get("reference_model", "lesion_aware"))
+    reference = model_reference(reference_name)
+    # the cache holds these weights' outputs only
+    digests = [
+        str(m.members[0].card.get("weights_sha256", "unknown"))[:12]
+        for m in (synthesis, load_shipped_model(reference_name))
+    ]
+    cache = args.cache / "-".join(digests)
     rows = []
     t0 = time.perf_counter()
     for folder in cohorts:
         for case in read_cohort(folder):
-            row = {"cohort": folder.name, **_audit_both(case, synthesis, reference, model)}
+            row = {
+                "cohort": folder.name,
+                **_audit_both(case, synthesis, reference, model, cache),
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
     print(

@@ -2,9 +2,10 @@
 
 World: real-anatomy cases built from a real CT that no shipped model was trained on, the
 thorax patient (``example_ct_dicom`` with ``example_seg_dicom``, "patient C"), by
-``benchmarks/learning_matters.py``'s generator (1.5 mm LPS grid, 64 x 64 x 48 voxel crops
-around the labelled spine, each a new subject: elastic deformation, scaling, marrow by age,
-realistic MRI with ``--new-subjects``; the real CT as it is with classic MRI otherwise). A
+``benchmarks/learning_matters.py``'s generator (by default on the shipped models' grid: 1 mm
+LPS, 96 x 96 x 72 voxel crops around the labelled spine; with ``--new-subjects`` each a new
+subject: elastic deformation, scaling, marrow by age, realistic MRI; the real CT as it is with
+classic MRI otherwise). A
 share of cases holds a calcified intradural meningioma at the labelled cord (6-12 mm axial,
 150-1000 HU, dense/partial/rim); the others are lesion-free.
 
@@ -127,16 +128,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1502)
     parser.add_argument("--out", type=Path, default=Path("out/audit_real"))
     parser.add_argument("--audit-model", default="audit", help="audit model (default: shipped)")
+    parser.add_argument("--grid-mm", type=float, default=1.0, help="isotropic grid of the cases")
+    parser.add_argument(
+        "--crop", type=int, nargs=3, default=(96, 96, 72), help="crop around the spine, voxels"
+    )
     args = parser.parse_args()
 
+    import learning_matters
     from learning_matters import _ct_derived_cases, _scans
+
+    # the shipped models' new world (scripts/train_shipped_models.sh): 1 mm, 96 x 96 x 72 crops
+    learning_matters.GRID_MM = args.grid_mm
+    learning_matters.CROP_VOXELS = tuple(args.crop)
     from synthct.audit.model import load_audit_model
     from synthct.audit.reference import model_reference
     from synthct.synthesis.manifest import load_case, read_manifest
     from synthct.synthesis.synthesizer import load_shipped_model
 
     t0 = time.perf_counter()
-    folder = args.out / ("new-subjects" if args.new_subjects else "as-scanned")
+    world = "new-subjects" if args.new_subjects else "as-scanned"
+    folder = args.out / f"{world}-{args.grid_mm:g}mm-seed{args.seed}"
     manifest = folder / "manifest.csv"
     if not manifest.is_file():
         thorax = [s for s in _scans() if s.patient == "thorax"]
@@ -163,7 +174,7 @@ def main() -> None:
     result = {
         "world": "real-anatomy cases from the held-out thorax patient (example_ct_dicom), "
         + ("new subjects, realistic MRI" if args.new_subjects else "as scanned, classic MRI")
-        + ", 1.5 mm",
+        + f", {args.grid_mm:g} mm, crops {tuple(args.crop)}",
         "audit_model": str(model.path),
         "with_domain_check": _summary(rows, "checked"),
         "without_domain_check": _summary(rows, "unchecked"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from synthct.audit.domain import AuditDomain, realism_of, refused_signals
 from synthct.audit.errors import AuditInputError
 from synthct.audit.pipeline import run_audit
 from synthct.audit.reference import ReferencePrediction
+from synthct.audit.report import write_audit
 from synthct.volume import MultiEchoMR, ScalarVolume
 
 
@@ -76,49 +78,41 @@ def test_departures_name_each_property(case: ShapesCase) -> None:
     assert domain.departures(unknown) == {}
 
 
-def test_physics_holds_across_fields_not_across_voxel_sizes() -> None:
+def test_every_signal_is_refused_outside_the_domain() -> None:
     signals = ["consistency", "reference", "novelty"]
     field = {"field_strength_t": "field strength 1.5 T; calibrated at 3 T"}
-    assert set(refused_signals(signals, field)) == {"reference", "novelty"}
-    assert "1.5 T" in refused_signals(signals, field)["reference"]
-    voxel = {"voxel_size_mm": "voxel size 1.5 mm; calibrated 0.74-0.90 mm"}
-    assert set(refused_signals(signals, voxel)) == set(signals)
+    refused = refused_signals(signals, field)
+    assert set(refused) == set(signals)
+    assert "1.5 T" in refused["consistency"]
     assert refused_signals(signals, {}) == {}
 
 
-def test_run_audit_refuses_what_does_not_hold_and_says_so(case: ShapesCase) -> None:
+def test_run_audit_refuses_outside_the_domain_and_says_so(case: ShapesCase, tmp_path: Path) -> None:
     domain = AuditDomain.of_volumes([case.mr])
     cal = _calibration(domain)
     reference = lambda _mr: _reference(case)  # noqa: E731
     inside = run_audit(case.mr, case.failure, reference=reference, calibration=cal)
     assert set(inside.signals) == {"consistency", "reference"}
     assert inside.n_flags >= 1  # the omitted lesion
-    assert inside.info["domain"]["departures"] == {}
-    # another field: the physics holds, the reference (a 3 T model) is refused
+    assert inside.info["domain"]["departures"] == {} and inside.info["domain"]["audited"]
+    # another field strength: nothing is audited, nothing flagged, the outputs say why
     at_1p5t = _with(case.mr, field_strength_t=1.5)
-    with pytest.warns(UserWarning, match="outside the audit calibration's domain"):
-        result = run_audit(at_1p5t, case.failure, reference=reference, calibration=cal)
-    assert set(result.signals) == {"consistency"}
-    assert set(result.info["domain"]["refused_signals"]) == {"reference"}
-    assert result.to_dict()["domain"]["departures"]["field_strength_t"].startswith("field")
-    # another voxel size: nothing holds, nothing is flagged, the report says why
-    coarse = dataclasses.replace(domain, voxel_size_mm=(0.5, 0.6))
     with pytest.warns(UserWarning, match="signals refused: consistency, reference"):
-        result = run_audit(
-            case.mr, case.failure, reference=reference, calibration=_calibration(coarse)
-        )
+        result = run_audit(at_1p5t, case.failure, reference=reference, calibration=cal)
     assert result.signals == {} and result.n_flags == 0
-    assert set(result.info["domain"]["refused_signals"]) == {"consistency", "reference"}
+    report = result.to_dict()["domain"]
+    assert not report["audited"]
+    assert set(report["refused_signals"]) == {"consistency", "reference"}
+    assert report["departures"]["field_strength_t"].startswith("field strength 1.5 T")
+    html = (write_audit(result, at_1p5t, tmp_path / "audit")["report_html"]).read_text()
+    assert "Not audited" in html and "Signal reference refused" in html
     # without the check every signal is computed, as before
     unchecked = run_audit(
-        case.mr,
-        case.failure,
-        reference=reference,
-        calibration=_calibration(coarse),
-        domain_check=False,
+        at_1p5t, case.failure, reference=reference, calibration=cal, domain_check=False
     )
     assert set(unchecked.signals) == {"consistency", "reference"}
     assert unchecked.n_flags == inside.n_flags
+    assert unchecked.info["domain"]["departures"]  # still reported
 
 
 def test_a_calibration_without_a_domain_is_not_checked(case: ShapesCase) -> None:

@@ -321,6 +321,7 @@ def _domain_report(
     return {
         "calibrated": domain.to_dict(),
         "checked": check,
+        "audited": set(refused) != set(names),
         "departures": departures,
         "refused_signals": refused,
     }

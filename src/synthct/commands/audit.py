@@ -217,6 +217,11 @@ def audit(
 def _print_regions(result: Any) -> None:
     from rich.table import Table
 
+    for name, why in result.info.get("domain", {}).get("refused_signals", {}).items():
+        console.print(f"[yellow]signal {name} refused[/]: {why}")
+    if not result.signals:
+        console.print("[yellow]not audited[/]: no signal holds for this MRI")
+        return
     if not result.regions:
         console.print("[green]no region flagged[/] (signals: " + ", ".join(result.signals) + ")")
         return
