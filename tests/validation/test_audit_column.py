@@ -107,6 +107,7 @@ def test_omitted_lesion_is_flagged_and_the_flag_is_confirmed_by_ct(
     assert row["audit_n_true_discrepancies"] == 1
     assert row["audit_n_false_flags"] == 0
     assert row["audit_signals_used"] == "consistency"
+    assert row["audit_refused"] == ""  # no domain recorded by the default calibration
 
 
 def test_correct_sct_gives_no_flag(files: dict[str, Path]) -> None:

@@ -66,6 +66,7 @@ AUDIT_CASE_COLUMNS = (
     "audit_n_true_discrepancies",
     "audit_n_false_flags",
     "audit_signals_used",
+    "audit_refused",
 )
 #: Columns of the flag table (``audit_flags.csv``), one row per flagged region.
 AUDIT_FLAG_COLUMNS = (

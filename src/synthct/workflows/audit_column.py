@@ -262,6 +262,11 @@ def audit_case(
         "audit_n_true_discrepancies": sum(f["true_discrepancy"] is True for f in flags),
         "audit_n_false_flags": sum(f["true_discrepancy"] is False for f in flags),
         "audit_signals_used": "+".join(result.signals),
+        # outside the calibrated domain the signals are refused: not audited, not "no flag"
+        "audit_refused": "; ".join(
+            f"{name}: {why}"
+            for name, why in result.info.get("domain", {}).get("refused_signals", {}).items()
+        ),
     }
     return AuditColumns(lesion_columns, case_columns, flags, warnings)
 
