@@ -128,6 +128,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1502)
     parser.add_argument("--out", type=Path, default=Path("out/audit_real"))
     parser.add_argument("--audit-model", default="audit", help="audit model (default: shipped)")
+    parser.add_argument(
+        "--calibrated-cohort",
+        type=Path,
+        help="for a calibration that records no domain: a cohort of its calibration domain "
+        "(e.g. out/dom/free_3t for the paper_3t phantoms the old shipped model was made on)",
+    )
     parser.add_argument("--grid-mm", type=float, default=1.0, help="isotropic grid of the cases")
     parser.add_argument(
         "--crop", type=int, nargs=3, default=(96, 96, 72), help="crop around the spine, voxels"
@@ -163,6 +169,14 @@ def main() -> None:
     model = load_audit_model(args.audit_model, learned=False)
     calibration = model.calibration
     assert calibration is not None
+    if "domain" not in calibration.info and args.calibrated_cohort is not None:
+        from dataclasses import replace
+
+        from synthct.audit.domain import AuditDomain
+
+        control = [load_case(r) for r in read_manifest(args.calibrated_cohort / "manifest.csv")]
+        domain = AuditDomain.of_volumes([c.mr for c in control])
+        calibration = replace(calibration, info={**calibration.info, "domain": domain.to_dict()})
     synthesis = load_shipped_model("product_like")
     reference = model_reference(str(calibration.info.get("reference_model", "lesion_aware")))
     rows = []
@@ -176,6 +190,7 @@ def main() -> None:
         + ("new subjects, realistic MRI" if args.new_subjects else "as scanned, classic MRI")
         + f", {args.grid_mm:g} mm, crops {tuple(args.crop)}",
         "audit_model": str(model.path),
+        "calibrated_domain": calibration.info.get("domain"),
         "with_domain_check": _summary(rows, "checked"),
         "without_domain_check": _summary(rows, "unchecked"),
         "seconds": round(time.perf_counter() - t0),
