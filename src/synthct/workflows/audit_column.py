@@ -139,6 +139,7 @@ def run_case_audit(mri: MultiEchoMR, sct: CTVolume, settings: AuditColumnSetting
         learned=column.model.learned,
         reference=column.reference,
         calibration=column.model.calibration,
+        domain_check=settings.domain_check,
     )
 
 
