@@ -18,18 +18,27 @@ bone >= 150) inside the CT body mask, and inside the lesion labels; voxels poole
 Detection is printed with its Wilson 95% interval: 4 lesions cannot show 95%; pass
 ``--lesion-cases 24`` (and ``--mc-passes 0`` to skip the uncertainty) for a tighter one.
 
+``--real-anatomy`` also measures every method on the real-anatomy held-out set: new subjects
+(deformed, realistic MRI, paper_3t contrast) drawn from patient C (``example_ct_dicom``, never in
+any shipped model's training) on a 1 mm grid, cropped around the spine, with one calcified
+meningioma each at the labelled cord (``scripts/build_training_world.py --held-out``, seed 302).
+
 ``--record-in-cards`` writes each shipped model's figures into its model card
-(``held_out_validation``; the weights and their checksum are not touched).
+(``held_out_validation``, and ``held_out_validation_real_anatomy`` with ``--real-anatomy``; the
+weights and their checksum are not touched). Methods may be model folders (e.g. the previous
+shipped models kept aside) to compare in the same run.
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/synthesis_accuracy.py [--out DIR]
      [--methods baseline,product_like,lesion_aware] [--lesion-cases N] [--mc-passes K]
-     [--record-in-cards]
+     [--real-anatomy [--real-cases M]] [--record-in-cards]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +62,29 @@ LESION_SEED, FREE_SEED = 301, 302
 MIN_DIAMETER_MM = 5.0
 CALCIFIED_HU = 130.0
 SPEARMAN_MAX = 200_000
+ROOT = Path(__file__).resolve().parents[1]
+REAL_SEED = 302
+
+
+def real_anatomy_cohort(out: Path, cases: int) -> Path:
+    """The real-anatomy held-out set (patient C, one calcified meningioma per case)."""
+    folder = out / f"heldout_real_anatomy_{cases}"
+    if not (folder / "manifest.csv").is_file():
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "build_training_world.py"),
+                "--out",
+                str(folder),
+                "--held-out",
+                "--ct-subjects",
+                str(cases),
+                "--seed",
+                str(REAL_SEED),
+            ],
+            check=True,
+        )
+    return folder / "manifest.csv"
 
 
 def cohorts(out: Path, lesion_cases: int = 4) -> list[Path]:
@@ -222,17 +254,31 @@ def evaluate(
     }
 
 
-def card_figures(result: dict[str, Any], lesion_cases: int, mc_passes: int) -> dict[str, Any]:
-    """One method's held-out figures as a model card's ``held_out_validation`` section."""
+def card_figures(
+    result: dict[str, Any], lesion_cases: int, mc_passes: int, *, real_cases: int = 0
+) -> dict[str, Any]:
+    """One method's held-out figures as a model card's ``held_out_validation`` section.
+
+    ``real_cases`` > 0: the figures are of the real-anatomy held-out set of that many cases.
+    """
     low, high = _wilson(result["detected"], result["eligible"])
+    cohort = (
+        f"world: procedural phantoms; {lesion_cases} with a calcified intradural meningioma "
+        f"(seed {LESION_SEED}) + 2 lesion-free (seed {FREE_SEED}); paper_3t grid, FOV {FOV_MM} mm"
+    )
+    if real_cases:
+        cohort = (
+            f"world: real anatomy; {real_cases} new subjects (deformed, realistic paper_3t MRI) "
+            "from held-out patient C (example_ct_dicom, never in training), 1 mm grid, spine "
+            f"crop, one calcified intradural meningioma each (seed {REAL_SEED})"
+        )
     figures: dict[str, Any] = {
-        "cohort": (
-            f"{lesion_cases} phantoms with a calcified intradural meningioma (seed {LESION_SEED}) "
-            f"+ 2 lesion-free (seed {FREE_SEED}); paper_3t grid, FOV {FOV_MM} mm"
-        ),
+        "cohort": cohort,
         "command": (
             "benchmarks/synthesis_accuracy.py "
-            f"--lesion-cases {lesion_cases} --mc-passes {mc_passes} --record-in-cards"
+            f"--lesion-cases {lesion_cases} --mc-passes {mc_passes}"
+            + (f" --real-anatomy --real-cases {real_cases}" if real_cases else "")
+            + " --record-in-cards"
         ),
         "date_utc": time.strftime("%Y-%m-%d", time.gmtime()),
         "body_mae_hu": round(result["body_mae_hu"], 1),
@@ -286,6 +332,12 @@ def main() -> None:
         help="cases with a calcified meningioma (seed 301; more cases narrow the detection CI)",
     )
     parser.add_argument(
+        "--real-anatomy",
+        action="store_true",
+        help="also measure on the real-anatomy held-out set (patient C, lesions inserted)",
+    )
+    parser.add_argument("--real-cases", type=int, default=6, help="real-anatomy held-out cases")
+    parser.add_argument(
         "--record-in-cards",
         action="store_true",
         help="write each shipped model's figures into its model card (held_out_validation)",
@@ -299,30 +351,55 @@ def main() -> None:
         window["overlap"] = args.overlap
     manifests = cohorts(args.out, args.lesion_cases)
     mask = False if args.no_mask else None
-    results = [
-        evaluate(m, manifests, args.mc_passes, mask_outside_body=mask, window=window)
-        for m in args.methods.split(",")
-    ]
+    worlds = {"procedural": manifests}
+    if args.real_anatomy:
+        worlds["real_anatomy"] = [real_anatomy_cohort(args.out, args.real_cases)]
+    all_results = {
+        world: [
+            evaluate(m, paths, args.mc_passes, mask_outside_body=mask, window=window)
+            for m in args.methods.split(",")
+        ]
+        for world, paths in worlds.items()
+    }
     methods = [Path(m).parent.name if "/" in m else m for m in args.methods.split(",")]
     name = "results_" + "_".join(methods) + ("_nomask" if args.no_mask else "")
     if args.lesion_cases != 4:
         name += f"_{args.lesion_cases}lesioncases"
     if window:
         name += "_window_" + "_".join(str(v) for v in window.values()).replace(" ", "")
+    if args.real_anatomy:
+        name += f"_real{args.real_cases}"
     name += ".json"
-    (args.out / name).write_text(json.dumps(results, indent=2, default=float))
+    payload: Any = all_results if args.real_anatomy else all_results["procedural"]
+    (args.out / name).write_text(json.dumps(payload, indent=2, default=float))
     if args.record_in_cards:
-        for result in results:
-            if result["method"] in SHIPPED_MODELS:
-                figures = card_figures(result, args.lesion_cases, args.mc_passes)
-                update_card(shipped_model_path(result["method"]), held_out_validation=figures)
-                print(f"recorded in {shipped_model_path(result['method'])}/model_card.json")
+        for world, results in all_results.items():
+            real = args.real_cases if world == "real_anatomy" else 0
+            section = "held_out_validation" + ("_real_anatomy" if real else "")
+            for result in results:
+                if result["method"] in SHIPPED_MODELS:
+                    figures = card_figures(
+                        result, args.lesion_cases, args.mc_passes, real_cases=real
+                    )
+                    update_card(shipped_model_path(result["method"]), **{section: figures})
+                    print(f"recorded {section} in {shipped_model_path(result['method'])}")
+    for world, results in all_results.items():
+        _print_table(world, results, args)
 
-    print(
-        f"held-out phantoms: {args.lesion_cases} calcified meningioma cases (seed {LESION_SEED}) "
-        "+ 2 lesion-free "
-        f"(seed {FREE_SEED}); paper_3t grid, FOV {FOV_MM} mm; MC passes {args.mc_passes}"
-    )
+
+def _print_table(world: str, results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    if world == "procedural":
+        print(
+            f"held-out phantoms: {args.lesion_cases} calcified meningioma cases "
+            f"(seed {LESION_SEED}) + 2 lesion-free "
+            f"(seed {FREE_SEED}); paper_3t grid, FOV {FOV_MM} mm; MC passes {args.mc_passes}"
+        )
+    else:
+        print(
+            f"held-out real anatomy: {args.real_cases} new subjects from patient C "
+            f"(example_ct_dicom), one calcified meningioma each (seed {REAL_SEED}), 1 mm grid; "
+            f"MC passes {args.mc_passes}"
+        )
     print(
         "| method | body MAE HU (target <= 35) | MAE air/fat, soft, bone HU | "
         "bone Dice 250 HU (>= 0.9) | "
@@ -361,6 +438,7 @@ def main() -> None:
                 f"{v['mean_sd_hu']:.0f} / {v['mae_hu']:.0f}"
             )
         print(f"| {r['method']} | " + " | ".join(cells) + " |")
+    print()
 
 
 if __name__ == "__main__":

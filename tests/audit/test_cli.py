@@ -84,7 +84,13 @@ def test_audit_uses_the_shipped_audit_model_by_default(
     from synthct.audit.model import shipped_audit_model_path
 
     out = tmp_path / "default-model"
-    result = runner.invoke(app, _args(files, out, "--no-reference", "--no-figures"))
+    # this 1.5 mm block phantom lies outside the shipped calibration's domain (0.74-0.9 mm
+    # phantoms): by default nothing is audited; the shipped thresholds are what is tested here
+    refused = runner.invoke(app, _args(files, tmp_path / "refused", "--no-reference"))
+    assert refused.exit_code == 0 and "not audited" in refused.output
+    result = runner.invoke(
+        app, _args(files, out, "--no-reference", "--no-figures", "--no-domain-check")
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "audit.json").read_text())
     shipped = json.loads((shipped_audit_model_path() / "calibration.json").read_text())
@@ -103,7 +109,11 @@ def test_audit_uses_the_shipped_audit_model_by_default(
 def test_audit_with_the_shipped_reference_model(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "audit-ref"
     result = runner.invoke(
-        app, _args(files, out, "--reference-model", "lesion_aware", "--no-figures")
+        # outside the shipped calibration's domain (voxel size): computed anyway to test it
+        app,
+        _args(
+            files, out, "--reference-model", "lesion_aware", "--no-figures", "--no-domain-check"
+        ),
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "audit.json").read_text())
@@ -171,3 +181,28 @@ def test_bad_inputs_fail_cleanly(files: dict[str, Path], tmp_path: Path) -> None
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "already exists" in result.output
     assert list(out.iterdir()) == []
+
+
+def test_outside_the_calibrated_domain_nothing_is_audited(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    import dataclasses
+
+    from synthct.audit.combine import DEFAULT_CALIBRATION
+    from synthct.audit.domain import AuditDomain
+
+    # a calibration made at 1.5 T; the echo files are 3 T
+    domain = AuditDomain((1.5,), (7.0, 7.0), (10.0, 10.0), ((2.3, 4.61),), (1.5, 1.5), ("classic",))
+    cal = dataclasses.replace(DEFAULT_CALIBRATION, info={"domain": domain.to_dict()})
+    cal_path = cal.save(tmp_path / "calibration.json")
+    args = ("--no-audit-model", "--calibration", str(cal_path))
+    result = runner.invoke(app, _args(files, tmp_path / "refused", *args))
+    assert result.exit_code == 0, result.output
+    assert "signal consistency refused" in result.output and "not audited" in result.output
+    report = json.loads((tmp_path / "refused" / "audit.json").read_text())
+    assert report["n_flagged_regions"] == 0 and not report["domain"]["audited"]
+    assert "field strength 3 T" in report["domain"]["departures"]["field_strength_t"]
+    # --no-domain-check computes the signal anyway: the omitted lesion is flagged
+    result = runner.invoke(app, _args(files, tmp_path / "forced", *args, "--no-domain-check"))
+    assert result.exit_code == 0, result.output
+    assert "1 flagged region" in result.output

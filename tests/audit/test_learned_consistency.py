@@ -201,6 +201,11 @@ def test_train_audit_model_fits_calibrates_and_writes_it(tmp_path: Path) -> None
     learned = calibration.signals["learned_consistency"]
     assert learned.in_rule and learned.threshold > 0
     assert calibration.info["sct_source"] == "CT"
+    # the domain of the cases is recorded (synthct.audit.domain): 3 T, FAST_3T, 1.5 mm; MRI
+    # rendered in memory does not declare its realism (cohort files do)
+    domain = calibration.info["domain"]
+    assert domain["field_strength_t"] == [3.0] and domain["echo_times_ms"] == [[1.15, 2.3]]
+    assert domain["voxel_size_mm"] == [1.5, 1.5] and domain["mr_realism"] == ["unknown"]
     model = load_learned_consistency(folder)
     assert model.info["training_pairs"] == ["case-3", "case-4"]
     _, mr = _render(True, seed=7)

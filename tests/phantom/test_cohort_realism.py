@@ -41,5 +41,8 @@ def test_realistic_cohort_changes_only_the_mri_and_says_so(tmp_path: Path) -> No
     assert real_cv > 1.5 * classic_cv
     meta = json.loads((real / "case-000" / "case.json").read_text())
     assert meta["mr_realism"] == "realistic"
+    # the echoes say so too (the audit compares it with its calibrated domain)
+    assert b.mr().protocol is not None and b.mr().protocol.extra["mr_realism"] == "realistic"
+    assert a.mr().protocol is not None and a.mr().protocol.extra["mr_realism"] == "classic"
     with pytest.raises(CohortSpecError, match="mr_realism"):
         load_cohort_spec(**SMALL, mr_realism="photoreal")

@@ -14,6 +14,7 @@ from synthct.phantom.mri import render_ct_and_mri
 from synthct.phantom.protocols import FAST_3T
 from synthct.synthesis.config import LesionInsertionConfig, SynthesisConfig
 from synthct.synthesis.lesion_insertion import (
+    has_placement_site,
     insert_lesion_into_patch,
     patch_geometry,
     prepare_insertion_source,
@@ -151,3 +152,22 @@ def test_sham_insertion_centres_patches_in_the_canal_without_a_lesion(  # type: 
         [prepared], settings.patches, settings.normalisation, insertion=sham
     ).sample(np.random.default_rng(3), 1)[1]
     assert not np.array_equal(real, control)
+
+
+def test_a_case_without_a_canal_trains_without_lesion_patches(phantom) -> None:  # type: ignore[no-untyped-def]
+    ct, mr, tissue = phantom
+    assert has_placement_site(tissue, INSERTION)
+    # A CT-derived case made from HU alone has no CSF or cord class: the canal is muscle.
+    no_canal = np.where(np.isin(tissue, [Tissue.CSF, Tissue.SPINAL_CORD]), Tissue.MUSCLE, tissue)
+    assert not has_placement_site(no_canal.astype(np.uint8), INSERTION)
+    with pytest.raises(ValueError, match="no csf/spinal_cord voxel"):
+        prepare_insertion_source(mr.array, no_canal, mr.affine, mr.protocol, INSERTION)
+    settings, prepared = _prepared((ct, mr, no_canal.astype(np.uint8)), INSERTION)
+    assert prepared.insertion is None
+    sampler = PatchSampler(
+        [prepared], settings.patches, settings.normalisation, insertion=INSERTION
+    )
+    plain = PatchSampler([prepared], settings.patches, settings.normalisation)
+    a = sampler.sample(np.random.default_rng(2), 2)
+    b = plain.sample(np.random.default_rng(2), 2)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])  # no lesion anywhere

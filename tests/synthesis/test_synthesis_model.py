@@ -242,6 +242,7 @@ def test_update_card_adds_sections_and_keeps_the_weights_valid(
         folder,
         provenance={"command": "scripts/train.sh tiny"},
         held_out_validation={"body_mae_hu": 27.5, "bone_dice_250hu": 0.98},
+        held_out_validation_real_anatomy={"body_mae_hu": 61.0},
     )
     card = json.loads((folder / "model_card.json").read_text())
     assert card["held_out_validation"] == {"body_mae_hu": 27.5, "bone_dice_250hu": 0.98}
@@ -249,6 +250,7 @@ def test_update_card_adds_sections_and_keeps_the_weights_valid(
     assert {k: v for k, v in card.items() if k in before} == before  # nothing else changed
     markdown = (folder / "model_card.md").read_text()
     assert "## Held-out validation\n\n- body_mae_hu: 27.5" in markdown
+    assert "## Held-out validation: real anatomy\n\n- body_mae_hu: 61.0" in markdown
     assert "## Provenance\n\n- command: scripts/train.sh tiny" in markdown
     load_model_folder(folder)  # the checksum still matches the weights
     with pytest.raises(ModelFolderError, match="no model card"):

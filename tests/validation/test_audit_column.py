@@ -107,6 +107,7 @@ def test_omitted_lesion_is_flagged_and_the_flag_is_confirmed_by_ct(
     assert row["audit_n_true_discrepancies"] == 1
     assert row["audit_n_false_flags"] == 0
     assert row["audit_signals_used"] == "consistency"
+    assert row["audit_refused"] == ""  # no domain recorded by the default calibration
 
 
 def test_correct_sct_gives_no_flag(files: dict[str, Path]) -> None:
@@ -260,9 +261,14 @@ def test_cli_audit_with_the_shipped_audit_model(files: dict[str, Path], tmp_path
     ]  # fmt: skip
     # The shipped audit model names the lesion-aware reference, trained on 0.74 x 0.74 x 0.9 mm
     # spine phantoms: on this 1.5 mm block phantom it is out of domain and left out.
-    result = CliRunner().invoke(
-        app, [*args, "--audit-model", str(SHIPPED_AUDIT_MODEL), "--no-audit-reference"]
-    )
+    shipped = [*args, "--audit-model", str(SHIPPED_AUDIT_MODEL), "--no-audit-reference"]
+    # The shipped calibration's domain is that of those phantoms too: by default the audit
+    # refuses this MRI and says why; computed anyway, it flags the omitted lesion.
+    refused = CliRunner().invoke(app, [*shipped, "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 0, refused.output
+    cases = pd.read_csv(tmp_path / "refused" / "cases.csv")
+    assert "voxel size" in str(cases.loc[0, "audit_refused"])
+    result = CliRunner().invoke(app, [*shipped, "--no-audit-domain-check"])
     assert result.exit_code == 0, result.output
     assert "1/1 lesions flagged" in result.output
     flags = pd.read_csv(out / "audit_flags.csv")

@@ -139,6 +139,7 @@ def run_audit(
     reference_settings: ReferenceSettings | None = None,
     consistency: bool = True,
     register: bool = False,
+    domain_check: bool = True,
     progress: AuditProgress | None = None,
 ) -> AuditResult:
     """Audit an sCT against its MRI without CT.
@@ -170,6 +171,10 @@ def run_audit(
         Compute the MRI consistency signal (needs the full protocol).
     register : bool
         Register the sCT to the MRI rigidly before resampling.
+    domain_check : bool
+        Compare the MRI with the domain recorded with ``calibration``
+        (:mod:`synthct.audit.domain`) and refuse the signals that do not hold outside it
+        (reported in ``info["domain"]`` and warned). ``False`` computes every signal anyway.
     progress : callable, optional
         ``progress(step, done, total)`` after each step.
 
@@ -210,6 +215,9 @@ def run_audit(
         novelty=novelty,
         epistemic=epistemic,
     )
+    domain_info = _domain_report(mr, cal, [s.name for s in signals], check=domain_check)
+    refused = domain_info.get("refused_signals", {})
+    signals = [s for s in signals if s.name not in refused]
     steps = ["align", *(s.name for s in signals), "combine"]
     done = 0
     timings: dict[str, float] = {}
@@ -235,7 +243,7 @@ def run_audit(
         )
     step("align", t0)
     raw: dict[str, ScalarVolume] = {}
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"domain": domain_info}
     reference_sct: CTVolume | None = None
     inputs = SignalInputs(mr, aligned, body)
     for signal in signals:
@@ -249,7 +257,10 @@ def run_audit(
         step(signal.name, t0)
     t0 = time.perf_counter()
     z = {name: cal.for_signal(name).standardise(name, v.array, body) for name, v in raw.items()}
-    score, ratios = flag_score(z, cal)
+    if z:
+        score, ratios = flag_score(z, cal)
+    else:  # every signal refused outside the calibrated domain: nothing can be flagged
+        score, ratios = np.zeros(body.shape, dtype=np.float32), {}
     labels, regions = find_regions(
         score,
         ratios,
@@ -291,6 +302,29 @@ def run_audit(
         info=info,
         reference_sct=reference_sct,
     )
+
+
+def _domain_report(
+    mr: MultiEchoMR, calibration: AuditCalibration, names: list[str], *, check: bool
+) -> dict[str, Any]:
+    """The calibrated domain, the MRI's departures from it and the signals refused there."""
+    from synthct.audit.domain import AuditDomain, refused_signals, warn_out_of_domain
+
+    recorded = calibration.info.get("domain")
+    if recorded is None:
+        return {"calibrated": None, "note": "the calibration records no domain: not checked"}
+    domain = AuditDomain.from_dict(recorded)
+    departures = domain.departures(mr)
+    refused = refused_signals(names, departures) if check else {}
+    if check:
+        warn_out_of_domain(departures, refused)
+    return {
+        "calibrated": domain.to_dict(),
+        "checked": check,
+        "audited": set(refused) != set(names),
+        "departures": departures,
+        "refused_signals": refused,
+    }
 
 
 def audit_signals(

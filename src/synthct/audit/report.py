@@ -51,7 +51,11 @@ be false.</p>{% endfor %}
 reference signal cannot find anything.</p>{% endif %}
 <p>MRI: <code>{{ mri }}</code><br>sCT: <code>{{ sct }}</code>{% if resampled %}
 (resampled onto the MRI grid){% endif %}</p>
-{% if n == 0 %}<p class="ok">No region flagged: nothing the MRI shows contradicts the sCT
+{% for name, why in refused.items() %}
+<p class="warn"><strong>Signal {{ name }} refused</strong>, {{ why }}.</p>{% endfor %}
+{% if not signals %}<p class="warn"><strong>Not audited</strong>: no signal holds for this
+MRI. Calibrate an audit model on lesion-free cases of its domain (synthct audit-train).</p>
+{% elif n == 0 %}<p class="ok">No region flagged: nothing the MRI shows contradicts the sCT
 beyond the thresholds below. This is not proof of correctness.</p>
 {% else %}<p class="warn"><strong>{{ n }} region{{ "s" if n > 1 else "" }} flagged</strong>
 where the sCT probably omits or invents something the MRI shows. Check them on CT or by
@@ -190,6 +194,7 @@ def render_html(result: AuditResult, mr: MultiEchoMR, figures: dict[int, str]) -
             for name in result.signals
         ),
         regions=regions,
+        refused=result.info.get("domain", {}).get("refused_signals", {}),
         echo=mr.n_echoes,
         version=__version__,
         timings=result.info.get("timings_s", {}),

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from synthct.imaging.labels import Tissue
+from synthct.imaging.labels import LESION_TISSUES, MARROW_TISSUES, Tissue
 from synthct.imaging.signal_equation import spgr_signal
 from synthct.imaging.tissues import TISSUES
 from synthct.volume import MRProtocol
@@ -56,22 +56,76 @@ class TissueClass:
         return float(TISSUES[self.tissue].ct_hu)
 
 
-#: The classes: bands around the table HU of air, fat, CSF, muscle, cancellous and cortical
-#: bone. Soft tissue spans 20-130 HU (muscle, viscera, cord, disc, ligament, dura, whose
-#: signals differ); between bands a voxel is a mixture.
+def table_class(
+    name: str,
+    tissue: Tissue,
+    hu_band: tuple[float, float] | None = None,
+    *,
+    group: tuple[Tissue, ...] = (),
+    exclude: frozenset[Tissue] = frozenset(),
+    texture_sds: float = 2.0,
+) -> TissueClass:
+    """A class whose band and members come from the tissue table.
+
+    Parameters
+    ----------
+    name : str
+        Class name.
+    tissue : Tissue
+        The tissue whose signal the class takes in mixtures (its table HU is the mixing HU).
+    hu_band : tuple of 2 float, optional
+        The band. Without it: the span of the table HU of ``group`` when given, else the
+        tissue's table HU +- ``texture_sds`` of its texture SD.
+    group : tuple of Tissue
+        The class's tissues when they are a known group (the marrow fat-fraction bins); the
+        members are then exactly these.
+    exclude : frozenset of Tissue
+        Tissues that belong to another class's group and never join this one.
+    texture_sds : float
+        Half-width of a band made from the texture SD, in SDs.
+
+    Returns
+    -------
+    TissueClass
+        With members: ``group``, or every normal (non-lesion) tissue of the table whose HU
+        lies in the band (HU cannot tell them apart, so any of their signals is allowed).
+    """
+    if group:
+        hus = [TISSUES[t].ct_hu for t in group]
+        band = hu_band or (float(min(hus)), float(max(hus)))
+        members = tuple(t for t in group if t != tissue)
+    else:
+        props = TISSUES[tissue]
+        half = texture_sds * props.ct_texture_sd_hu
+        band = hu_band or (props.ct_hu - half, props.ct_hu + half)
+        members = tuple(
+            t
+            for t, p in TISSUES.items()
+            if t != tissue
+            and t not in LESION_TISSUES
+            and t not in exclude
+            and band[0] <= p.ct_hu <= band[1]
+        )
+    return TissueClass(name, tissue, float(band[0]), float(band[1]), members)
+
+
+_MARROW = frozenset(MARROW_TISSUES)
+
+#: The classes: bands around the table HU of air, lung, fat, CSF, muscle, marrow, cancellous
+#: and cortical bone; members are the table's normal tissues within each band (air holds bowel
+#: gas; soft tissue, 20-130 HU, holds muscle, viscera, blood, heart, cord, disc, ligament and
+#: dura, whose signals differ). Lung is -850 HU +- 2 texture SDs; marrow spans the HU of the
+#: marrow fat-fraction bins (108-208 HU) and overlaps soft tissue: a voxel in two bands may
+#: hold either class. Between bands a voxel is a mixture.
 DEFAULT_CLASSES: tuple[TissueClass, ...] = (
-    TissueClass("air", Tissue.AIR, -1100.0, -900.0),
-    TissueClass("fat", Tissue.SUBCUTANEOUS_FAT, -200.0, -40.0, (Tissue.EPIDURAL_FAT,)),
-    TissueClass("fluid", Tissue.CSF, -5.0, 15.0),
-    TissueClass(
-        "soft_tissue",
-        Tissue.MUSCLE,
-        20.0,
-        130.0,
-        (Tissue.SOFT_TISSUE, Tissue.SPINAL_CORD, Tissue.DISC, Tissue.LIGAMENT, Tissue.DURA),
-    ),
-    TissueClass("cancellous_bone", Tissue.CANCELLOUS_BONE, 250.0, 500.0),
-    TissueClass("cortical_bone", Tissue.CORTICAL_BONE, 1200.0, 4000.0),
+    table_class("air", Tissue.AIR, (-1100.0, -900.0)),
+    table_class("lung", Tissue.LUNG),
+    table_class("fat", Tissue.SUBCUTANEOUS_FAT, (-200.0, -40.0)),
+    table_class("fluid", Tissue.CSF, (-5.0, 15.0)),
+    table_class("soft_tissue", Tissue.MUSCLE, (20.0, 130.0), exclude=_MARROW),
+    table_class("marrow", Tissue.MARROW_FF50, group=MARROW_TISSUES),
+    table_class("cancellous_bone", Tissue.CANCELLOUS_BONE, (250.0, 500.0)),
+    table_class("cortical_bone", Tissue.CORTICAL_BONE, (1200.0, 4000.0)),
 )
 
 
@@ -167,8 +221,13 @@ def predicted_envelope(
     size_of = np.abs(signals)
     unit = np.where(size_of > 0, signals / np.maximum(size_of, 1e-30), 0).astype(np.complex64)
     dark, bright = unit * own_lo, unit * own_hi
-    lo = np.stack([own_lo[e][own] for e in range(signals.shape[0])])
-    hi = np.stack([own_hi[e][own] for e in range(signals.shape[0])])
+    # A voxel in two overlapping bands (marrow and soft tissue) may be either class.
+    lo = np.stack([own_lo[e][own[0]] for e in range(signals.shape[0])])
+    hi = np.stack([own_hi[e][own[0]] for e in range(signals.shape[0])])
+    for also in own[1:]:
+        for e in range(signals.shape[0]):
+            lo[e] = np.minimum(lo[e], own_lo[e][also])
+            hi[e] = np.maximum(hi[e], own_hi[e][also])
     mix_hu = [c.hu_mixing for c in classes]
     order = np.argsort(mix_hu)
     for ia, a in enumerate(order):
@@ -196,10 +255,12 @@ def predicted_envelope(
 
 def _classes_present(
     hu: _F32, raw_hu: NDArray[Any], classes: tuple[TissueClass, ...], size: tuple[int, int, int]
-) -> tuple[NDArray[np.uint8], list[NDArray[np.bool_]]]:
-    """Each voxel's own class and, per class, whether it occurs within the window.
+) -> tuple[list[NDArray[np.uint8]], list[NDArray[np.bool_]]]:
+    """Each voxel's own classes and, per class, whether it occurs within the window.
 
-    The own class is the band nearest to the smoothed HU. A class occurs at a voxel when the
+    The own class is the band nearest to the smoothed HU; where bands overlap, every band
+    holding the HU gives one (the first array is the nearest, the others repeat it where a
+    voxel lies in one band only). A class occurs at a voxel when the
     raw or the smoothed HU lies in its band, or when the smoothed HU lies in no band and
     between the class's mixing HU and that of the next class (a partial-volume voxel holds
     both). Noise around a band's centre does not make its neighbours occur.
@@ -209,7 +270,16 @@ def _classes_present(
     distance = np.stack(
         [np.maximum(np.maximum(band_lo[c] - hu, hu - band_hi[c]), 0) for c in range(len(classes))]
     )
-    own = np.argmin(distance, axis=0).astype(np.uint8)
+    own = [np.argmin(distance, axis=0).astype(np.uint8)]
+    for c in range(len(classes)):
+        # classes whose band overlaps another's: where the voxel is in both, it may be either
+        if any(
+            d != c
+            and classes[d].hu_low <= classes[c].hu_high
+            and classes[c].hu_low <= classes[d].hu_high
+            for d in range(len(classes))
+        ):
+            own.append(np.where(distance[c] == 0, np.uint8(c), own[0]).astype(np.uint8))
     del distance
     mixing = np.array([c.hu_mixing for c in classes])
     order = np.argsort(mixing)

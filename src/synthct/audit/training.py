@@ -44,6 +44,7 @@ from synthct.audit.combine import (
     min_region_voxels,
     robust_centre_scale,
 )
+from synthct.audit.domain import AuditDomain
 from synthct.audit.epistemic import EpistemicSD
 from synthct.audit.errors import AuditInputError
 from synthct.audit.learned_consistency import (
@@ -314,6 +315,7 @@ def train_audit_model(
         progress=progress,
     )
     info = dict(calibration.info)
+    info["domain"] = AuditDomain.of_volumes([c.mr for c in cases]).to_dict()
     info["consistency_settings"] = (settings or ConsistencySettings()).to_dict()
     info["sct_source"] = sct_source
     if reference is not None:

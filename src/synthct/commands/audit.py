@@ -130,6 +130,15 @@ def audit(
         bool, typer.Option("--register", help="Register the sCT to the MRI rigidly first.")
     ] = False,
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Region figures.")] = True,
+    domain_check: Annotated[
+        bool,
+        typer.Option(
+            "--domain-check/--no-domain-check",
+            help="Refuse the signals when the MRI lies outside the audit model's calibrated "
+            "domain (field, protocol, voxel size, MRI realism); --no-domain-check computes "
+            "them anyway (their thresholds do not hold there).",
+        ),
+    ] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
 ) -> None:
     """Flag regions where the sCT probably omits (or invents) what the MRI shows, without CT.
@@ -205,6 +214,7 @@ def audit(
             calibration=cal,
             consistency=consistency,
             register=register,
+            domain_check=domain_check,
             progress=progress,
         )
         bar.update(task, description="writing")
@@ -217,6 +227,11 @@ def audit(
 def _print_regions(result: Any) -> None:
     from rich.table import Table
 
+    for name, why in result.info.get("domain", {}).get("refused_signals", {}).items():
+        console.print(f"[yellow]signal {name} refused[/]: {why}")
+    if not result.signals:
+        console.print("[yellow]not audited[/]: no signal holds for this MRI")
+        return
     if not result.regions:
         console.print("[green]no region flagged[/] (signals: " + ", ".join(result.signals) + ")")
         return

@@ -140,6 +140,14 @@ def validate(
             "out for MRI outside the reference model's training domain).",
         ),
     ] = True,
+    audit_domain_check: Annotated[
+        bool,
+        typer.Option(
+            "--audit-domain-check/--no-audit-domain-check",
+            help="Refuse the audit's signals for MRI outside the audit model's calibrated "
+            "domain (the audit_refused column says why).",
+        ),
+    ] = True,
     keep_identifiers: Annotated[
         bool,
         typer.Option(
@@ -208,6 +216,7 @@ def validate(
             model=str((audit_model or shipped_audit_model_path()).resolve()),
             reference_model=reference,
             reference=audit_reference,
+            domain_check=audit_domain_check,
         )
     if align not in ALIGN_MODES:
         raise SynthctError(

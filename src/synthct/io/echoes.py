@@ -66,6 +66,8 @@ def read_echoes(paths: Sequence[str | os.PathLike[str]]) -> MultiEchoMR:
                     fix="stack only echoes of one acquisition",
                 )
         echo_times = [te for v in volumes if v.protocol for te in v.protocol.echo_times_ms]
-        protocol = MRProtocol(tuple(float(te) for te in echo_times), *acquisition)
+        protocol = MRProtocol(
+            tuple(float(te) for te in echo_times), *acquisition, extra=dict(base.extra)
+        )
     array = np.concatenate([v.array for v in volumes], axis=0)
     return MultiEchoMR(array, first.affine, protocol=protocol, source=str(Path(paths[0])))

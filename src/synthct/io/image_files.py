@@ -95,6 +95,8 @@ def protocol_from_sidecar(meta: dict[str, Any], n_echoes: int) -> MRProtocol | N
         repetition_time_ms=None if tr is None else float(tr),
         flip_angle_deg=None if flip is None else float(flip),
         field_strength_t=None if b0 is None else float(b0),
+        # what synthct wrote there (preset, MRI realism) travels on
+        extra=dict(meta["extra"]) if isinstance(meta.get("extra"), dict) else {},
     )
 
 

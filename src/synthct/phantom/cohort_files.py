@@ -106,6 +106,8 @@ def write_case_files(
     """
     ct = ct.with_array(np.rint(ct.array).astype(np.int16))
     protocol = mr.protocol
+    # the MRI realism preset travels with the echoes (the audit's calibrated domain reads it)
+    declared = {"mr_realism": str(meta["mr_realism"])} if "mr_realism" in meta else {}
     outputs: list[tuple[Volume, Path]] = [(ct, folder / CT_FILE)]
     echo_names = []
     for e in range(mr.n_echoes):
@@ -116,7 +118,7 @@ def write_case_files(
                 protocol.repetition_time_ms,
                 protocol.flip_angle_deg,
                 protocol.field_strength_t,
-                dict(protocol.extra),
+                {**protocol.extra, **declared},
             )
         name = echo_file(e)
         echo = MultiEchoMR(mr.array[e : e + 1], mr.affine, protocol=echo_protocol)

@@ -122,6 +122,28 @@ def background_noise_sd(
     )
 
 
+def placement_sites(
+    tissue: NDArray[np.integer],
+    config: LesionInsertionConfig,
+    allowed: NDArray[np.bool_] | None = None,
+) -> NDArray[np.bool_]:
+    """Voxels of ``config.placement_tissues`` (and ``allowed``) where a lesion may be centred."""
+    labels = np.asarray(tissue)
+    placement = np.isin(labels, [int(Tissue[name.upper()]) for name in config.placement_tissues])
+    if allowed is not None:
+        placement &= allowed
+    return placement
+
+
+def has_placement_site(
+    tissue: NDArray[np.integer],
+    config: LesionInsertionConfig,
+    allowed: NDArray[np.bool_] | None = None,
+) -> bool:
+    """Whether ``tissue`` holds any voxel a lesion may be placed in (:func:`placement_sites`)."""
+    return bool(placement_sites(tissue, config, allowed).any())
+
+
 def prepare_insertion_source(
     raw_mr: NDArray[np.floating],
     tissue: NDArray[np.integer],
@@ -153,10 +175,7 @@ def prepare_insertion_source(
             f"tissue labels {tuple(tissue.shape)} and MRI {tuple(raw_mr.shape[1:])} differ"
         )
     labels = np.asarray(tissue, dtype=np.uint8)
-    placement = np.isin(labels, [int(Tissue[name.upper()]) for name in config.placement_tissues])
-    if allowed is not None:
-        placement &= allowed
-    candidates = np.flatnonzero(placement).astype(np.int64)
+    candidates = np.flatnonzero(placement_sites(labels, config, allowed)).astype(np.int64)
     if candidates.size == 0:
         raise ValueError(
             f"no {'/'.join(config.placement_tissues)} voxel to place an intradural lesion in"

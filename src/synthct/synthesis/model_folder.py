@@ -149,10 +149,14 @@ def card_markdown(card: dict[str, Any]) -> str:
                 + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values())
                 + " |"
             )
-    held_out = card.get("held_out_validation")
-    if held_out:
-        lines += ["", "## Held-out validation", ""]
-        lines += [f"- {k}: {v}" for k, v in held_out.items()]
+    for key, heading in (
+        ("held_out_validation", "Held-out validation"),
+        ("held_out_validation_real_anatomy", "Held-out validation: real anatomy"),
+    ):
+        held_out = card.get(key)
+        if held_out:
+            lines += ["", f"## {heading}", ""]
+            lines += [f"- {k}: {v}" for k, v in held_out.items()]
     lines += ["", "## Limitations", ""]
     lines += [f"- {text}" for text in card.get("limitations", [])]
     provenance = card.get("provenance")

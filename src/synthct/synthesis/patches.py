@@ -26,6 +26,7 @@ from synthct.synthesis.config import LesionInsertionConfig, NormalisationConfig,
 from synthct.synthesis.lesion_insertion import (
     InsertionSource,
     draw_lesion,
+    has_placement_site,
     insert_lesion_into_patch,
     patch_geometry,
     prepare_insertion_source,
@@ -132,8 +133,15 @@ def prepare_case(
     if not cumulative[-1] > 0:
         cumulative = np.arange(1, weights.size + 1, dtype=np.float64)
     source = None
-    if insertion is not None and insertion.enabled and tissue_labels is not None:
-        allowed = body if case.ct_coverage is None else body & case.ct_coverage
+    allowed = body if case.ct_coverage is None else body & case.ct_coverage
+    # A case without an intradural voxel (a CT-derived case whose canal came from HU alone)
+    # still trains; it only gets no lesion (or sham) patches.
+    if (
+        insertion is not None
+        and insertion.enabled
+        and tissue_labels is not None
+        and has_placement_site(tissue_labels, insertion, allowed)
+    ):
         source = prepare_insertion_source(
             np.asarray(case.mr.array),
             np.asarray(tissue_labels),

@@ -66,6 +66,7 @@ AUDIT_CASE_COLUMNS = (
     "audit_n_true_discrepancies",
     "audit_n_false_flags",
     "audit_signals_used",
+    "audit_refused",
 )
 #: Columns of the flag table (``audit_flags.csv``), one row per flagged region.
 AUDIT_FLAG_COLUMNS = (
@@ -112,6 +113,10 @@ class AuditColumnSettings(SettingsBase):
     discrepancy_hu : float
         A flag is a true discrepancy when the mean ``|sCT - CT|`` inside it is at least this,
         HU (or when it matches a lesion the CT shows and the sCT does not).
+    domain_check : bool
+        Refuse the signals for MRI outside the audit model's calibrated domain
+        (:mod:`synthct.audit.domain`; the ``audit_refused`` column says why); ``False``
+        computes them anyway.
     """
 
     model_config = ConfigDict(allow_inf_nan=False)
@@ -121,6 +126,7 @@ class AuditColumnSettings(SettingsBase):
     reference: bool = True
     match_margin_mm: float = Field(default=2.0, ge=0)
     discrepancy_hu: float = Field(default=100.0, gt=0)
+    domain_check: bool = True
 
     def rules(self) -> str:
         """The matching and true-discrepancy rules in words, for ``settings.json``."""

@@ -139,6 +139,7 @@ def run_case_audit(mri: MultiEchoMR, sct: CTVolume, settings: AuditColumnSetting
         learned=column.model.learned,
         reference=column.reference,
         calibration=column.model.calibration,
+        domain_check=settings.domain_check,
     )
 
 
@@ -262,6 +263,11 @@ def audit_case(
         "audit_n_true_discrepancies": sum(f["true_discrepancy"] is True for f in flags),
         "audit_n_false_flags": sum(f["true_discrepancy"] is False for f in flags),
         "audit_signals_used": "+".join(result.signals),
+        # outside the calibrated domain the signals are refused: not audited, not "no flag"
+        "audit_refused": "; ".join(
+            f"{name}: {why}"
+            for name, why in result.info.get("domain", {}).get("refused_signals", {}).items()
+        ),
     }
     return AuditColumns(lesion_columns, case_columns, flags, warnings)
 
