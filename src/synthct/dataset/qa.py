@@ -35,8 +35,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -44,6 +43,7 @@ from synthct.case import Case
 from synthct.errors import SynthctError
 from synthct.geometry import Geometry
 from synthct.manifest import Manifest
+from synthct.settings import SettingsBase
 
 __all__ = ["NOTES", "QASettings", "flag_cohort", "qa_case", "run_qa"]
 
@@ -51,9 +51,11 @@ __all__ = ["NOTES", "QASettings", "flag_cohort", "qa_case", "run_qa"]
 NOTES: tuple[str, ...] = ("no_mask", "no_air")
 
 
-@dataclass(frozen=True)
-class QASettings:
+class QASettings(SettingsBase):
     """Thresholds of the QA rules (see the module docstring)."""
+
+    invalid_error: ClassVar[type[SynthctError] | None] = SynthctError
+    settings_label: ClassVar[str] = "dataset QA settings"
 
     no_overlap_fraction: float = 0.05
     partial_overlap_fraction: float = 0.5

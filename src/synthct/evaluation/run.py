@@ -21,13 +21,14 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from synthct.errors import SynthctError, WriteError
 from synthct.evaluation.cases import EvaluationCase, EvaluationInputError
 from synthct.io.atomic import write_json_atomic
+from synthct.settings import SettingsBase
 from synthct.validation.case import ValidationSettings
 
 __all__ = ["EvaluationSummary", "InferenceOptions", "evaluate_cohort"]
@@ -39,9 +40,11 @@ STAMP_FILE = "synthesis_stamp.json"
 EvaluationProgress = Callable[[str, str], None]
 
 
-@dataclass(frozen=True)
-class InferenceOptions:
+class InferenceOptions(SettingsBase):
     """How each sCT is made (part of its stamp)."""
+
+    invalid_error: ClassVar[type[SynthctError] | None] = EvaluationInputError
+    settings_label: ClassVar[str] = "inference options"
 
     tta_axes: tuple[int, ...] = ()
     uncertainty: bool = False
@@ -89,7 +92,7 @@ def _model_identity(synthesizer: Any) -> list[str]:
 def _stamp(case: EvaluationCase, synthesizer: Any, options: InferenceOptions) -> str:
     body = {
         "model": _model_identity(synthesizer),
-        "options": asdict(options),
+        "options": options.model_dump(),
         "inputs": [_file_stamp(p) for p in _with_sidecars(case.mri)],
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
@@ -139,7 +142,7 @@ def _synthesise(
     result.write(sct_path)
     write_json_atomic(
         stamp_path,
-        {"digest": digest, "model": _model_identity(synthesizer), "options": asdict(options)},
+        {"digest": digest, "model": _model_identity(synthesizer), "options": options.model_dump()},
     )
     return sct_path, True
 
