@@ -9,6 +9,12 @@ from typing import Annotated, Any
 import typer
 
 from synthct.cli import app, console, parse_floats, reports_errors
+from synthct.commands.config_file import (
+    build_settings,
+    config_option,
+    file_settings,
+    given_options,
+)
 
 
 def _progress() -> Any:
@@ -42,9 +48,35 @@ def _read_mri(paths: list[Path]) -> Any:
     return volume
 
 
+#: Sections of the --config file of `audit` and `audit-train`, each a settings class.
+_SECTIONS = ("consistency_settings", "reference_settings", "learned_consistency_settings")
+_SECTIONS_HELP = (
+    ", and the signals' settings: consistency_settings (synthct.audit.mri_consistency."
+    "ConsistencySettings), reference_settings (synthct.audit.reference.ReferenceSettings), "
+    "for audit-train also learned_consistency_settings (LearnedConsistencySettings); settings "
+    "given here replace those the audit model was calibrated with"
+)
+
+
+def _signal_settings(ctx: typer.Context) -> dict[str, Any]:
+    """The consistency and reference settings of the --config file (absent: the defaults)."""
+    from synthct.audit.mri_consistency import ConsistencySettings
+    from synthct.audit.reference import ReferenceSettings
+
+    found: dict[str, Any] = {}
+    if "consistency_settings" in file_settings(ctx):
+        found["settings"] = build_settings(ctx, ConsistencySettings, section="consistency_settings")
+    if "reference_settings" in file_settings(ctx):
+        found["reference_settings"] = build_settings(
+            ctx, ReferenceSettings, section="reference_settings"
+        )
+    return found
+
+
 @app.command()
 @reports_errors
 def audit(
+    ctx: typer.Context,
     mri: Annotated[
         list[Path],
         typer.Option(
@@ -131,6 +163,7 @@ def audit(
     ] = False,
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Region figures.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    config: Annotated[Path | None, config_option(_SECTIONS[:2], what=_SECTIONS_HELP)] = None,
 ) -> None:
     """Flag regions where the sCT probably omits (or invents) what the MRI shows, without CT.
 
@@ -198,6 +231,7 @@ def audit(
         result = run_audit(
             mr,
             volume,
+            **_signal_settings(ctx),
             novelty=audit_model.novelty,
             epistemic=epistemic,
             learned=audit_model.learned,
@@ -238,6 +272,7 @@ def _print_regions(result: Any) -> None:
 @app.command("audit-train")
 @reports_errors
 def audit_train(
+    ctx: typer.Context,
     cohort: Annotated[
         list[Path],
         typer.Option(
@@ -290,6 +325,7 @@ def audit_train(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+    config: Annotated[Path | None, config_option(_SECTIONS, what=_SECTIONS_HELP)] = None,
 ) -> None:
     """Train the audit model on lesion-free cases: novelty (and learned consistency) models
     and the thresholds."""
@@ -326,9 +362,18 @@ def audit_train(
             out,
             held_out_fraction=held_out_fraction,
             novelty_options={"n_components": components, "patch_size": patch},
-            learned_consistency=LearnedConsistencySettings(steps=learned_steps)
+            learned_consistency=build_settings(
+                ctx,
+                LearnedConsistencySettings,
+                {
+                    "steps" if k == "learned_steps" else k: v
+                    for k, v in given_options(ctx, learned_steps=learned_steps).items()
+                },
+                section="learned_consistency_settings",
+            )
             if learned_consistency
             else None,
+            **_signal_settings(ctx),
             reference=None if reference_model is None else model_reference(reference_model),
             reference_name=reference_model,
             sct_source=sct_source,

@@ -8,11 +8,13 @@ from typing import Annotated
 import typer
 
 from synthct.cli import app, console, err_console, reports_errors
+from synthct.commands.config_file import build_settings, config_option, given_options
 
 
 @app.command()
 @reports_errors
 def evaluate(
+    ctx: typer.Context,
     manifest: Annotated[
         Path,
         typer.Argument(help="Cases: a synthesis or validation manifest (CSV, JSON or YAML)."),
@@ -75,6 +77,14 @@ def evaluate(
             "check to tell a shift from an error).",
         ),
     ] = "check",
+    config: Annotated[
+        Path | None,
+        config_option(
+            "validation",
+            what=", and validation: the validation settings (synthct.validation.case."
+            "ValidationSettings, as `synthct validate --config`)",
+        ),
+    ] = None,
 ) -> None:
     """Synthesise each case's sCT and write the SynthRAD2025-style table and lesion tables."""
     from synthct.commands.synthesize import tta_axes_for
@@ -137,7 +147,15 @@ def evaluate(
         out,
         synthesizer=synthesizer,
         options=InferenceOptions(tta_axes=axes, uncertainty=uncertainty, resample=resample),
-        settings=ValidationSettings(alignment=align),  # type: ignore[arg-type]
+        settings=build_settings(
+            ctx,
+            ValidationSettings,
+            {
+                "alignment" if k == "align" else k: v
+                for k, v in given_options(ctx, align=align).items()
+            },
+            section="validation",
+        ),
         n_workers=workers,
         resume=resume,
         figures=figures,

@@ -8,11 +8,13 @@ from typing import Annotated, Any
 import typer
 
 from synthct.cli import app, console, parse_floats, reports_errors
+from synthct.commands.config_file import config_option, file_settings, given_options
 
 
 @app.command()
 @reports_errors
 def phantom(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Cohort folder to create.")],
     cases: Annotated[int, typer.Option(help="Number of random cases.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed: same seed and version, same voxels.")] = 0,
@@ -20,7 +22,11 @@ def phantom(
         bool, typer.Option("--paper", help="The paper's 5 meningioma patients (ignores --cases).")
     ] = False,
     config: Annotated[
-        Path | None, typer.Option(help="YAML cohort specification (options below override).")
+        Path | None,
+        config_option(
+            "synthct.phantom.cohort:CohortSpec",
+            what=", and the keys of a cohort specification (synthct.phantom.cohort.CohortSpec)",
+        ),
     ] = None,
     protocol: Annotated[
         str | None, typer.Option(help="MRI protocol preset: paper_3t, paper_1p5t, fast_3t.")
@@ -73,9 +79,9 @@ def phantom(
 
     from synthct.phantom.cohort import generate_cohort, load_cohort_spec, paper_cohort
 
-    values: dict[str, Any] = {}
-    if config is not None:
-        values.update(_read_yaml(config))
+    values = file_settings(ctx)
+    for key, value in given_options(ctx, cases=cases, seed=seed).items():
+        values["n_cases" if key == "cases" else key] = value  # the command line wins
     values.setdefault("n_cases", cases)
     values.setdefault("seed", seed)
     overrides: dict[str, Any] = {
@@ -181,17 +187,12 @@ def montage(
     console.print(f"wrote {path}")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    from synthct.settings import read_yaml_mapping
-
-    return read_yaml_mapping(path, what="cohort YAML")
-
-
 @app.command("phantom-from-ct")
 @reports_errors
 def phantom_from_ct(
     ct: Annotated[Path, typer.Argument(help="Real CT in HU (file or DICOM folder).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Cohort folder to create.")],
+    config: Annotated[Path | None, config_option()] = None,
     labels: Annotated[
         Path | None, typer.Option(help="TotalSegmentator label map of the same CT.")
     ] = None,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from synthct.cli import app, console, err_console, reports_errors
+from synthct.commands.config_file import config_option
 
 
 def _patch_size(text: str | None) -> tuple[int, int, int] | None:
@@ -146,6 +147,7 @@ def synthesize(
     bf16: Annotated[
         bool, typer.Option("--bf16/--no-bf16", help="bfloat16 autocast on CUDA.")
     ] = False,
+    config: Annotated[Path | None, config_option()] = None,
 ) -> None:
     """Synthesise a CT in HU on the MRI grid with a trained model or the baseline.
 
