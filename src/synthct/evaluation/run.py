@@ -147,6 +147,63 @@ def _synthesise(
     return sct_path, True
 
 
+def _case_specs(
+    cases: Sequence[EvaluationCase],
+    out: Path,
+    synthesizer: Any | None,
+    opts: InferenceOptions,
+    summary: EvaluationSummary,
+    progress: EvaluationProgress | None,
+) -> list[Any]:
+    """Each case with its sCT (made, reused or the manifest's), ready for validation.
+
+    A case that fails is recorded in ``summary.failed`` and left out; the others go on.
+    """
+    from synthct.validation.manifest import CaseSpec, parse_lesion_points
+
+    specs: list[CaseSpec] = []
+    for case in cases:
+        folder = out / "cases" / case.case_id
+        try:
+            if synthesizer is None:
+                if case.sct is None:
+                    raise EvaluationInputError(
+                        f"case {case.case_id!r} has no sct and no model was given",
+                        path="--model",
+                        fix="pass --model, or give an sct column in the manifest",
+                    )
+                sct_path = case.sct
+                summary.reused.append(case.case_id)
+            else:
+                sct_path, made = _synthesise(case, folder, synthesizer, opts)
+                (summary.synthesised if made else summary.reused).append(case.case_id)
+            specs.append(
+                CaseSpec(
+                    case_id=case.case_id,
+                    ct=case.ct,
+                    sct=sct_path,
+                    mri=case.mri,
+                    lesions=case.lesions,
+                    lesion_points=(
+                        tuple(parse_lesion_points(case.lesion_points))
+                        if case.lesion_points
+                        else None
+                    ),
+                    body_mask=case.body_mask,
+                )
+            )
+        except (SynthctError, ValueError) as exc:
+            # a bad case is recorded and the others go on
+            summary.failed[case.case_id] = f"case {case.case_id!r}: {exc}"
+            if progress is not None:
+                progress(case.case_id, "failed")
+            continue
+        if progress is not None:
+            made = case.case_id in summary.synthesised
+            progress(case.case_id, "synthesised" if made else "reused")
+    return specs
+
+
 def evaluate_cohort(
     cases: Sequence[EvaluationCase],
     out_dir: str | os.PathLike[str],
@@ -192,7 +249,6 @@ def evaluate_cohort(
     """
     from synthct.evaluation.tables import evaluation_rows, write_evaluation_files
     from synthct.io.output_safety import claim_output_folder
-    from synthct.validation.manifest import CaseSpec, parse_lesion_points
     from synthct.validation.runner import run_validation
 
     if not cases:
@@ -204,46 +260,7 @@ def evaluate_cohort(
     except OSError as exc:
         raise WriteError(f"cannot create the output folder ({exc})", path=out) from exc
     summary = EvaluationSummary(out_dir=out, rows=[], cohort={}, files={})
-    specs: list[CaseSpec] = []
-    for case in cases:
-        folder = out / "cases" / case.case_id
-        try:
-            if synthesizer is None:
-                if case.sct is None:
-                    raise EvaluationInputError(
-                        f"case {case.case_id!r} has no sct and no model was given",
-                        path="--model",
-                        fix="pass --model, or give an sct column in the manifest",
-                    )
-                sct_path = case.sct
-                summary.reused.append(case.case_id)
-            else:
-                sct_path, made = _synthesise(case, folder, synthesizer, opts)
-                (summary.synthesised if made else summary.reused).append(case.case_id)
-            specs.append(
-                CaseSpec(
-                    case_id=case.case_id,
-                    ct=case.ct,
-                    sct=sct_path,
-                    mri=case.mri,
-                    lesions=case.lesions,
-                    lesion_points=(
-                        tuple(parse_lesion_points(case.lesion_points))
-                        if case.lesion_points
-                        else None
-                    ),
-                    body_mask=case.body_mask,
-                )
-            )
-        except (SynthctError, ValueError) as exc:
-            # a bad case is recorded and the others go on
-            summary.failed[case.case_id] = f"case {case.case_id!r}: {exc}"
-            if progress is not None:
-                progress(case.case_id, "failed")
-            continue
-        if progress is not None:
-            made = case.case_id in summary.synthesised
-            progress(case.case_id, "synthesised" if made else "reused")
+    specs = _case_specs(cases, out, synthesizer, opts, summary, progress)
     results = []
     if specs:
         run = run_validation(

@@ -156,6 +156,17 @@ def render_mri(
             model, geometry, options, supersample=supersample, max_subvoxels=max_subvoxels
         )
         return mr
+    return _render_classic(model, geometry, options, supersample, max_subvoxels)
+
+
+def _render_classic(
+    model: TissueModel,
+    geometry: Geometry,
+    options: MRIOptions,
+    supersample: int | Sequence[int],
+    max_subvoxels: int,
+) -> MultiEchoMR:
+    """The classic images: tables averaged over sub-voxels, then dephasing, bias and noise."""
     tables = options.tables()
     buffers = options.buffers(geometry, n_tables=len(tables))
     average_tables(
