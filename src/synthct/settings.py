@@ -10,14 +10,21 @@ a mapping each give a :class:`~synthct.errors.SynthctError` naming the file and 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from synthct.errors import ReadError, SynthctError
 
-__all__ = ["SettingsBase", "read_yaml_mapping", "settings_error", "validation_problems"]
+__all__ = [
+    "SettingsBase",
+    "raised_error",
+    "read_yaml_mapping",
+    "settings_error",
+    "validation_problems",
+]
 
 
 def read_yaml_mapping(
@@ -68,10 +75,82 @@ def settings_error(exc: ValidationError, where: str, what: str) -> SynthctError:
     )
 
 
+def raised_error(exc: ValidationError) -> SynthctError | None:
+    """The first :class:`SynthctError` a validator raised inside ``exc``, if any.
+
+    pydantic wraps a ``ValueError`` raised by a validator (every synthct error that is a
+    ``ValueError``) into its own :class:`ValidationError`; the check's own error says more.
+    """
+    for err in exc.errors():
+        raised = (err.get("ctx") or {}).get("error")
+        if isinstance(raised, SynthctError):
+            return raised
+    return None
+
+
 class SettingsBase(BaseModel):
-    """Frozen settings that refuse unknown keys; readable from a YAML file."""
+    """Frozen settings that refuse unknown keys; readable from a YAML file or a mapping.
+
+    A subclass that sets :attr:`invalid_error` raises that error (problem, key and fix)
+    instead of pydantic's :class:`~pydantic.ValidationError` for an unknown key or a bad value,
+    from the constructor and from :meth:`from_mapping`; an error its own checks raise (a
+    :class:`~synthct.errors.SynthctError`) comes out as it is.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Error type raised for invalid settings (``None``: pydantic's ValidationError).
+    invalid_error: ClassVar[type[SynthctError] | None] = None
+    #: What the settings are called in error messages (``"reference settings"``).
+    settings_label: ClassVar[str] = "settings"
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            if type(self).invalid_error is None:
+                raise
+            raise type(self).invalid_settings(exc, where=type(self).__name__) from None
+
+    @classmethod
+    def invalid_settings(cls, exc: ValidationError, *, where: str) -> SynthctError:
+        """The error for ``exc``: the check's own error, unknown keys, or each bad value."""
+        raised = raised_error(exc)
+        if raised is not None:
+            return raised
+        error = cls.invalid_error or SynthctError
+        unknown = sorted(
+            ".".join(str(p) for p in err["loc"])
+            for err in exc.errors()
+            if err["type"] == "extra_forbidden"
+        )
+        if unknown:
+            return error(
+                f"unknown {cls.settings_label} {unknown}",
+                path=where,
+                fix=f"use only {sorted(cls.model_fields)}"
+                if all("." not in key for key in unknown)
+                else f"see the docstring of {cls.__name__} for every key",
+            )
+        return error(
+            f"invalid {cls.settings_label}: {validation_problems(exc)}",
+            path=where,
+            fix=f"correct these keys (the docstring of {cls.__name__} lists every key)",
+        )
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, where: str | None = None) -> Self:
+        """Settings from a mapping of keys to values (a recorded file's section, a config).
+
+        Raises
+        ------
+        SynthctError
+            :attr:`invalid_error` (or :class:`SynthctError`) naming ``where`` and the key.
+        """
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise cls.invalid_settings(exc, where=where or cls.__name__) from None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> Self:

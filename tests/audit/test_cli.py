@@ -95,14 +95,13 @@ def test_audit_uses_the_shipped_audit_model_by_default(
     report = json.loads((out / "audit.json").read_text())
     shipped = json.loads((shipped_audit_model_path() / "calibration.json").read_text())
     # the shipped calibration's thresholds, not the defaults
-    assert report["calibration"]["signals"]["consistency"]["threshold"] == (
-        shipped["signals"]["consistency"]["threshold"]
+    assert (
+        report["calibration"]["signals"]["consistency"]["threshold"]
+        == (shipped["signals"]["consistency"]["threshold"])
     )
     assert shipped["signals"]["consistency"]["threshold"] != DEFAULT_CONSISTENCY_THRESHOLD
     assert report["signals_used"] == ["consistency"]  # novelty is outside the shipped rule
-    both = runner.invoke(
-        app, _args(files, tmp_path / "both", "--no-audit-model", "--novelty", "x")
-    )
+    both = runner.invoke(app, _args(files, tmp_path / "both", "--no-audit-model", "--novelty", "x"))
     assert both.exit_code == 2 and "--no-audit-model" in both.output
 
 
@@ -111,9 +110,7 @@ def test_audit_with_the_shipped_reference_model(files: dict[str, Path], tmp_path
     result = runner.invoke(
         # outside the shipped calibration's domain (voxel size): computed anyway to test it
         app,
-        _args(
-            files, out, "--reference-model", "lesion_aware", "--no-figures", "--no-domain-check"
-        ),
+        _args(files, out, "--reference-model", "lesion_aware", "--no-figures", "--no-domain-check"),
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "audit.json").read_text())

@@ -51,16 +51,18 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
 from synthct.audit.errors import AuditInputError, AuditModelError
+from synthct.errors import SynthctError
+from synthct.settings import SettingsBase
 from synthct.version import __version__
 from synthct.volume import CTVolume, MultiEchoMR, ScalarVolume
 
@@ -115,8 +117,7 @@ FitProgress = Callable[[str, int, int], None]
 _F32 = NDArray[np.float32]
 
 
-@dataclass(frozen=True)
-class LearnedConsistencySettings:
+class LearnedConsistencySettings(SettingsBase):
     """Settings of the learned consistency signal (see the module docstring).
 
     Attributes
@@ -139,6 +140,9 @@ class LearnedConsistencySettings:
         Seeds the weights and the sampling.
     """
 
+    invalid_error: ClassVar[type[SynthctError] | None] = AuditInputError
+    settings_label: ClassVar[str] = "learned consistency settings"
+
     hidden: int = 64
     samples_per_volume: int = 100_000
     batch_size: int = 4096
@@ -150,22 +154,16 @@ class LearnedConsistencySettings:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""
-        return {
-            "hidden": self.hidden,
-            "samples_per_volume": self.samples_per_volume,
-            "batch_size": self.batch_size,
-            "steps": self.steps,
-            "learning_rate": self.learning_rate,
-            "score_sigma_mm": self.score_sigma_mm,
-            "gain_degree": self.gain_degree,
-            "seed": self.seed,
-        }
+        return self.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LearnedConsistencySettings:
-        """Read the form written by :meth:`to_dict` (missing keys keep their defaults)."""
-        known = {k: data[k] for k in cls().to_dict() if k in data}
-        return cls(**known)
+    def from_dict(cls, data: Mapping[str, Any]) -> LearnedConsistencySettings:
+        """Read the form written by :meth:`to_dict` (missing keys keep their defaults).
+
+        Keys it does not know are passed over (a model written by a later version).
+        """
+        known = {k: v for k, v in data.items() if k in cls.model_fields}
+        return cls.from_mapping(known, where="learned consistency settings")
 
 
 def _network(n_echoes: int, hidden: int) -> Any:

@@ -52,14 +52,16 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import field_serializer, field_validator
 from scipy import ndimage
 
+from synthct.audit.errors import AuditInputError
 from synthct.audit.inputs import signal_protocol
 from synthct.audit.tissue_classes import (
     DEFAULT_CLASSES,
@@ -67,14 +69,15 @@ from synthct.audit.tissue_classes import (
     predicted_envelope,
     window_size,
 )
+from synthct.errors import SynthctError
 from synthct.imaging.mri_noise import estimate_noise_sd
+from synthct.settings import SettingsBase
 from synthct.volume import CTVolume, MultiEchoMR, ScalarVolume
 
 _F32 = NDArray[np.float32]
 
 
-@dataclass(frozen=True)
-class ConsistencySettings:
+class ConsistencySettings(SettingsBase):
     """Settings of the MRI consistency signal (see the module docstring).
 
     Attributes
@@ -98,6 +101,9 @@ class ConsistencySettings:
         The HU bands.
     """
 
+    invalid_error: ClassVar[type[SynthctError] | None] = AuditInputError
+    settings_label: ClassVar[str] = "consistency settings"
+
     smoothing_sigma_mm: float = 0.75
     radius_mm: float = 1.0
     hu_tolerance_sd: float = 1.0
@@ -107,29 +113,50 @@ class ConsistencySettings:
     min_relative_error: float = 0.03
     classes: tuple[TissueClass, ...] = DEFAULT_CLASSES
 
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _read_classes(cls, value: Any) -> Any:
+        """Tissue classes as recorded (name, tissue, members, hu_band) or as objects."""
+        from synthct.imaging.tissues import Tissue
+
+        try:
+            return tuple(
+                c
+                if isinstance(c, TissueClass)
+                else TissueClass(
+                    str(c["name"]),
+                    Tissue[str(c["tissue"])],
+                    float(c["hu_band"][0]),
+                    float(c["hu_band"][1]),
+                    tuple(Tissue[str(m)] for m in c.get("members", ())),
+                )
+                for c in value
+            )
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise AuditInputError(
+                f"consistency settings: malformed tissue class ({exc})",
+                path="consistency_settings.classes",
+                fix="write them with ConsistencySettings.to_dict()",
+            ) from exc
+
+    @field_serializer("classes")
+    def _write_classes(self, classes: tuple[TissueClass, ...]) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": c.name,
+                "tissue": c.tissue.name,
+                "members": [t.name for t in c.members],
+                "hu_band": [c.hu_low, c.hu_high],
+            }
+            for c in classes
+        ]
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready settings."""
-        return {
-            "smoothing_sigma_mm": self.smoothing_sigma_mm,
-            "radius_mm": self.radius_mm,
-            "hu_tolerance_sd": self.hu_tolerance_sd,
-            "gain_degree": self.gain_degree,
-            "gain_iterations": self.gain_iterations,
-            "score_sigma_mm": self.score_sigma_mm,
-            "min_relative_error": self.min_relative_error,
-            "classes": [
-                {
-                    "name": c.name,
-                    "tissue": c.tissue.name,
-                    "members": [t.name for t in c.members],
-                    "hu_band": [c.hu_low, c.hu_high],
-                }
-                for c in self.classes
-            ],
-        }
+        """JSON-ready settings (as recorded with a calibration)."""
+        return self.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ConsistencySettings:
+    def from_dict(cls, data: Mapping[str, Any]) -> ConsistencySettings:
         """Settings from :meth:`to_dict`'s output (as recorded with a calibration).
 
         Raises
@@ -137,36 +164,7 @@ class ConsistencySettings:
         AuditInputError
             Unknown keys or tissues.
         """
-        from synthct.audit.errors import AuditInputError
-        from synthct.imaging.tissues import Tissue
-
-        values = dict(data)
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise AuditInputError(
-                f"unknown consistency settings {unknown}",
-                path="consistency_settings",
-                fix=f"use only {sorted(cls.__dataclass_fields__)}",
-            )
-        try:
-            if "classes" in values:
-                values["classes"] = tuple(
-                    TissueClass(
-                        str(c["name"]),
-                        Tissue[str(c["tissue"])],
-                        float(c["hu_band"][0]),
-                        float(c["hu_band"][1]),
-                        tuple(Tissue[str(m)] for m in c.get("members", ())),
-                    )
-                    for c in values["classes"]
-                )
-        except (KeyError, IndexError, TypeError) as exc:
-            raise AuditInputError(
-                f"consistency settings: malformed tissue class ({exc})",
-                path="consistency_settings",
-                fix="write them with ConsistencySettings.to_dict()",
-            ) from exc
-        return cls(**values)
+        return cls.from_mapping(data, where="consistency_settings")
 
 
 @dataclass

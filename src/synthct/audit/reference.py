@@ -54,21 +54,23 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import model_validator
 from scipy import ndimage
 
 from synthct.audit.errors import AuditInputError
+from synthct.errors import SynthctError
+from synthct.settings import SettingsBase
 from synthct.volume import CTVolume, MultiEchoMR, ScalarVolume, SyntheticCT
 
 #: The shipped synthesis model used as reference when none is named.
 DEFAULT_REFERENCE_MODEL = "lesion_aware"
 
 
-@dataclass(frozen=True)
-class ReferenceSettings:
+class ReferenceSettings(SettingsBase):
     """Settings of the reference disagreement signal (see the module docstring).
 
     Attributes
@@ -92,6 +94,9 @@ class ReferenceSettings:
         Voxels this close to the edge of the field of view do not count.
     """
 
+    invalid_error: ClassVar[type[SynthctError] | None] = AuditInputError
+    settings_label: ClassVar[str] = "reference settings"
+
     floor_hu: float = 50.0
     smoothing_mm: float = 1.0
     omission_ceiling_hu: float = 150.0
@@ -106,7 +111,8 @@ class ReferenceSettings:
         """The lowest threshold a calibration may set, in the signal's units."""
         return self.min_shortfall_hu / self.floor_hu
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         for name in (
             "floor_hu",
             "smoothing_mm",
@@ -121,19 +127,11 @@ class ReferenceSettings:
                     f"{' and > 0' if name == 'floor_hu' else ''}, got {value}",
                     path=name,
                 )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""
-        return {
-            "floor_hu": self.floor_hu,
-            "smoothing_mm": self.smoothing_mm,
-            "omission_ceiling_hu": self.omission_ceiling_hu,
-            "soft_tissue_hu": self.soft_tissue_hu,
-            "min_shortfall_hu": self.min_shortfall_hu,
-            "bone_hu": self.bone_hu,
-            "bone_margin_mm": self.bone_margin_mm,
-            "edge_margin_mm": self.edge_margin_mm,
-        }
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReferenceSettings:
@@ -155,23 +153,18 @@ class ReferenceSettings:
             "bone_margin_mm": 0.0,
             "edge_margin_mm": 0.0,
         }
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise AuditInputError(
-                f"unknown reference settings {unknown}",
-                path="reference_settings",
-                fix=f"use only {sorted(known)}",
-            )
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:  # before the numbers: an unknown key is the likelier mistake
+            return cls.from_mapping(data, where="reference_settings")
         try:
-            values = {**legacy, **{k: float(v) for k, v in data.items()}}
+            values = {k: float(v) for k, v in data.items()}
         except (TypeError, ValueError) as exc:
             raise AuditInputError(
                 f"reference settings must be numbers ({exc})",
                 path="reference_settings",
                 fix="write them with ReferenceSettings.to_dict()",
             ) from exc
-        return cls(**values)
+        return cls.from_mapping({**legacy, **values}, where="reference_settings")
 
 
 @dataclass

@@ -9,6 +9,12 @@ from typing import Annotated, Any
 import typer
 
 from synthct.cli import app, console, parse_floats, reports_errors
+from synthct.commands.config_file import (
+    build_settings,
+    config_option,
+    file_settings,
+    given_options,
+)
 
 
 def _progress() -> Any:
@@ -42,93 +48,189 @@ def _read_mri(paths: list[Path]) -> Any:
     return volume
 
 
+#: Sections of the --config file of `audit` and `audit-train`, each a settings class.
+_SECTIONS = ("consistency_settings", "reference_settings", "learned_consistency_settings")
+_SECTIONS_HELP = (
+    ", and the signals' settings: consistency_settings (synthct.audit.mri_consistency."
+    "ConsistencySettings), reference_settings (synthct.audit.reference.ReferenceSettings), "
+    "for audit-train also learned_consistency_settings (LearnedConsistencySettings); settings "
+    "given here replace those the audit model was calibrated with"
+)
+
+
+def _signal_settings(ctx: typer.Context) -> dict[str, Any]:
+    """The consistency and reference settings of the --config file (absent: the defaults)."""
+    from synthct.audit.mri_consistency import ConsistencySettings
+    from synthct.audit.reference import ReferenceSettings
+
+    found: dict[str, Any] = {}
+    if "consistency_settings" in file_settings(ctx):
+        found["settings"] = build_settings(ctx, ConsistencySettings, section="consistency_settings")
+    if "reference_settings" in file_settings(ctx):
+        found["reference_settings"] = build_settings(
+            ctx, ReferenceSettings, section="reference_settings"
+        )
+    return found
+
+
+_Mri = Annotated[
+    list[Path],
+    typer.Option(
+        "--mri",
+        help="MRI echoes: one file per echo (repeat --mri), or a 4D file or a DICOM folder.",
+    ),
+]
+_Novelty = Annotated[
+    Path | None,
+    typer.Option(
+        "--novelty",
+        "--audit-model",
+        help="Audit model folder (novelty.npz + calibration.json, and the learned "
+        "consistency network when trained) or novelty.npz (default: the shipped audit "
+        "model, its checksums verified).",
+    ),
+]
+_Calibration = Annotated[
+    Path | None, typer.Option(help="calibration.json (default: the one beside --novelty).")
+]
+_NoAuditModel = Annotated[
+    bool,
+    typer.Option(
+        "--no-audit-model",
+        help="Audit without an audit model: the default calibration (or --calibration) and "
+        "the signals the other options enable, MRI consistency first.",
+    ),
+]
+_Model = Annotated[
+    list[Path] | None,
+    typer.Option(help="Our synthesis model folder(s): enables the epistemic signal."),
+]
+_EpistemicSd = Annotated[
+    Path | None, typer.Option(help="Precomputed epistemic SD map (*_epistemic_sd).")
+]
+_EchoTimes = Annotated[
+    str | None, typer.Option(help="Echo times in ms, e.g. 1.15,2.3 (overrides the header).")
+]
+_Consistency = Annotated[
+    bool,
+    typer.Option(
+        "--consistency/--no-consistency",
+        help="MRI consistency signal (needs echo times, TR, flip angle, field strength).",
+    ),
+]
+_LearnedConsistency = Annotated[
+    bool,
+    typer.Option(
+        "--learned-consistency/--no-learned-consistency",
+        help="Learned consistency signal, when the audit model folder holds one (it is "
+        "meaningful only for sCTs of the synthesis model it was trained with).",
+    ),
+]
+_ReferenceModel = Annotated[
+    str | None,
+    typer.Option(
+        help="Lesion-aware reference synthesis model (shipped name, e.g. lesion_aware, or "
+        "a folder): enables the reference disagreement signal (default: the one the audit "
+        "model was calibrated with)."
+    ),
+]
+_Reference = Annotated[
+    bool,
+    typer.Option(
+        "--reference/--no-reference", help="Reference disagreement signal, when available."
+    ),
+]
+_AllSignals = Annotated[
+    bool,
+    typer.Option(
+        "--all-signals",
+        help="Also compute input novelty when the audit model's rule leaves it out (it is "
+        "then reported, not flagging; ~9 s more for 256 x 256 x 96).",
+    ),
+]
+_Register = Annotated[
+    bool, typer.Option("--register", help="Register the sCT to the MRI rigidly first.")
+]
+_Cohort = Annotated[
+    list[Path],
+    typer.Option(
+        "--cohort",
+        help="Phantom cohort folder(s) or manifest file(s) (CSV, YAML, JSON); their "
+        "lesion-free cases are used.",
+    ),
+]
+_TargetFalseFlags = Annotated[
+    float, typer.Option(help="False flags per lesion-free volume the thresholds aim at.")
+]
+_HeldOutFraction = Annotated[
+    float, typer.Option(help="Share of the cases kept to choose the thresholds.")
+]
+_Rule = Annotated[
+    str | None,
+    typer.Option(
+        help="Signals that flag (comma-separated); the others are reported "
+        "(default: synthct.audit.combine.DEFAULT_RULE)."
+    ),
+]
+_SynthesisModel = Annotated[
+    str | None,
+    typer.Option(
+        help="Synthesis model folder or shipped name (e.g. product_like) whose sCTs will "
+        "be audited: each lesion-free case is audited with its sCT instead of its CT, "
+        "for every signal's calibration and for the learned consistency network."
+    ),
+]
+_AuditTrainLearnedConsistency = Annotated[
+    bool,
+    typer.Option(
+        "--learned-consistency/--no-learned-consistency",
+        help="Train the learned consistency network (sCT to MRI) on the fit cases.",
+    ),
+]
+_LearnedSteps = Annotated[int, typer.Option(help="Learned consistency: optimiser steps.")]
+_AuditTrainReferenceModel = Annotated[
+    str | None,
+    typer.Option(
+        help="Calibrate the reference disagreement signal against this lesion-aware "
+        "synthesis model (shipped name, e.g. lesion_aware, or a folder); `synthct audit` "
+        "then uses it."
+    ),
+]
+_AuditModel = Annotated[
+    Path | None, typer.Option(help="Audit model folder (novelty + calibration).")
+]
+_AuditEvaluateSynthesisModel = Annotated[
+    str | None,
+    typer.Option(
+        help="Audit this synthesis model's sCT (folder or shipped name) instead of the "
+        "paper's failure sCT."
+    ),
+]
+
+
 @app.command()
 @reports_errors
 def audit(
-    mri: Annotated[
-        list[Path],
-        typer.Option(
-            "--mri",
-            help="MRI echoes: one file per echo (repeat --mri), or a 4D file or a DICOM folder.",
-        ),
-    ],
+    ctx: typer.Context,
+    mri: _Mri,
     sct: Annotated[Path, typer.Option("--sct", help="The sCT to audit (ours or a product's).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder to create.")],
-    novelty: Annotated[
-        Path | None,
-        typer.Option(
-            "--novelty",
-            "--audit-model",
-            help="Audit model folder (novelty.npz + calibration.json, and the learned "
-            "consistency network when trained) or novelty.npz (default: the shipped audit "
-            "model, its checksums verified).",
-        ),
-    ] = None,
-    calibration: Annotated[
-        Path | None, typer.Option(help="calibration.json (default: the one beside --novelty).")
-    ] = None,
-    no_audit_model: Annotated[
-        bool,
-        typer.Option(
-            "--no-audit-model",
-            help="Audit without an audit model: the default calibration (or --calibration) and "
-            "the signals the other options enable, MRI consistency first.",
-        ),
-    ] = False,
-    model: Annotated[
-        list[Path] | None,
-        typer.Option(help="Our synthesis model folder(s): enables the epistemic signal."),
-    ] = None,
-    epistemic_sd: Annotated[
-        Path | None, typer.Option(help="Precomputed epistemic SD map (*_epistemic_sd).")
-    ] = None,
+    novelty: _Novelty = None,
+    calibration: _Calibration = None,
+    no_audit_model: _NoAuditModel = False,
+    model: _Model = None,
+    epistemic_sd: _EpistemicSd = None,
     mc_passes: Annotated[int | None, typer.Option(help="MC-dropout passes with --model.")] = None,
-    echo_times: Annotated[
-        str | None, typer.Option(help="Echo times in ms, e.g. 1.15,2.3 (overrides the header).")
-    ] = None,
+    echo_times: _EchoTimes = None,
     tr: Annotated[float | None, typer.Option("--tr", help="Repetition time in ms.")] = None,
     flip_angle: Annotated[float | None, typer.Option(help="Flip angle in degrees.")] = None,
     field_strength: Annotated[float | None, typer.Option(help="Main field in tesla.")] = None,
-    consistency: Annotated[
-        bool,
-        typer.Option(
-            "--consistency/--no-consistency",
-            help="MRI consistency signal (needs echo times, TR, flip angle, field strength).",
-        ),
-    ] = True,
-    learned_consistency: Annotated[
-        bool,
-        typer.Option(
-            "--learned-consistency/--no-learned-consistency",
-            help="Learned consistency signal, when the audit model folder holds one (it is "
-            "meaningful only for sCTs of the synthesis model it was trained with).",
-        ),
-    ] = True,
-    reference_model: Annotated[
-        str | None,
-        typer.Option(
-            help="Lesion-aware reference synthesis model (shipped name, e.g. lesion_aware, or "
-            "a folder): enables the reference disagreement signal (default: the one the audit "
-            "model was calibrated with)."
-        ),
-    ] = None,
-    reference: Annotated[
-        bool,
-        typer.Option(
-            "--reference/--no-reference", help="Reference disagreement signal, when available."
-        ),
-    ] = True,
-    all_signals: Annotated[
-        bool,
-        typer.Option(
-            "--all-signals",
-            help="Also compute input novelty when the audit model's rule leaves it out (it is "
-            "then reported, not flagging; ~9 s more for 256 x 256 x 96).",
-        ),
-    ] = False,
-    register: Annotated[
-        bool, typer.Option("--register", help="Register the sCT to the MRI rigidly first.")
-    ] = False,
+    consistency: _Consistency = True,
+    learned_consistency: _LearnedConsistency = True,
+    reference_model: _ReferenceModel = None,
+    reference: _Reference = True,
+    all_signals: _AllSignals = False,
+    register: _Register = False,
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Region figures.")] = True,
     domain_check: Annotated[
         bool,
@@ -140,21 +242,76 @@ def audit(
         ),
     ] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    config: Annotated[Path | None, config_option(_SECTIONS[:2], what=_SECTIONS_HELP)] = None,
 ) -> None:
     """Flag regions where the sCT probably omits (or invents) what the MRI shows, without CT.
 
     Writes OUT/audit.json, OUT/report.html, the flag map, the flagged regions and every
     signal's map (see synthct.audit.report).
     """
-    from synthct.audit.epistemic import model_folder_epistemic, precomputed_epistemic
     from synthct.audit.inputs import with_protocol
     from synthct.audit.model import SHIPPED_AUDIT_MODEL, load_audit_model
     from synthct.audit.pipeline import run_audit
     from synthct.audit.reference import calibrated_reference
     from synthct.audit.report import write_audit
+
+    _check_audit_options(out, overwrite, no_audit_model, novelty, model, epistemic_sd)
+    with _progress() as bar:
+        task = bar.add_task("reading inputs", total=None)
+        mr = with_protocol(
+            _read_mri(mri),
+            echo_times_ms=parse_floats(echo_times, "--echo-times"),
+            repetition_time_ms=tr,
+            flip_angle_deg=flip_angle,
+            field_strength_t=field_strength,
+        )
+        volume = _read_sct(sct)
+        # Novelty outside the calibrated rule only reports (~9 s a case): computed on request.
+        audit_model = load_audit_model(
+            None if no_audit_model else (novelty or SHIPPED_AUDIT_MODEL),
+            all_signals=all_signals,
+            learned=learned_consistency,
+            calibration=calibration,
+        )
+        cal = audit_model.calibration
+        epistemic = _epistemic(model, epistemic_sd, mc_passes)
+        reference_source, _ = calibrated_reference(cal, reference_model, enabled=reference)
+        bar.update(task, description="auditing", total=1, completed=0)
+
+        def progress(step: str, done: int, total: int) -> None:
+            bar.update(task, description=f"audit: {step}", completed=done, total=total + 1)
+
+        result = run_audit(
+            mr,
+            volume,
+            **_signal_settings(ctx),
+            novelty=audit_model.novelty,
+            epistemic=epistemic,
+            learned=audit_model.learned,
+            reference=reference_source,
+            calibration=cal,
+            consistency=consistency,
+            register=register,
+            domain_check=domain_check,
+            progress=progress,
+        )
+        bar.update(task, description="writing")
+        paths = write_audit(result, mr, out, overwrite=overwrite, figures=figures)
+        bar.update(task, description="done", completed=bar.tasks[task].total)
+    _print_regions(result)
+    console.print(f"report: {paths['report_html']}")
+
+
+def _check_audit_options(
+    out: Path,
+    overwrite: bool,
+    no_audit_model: bool,
+    novelty: Path | None,
+    model: list[Path] | None,
+    epistemic_sd: Path | None,
+) -> None:
+    """Refuse an existing output folder and options that contradict each other."""
     from synthct.errors import SynthctError, WriteError
-    from synthct.io import read_volume
-    from synthct.volume import CTVolume
 
     if out.exists() and not overwrite:
         raise WriteError(
@@ -174,54 +331,26 @@ def audit(
             path="--epistemic-sd",
             fix="pass one of them",
         )
-    with _progress() as bar:
-        task = bar.add_task("reading inputs", total=None)
-        mr = with_protocol(
-            _read_mri(mri),
-            echo_times_ms=parse_floats(echo_times, "--echo-times"),
-            repetition_time_ms=tr,
-            flip_angle_deg=flip_angle,
-            field_strength_t=field_strength,
-        )
-        volume = read_volume(sct, kind="sct")
-        assert isinstance(volume, CTVolume)
-        # Novelty outside the calibrated rule only reports (~9 s a case): computed on request.
-        audit_model = load_audit_model(
-            None if no_audit_model else (novelty or SHIPPED_AUDIT_MODEL),
-            all_signals=all_signals,
-            learned=learned_consistency,
-            calibration=calibration,
-        )
-        cal = audit_model.calibration
-        epistemic = None
-        if model:
-            epistemic = model_folder_epistemic(model, mc_passes=mc_passes)
-        elif epistemic_sd is not None:
-            epistemic = precomputed_epistemic(epistemic_sd)
-        reference_source, _ = calibrated_reference(cal, reference_model, enabled=reference)
-        bar.update(task, description="auditing", total=1, completed=0)
 
-        def progress(step: str, done: int, total: int) -> None:
-            bar.update(task, description=f"audit: {step}", completed=done, total=total + 1)
 
-        result = run_audit(
-            mr,
-            volume,
-            novelty=audit_model.novelty,
-            epistemic=epistemic,
-            learned=audit_model.learned,
-            reference=reference_source,
-            calibration=cal,
-            consistency=consistency,
-            register=register,
-            domain_check=domain_check,
-            progress=progress,
-        )
-        bar.update(task, description="writing")
-        paths = write_audit(result, mr, out, overwrite=overwrite, figures=figures)
-        bar.update(task, description="done", completed=bar.tasks[task].total)
-    _print_regions(result)
-    console.print(f"report: {paths['report_html']}")
+def _read_sct(path: Path) -> Any:
+    from synthct.io import read_volume
+    from synthct.volume import CTVolume
+
+    volume = read_volume(path, kind="sct")
+    assert isinstance(volume, CTVolume)
+    return volume
+
+
+def _epistemic(model: list[Path] | None, epistemic_sd: Path | None, mc_passes: int | None) -> Any:
+    """The epistemic signal's source: our model(s), a precomputed SD map, or none."""
+    from synthct.audit.epistemic import model_folder_epistemic, precomputed_epistemic
+
+    if model:
+        return model_folder_epistemic(model, mc_passes=mc_passes)
+    if epistemic_sd is not None:
+        return precomputed_epistemic(epistemic_sd)
+    return None
 
 
 def _print_regions(result: Any) -> None:
@@ -253,58 +382,21 @@ def _print_regions(result: Any) -> None:
 @app.command("audit-train")
 @reports_errors
 def audit_train(
-    cohort: Annotated[
-        list[Path],
-        typer.Option(
-            "--cohort",
-            help="Phantom cohort folder(s) or manifest file(s) (CSV, YAML, JSON); their "
-            "lesion-free cases are used.",
-        ),
-    ],
+    ctx: typer.Context,
+    cohort: _Cohort,
     out: Annotated[Path, typer.Option("--out", "-o", help="Audit model folder to create.")],
-    target_false_flags: Annotated[
-        float, typer.Option(help="False flags per lesion-free volume the thresholds aim at.")
-    ] = 0.1,
+    target_false_flags: _TargetFalseFlags = 0.1,
     min_region_mm3: Annotated[float, typer.Option(help="Smallest flagged region, mm^3.")] = 8.0,
     components: Annotated[int, typer.Option(help="Novelty model: principal components.")] = 16,
     patch: Annotated[int, typer.Option(help="Novelty model: patch edge in voxels (odd).")] = 5,
-    held_out_fraction: Annotated[
-        float, typer.Option(help="Share of the cases kept to choose the thresholds.")
-    ] = 0.5,
-    rule: Annotated[
-        str | None,
-        typer.Option(
-            help="Signals that flag (comma-separated); the others are reported "
-            "(default: synthct.audit.combine.DEFAULT_RULE)."
-        ),
-    ] = None,
-    synthesis_model: Annotated[
-        str | None,
-        typer.Option(
-            help="Synthesis model folder or shipped name (e.g. product_like) whose sCTs will "
-            "be audited: each lesion-free case is audited with its sCT instead of its CT, "
-            "for every signal's calibration and for the learned consistency network."
-        ),
-    ] = None,
-    learned_consistency: Annotated[
-        bool,
-        typer.Option(
-            "--learned-consistency/--no-learned-consistency",
-            help="Train the learned consistency network (sCT to MRI) on the fit cases.",
-        ),
-    ] = False,
-    learned_steps: Annotated[
-        int, typer.Option(help="Learned consistency: optimiser steps.")
-    ] = 2000,
-    reference_model: Annotated[
-        str | None,
-        typer.Option(
-            help="Calibrate the reference disagreement signal against this lesion-aware "
-            "synthesis model (shipped name, e.g. lesion_aware, or a folder); `synthct audit` "
-            "then uses it."
-        ),
-    ] = None,
+    held_out_fraction: _HeldOutFraction = 0.5,
+    rule: _Rule = None,
+    synthesis_model: _SynthesisModel = None,
+    learned_consistency: _AuditTrainLearnedConsistency = False,
+    learned_steps: _LearnedSteps = 2000,
+    reference_model: _AuditTrainReferenceModel = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+    config: Annotated[Path | None, config_option(_SECTIONS, what=_SECTIONS_HELP)] = None,
 ) -> None:
     """Train the audit model on lesion-free cases: novelty (and learned consistency) models
     and the thresholds."""
@@ -341,9 +433,18 @@ def audit_train(
             out,
             held_out_fraction=held_out_fraction,
             novelty_options={"n_components": components, "patch_size": patch},
-            learned_consistency=LearnedConsistencySettings(steps=learned_steps)
+            learned_consistency=build_settings(
+                ctx,
+                LearnedConsistencySettings,
+                {
+                    "steps" if k == "learned_steps" else k: v
+                    for k, v in given_options(ctx, learned_steps=learned_steps).items()
+                },
+                section="learned_consistency_settings",
+            )
             if learned_consistency
             else None,
+            **_signal_settings(ctx),
             reference=None if reference_model is None else model_reference(reference_model),
             reference_name=reference_model,
             sct_source=sct_source,
@@ -370,17 +471,9 @@ def _load_synthesis_model(name: str) -> Any:
 @reports_errors
 def audit_evaluate(
     cohort: Annotated[Path, typer.Option("--cohort", help="Held-out phantom cohort folder.")],
-    audit_model: Annotated[
-        Path | None, typer.Option(help="Audit model folder (novelty + calibration).")
-    ] = None,
+    audit_model: _AuditModel = None,
     out: Annotated[Path | None, typer.Option(help="Write the full results as JSON here.")] = None,
-    synthesis_model: Annotated[
-        str | None,
-        typer.Option(
-            help="Audit this synthesis model's sCT (folder or shipped name) instead of the "
-            "paper's failure sCT."
-        ),
-    ] = None,
+    synthesis_model: _AuditEvaluateSynthesisModel = None,
 ) -> None:
     """Sensitivity for omitted lesions, false flags and ROC per signal on a phantom cohort.
 

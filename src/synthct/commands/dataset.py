@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from synthct.cli import app, console, reports_errors
+from synthct.commands.config_file import build_settings, config_option, given_options
 
 dataset_app = typer.Typer(
     help="Paired MR/CT datasets: QA (check), patient-level splits (split), SynthRAD export.",
@@ -25,6 +26,7 @@ _SOURCE_HELP = (
 @dataset_app.command("check")
 @reports_errors
 def check(
+    ctx: typer.Context,
     source: Annotated[Path, typer.Argument(help=_SOURCE_HELP)],
     out: Annotated[Path, typer.Option("--out", "-o", help="QA folder to create.")],
     register: Annotated[
@@ -34,6 +36,13 @@ def check(
         ),
     ] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing QA folder.")] = False,
+    config: Annotated[
+        Path | None,
+        config_option(
+            "synthct.dataset.qa:QASettings",
+            what=", and the QA thresholds (synthct.dataset.qa.QASettings)",
+        ),
+    ] = None,
 ) -> None:
     """QA of every case: grids, MR/CT overlap, registration MI before/after, HU, mask, channels.
 
@@ -47,6 +56,7 @@ def check(
     from synthct.dataset.check import check_dataset
     from synthct.dataset.qa import NOTES, QASettings
 
+    settings = build_settings(ctx, QASettings, given_options(ctx, register=register))
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("checking cases", total=None)
 
@@ -54,7 +64,7 @@ def check(
             bar.update(task, completed=done, total=total, description=f"checked {case_id}")
 
         result = check_dataset(
-            source, out, settings=QASettings(register=register), overwrite=overwrite,
+            source, out, settings=settings, overwrite=overwrite,
             progress=progress,
         )  # fmt: skip
     counts = {k: sum(r["status"] == k for r in result.rows) for k in ("ok", "flag", "error")}
@@ -100,6 +110,7 @@ def split(
     slab_gap_mm: Annotated[
         float, typer.Option(help="Gap between neighbouring slabs, mm.", min=0.0)
     ] = 6.0,
+    config: Annotated[Path | None, config_option()] = None,
 ) -> None:
     """Deterministic patient-level split (a fixed test set and k folds), or slabs of few scans.
 

@@ -8,11 +8,18 @@ from typing import Annotated
 import typer
 
 from synthct.cli import app, console, reports_errors
+from synthct.commands.config_file import (
+    build_settings,
+    config_option,
+    file_settings,
+    given_options,
+)
 
 
 @app.command()
 @reports_errors
 def demo(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("synthct-demo"),
     retrain: Annotated[
         bool, typer.Option("--retrain", help="Train both models from scratch (slow on CPU).")
@@ -21,6 +28,13 @@ def demo(
         bool, typer.Option("--quick", help="Reduced demo: two patients, small field of view.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the phantom cohort.")] = 2025,
+    config: Annotated[
+        Path | None,
+        config_option(
+            "synthct.demo.settings:DemoSettings",
+            what=", and the keys of synthct.demo.settings.DemoSettings (e.g. mc_passes)",
+        ),
+    ] = None,
 ) -> None:
     """Reproduce the paper: phantoms, product-like vs lesion-aware sCT, validation, audit."""
     import time
@@ -32,9 +46,11 @@ def demo(
     from synthct.demo.settings import STAGES, DemoSettings
     from synthct.io.output_safety import claim_output_folder
 
+    given = given_options(ctx, out=out, seed=seed, retrain=retrain, quick=quick)
+    given["out_dir"] = given.pop("out", file_settings(ctx).get("out_dir", out))
+    settings = build_settings(ctx, DemoSettings, given)
     # a rerun reuses the demo's own folder; a user's non-empty folder is refused
-    claim_output_folder(out, command="demo", legacy=("cohort",))
-    settings = DemoSettings(out_dir=out, seed=seed, retrain=retrain, quick=quick)
+    claim_output_folder(settings.out_dir, command="demo", legacy=("cohort",))
     start = time.perf_counter()
     with Progress(
         "[progress.description]{task.description}",

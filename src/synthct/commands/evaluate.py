@@ -3,87 +3,102 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from synthct.cli import app, console, err_console, reports_errors
+from synthct.commands.config_file import build_settings, config_option, given_options
+
+_Manifest = Annotated[
+    Path,
+    typer.Argument(help="Cases: a synthesis or validation manifest (CSV, JSON or YAML)."),
+]
+_Model = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model folder (repeat for an ensemble, e.g. k-fold models), or 'baseline'. "
+        "Without it, the manifest's sct column is evaluated as it is.",
+    ),
+]
+_Split = Annotated[
+    Path | None,
+    typer.Option(help="Split file (JSON from `synthct dataset split`) for --subset."),
+]
+_Subset = Annotated[
+    str,
+    typer.Option(
+        help="all, test, fold<K>-train, fold<K>-val (with --split), or train / validation "
+        "/ test by the manifest's split column."
+    ),
+]
+_Tta = Annotated[bool, typer.Option("--tta/--no-tta", help="Test-time augmentation by flips.")]
+_TtaAxes = Annotated[str | None, typer.Option(help="Array axes flipped by --tta, e.g. 0 or 0,1,2.")]
+_Uncertainty = Annotated[
+    bool, typer.Option("--uncertainty/--no-uncertainty", help="Also write SD maps.")
+]
+_Resample = Annotated[
+    bool | None,
+    typer.Option(
+        "--resample/--no-resample",
+        help="Run the model at its spacing (default: when its card declares one).",
+    ),
+]
+_Workers = Annotated[
+    int,
+    typer.Option(help="Validation worker processes (0: this process).", min=0),
+]
+_Resume = Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse finished cases.")]
+_Figures = Annotated[
+    bool, typer.Option("--figures/--no-figures", help="Lesion figures (CT | sCT | MRI).")
+]
+_Align = Annotated[
+    str,
+    typer.Option(
+        "--align",
+        metavar="check|auto|warn",
+        help="Alignment check of each sCT with its CT, as `synthct validate --align`: "
+        "'warn' measures a case anyway (e.g. an early model whose sCT is too poor for the "
+        "check to tell a shift from an error).",
+    ),
+]
+_Config = Annotated[
+    Path | None,
+    config_option(
+        "validation",
+        what=", and validation: the validation settings (synthct.validation.case."
+        "ValidationSettings, as `synthct validate --config`)",
+    ),
+]
 
 
 @app.command()
 @reports_errors
 def evaluate(
-    manifest: Annotated[
-        Path,
-        typer.Argument(help="Cases: a synthesis or validation manifest (CSV, JSON or YAML)."),
-    ],
+    ctx: typer.Context,
+    manifest: _Manifest,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    model: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Model folder (repeat for an ensemble, e.g. k-fold models), or 'baseline'. "
-            "Without it, the manifest's sct column is evaluated as it is.",
-        ),
-    ] = None,
-    split: Annotated[
-        Path | None,
-        typer.Option(help="Split file (JSON from `synthct dataset split`) for --subset."),
-    ] = None,
-    subset: Annotated[
-        str,
-        typer.Option(
-            help="all, test, fold<K>-train, fold<K>-val (with --split), or train / validation "
-            "/ test by the manifest's split column."
-        ),
-    ] = "all",
-    tta: Annotated[
-        bool, typer.Option("--tta/--no-tta", help="Test-time augmentation by flips.")
-    ] = False,
-    tta_axes: Annotated[
-        str | None, typer.Option(help="Array axes flipped by --tta, e.g. 0 or 0,1,2.")
-    ] = None,
-    uncertainty: Annotated[
-        bool, typer.Option("--uncertainty/--no-uncertainty", help="Also write SD maps.")
-    ] = False,
-    resample: Annotated[
-        bool | None,
-        typer.Option(
-            "--resample/--no-resample",
-            help="Run the model at its spacing (default: when its card declares one).",
-        ),
-    ] = None,
+    model: _Model = None,
+    split: _Split = None,
+    subset: _Subset = "all",
+    tta: _Tta = False,
+    tta_axes: _TtaAxes = None,
+    uncertainty: _Uncertainty = False,
+    resample: _Resample = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
-    workers: Annotated[
-        int,
-        typer.Option(help="Validation worker processes (0: this process).", min=0),
-    ] = 0,
-    resume: Annotated[
-        bool, typer.Option("--resume/--no-resume", help="Reuse finished cases.")
-    ] = True,
-    figures: Annotated[
-        bool, typer.Option("--figures/--no-figures", help="Lesion figures (CT | sCT | MRI).")
-    ] = False,
-    align: Annotated[
-        str,
-        typer.Option(
-            "--align",
-            metavar="check|auto|warn",
-            help="Alignment check of each sCT with its CT, as `synthct validate --align`: "
-            "'warn' measures a case anyway (e.g. an early model whose sCT is too poor for the "
-            "check to tell a shift from an error).",
-        ),
-    ] = "check",
+    workers: _Workers = 0,
+    resume: _Resume = True,
+    figures: _Figures = False,
+    align: _Align = "check",
+    config: _Config = None,
 ) -> None:
     """Synthesise each case's sCT and write the SynthRAD2025-style table and lesion tables."""
-    from synthct.commands.synthesize import tta_axes_for
     from synthct.commands.validate import ALIGN_MODES
     from synthct.errors import SynthctError
     from synthct.evaluation.cases import read_evaluation_manifest, read_split, select_subset
     from synthct.evaluation.run import InferenceOptions, evaluate_cohort
-    from synthct.synthesis.errors import SynthesisInputError
-    from synthct.synthesis.synthesizer import SynthesisModel, load_synthesizer
     from synthct.validation.case import ValidationSettings
 
     if align not in ALIGN_MODES:
@@ -95,32 +110,7 @@ def evaluate(
     cases = read_evaluation_manifest(manifest)
     split_data = read_split(split) if split is not None else None
     cases = select_subset(cases, subset, split=split_data, split_path=split)
-    synthesizer = None
-    axes: tuple[int, ...] = ()
-    if model:
-        if len(model) > 1 and "baseline" in model:
-            raise SynthesisInputError(
-                "'baseline' cannot be part of an ensemble",
-                path="--model",
-                fix="pass either 'baseline' or one or more model folders",
-            )
-        synthesizer = load_synthesizer(model[0] if model == ["baseline"] else model, device=device)
-        if tta and not isinstance(synthesizer, SynthesisModel):
-            raise SynthesisInputError(
-                "--tta needs a trained model", path="--model", fix="pass a model folder"
-            )
-        if tta and tta_axes is None:
-            from synthct.io.echoes import read_echoes
-
-            first = next((c for c in cases if c.mri), None)
-            reference = read_echoes(list(first.mri)) if first is not None else None
-            axes = tta_axes_for(synthesizer, reference, tta, None) if reference else (0,)
-        else:
-            axes = tta_axes_for(synthesizer, None, tta, tta_axes)
-    elif tta or uncertainty:
-        raise SynthesisInputError(
-            "--tta and --uncertainty need a model", path="--model", fix="pass --model"
-        )
+    synthesizer, axes = _synthesizer_and_flips(cases, model, device, tta, tta_axes, uncertainty)
     description = {
         "manifest": str(manifest),
         "subset": subset,
@@ -137,13 +127,58 @@ def evaluate(
         out,
         synthesizer=synthesizer,
         options=InferenceOptions(tta_axes=axes, uncertainty=uncertainty, resample=resample),
-        settings=ValidationSettings(alignment=align),  # type: ignore[arg-type]
+        settings=build_settings(
+            ctx,
+            ValidationSettings,
+            {
+                "alignment" if k == "align" else k: v
+                for k, v in given_options(ctx, align=align).items()
+            },
+            section="validation",
+        ),
         n_workers=workers,
         resume=resume,
         figures=figures,
         progress=show,
         description=description,
     )
+    _print_summary(summary, out)
+
+
+def _synthesizer_and_flips(
+    cases: list[Any],
+    model: list[str] | None,
+    device: str,
+    tta: bool,
+    tta_axes: str | None,
+    uncertainty: bool,
+) -> tuple[Any, tuple[int, ...]]:
+    """The synthesizer of ``--model`` (None: the manifest's sCTs) and the TTA flip axes."""
+    from synthct.commands.synthesize import load_command_synthesizer, tta_axes_for
+    from synthct.synthesis.errors import SynthesisInputError
+    from synthct.synthesis.synthesizer import SynthesisModel
+
+    if not model:
+        if tta or uncertainty:
+            raise SynthesisInputError(
+                "--tta and --uncertainty need a model", path="--model", fix="pass --model"
+            )
+        return None, ()
+    synthesizer = load_command_synthesizer(model, device=device)
+    if tta and not isinstance(synthesizer, SynthesisModel):
+        raise SynthesisInputError(
+            "--tta needs a trained model", path="--model", fix="pass a model folder"
+        )
+    if tta and tta_axes is None:
+        from synthct.io.echoes import read_echoes
+
+        first = next((c for c in cases if c.mri), None)
+        reference = read_echoes(list(first.mri)) if first is not None else None
+        return synthesizer, tta_axes_for(synthesizer, reference, tta, None) if reference else (0,)
+    return synthesizer, tta_axes_for(synthesizer, None, tta, tta_axes)
+
+
+def _print_summary(summary: Any, out: Path) -> None:
     for reason in summary.failed.values():
         err_console.print(f"[bold red]failed:[/] {reason}", highlight=False)
     for row in summary.rows:

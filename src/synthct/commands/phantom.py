@@ -8,74 +8,118 @@ from typing import Annotated, Any
 import typer
 
 from synthct.cli import app, console, parse_floats, reports_errors
+from synthct.commands.config_file import config_option, file_settings, given_options
+
+_Paper = Annotated[
+    bool, typer.Option("--paper", help="The paper's 5 meningioma patients (ignores --cases).")
+]
+_Config = Annotated[
+    Path | None,
+    config_option(
+        "synthct.phantom.cohort:CohortSpec",
+        what=", and the keys of a cohort specification (synthct.phantom.cohort.CohortSpec)",
+    ),
+]
+_Protocol = Annotated[
+    str | None, typer.Option(help="MRI protocol preset: paper_3t, paper_1p5t, fast_3t.")
+]
+_LesionTypes = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma-separated lesion types (meningioma, schwannoma, "
+        "disc_herniation, opll, olf, synovial_cyst, capnon)."
+    ),
+]
+_LesionFraction = Annotated[
+    float | None, typer.Option(help="Fraction of cases with a lesion (0..1).")
+]
+_LesionHu = Annotated[str | None, typer.Option(help="Range of lesion mean HU, e.g. 40,1000.")]
+_CtVoxelSize = Annotated[str | None, typer.Option(help="CT voxel size in mm (CT on its own grid).")]
+_CtRotation = Annotated[
+    str | None, typer.Option(help="Known rigid offset of the CT grid: degrees about x,y,z.")
+]
+_CtTranslation = Annotated[
+    str | None, typer.Option(help="Known rigid offset of the CT grid: mm along x,y,z.")
+]
+_Supersample = Annotated[
+    int | None, typer.Option(help="Sub-voxels per edge for partial volume (1-4).")
+]
+_MrRealism = Annotated[
+    str | None, typer.Option(help="MRI realism: classic or realistic (fields, k-space, flow).")
+]
+_Montage = Annotated[bool, typer.Option("--montage", help="Write montage.png for every case.")]
+_FailureSct = Annotated[
+    bool,
+    typer.Option("--failure-sct", help="Also write the paper's failure: lesions as CSF."),
+]
+_Resume = Annotated[bool, typer.Option(help="Finish a cohort folder made with the same options.")]
+_Out = Annotated[Path | None, typer.Option(help="PNG to write (default CASE/montage.png).")]
+_ZoomMm = Annotated[
+    float | None, typer.Option(help="Half-width of the view around the lesion, mm.")
+]
+_Labels = Annotated[Path | None, typer.Option(help="TotalSegmentator label map of the same CT.")]
+_Lesion = Annotated[
+    str | None, typer.Option(help="Insert a library lesion of this type, e.g. meningioma.")
+]
+_LesionSize = Annotated[
+    str, typer.Option(help="Lesion diameters in mm along L,P,S (axial, thickness, sagittal).")
+]
+_LesionCentre = Annotated[
+    str | None,
+    typer.Option(help="Lesion centre x,y,z in LPS mm (default: by the labelled spinal cord)."),
+]
+_LesionLevel = Annotated[
+    str | None,
+    typer.Option(help="Place the lesion in the canal at this labelled vertebra, e.g. L1."),
+]
+_NewSubject = Annotated[
+    bool,
+    typer.Option(
+        "--new-subject",
+        help="Draw a new subject from the CT (elastic deformation, scaling, marrow by age; "
+        "seeded by --seed).",
+    ),
+]
+_MrGrid = Annotated[
+    str, typer.Option(help="'ct' (MRI on the CT grid) or 'protocol' (the preset's grid).")
+]
+_PhantomFromCtMrRealism = Annotated[
+    str, typer.Option(help="MRI realism: classic or realistic (fields, k-space, flow).")
+]
 
 
 @app.command()
 @reports_errors
 def phantom(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Cohort folder to create.")],
     cases: Annotated[int, typer.Option(help="Number of random cases.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed: same seed and version, same voxels.")] = 0,
-    paper: Annotated[
-        bool, typer.Option("--paper", help="The paper's 5 meningioma patients (ignores --cases).")
-    ] = False,
-    config: Annotated[
-        Path | None, typer.Option(help="YAML cohort specification (options below override).")
-    ] = None,
-    protocol: Annotated[
-        str | None, typer.Option(help="MRI protocol preset: paper_3t, paper_1p5t, fast_3t.")
-    ] = None,
+    paper: _Paper = False,
+    config: _Config = None,
+    protocol: _Protocol = None,
     levels: Annotated[str | None, typer.Option(help="Range of centre levels, e.g. C4:L2.")] = None,
-    lesion_types: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated lesion types (meningioma, schwannoma, "
-            "disc_herniation, opll, olf, synovial_cyst, capnon)."
-        ),
-    ] = None,
-    lesion_fraction: Annotated[
-        float | None, typer.Option(help="Fraction of cases with a lesion (0..1).")
-    ] = None,
+    lesion_types: _LesionTypes = None,
+    lesion_fraction: _LesionFraction = None,
     no_lesions: Annotated[bool, typer.Option("--no-lesions", help="Lesion-free cohort.")] = False,
-    lesion_hu: Annotated[
-        str | None, typer.Option(help="Range of lesion mean HU, e.g. 40,1000.")
-    ] = None,
+    lesion_hu: _LesionHu = None,
     voxel_size: Annotated[str | None, typer.Option(help="MR voxel size in mm, e.g. 1,1,1.")] = None,
-    ct_voxel_size: Annotated[
-        str | None, typer.Option(help="CT voxel size in mm (CT on its own grid).")
-    ] = None,
-    ct_rotation: Annotated[
-        str | None, typer.Option(help="Known rigid offset of the CT grid: degrees about x,y,z.")
-    ] = None,
-    ct_translation: Annotated[
-        str | None, typer.Option(help="Known rigid offset of the CT grid: mm along x,y,z.")
-    ] = None,
-    supersample: Annotated[
-        int | None, typer.Option(help="Sub-voxels per edge for partial volume (1-4).")
-    ] = None,
-    mr_realism: Annotated[
-        str | None, typer.Option(help="MRI realism: classic or realistic (fields, k-space, flow).")
-    ] = None,
-    montage: Annotated[
-        bool, typer.Option("--montage", help="Write montage.png for every case.")
-    ] = False,
-    failure_sct: Annotated[
-        bool,
-        typer.Option("--failure-sct", help="Also write the paper's failure: lesions as CSF."),
-    ] = False,
+    ct_voxel_size: _CtVoxelSize = None,
+    ct_rotation: _CtRotation = None,
+    ct_translation: _CtTranslation = None,
+    supersample: _Supersample = None,
+    mr_realism: _MrRealism = None,
+    montage: _Montage = False,
+    failure_sct: _FailureSct = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing cohort folder.")] = False,
-    resume: Annotated[
-        bool, typer.Option(help="Finish a cohort folder made with the same options.")
-    ] = False,
+    resume: _Resume = False,
 ) -> None:
     """Generate a phantom cohort: CT, multi-echo MRI and ground truth per case, plus manifest."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from synthct.phantom.cohort import load_cohort_spec, paper_cohort
 
-    from synthct.phantom.cohort import generate_cohort, load_cohort_spec, paper_cohort
-
-    values: dict[str, Any] = {}
-    if config is not None:
-        values.update(_read_yaml(config))
+    values = file_settings(ctx)
+    for key, value in given_options(ctx, cases=cases, seed=seed).items():
+        values["n_cases" if key == "cases" else key] = value  # the command line wins
     values.setdefault("n_cases", cases)
     values.setdefault("seed", seed)
     overrides: dict[str, Any] = {
@@ -111,6 +155,15 @@ def phantom(
         spec = paper_cohort(**values)
     else:
         spec = load_cohort_spec(**values)
+    _generate(spec, out, overwrite=overwrite, resume=resume)
+
+
+def _generate(spec: Any, out: Path, *, overwrite: bool, resume: bool) -> None:
+    """Generate the cohort of ``spec`` into ``out`` with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from synthct.phantom.cohort import generate_cohort
+
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -144,12 +197,8 @@ def phantom(
 @reports_errors
 def montage(
     case: Annotated[Path, typer.Argument(help="A phantom case folder (case-NNN).")],
-    out: Annotated[
-        Path | None, typer.Option(help="PNG to write (default CASE/montage.png).")
-    ] = None,
-    zoom_mm: Annotated[
-        float | None, typer.Option(help="Half-width of the view around the lesion, mm.")
-    ] = None,
+    out: _Out = None,
+    zoom_mm: _ZoomMm = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing PNG.")] = False,
 ) -> None:
     """Draw axial and sagittal CT and MR echoes of a phantom case with lesions outlined."""
@@ -181,10 +230,39 @@ def montage(
     console.print(f"wrote {path}")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    from synthct.settings import read_yaml_mapping
+def _lesion_centre(
+    ct_volume: Any,
+    label_volume: Any,
+    lesion_centre: str | None,
+    lesion_level: str | None,
+    size: tuple[float, ...],
+) -> tuple[float, ...]:
+    """The lesion centre: ``--lesion-centre``, the labelled ``--lesion-level``, or by the cord."""
+    from synthct.errors import SynthctError
+    from synthct.phantom.ct_derived import CTDerivedModel
+    from synthct.phantom.ct_insertion import default_lesion_centre
+    from synthct.phantom.ct_levels import check_lesion_fits, level_centre_lps_mm
+    from synthct.phantom.label_grid import labels_on_ct_grid
 
-    return read_yaml_mapping(path, what="cohort YAML")
+    centre = parse_floats(lesion_centre, "--lesion-centre", count=3)
+    if centre is None and lesion_level is not None:
+        if label_volume is None:
+            raise SynthctError(
+                "--lesion-level needs the CT's labels",
+                path="--lesion-level",
+                fix="give --labels (TotalSegmentator) or an explicit --lesion-centre",
+            )
+        import numpy as np
+
+        at = level_centre_lps_mm(labels_on_ct_grid(label_volume, ct_volume)[0], lesion_level)
+        check_lesion_fits(
+            ct_volume.geometry, at, np.asarray(size) / 2.0, where=lesion_level.upper()
+        )
+        centre = (float(at[0]), float(at[1]), float(at[2]))
+    if centre is None:
+        tissue = CTDerivedModel.from_ct(ct_volume, label_volume).tissue_map
+        centre = tuple(default_lesion_centre(tissue.array, ct_volume.geometry))
+    return centre
 
 
 @app.command("phantom-from-ct")
@@ -192,54 +270,25 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def phantom_from_ct(
     ct: Annotated[Path, typer.Argument(help="Real CT in HU (file or DICOM folder).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Cohort folder to create.")],
-    labels: Annotated[
-        Path | None, typer.Option(help="TotalSegmentator label map of the same CT.")
-    ] = None,
-    lesion: Annotated[
-        str | None, typer.Option(help="Insert a library lesion of this type, e.g. meningioma.")
-    ] = None,
+    config: Annotated[Path | None, config_option()] = None,
+    labels: _Labels = None,
+    lesion: _Lesion = None,
     lesion_hu: Annotated[float | None, typer.Option(help="Lesion mean HU.")] = None,
-    lesion_size: Annotated[
-        str, typer.Option(help="Lesion diameters in mm along L,P,S (axial, thickness, sagittal).")
-    ] = "12,8,18",
-    lesion_centre: Annotated[
-        str | None,
-        typer.Option(help="Lesion centre x,y,z in LPS mm (default: by the labelled spinal cord)."),
-    ] = None,
-    lesion_level: Annotated[
-        str | None,
-        typer.Option(help="Place the lesion in the canal at this labelled vertebra, e.g. L1."),
-    ] = None,
-    new_subject: Annotated[
-        bool,
-        typer.Option(
-            "--new-subject",
-            help="Draw a new subject from the CT (elastic deformation, scaling, marrow by age; "
-            "seeded by --seed).",
-        ),
-    ] = False,
+    lesion_size: _LesionSize = "12,8,18",
+    lesion_centre: _LesionCentre = None,
+    lesion_level: _LesionLevel = None,
+    new_subject: _NewSubject = False,
     protocol: Annotated[str, typer.Option(help="MRI protocol preset.")] = "paper_3t",
-    mr_grid: Annotated[
-        str, typer.Option(help="'ct' (MRI on the CT grid) or 'protocol' (the preset's grid).")
-    ] = "ct",
+    mr_grid: _MrGrid = "ct",
     seed: Annotated[int, typer.Option(help="Seed for noise and calcification pattern.")] = 0,
-    mr_realism: Annotated[
-        str, typer.Option(help="MRI realism: classic or realistic (fields, k-space, flow).")
-    ] = "classic",
+    mr_realism: _PhantomFromCtMrRealism = "classic",
     montage: Annotated[bool, typer.Option("--montage", help="Write montage.png.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
 ) -> None:
     """CT-derived phantom: simulate the multi-echo MRI of a real CT, optionally with a lesion."""
     from synthct.errors import SynthctError
     from synthct.io import read_volume
-    from synthct.phantom.ct_derived import CTDerivedModel
-    from synthct.phantom.ct_insertion import (
-        EllipsoidLesion,
-        default_lesion_centre,
-        write_ct_derived_case,
-    )
-    from synthct.phantom.ct_levels import check_lesion_fits, level_centre_lps_mm
-    from synthct.phantom.label_grid import labels_on_ct_grid
+    from synthct.phantom.ct_insertion import EllipsoidLesion, write_ct_derived_case
     from synthct.phantom.subject_variation import SubjectVariation
     from synthct.volume import CTVolume, LabelMap
 
@@ -258,24 +307,7 @@ def phantom_from_ct(
     if lesion is not None:
         size = parse_floats(lesion_size, "--lesion-size", count=3)
         assert size is not None
-        centre = parse_floats(lesion_centre, "--lesion-centre", count=3)
-        if centre is None and lesion_level is not None:
-            if label_volume is None:
-                raise SynthctError(
-                    "--lesion-level needs the CT's labels",
-                    path="--lesion-level",
-                    fix="give --labels (TotalSegmentator) or an explicit --lesion-centre",
-                )
-            import numpy as np
-
-            at = level_centre_lps_mm(labels_on_ct_grid(label_volume, ct_volume)[0], lesion_level)
-            check_lesion_fits(
-                ct_volume.geometry, at, np.asarray(size) / 2.0, where=lesion_level.upper()
-            )
-            centre = (float(at[0]), float(at[1]), float(at[2]))
-        if centre is None:
-            tissue = CTDerivedModel.from_ct(ct_volume, label_volume).tissue_map
-            centre = tuple(default_lesion_centre(tissue.array, ct_volume.geometry))
+        centre = _lesion_centre(ct_volume, label_volume, lesion_centre, lesion_level, size)
         lesions.append(
             EllipsoidLesion(
                 lesion,

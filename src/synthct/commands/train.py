@@ -14,42 +14,46 @@ import typer
 
 from synthct.cli import app, console, reports_errors
 
+_Manifest = Annotated[
+    Path,
+    typer.Argument(
+        help="Cohort manifest (CSV or JSON): case_id, ct, mr_echoes (';'-separated echo "
+        "files or one 4D file, relative to the manifest), optional lesion_labels, split."
+    ),
+]
+_Output = Annotated[
+    Path, typer.Option("--output", "-o", help="Run folder (checkpoints, log, model/).")
+]
+_Config = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML configuration; defaults for what it omits."),
+]
+_Resume = Annotated[
+    bool, typer.Option("--resume", help="Continue the run in --output from its checkpoint.")
+]
+_Iterations = Annotated[int | None, typer.Option(help="Override training.iterations.", min=1)]
+_Device = Annotated[str | None, typer.Option(help="Override training.device: auto, cpu or cuda.")]
+_Plan = Annotated[
+    str,
+    typer.Option(
+        help="'auto': plan spacing, patch size and normalisation from the training cases "
+        "first (as `synthct plan`; written to OUTPUT/plan.json); 'none': use the "
+        "configuration as it is."
+    ),
+]
+
 
 @app.command()
 @reports_errors
 def train(
-    manifest: Annotated[
-        Path,
-        typer.Argument(
-            help="Cohort manifest (CSV or JSON): case_id, ct, mr_echoes (';'-separated echo "
-            "files or one 4D file, relative to the manifest), optional lesion_labels, split."
-        ),
-    ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Run folder (checkpoints, log, model/).")
-    ],
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="YAML configuration; defaults for what it omits."),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --output from its checkpoint.")
-    ] = False,
-    iterations: Annotated[
-        int | None, typer.Option(help="Override training.iterations.", min=1)
-    ] = None,
+    manifest: _Manifest,
+    output: _Output,
+    config: _Config = None,
+    resume: _Resume = False,
+    iterations: _Iterations = None,
     seed: Annotated[int | None, typer.Option(help="Override training.seed.", min=0)] = None,
-    device: Annotated[
-        str | None, typer.Option(help="Override training.device: auto, cpu or cuda.")
-    ] = None,
-    plan: Annotated[
-        str,
-        typer.Option(
-            help="'auto': plan spacing, patch size and normalisation from the training cases "
-            "first (as `synthct plan`; written to OUTPUT/plan.json); 'none': use the "
-            "configuration as it is."
-        ),
-    ] = "none",
+    device: _Device = None,
+    plan: _Plan = "none",
 ) -> None:
     """Train an MRI-to-CT network; write checkpoints, a CSV log and the model folder.
 
@@ -72,15 +76,10 @@ def train(
     if resume and config is None and (output / "config.yaml").is_file():
         config = output / "config.yaml"
     settings = load_config(config) if config is not None else SynthesisConfig()
-    overrides: dict[str, Any] = {}
-    if iterations is not None:
-        overrides["iterations"] = iterations
-    if seed is not None:
-        overrides["seed"] = seed
-    if device is not None:
-        overrides["device"] = device
-    if overrides:
-        settings = settings.with_updates({"training": overrides})
+    overrides = {"iterations": iterations, "seed": seed, "device": device}
+    if any(v is not None for v in overrides.values()):
+        given = {k: v for k, v in overrides.items() if v is not None}
+        settings = settings.with_updates({"training": given})
     main_rank = os.environ.get("RANK", "0") == "0"
     if plan not in ("auto", "none"):
         raise TrainingConfigError(
@@ -122,6 +121,10 @@ def train(
 
         result = train_model(manifest, settings, output, resume=resume, progress=show)
 
+    _print_result(result)
+
+
+def _print_result(result: Any) -> None:
     console.print(f"model folder: [bold]{result.model_dir}[/]")
     console.print(
         f"training log: {result.log_path} (curve: {result.log_path.parent}/training_curve.png)"

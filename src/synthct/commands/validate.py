@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from synthct.cli import app, console, err_console, reports_errors
+from synthct.commands.config_file import build_settings, config_option, given_options
 
 if TYPE_CHECKING:
     from synthct.validation.case import ValidationSettings
@@ -28,135 +29,156 @@ _MANIFEST_HELP = (
 )
 
 
+_Manifest = Annotated[Path | None, typer.Argument(help=_MANIFEST_HELP, show_default=False)]
+_Out = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output folder: created by synthct (a non-empty folder synthct did not make "
+        "is refused; one run at a time per folder).",
+    ),
+]
+_CT = Annotated[Path | None, typer.Option(help="Single case: the CT (file or DICOM folder).")]
+_SCT = Annotated[Path | None, typer.Option(help="Single case: the synthetic CT.")]
+_MRI = Annotated[
+    list[Path] | None, typer.Option(help="Single case: MRI source; repeat once per echo file.")
+]
+_Lesions = Annotated[Path | None, typer.Option(help="Single case: lesion label map.")]
+_LesionPoints = Annotated[
+    str | None, typer.Option(help="Single case: lesions as 'L,P,S,r; L,P,S,r' (LPS mm).")
+]
+_BodyMask = Annotated[Path | None, typer.Option(help="Single case: body mask.")]
+_CaseId = Annotated[str, typer.Option(help="Single case: its id.")]
+_Config = Annotated[
+    Path | None,
+    config_option(
+        "synthct.validation.case:ValidationSettings",
+        what=", and any key of synthct.validation.case.ValidationSettings (lesion rules, "
+        "alignment check, registration, HU ranges, audit)",
+    ),
+]
+_Register = Annotated[
+    bool, typer.Option("--register", help="Register each sCT rigidly to its CT first (MI).")
+]
+_Align = Annotated[
+    str,
+    typer.Option(
+        "--align",
+        metavar="check|auto|warn",
+        help="Alignment check of each sCT with its CT before any lesion is measured (NCC, "
+        "bone Dice, best small shift): 'check' stops a misaligned case with the measured "
+        "offset, 'auto' registers it rigidly and checks again, 'warn' measures anyway (no "
+        "lesion is then called missed).",
+    ),
+]
+_Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=0,
+        help="Local Dask worker processes (default: the machine's cores; 0: no cluster).",
+    ),
+]
+_Scheduler = Annotated[
+    str | None, typer.Option(help="Address of an existing Dask scheduler to run on.")
+]
+_Resume = Annotated[
+    bool, typer.Option(help="Reuse finished cases whose inputs and settings are unchanged.")
+]
+_Figures = Annotated[bool, typer.Option(help="Draw a figure per lesion.")]
+_Report = Annotated[bool, typer.Option(help="Write the HTML report when available.")]
+_CheckHU = Annotated[
+    bool, typer.Option(help="Reject a CT or sCT whose values are not Hounsfield units.")
+]
+_RequireFiles = Annotated[
+    bool, typer.Option(help="Stop before running when any input file is missing.")
+]
+_Audit = Annotated[
+    bool,
+    typer.Option(
+        "--audit",
+        help="Also run the omission audit on each case with an MRI (needs its echo times, "
+        "TR, flip angle and field strength): per lesion, was it flagged; per flag, does "
+        "the CT confirm a discrepancy (audit_flags.csv).",
+    ),
+]
+_AuditModel = Annotated[
+    Path | None,
+    typer.Option(
+        help="Audit model folder from `synthct audit-train` (novelty.npz + "
+        "calibration.json); implies --audit (default: the shipped audit model, its "
+        "checksums verified).",
+        show_default=False,
+    ),
+]
+_AuditReferenceModel = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAME|PATH",
+        help="Lesion-aware reference synthesis model for the audit's reference signal "
+        "(shipped name, e.g. lesion_aware, or a folder); implies --audit (default: the one "
+        "the audit model was calibrated with, if any).",
+        show_default=False,
+    ),
+]
+_AuditReference = Annotated[
+    bool,
+    typer.Option(
+        "--audit-reference/--no-audit-reference",
+        help="Use the audit's reference signal when a reference model is named (leave it "
+        "out for MRI outside the reference model's training domain).",
+    ),
+]
+_AuditDomainCheck = Annotated[
+    bool,
+    typer.Option(
+        "--audit-domain-check/--no-audit-domain-check",
+        help="Refuse the audit's signals for MRI outside the audit model's calibrated "
+        "domain (the audit_refused column says why).",
+    ),
+]
+_KeepIdentifiers = Annotated[
+    bool,
+    typer.Option(
+        "--keep-identifiers",
+        help="Copy the CT's patient and study identifiers (name, ID, birth date, accession "
+        "number, institution, UIDs) into the DICOM SEG and SR as they are. Default: "
+        "de-identified (DICOM PS3.15 basic profile, UIDs replaced consistently).",
+    ),
+]
+
+
 @app.command()
 @reports_errors
 def validate(
-    manifest: Annotated[
-        Path | None, typer.Argument(help=_MANIFEST_HELP, show_default=False)
-    ] = None,
+    ctx: typer.Context,
+    manifest: _Manifest = None,
     *,
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Output folder: created by synthct (a non-empty folder synthct did not make "
-            "is refused; one run at a time per folder).",
-        ),
-    ],
-    ct: Annotated[
-        Path | None, typer.Option(help="Single case: the CT (file or DICOM folder).")
-    ] = None,
-    sct: Annotated[Path | None, typer.Option(help="Single case: the synthetic CT.")] = None,
-    mri: Annotated[
-        list[Path] | None, typer.Option(help="Single case: MRI source; repeat once per echo file.")
-    ] = None,
-    lesions: Annotated[Path | None, typer.Option(help="Single case: lesion label map.")] = None,
-    lesion_points: Annotated[
-        str | None, typer.Option(help="Single case: lesions as 'L,P,S,r; L,P,S,r' (LPS mm).")
-    ] = None,
-    body_mask: Annotated[Path | None, typer.Option(help="Single case: body mask.")] = None,
-    case_id: Annotated[str, typer.Option(help="Single case: its id.")] = "case",
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="YAML of validation settings: any key of synthct.validation.case."
-            "ValidationSettings (lesion rules, alignment check, registration, HU ranges, "
-            "audit); the options given on the command line replace its keys.",
-            show_default=False,
-        ),
-    ] = None,
-    register: Annotated[
-        bool, typer.Option("--register", help="Register each sCT rigidly to its CT first (MI).")
-    ] = False,
-    align: Annotated[
-        str,
-        typer.Option(
-            "--align",
-            metavar="check|auto|warn",
-            help="Alignment check of each sCT with its CT before any lesion is measured (NCC, "
-            "bone Dice, best small shift): 'check' stops a misaligned case with the measured "
-            "offset, 'auto' registers it rigidly and checks again, 'warn' measures anyway (no "
-            "lesion is then called missed).",
-        ),
-    ] = "check",
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            min=0,
-            help="Local Dask worker processes (default: the machine's cores; 0: no cluster).",
-        ),
-    ] = None,
-    scheduler: Annotated[
-        str | None, typer.Option(help="Address of an existing Dask scheduler to run on.")
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option(help="Reuse finished cases whose inputs and settings are unchanged.")
-    ] = True,
-    figures: Annotated[bool, typer.Option(help="Draw a figure per lesion.")] = True,
-    report: Annotated[bool, typer.Option(help="Write the HTML report when available.")] = True,
-    check_hu: Annotated[
-        bool, typer.Option(help="Reject a CT or sCT whose values are not Hounsfield units.")
-    ] = True,
-    require_files: Annotated[
-        bool, typer.Option(help="Stop before running when any input file is missing.")
-    ] = False,
-    audit: Annotated[
-        bool,
-        typer.Option(
-            "--audit",
-            help="Also run the omission audit on each case with an MRI (needs its echo times, "
-            "TR, flip angle and field strength): per lesion, was it flagged; per flag, does "
-            "the CT confirm a discrepancy (audit_flags.csv).",
-        ),
-    ] = False,
-    audit_model: Annotated[
-        Path | None,
-        typer.Option(
-            help="Audit model folder from `synthct audit-train` (novelty.npz + "
-            "calibration.json); implies --audit (default: the shipped audit model, its "
-            "checksums verified).",
-            show_default=False,
-        ),
-    ] = None,
-    audit_reference_model: Annotated[
-        str | None,
-        typer.Option(
-            metavar="NAME|PATH",
-            help="Lesion-aware reference synthesis model for the audit's reference signal "
-            "(shipped name, e.g. lesion_aware, or a folder); implies --audit (default: the one "
-            "the audit model was calibrated with, if any).",
-            show_default=False,
-        ),
-    ] = None,
-    audit_reference: Annotated[
-        bool,
-        typer.Option(
-            "--audit-reference/--no-audit-reference",
-            help="Use the audit's reference signal when a reference model is named (leave it "
-            "out for MRI outside the reference model's training domain).",
-        ),
-    ] = True,
-    audit_domain_check: Annotated[
-        bool,
-        typer.Option(
-            "--audit-domain-check/--no-audit-domain-check",
-            help="Refuse the audit's signals for MRI outside the audit model's calibrated "
-            "domain (the audit_refused column says why).",
-        ),
-    ] = True,
-    keep_identifiers: Annotated[
-        bool,
-        typer.Option(
-            "--keep-identifiers",
-            help="Copy the CT's patient and study identifiers (name, ID, birth date, accession "
-            "number, institution, UIDs) into the DICOM SEG and SR as they are. Default: "
-            "de-identified (DICOM PS3.15 basic profile, UIDs replaced consistently).",
-        ),
-    ] = False,
+    out: _Out,
+    ct: _CT = None,
+    sct: _SCT = None,
+    mri: _MRI = None,
+    lesions: _Lesions = None,
+    lesion_points: _LesionPoints = None,
+    body_mask: _BodyMask = None,
+    case_id: _CaseId = "case",
+    config: _Config = None,
+    register: _Register = False,
+    align: _Align = "check",
+    workers: _Workers = None,
+    scheduler: _Scheduler = None,
+    resume: _Resume = True,
+    figures: _Figures = True,
+    report: _Report = True,
+    check_hu: _CheckHU = True,
+    require_files: _RequireFiles = False,
+    audit: _Audit = False,
+    audit_model: _AuditModel = None,
+    audit_reference_model: _AuditReferenceModel = None,
+    audit_reference: _AuditReference = True,
+    audit_domain_check: _AuditDomainCheck = True,
+    keep_identifiers: _KeepIdentifiers = False,
 ) -> None:
     """Validate sCTs against CT: image metrics, each lesion on CT and sCT, cohort statistics.
 
@@ -169,80 +191,16 @@ def validate(
 
     Exit code: 0 when every case was validated, 1 when some failed, 2 on bad input.
     """
-    from synthct.errors import SynthctError
-    from synthct.validation.audit_column import AuditColumnSettings
-    from synthct.validation.case import ValidationSettings
-    from synthct.validation.manifest import Manifest, case_from_paths, read_manifest
     from synthct.workflows.audit_column import check_audit_settings
 
-    single = [ct, sct, mri, lesions, lesion_points, body_mask]
-    if manifest is not None and any(v for v in single):
-        raise SynthctError(
-            "give either a manifest or the single-case options (--ct, --sct, ...), not both",
-            path=str(manifest),
-            fix="drop the manifest argument or the --ct/--sct/... options",
-        )
-    if manifest is not None:
-        cases = read_manifest(manifest, require_files=require_files)
-    elif ct is not None and sct is not None:
-        one = case_from_paths(
-            case_id=case_id,
-            ct=ct,
-            sct=sct,
-            mri=mri or (),
-            lesions=lesions,
-            lesion_points=lesion_points,
-            body_mask=body_mask,
-        )
-        cases = Manifest(cases=(one,))
-        if require_files:
-            cases.require_files()
-    else:
-        raise SynthctError(
-            "nothing to validate",
-            path="command line",
-            fix="pass a manifest (synthct validate cases.csv --out DIR) or a single case "
-            "(synthct validate --ct CT --sct SCT [--mri MRI] [--lesions MASK] --out DIR)",
-        )
-    audit_settings = None
-    if audit or audit_model is not None or audit_reference_model is not None:
-        from synthct.audit.model import shipped_audit_model_path
-        from synthct.synthesis.shipped import SHIPPED_MODELS
-
-        reference = audit_reference_model
-        if reference is not None and reference not in SHIPPED_MODELS:
-            reference = str(Path(reference).resolve())  # workers may not share the cwd
-        audit_settings = AuditColumnSettings(
-            model=str((audit_model or shipped_audit_model_path()).resolve()),
-            reference_model=reference,
-            reference=audit_reference,
-            domain_check=audit_domain_check,
-        )
-    if align not in ALIGN_MODES:
-        raise SynthctError(
-            f"--align {align!r} is not a mode",
-            path="--align",
-            fix=f"use one of {', '.join(ALIGN_MODES)}",
-        )
+    single: dict[str, Any] = {"ct": ct, "sct": sct, "mri": mri or (), "lesions": lesions}
+    single.update(lesion_points=lesion_points, body_mask=body_mask)
+    cases = _cases(manifest, case_id, single, require_files=require_files)
     if scheduler is not None:
         from synthct.validation.runner import check_scheduler_address
 
         check_scheduler_address(scheduler)
-    given = {
-        "rigid_registration": register,
-        "alignment": align,
-        "check_hu": check_hu,
-        "keep_identifiers": keep_identifiers,
-    }
-    # an option left at its default keeps the value of --config
-    options = {k: v for k, v in given.items() if v != ValidationSettings.model_fields[k].default}
-    if audit_settings is not None:
-        options["audit"] = audit_settings
-    settings = (
-        ValidationSettings.from_yaml(config, **options)
-        if config is not None
-        else ValidationSettings.model_validate(options)
-    )
+    settings = _settings(ctx, align, audit, audit_model, audit_reference_model, audit_reference)
     if settings.audit is not None:
         check_audit_settings(settings.audit)
     try:
@@ -257,6 +215,80 @@ def validate(
     _print_summary(summary)
     if summary.failures:
         raise typer.Exit(EXIT_CASES_FAILED)
+
+
+def _cases(
+    manifest: Path | None, case_id: str, single: dict[str, Any], *, require_files: bool
+) -> Manifest:
+    """The manifest's cases, or the one case of the single-case options ``single``."""
+    from synthct.errors import SynthctError
+    from synthct.validation.manifest import Manifest, case_from_paths, read_manifest
+
+    if manifest is not None and any(v for v in single.values()):
+        raise SynthctError(
+            "give either a manifest or the single-case options (--ct, --sct, ...), not both",
+            path=str(manifest),
+            fix="drop the manifest argument or the --ct/--sct/... options",
+        )
+    if manifest is not None:
+        return read_manifest(manifest, require_files=require_files)
+    if single["ct"] is None or single["sct"] is None:
+        raise SynthctError(
+            "nothing to validate",
+            path="command line",
+            fix="pass a manifest (synthct validate cases.csv --out DIR) or a single case "
+            "(synthct validate --ct CT --sct SCT [--mri MRI] [--lesions MASK] --out DIR)",
+        )
+    cases = Manifest(cases=(case_from_paths(case_id=case_id, **single),))
+    if require_files:
+        cases.require_files()
+    return cases
+
+
+def _settings(
+    ctx: typer.Context,
+    align: str,
+    audit: bool,
+    audit_model: Path | None,
+    audit_reference_model: str | None,
+    audit_reference: bool,
+) -> ValidationSettings:
+    """The settings of the --config file, the options given on the command line replacing them."""
+    from synthct.errors import SynthctError
+    from synthct.validation.audit_column import AuditColumnSettings
+    from synthct.validation.case import ValidationSettings
+
+    if align not in ALIGN_MODES:
+        raise SynthctError(
+            f"--align {align!r} is not a mode",
+            path="--align",
+            fix=f"use one of {', '.join(ALIGN_MODES)}",
+        )
+    names = {"register": "rigid_registration", "align": "alignment"}
+    options = {
+        names.get(k, k): v
+        for k, v in given_options(
+            ctx,
+            register=ctx.params["register"],
+            align=align,
+            check_hu=ctx.params["check_hu"],
+            keep_identifiers=ctx.params["keep_identifiers"],
+        ).items()
+    }
+    if audit or audit_model is not None or audit_reference_model is not None:
+        from synthct.audit.model import shipped_audit_model_path
+        from synthct.synthesis.shipped import SHIPPED_MODELS
+
+        reference = audit_reference_model
+        if reference is not None and reference not in SHIPPED_MODELS:
+            reference = str(Path(reference).resolve())  # workers may not share the cwd
+        options["audit"] = AuditColumnSettings(
+            model=str((audit_model or shipped_audit_model_path()).resolve()),
+            reference_model=reference,
+            reference=audit_reference,
+            domain_check=ctx.params["audit_domain_check"],
+        )
+    return build_settings(ctx, ValidationSettings, options)
 
 
 def _run(

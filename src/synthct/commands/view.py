@@ -15,46 +15,52 @@ _PATHS_HELP = (
 )
 
 
+_Host = Annotated[str, typer.Option(help="Address to listen on (loopback unless --allow-remote).")]
+_AllowRemote = Annotated[
+    bool,
+    typer.Option(
+        "--allow-remote",
+        help="Allow a --host other than loopback: anyone who can reach it and has the "
+        "address (with its token) sees the images.",
+    ),
+]
+_Edit = Annotated[
+    bool,
+    typer.Option(
+        "--edit",
+        help="Allow annotation: save drawn lesions (label map on the CT grid + lesion "
+        "points) under ANNOTATIONS/ of the folder and re-run the case's validation.",
+    ),
+]
+_Browser = Annotated[
+    bool, typer.Option("--browser/--no-browser", help="Open the page in the browser.")
+]
+_Export = Annotated[
+    Path | None,
+    typer.Option(
+        help="Instead of serving: write one self-contained HTML file per case into this "
+        "folder (volumes cropped around the lesions and inlined; opens from file://). "
+        "RUN/view links them from RUN's validation or demo report.",
+        show_default=False,
+    ),
+]
+_MarginMm = Annotated[
+    float, typer.Option(help="With --export: margin kept around the lesions (mm).", min=1)
+]
+
+
 @app.command()
 @reports_errors
 def view(
     paths: Annotated[list[Path], typer.Argument(help=_PATHS_HELP, show_default=False)],
     *,
     port: Annotated[int, typer.Option(help="Port (0: any free port).", min=0, max=65535)] = 8765,
-    host: Annotated[
-        str, typer.Option(help="Address to listen on (loopback unless --allow-remote).")
-    ] = "127.0.0.1",
-    allow_remote: Annotated[
-        bool,
-        typer.Option(
-            "--allow-remote",
-            help="Allow a --host other than loopback: anyone who can reach it and has the "
-            "address (with its token) sees the images.",
-        ),
-    ] = False,
-    edit: Annotated[
-        bool,
-        typer.Option(
-            "--edit",
-            help="Allow annotation: save drawn lesions (label map on the CT grid + lesion "
-            "points) under ANNOTATIONS/ of the folder and re-run the case's validation.",
-        ),
-    ] = False,
-    browser: Annotated[
-        bool, typer.Option("--browser/--no-browser", help="Open the page in the browser.")
-    ] = True,
-    export: Annotated[
-        Path | None,
-        typer.Option(
-            help="Instead of serving: write one self-contained HTML file per case into this "
-            "folder (volumes cropped around the lesions and inlined; opens from file://). "
-            "RUN/view links them from RUN's validation or demo report.",
-            show_default=False,
-        ),
-    ] = None,
-    margin_mm: Annotated[
-        float, typer.Option(help="With --export: margin kept around the lesions (mm).", min=1)
-    ] = 40.0,
+    host: _Host = "127.0.0.1",
+    allow_remote: _AllowRemote = False,
+    edit: _Edit = False,
+    browser: _Browser = True,
+    export: _Export = None,
+    margin_mm: _MarginMm = 40.0,
 ) -> None:
     """Review station in the browser: CT, sCT, each MR echo, sCT - CT, uncertainty and audit
     flags in axial, sagittal and coronal views with one crosshair; the lesion table of

@@ -35,10 +35,10 @@ applied transform travels with the case (:mod:`synthct.dataset.pairs`).
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -46,6 +46,7 @@ from synthct.case import Case
 from synthct.errors import SynthctError
 from synthct.geometry import Geometry
 from synthct.manifest import Manifest
+from synthct.settings import SettingsBase
 
 __all__ = ["NOTES", "QASettings", "flag_cohort", "qa_case", "run_qa"]
 
@@ -53,23 +54,30 @@ __all__ = ["NOTES", "QASettings", "flag_cohort", "qa_case", "run_qa"]
 NOTES: tuple[str, ...] = ("no_mask", "no_air", "ct_padding")
 
 
-@dataclass(frozen=True)
-class QASettings:
-    """Thresholds of the QA rules (see the module docstring)."""
+# pydantic warns that the field `register` shadows ABCMeta.register (its metaclass's): on an
+# instance the name reads the field, which is all QA uses.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
-    no_overlap_fraction: float = 0.05
-    partial_overlap_fraction: float = 0.5
-    mi_outlier_fraction: float = 0.5
-    air_ceiling_hu: float = -900.0
-    max_p99_5_hu: float = 3500.0
-    min_mask_coverage: float = 0.9
-    registration_spacing_mm: float = 3.0
-    register: bool = True
-    #: The registration is applied (travels with the case) when it moves some MR corner at
-    #: least this far and raises the MI by at least ``apply_min_mi_gain`` (relative); else
-    #: the case keeps the identity (it was aligned already).
-    apply_min_shift_mm: float = 1.0
-    apply_min_mi_gain: float = 0.05
+    class QASettings(SettingsBase):
+        """Thresholds of the QA rules (see the module docstring)."""
+
+        invalid_error: ClassVar[type[SynthctError] | None] = SynthctError
+        settings_label: ClassVar[str] = "dataset QA settings"
+
+        no_overlap_fraction: float = 0.05
+        partial_overlap_fraction: float = 0.5
+        mi_outlier_fraction: float = 0.5
+        air_ceiling_hu: float = -900.0
+        max_p99_5_hu: float = 3500.0
+        min_mask_coverage: float = 0.9
+        registration_spacing_mm: float = 3.0
+        register: bool = True
+        #: The registration is applied (travels with the case) when it moves some MR corner at
+        #: least this far and raises the MI by at least ``apply_min_mi_gain`` (relative); else
+        #: the case keeps the identity (it was aligned already).
+        apply_min_shift_mm: float = 1.0
+        apply_min_mi_gain: float = 0.05
 
 
 def overlap_fraction(mr: Geometry, ct: Geometry, *, points_per_axis: int = 12) -> float:

@@ -33,13 +33,10 @@ def audit_cases(
     feed the reference disagreement signal when the audit model calibrated it.
     """
     from synthct.audit.combine import DEFAULT_CALIBRATION
-    from synthct.audit.epistemic import precomputed_epistemic
     from synthct.audit.model import SHIPPED_AUDIT_MODEL, load_audit_model
     from synthct.audit.pipeline import run_audit
-    from synthct.audit.reference import precomputed_reference
     from synthct.audit.report import write_audit
     from synthct.io import read_volume
-    from synthct.synthesis.result import map_paths
     from synthct.volume import CTVolume
 
     # Signals outside the rule are only reported; the demo skips novelty then (~10 s a case)
@@ -56,14 +53,7 @@ def audit_cases(
         mr = case.mr()
         sct = read_volume(scts[case.case_id], kind="sct")
         assert isinstance(sct, CTVolume)
-        epistemic_path = map_paths(scts[case.case_id])["epistemic_sd"]
-        epistemic = precomputed_epistemic(epistemic_path) if epistemic_path.exists() else None
-        reference = None
-        if references is not None and "reference" in calibration.signals:
-            ref_path = references[case.case_id]
-            ref_sd = map_paths(ref_path)["epistemic_sd"]
-            if ref_sd.exists():
-                reference = precomputed_reference(ref_path, ref_sd, source="lesion_aware")
+        epistemic, reference = _precomputed_signals(case.case_id, scts, references, calibration)
         result = run_audit(
             mr,
             sct,
@@ -76,32 +66,9 @@ def audit_cases(
         out.parent.mkdir(parents=True, exist_ok=True)
         written = write_audit(result, mr, out, overwrite=True)
         figures += [str(p) for k, p in written.items() if str(p).endswith(".png")][:2]
-        truth = case.lesion_labels(grid="mr")
         flags = result.region_labels.array
         hit_regions: set[int] = set()
-        validation_rows = _validation_rows(settings, case.case_id)
-        for lesion in case.lesions():
-            lesion_id = int(lesion.get("id", 1))
-            mask = truth.array == lesion_id
-            overlap = flags[mask]
-            region_ids = sorted({int(r) for r in np.unique(overlap) if r != 0})
-            hit_regions.update(region_ids)
-            regions = [r for r in result.regions if r.id in region_ids]
-            # missed as in the paper: the CT shows it and the sCT does not
-            measured = validation_rows.get(lesion_id, {})
-            ct_visible = bool(measured.get("ct_visible", False))
-            missed = ct_visible and not measured.get("sct_visible", False)
-            rows.append(
-                {
-                    "case_id": case.case_id,
-                    "lesion_id": lesion_id,
-                    "ct_visible": ct_visible,
-                    "missed": missed,
-                    "flagged": bool(region_ids),
-                    "score": max((r.peak_score for r in regions), default=None),
-                    "signals": sorted({s for r in regions for s in r.signals_fired}),
-                }
-            )
+        rows += _lesion_rows(settings, case, result, hit_regions)
         elsewhere = [r.id for r in result.regions if r.id not in hit_regions]
         false_flags += len(elsewhere)
         confirmed_elsewhere += _confirmed_by_ct(case, sct, flags, elsewhere, discrepancy_hu)
@@ -129,6 +96,61 @@ def audit_cases(
         "rule": calibration.describe() if hasattr(calibration, "describe") else "",
         "audit_model": None if shipped.path is None else str(shipped.path),
     }
+
+
+def _precomputed_signals(
+    case_id: str,
+    scts: dict[str, Path],
+    references: dict[str, Path] | None,
+    calibration: Any,
+) -> tuple[Any, Any]:
+    """The epistemic SD beside a case's sCT and, when calibrated, the reference sCT's signal."""
+    from synthct.audit.epistemic import precomputed_epistemic
+    from synthct.audit.reference import precomputed_reference
+    from synthct.synthesis.result import map_paths
+
+    epistemic_path = map_paths(scts[case_id])["epistemic_sd"]
+    epistemic = precomputed_epistemic(epistemic_path) if epistemic_path.exists() else None
+    reference = None
+    if references is not None and "reference" in calibration.signals:
+        ref_path = references[case_id]
+        ref_sd = map_paths(ref_path)["epistemic_sd"]
+        if ref_sd.exists():
+            reference = precomputed_reference(ref_path, ref_sd, source="lesion_aware")
+    return epistemic, reference
+
+
+def _lesion_rows(
+    settings: DemoSettings, case: PhantomCase, result: Any, hit_regions: set[int]
+) -> list[dict[str, Any]]:
+    """One row per lesion: missed as in the paper, flagged by the audit; regions hit added."""
+    rows: list[dict[str, Any]] = []
+    truth = case.lesion_labels(grid="mr")
+    flags = result.region_labels.array
+    validation_rows = _validation_rows(settings, case.case_id)
+    for lesion in case.lesions():
+        lesion_id = int(lesion.get("id", 1))
+        mask = truth.array == lesion_id
+        overlap = flags[mask]
+        region_ids = sorted({int(r) for r in np.unique(overlap) if r != 0})
+        hit_regions.update(region_ids)
+        regions = [r for r in result.regions if r.id in region_ids]
+        # missed as in the paper: the CT shows it and the sCT does not
+        measured = validation_rows.get(lesion_id, {})
+        ct_visible = bool(measured.get("ct_visible", False))
+        missed = ct_visible and not measured.get("sct_visible", False)
+        rows.append(
+            {
+                "case_id": case.case_id,
+                "lesion_id": lesion_id,
+                "ct_visible": ct_visible,
+                "missed": missed,
+                "flagged": bool(region_ids),
+                "score": max((r.peak_score for r in regions), default=None),
+                "signals": sorted({s for r in regions for s in r.signals_fired}),
+            }
+        )
+    return rows
 
 
 def _confirmed_by_ct(

@@ -6,11 +6,11 @@ and the driver (:mod:`synthct.demo.pipeline`) import it without importing each o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from synthct.errors import SynthctError
+from synthct.settings import SettingsBase
 
 #: The methods compared, in report order: name -> label.
 METHODS = {
@@ -25,8 +25,7 @@ class DemoError(SynthctError):
     """A demo stage failed; the message names the stage."""
 
 
-@dataclass(frozen=True)
-class DemoSettings:
+class DemoSettings(SettingsBase):
     """What the demo runs.
 
     Parameters
@@ -42,6 +41,9 @@ class DemoSettings:
     mc_passes : int
         MC-dropout passes for the product-like model's epistemic uncertainty.
     """
+
+    invalid_error: ClassVar[type[SynthctError] | None] = SynthctError
+    settings_label: ClassVar[str] = "demo settings"
 
     out_dir: Path
     seed: int = 2025

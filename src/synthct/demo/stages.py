@@ -231,51 +231,10 @@ def summarise(
     audits: dict[str, Any],
 ) -> dict[str, Any]:
     """Everything the report shows, computed from the run's own outputs."""
-    import pandas as pd
 
     from synthct.demo.paper_values import CITATION, PAPER_RESULTS
 
-    methods: dict[str, Any] = {}
-    for method, summary in validations.items():
-        out_dir = Path(summary.out_dir)
-        lesions = pd.read_csv(out_dir / "lesions.csv")
-        cases_table = pd.read_csv(out_dir / "cases.csv")
-        stats = summary.statistics
-        cohort = stats.get("cohort") or {}
-        methods[method] = {
-            "label": METHODS[method],
-            "validation_dir": str(out_dir),
-            "report": str(out_dir / "report.html"),
-            "n_lesions": len(lesions),
-            "ct_visible": int(lesions["ct_visible"].sum()),
-            "sct_visible": int(lesions["sct_visible"].sum()),
-            "ct_mean_hu": float(lesions["ct_mean_hu"].mean()),
-            "sct_mean_hu": float(lesions["sct_mean_hu"].mean()),
-            "ct_diameter_axial_mm": float(lesions["ct_diameter_axial_mm"].mean()),
-            "sct_diameter_axial_mm": float(lesions["sct_diameter_axial_mm"].mean()),
-            "ct_diameter_sagittal_mm": float(lesions["ct_diameter_sagittal_mm"].mean()),
-            "sct_diameter_sagittal_mm": float(lesions["sct_diameter_sagittal_mm"].mean()),
-            "hu_relative_error": float(
-                np.mean(
-                    np.abs(lesions["sct_mean_hu"] - lesions["ct_mean_hu"])
-                    / np.abs(lesions["ct_mean_hu"])
-                )
-            ),
-            "tests": _tests(cohort),
-            "results_paragraph": stats.get("results_paragraph"),
-            "image_metrics": {
-                key: float(cases_table[key].mean())
-                for key in ("mae_hu", "mean_error_hu", "psnr_db", "ms_ssim", "bone_dice_250hu")
-                if key in cases_table
-            },
-            "lesion_rows": lesions.to_dict(orient="records"),
-            "figures": {
-                row["case_id"]: str(
-                    out_dir / "cases" / row["case_id"] / f"lesion-{row['lesion_id']}.png"
-                )
-                for row in lesions.to_dict(orient="records")
-            },
-        }
+    methods = {method: _method_summary(method, summary) for method, summary in validations.items()}
     cards = {}
     for name, folder in models.folders.items():
         if folder is not None and (Path(folder) / "model_card.md").exists():
@@ -308,6 +267,51 @@ def summarise(
         "methods": methods,
         "audit": audits,
         "model_cards": cards,
+    }
+
+
+def _method_summary(method: str, summary: Any) -> dict[str, Any]:
+    """One method's lesions, visibility, HU and image metrics from its validation folder."""
+    import pandas as pd
+
+    out_dir = Path(summary.out_dir)
+    lesions = pd.read_csv(out_dir / "lesions.csv")
+    cases_table = pd.read_csv(out_dir / "cases.csv")
+    stats = summary.statistics
+    cohort = stats.get("cohort") or {}
+    return {
+        "label": METHODS[method],
+        "validation_dir": str(out_dir),
+        "report": str(out_dir / "report.html"),
+        "n_lesions": len(lesions),
+        "ct_visible": int(lesions["ct_visible"].sum()),
+        "sct_visible": int(lesions["sct_visible"].sum()),
+        "ct_mean_hu": float(lesions["ct_mean_hu"].mean()),
+        "sct_mean_hu": float(lesions["sct_mean_hu"].mean()),
+        "ct_diameter_axial_mm": float(lesions["ct_diameter_axial_mm"].mean()),
+        "sct_diameter_axial_mm": float(lesions["sct_diameter_axial_mm"].mean()),
+        "ct_diameter_sagittal_mm": float(lesions["ct_diameter_sagittal_mm"].mean()),
+        "sct_diameter_sagittal_mm": float(lesions["sct_diameter_sagittal_mm"].mean()),
+        "hu_relative_error": float(
+            np.mean(
+                np.abs(lesions["sct_mean_hu"] - lesions["ct_mean_hu"])
+                / np.abs(lesions["ct_mean_hu"])
+            )
+        ),
+        "tests": _tests(cohort),
+        "results_paragraph": stats.get("results_paragraph"),
+        "image_metrics": {
+            key: float(cases_table[key].mean())
+            for key in ("mae_hu", "mean_error_hu", "psnr_db", "ms_ssim", "bone_dice_250hu")
+            if key in cases_table
+        },
+        "lesion_rows": lesions.to_dict(orient="records"),
+        "figures": {
+            row["case_id"]: str(
+                out_dir / "cases" / row["case_id"] / f"lesion-{row['lesion_id']}.png"
+            )
+            for row in lesions.to_dict(orient="records")
+        },
     }
 
 

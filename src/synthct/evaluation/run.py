@@ -21,13 +21,14 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from synthct.errors import SynthctError, WriteError
 from synthct.evaluation.cases import EvaluationCase, EvaluationInputError
 from synthct.io.atomic import write_json_atomic
+from synthct.settings import SettingsBase
 from synthct.validation.case import ValidationSettings
 
 __all__ = ["EvaluationSummary", "InferenceOptions", "evaluate_cohort"]
@@ -39,9 +40,11 @@ STAMP_FILE = "synthesis_stamp.json"
 EvaluationProgress = Callable[[str, str], None]
 
 
-@dataclass(frozen=True)
-class InferenceOptions:
+class InferenceOptions(SettingsBase):
     """How each sCT is made (part of its stamp)."""
+
+    invalid_error: ClassVar[type[SynthctError] | None] = EvaluationInputError
+    settings_label: ClassVar[str] = "inference options"
 
     tta_axes: tuple[int, ...] = ()
     uncertainty: bool = False
@@ -89,7 +92,7 @@ def _model_identity(synthesizer: Any) -> list[str]:
 def _stamp(case: EvaluationCase, synthesizer: Any, options: InferenceOptions) -> str:
     body = {
         "model": _model_identity(synthesizer),
-        "options": asdict(options),
+        "options": options.model_dump(),
         "inputs": [_file_stamp(p) for p in _with_sidecars(case.mri)],
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
@@ -139,9 +142,66 @@ def _synthesise(
     result.write(sct_path)
     write_json_atomic(
         stamp_path,
-        {"digest": digest, "model": _model_identity(synthesizer), "options": asdict(options)},
+        {"digest": digest, "model": _model_identity(synthesizer), "options": options.model_dump()},
     )
     return sct_path, True
+
+
+def _case_specs(
+    cases: Sequence[EvaluationCase],
+    out: Path,
+    synthesizer: Any | None,
+    opts: InferenceOptions,
+    summary: EvaluationSummary,
+    progress: EvaluationProgress | None,
+) -> list[Any]:
+    """Each case with its sCT (made, reused or the manifest's), ready for validation.
+
+    A case that fails is recorded in ``summary.failed`` and left out; the others go on.
+    """
+    from synthct.validation.manifest import CaseSpec, parse_lesion_points
+
+    specs: list[CaseSpec] = []
+    for case in cases:
+        folder = out / "cases" / case.case_id
+        try:
+            if synthesizer is None:
+                if case.sct is None:
+                    raise EvaluationInputError(
+                        f"case {case.case_id!r} has no sct and no model was given",
+                        path="--model",
+                        fix="pass --model, or give an sct column in the manifest",
+                    )
+                sct_path = case.sct
+                summary.reused.append(case.case_id)
+            else:
+                sct_path, made = _synthesise(case, folder, synthesizer, opts)
+                (summary.synthesised if made else summary.reused).append(case.case_id)
+            specs.append(
+                CaseSpec(
+                    case_id=case.case_id,
+                    ct=case.ct,
+                    sct=sct_path,
+                    mri=case.mri,
+                    lesions=case.lesions,
+                    lesion_points=(
+                        tuple(parse_lesion_points(case.lesion_points))
+                        if case.lesion_points
+                        else None
+                    ),
+                    body_mask=case.body_mask,
+                )
+            )
+        except (SynthctError, ValueError) as exc:
+            # a bad case is recorded and the others go on
+            summary.failed[case.case_id] = f"case {case.case_id!r}: {exc}"
+            if progress is not None:
+                progress(case.case_id, "failed")
+            continue
+        if progress is not None:
+            made = case.case_id in summary.synthesised
+            progress(case.case_id, "synthesised" if made else "reused")
+    return specs
 
 
 def evaluate_cohort(
@@ -189,7 +249,6 @@ def evaluate_cohort(
     """
     from synthct.evaluation.tables import evaluation_rows, write_evaluation_files
     from synthct.io.output_safety import claim_output_folder
-    from synthct.validation.manifest import CaseSpec, parse_lesion_points
     from synthct.validation.runner import run_validation
 
     if not cases:
@@ -201,46 +260,7 @@ def evaluate_cohort(
     except OSError as exc:
         raise WriteError(f"cannot create the output folder ({exc})", path=out) from exc
     summary = EvaluationSummary(out_dir=out, rows=[], cohort={}, files={})
-    specs: list[CaseSpec] = []
-    for case in cases:
-        folder = out / "cases" / case.case_id
-        try:
-            if synthesizer is None:
-                if case.sct is None:
-                    raise EvaluationInputError(
-                        f"case {case.case_id!r} has no sct and no model was given",
-                        path="--model",
-                        fix="pass --model, or give an sct column in the manifest",
-                    )
-                sct_path = case.sct
-                summary.reused.append(case.case_id)
-            else:
-                sct_path, made = _synthesise(case, folder, synthesizer, opts)
-                (summary.synthesised if made else summary.reused).append(case.case_id)
-            specs.append(
-                CaseSpec(
-                    case_id=case.case_id,
-                    ct=case.ct,
-                    sct=sct_path,
-                    mri=case.mri,
-                    lesions=case.lesions,
-                    lesion_points=(
-                        tuple(parse_lesion_points(case.lesion_points))
-                        if case.lesion_points
-                        else None
-                    ),
-                    body_mask=case.body_mask,
-                )
-            )
-        except (SynthctError, ValueError) as exc:
-            # a bad case is recorded and the others go on
-            summary.failed[case.case_id] = f"case {case.case_id!r}: {exc}"
-            if progress is not None:
-                progress(case.case_id, "failed")
-            continue
-        if progress is not None:
-            made = case.case_id in summary.synthesised
-            progress(case.case_id, "synthesised" if made else "reused")
+    specs = _case_specs(cases, out, synthesizer, opts, summary, progress)
     results = []
     if specs:
         run = run_validation(

@@ -37,7 +37,6 @@ HAMILTON_FAT_AMPLITUDES = (0.087, 0.693, 0.128, 0.004, 0.039, 0.048)
 FatSpectrum = Literal["single", "hamilton"]
 
 
-
 def check_range(name: str, values: ArrayLike, lo: float, hi: float, *, lo_open: bool) -> None:
     a = np.asarray(values, dtype=np.float64)
     ok = np.isfinite(a) & (a > lo if lo_open else a >= lo) & (a <= hi)

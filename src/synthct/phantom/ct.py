@@ -18,12 +18,14 @@ values; write it as int16 at the I/O boundary if a DICOM-like file is wanted.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Annotated, ClassVar, Self
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BeforeValidator, model_validator
 from scipy.ndimage import gaussian_filter
 
+from synthct.errors import SynthctError
 from synthct.geometry import Geometry
 from synthct.imaging.tissues import lookup_table
 from synthct.phantom.model import (
@@ -34,6 +36,7 @@ from synthct.phantom.model import (
     check_seed,
     rng_for,
 )
+from synthct.settings import SettingsBase
 from synthct.volume import CTVolume
 
 #: FWHM of a Gaussian over its standard deviation.
@@ -131,8 +134,7 @@ def render_ct(
     return options.finish(averaged, geometry)
 
 
-@dataclass(frozen=True)
-class CTOptions:
+class CTOptions(SettingsBase):
     """Validated CT rendering options (see :func:`render_ct`).
 
     Split into the per-tissue lookup tables averaged over sub-voxels and the steps applied
@@ -140,13 +142,17 @@ class CTOptions:
     (:func:`synthct.phantom.mri.render_ct_and_mri`).
     """
 
+    invalid_error: ClassVar[type[SynthctError] | None] = PhantomParameterError
+    settings_label: ClassVar[str] = "CT rendering options"
+
     noise_sd_hu: float = 12.0
     blur_fwhm_mm: float = 0.7
     texture: bool = True
     texture_correlation_mm: float = 0.8
-    seed: int = 0
+    seed: Annotated[int, BeforeValidator(check_seed)] = 0
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         _check_non_negative("noise_sd_hu", self.noise_sd_hu, "HU")
         _check_non_negative("blur_fwhm_mm", self.blur_fwhm_mm, "mm")
         c = float(self.texture_correlation_mm)
@@ -155,7 +161,7 @@ class CTOptions:
                 f"texture_correlation_mm must be > 0 mm, got {self.texture_correlation_mm}",
                 path="texture_correlation_mm",
             )
-        check_seed(self.seed)
+        return self
 
     def tables(self) -> list[NDArray[np.generic]]:
         """Lookup tables to average: mean HU, then (with texture) the texture SD."""

@@ -428,6 +428,139 @@ def _as_label(volume: Volume) -> LabelMap:
 
 
 # -- the chain -----------------------------------------------------------------------------------
+def _read_case(
+    case: CaseSpec, stages: _Stages, s: ValidationSettings
+) -> tuple[CTVolume, CTVolume, MultiEchoMR | None, LabelMap | None, LabelMap | None]:
+    """CT, sCT, MRI, lesion label map and body mask of ``case`` (the last three if given)."""
+    from synthct.io import read_volume
+
+    with stages.stage("read"):
+        _require_exists(case)
+    with stages.stage("read", column="ct", path=case.ct):
+        ct = _as_ct(read_volume(case.ct, kind="ct", check_hu=s.check_hu), "CT")
+    with stages.stage("read", column="sct", path=case.sct):
+        sct = _as_ct(read_volume(case.sct, kind="sct", check_hu=s.check_hu), "sCT")
+    mri = None
+    if case.mri:
+        with stages.stage("read", column="mri", path=";".join(map(str, case.mri))):
+            mri = _read_mri(case.mri)
+    lesion_map = None
+    if case.lesions is not None:
+        with stages.stage("read", column="lesions", path=case.lesions):
+            lesion_map = _as_label(read_volume(case.lesions, kind="label", check_hu=False))
+    given_mask = None
+    if case.body_mask is not None:
+        with stages.stage("read", column="body_mask", path=case.body_mask):
+            given_mask = _as_label(read_volume(case.body_mask, kind="label", check_hu=False))
+    return ct, sct, mri, lesion_map, given_mask
+
+
+def _body_mask(
+    case: CaseSpec,
+    stages: _Stages,
+    s: ValidationSettings,
+    ct: CTVolume,
+    given_mask: LabelMap | None,
+) -> tuple[LabelMap | None, NDArray[np.bool_]]:
+    """The given body mask on the CT grid (if any) and the body: that mask, or the CT's."""
+    if given_mask is not None:
+        with stages.stage("body_mask", column="body_mask", path=case.body_mask):
+            given_mask = label_map_on_grid(
+                given_mask, ct.geometry, min_overlap_fraction=s.min_overlap_fraction
+            )
+            return given_mask, np.asarray(given_mask.array) > 0
+    with stages.stage("body_mask", column="ct", path=case.ct):
+        return None, body_mask_from_ct(
+            ct.array, threshold_hu=s.body_threshold_hu, axial_axis=axial_axis(ct)
+        )
+
+
+def _lesion_outputs(
+    case: CaseSpec,
+    stages: _Stages,
+    s: ValidationSettings,
+    figure_dir: Path | None,
+    ct: CTVolume,
+    aligned: Alignment,
+    lesions: list[LesionResult],
+    warnings: list[str],
+) -> list[str]:
+    """Each lesion's figure and, for a DICOM CT, the DICOM SEG and SR; their files.
+
+    What cannot be drawn or written is appended to ``warnings``.
+    """
+    figures: list[str] = []
+    if figure_dir is None or not lesions:
+        return figures
+    start = time.perf_counter()
+    figures, figure_warnings = _write_figures(figure_dir, ct, aligned, lesions)
+    warnings += figure_warnings
+    stages.timings_s["figures"] = time.perf_counter() - start
+    if Path(case.ct).is_dir():
+        start = time.perf_counter()
+        dicom_files, dicom_warnings = _write_dicom_outputs(
+            figure_dir, Path(case.ct), ct, lesions, deidentify=not s.keep_identifiers
+        )
+        figures += dicom_files
+        warnings += dicom_warnings
+        stages.timings_s["dicom_outputs"] = time.perf_counter() - start
+    return figures
+
+
+def _image_metrics(
+    case: CaseSpec,
+    stages: _Stages,
+    s: ValidationSettings,
+    ct: CTVolume,
+    aligned: Alignment,
+    inside: NDArray[np.bool_],
+    given_mask: LabelMap | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The image metrics of the aligned sCT inside the body, and their conventions."""
+    mask_column = "body_mask" if given_mask is not None else "ct"
+    with stages.stage(
+        "image_metrics", column=mask_column, path=case.body_mask if given_mask else case.ct
+    ):
+        metrics = image_metrics(
+            ct,
+            aligned.sct,
+            body_mask=LabelMap(inside.astype(np.uint8), ct.affine),
+            hu_range=s.hu_range_hu,
+            tissue_edges_hu=s.tissue_edges_hu,
+            bone_thresholds_hu=s.bone_thresholds_hu,
+            workers=s.metric_threads or min(os.cpu_count() or 1, MAX_METRIC_THREADS),
+        ).to_dict()
+    conventions = metrics.pop("conventions")
+    conventions["mask"] = _mask_rule(s, case.body_mask, aligned)
+    return metrics, conventions
+
+
+def _measure_lesions(
+    case: CaseSpec,
+    stages: _Stages,
+    s: ValidationSettings,
+    ct: CTVolume,
+    aligned: Alignment,
+    lesion_map: LabelMap | None,
+    warnings: list[str],
+) -> list[LesionResult]:
+    """Each lesion of the label map or the points on CT, sCT and MRI (none without either)."""
+    if lesion_map is None and not case.lesion_points:
+        return []
+    column = "lesions" if lesion_map is not None else "lesion_points"
+    where = str(case.lesions) if case.lesions is not None else "lesion_points"
+    with stages.stage("lesion_metrics", column=column, path=where):
+        annotations = lesion_map if lesion_map is not None else case.points()
+        return measure_lesions(
+            ct, aligned.sct, annotations, mri=aligned.mri, settings=s.lesion, warnings=warnings
+        )
+
+
+def _out_of_domain(sct: CTVolume) -> list[str]:
+    """The synthesis model's domain warnings that travel with an sCT (repeated by validation)."""
+    return list(sct.out_of_domain) if isinstance(sct, SyntheticCT) else []
+
+
 def compute_case(
     case: CaseSpec,
     settings: ValidationSettings | None = None,
@@ -456,102 +589,24 @@ def compute_case(
     CaseResult
         Status ``"ok"``, the case row, one lesion row per lesion and the lesion masks.
     """
-    from synthct.io import read_volume
-
     s = settings or ValidationSettings()
     require_auditor(s, auditor)
     stages = _Stages(case.case_id)
-    with stages.stage("read"):
-        _require_exists(case)
-    with stages.stage("read", column="ct", path=case.ct):
-        ct = _as_ct(read_volume(case.ct, kind="ct", check_hu=s.check_hu), "CT")
-    with stages.stage("read", column="sct", path=case.sct):
-        sct = _as_ct(read_volume(case.sct, kind="sct", check_hu=s.check_hu), "sCT")
-    mri = None
-    if case.mri:
-        with stages.stage("read", column="mri", path=";".join(map(str, case.mri))):
-            mri = _read_mri(case.mri)
-    lesion_map = None
-    if case.lesions is not None:
-        with stages.stage("read", column="lesions", path=case.lesions):
-            lesion_map = _as_label(read_volume(case.lesions, kind="label", check_hu=False))
-    given_mask = None
-    if case.body_mask is not None:
-        with stages.stage("read", column="body_mask", path=case.body_mask):
-            given_mask = _as_label(read_volume(case.body_mask, kind="label", check_hu=False))
-
-    if given_mask is not None:
-        with stages.stage("body_mask", column="body_mask", path=case.body_mask):
-            given_mask = label_map_on_grid(
-                given_mask, ct.geometry, min_overlap_fraction=s.min_overlap_fraction
-            )
-            body = np.asarray(given_mask.array) > 0
-    else:
-        with stages.stage("body_mask", column="ct", path=case.ct):
-            body = body_mask_from_ct(
-                ct.array, threshold_hu=s.body_threshold_hu, axial_axis=axial_axis(ct)
-            )
+    ct, sct, mri, lesion_map, given_mask = _read_case(case, stages, s)
+    given_mask, body = _body_mask(case, stages, s, ct, given_mask)
     aligned, inside, check, action = _checked_alignment(case, stages, s, ct, sct, mri, body)
 
-    mask_column = "body_mask" if given_mask is not None else "ct"
-    with stages.stage(
-        "image_metrics", column=mask_column, path=case.body_mask if given_mask else case.ct
-    ):
-        metrics = image_metrics(
-            ct,
-            aligned.sct,
-            body_mask=LabelMap(inside.astype(np.uint8), ct.affine),
-            hu_range=s.hu_range_hu,
-            tissue_edges_hu=s.tissue_edges_hu,
-            bone_thresholds_hu=s.bone_thresholds_hu,
-            workers=s.metric_threads or min(os.cpu_count() or 1, MAX_METRIC_THREADS),
-        ).to_dict()
-    conventions = metrics.pop("conventions")
-    conventions["mask"] = _mask_rule(s, case.body_mask, aligned)
-
-    lesions: list[LesionResult] = []
+    metrics, conventions = _image_metrics(case, stages, s, ct, aligned, inside, given_mask)
     lesion_warnings: list[str] = []  # an empty lesion is a warning on that lesion only
-    if lesion_map is not None or case.lesion_points:
-        column = "lesions" if lesion_map is not None else "lesion_points"
-        where = str(case.lesions) if case.lesions is not None else "lesion_points"
-        with stages.stage("lesion_metrics", column=column, path=where):
-            annotations = lesion_map if lesion_map is not None else case.points()
-            lesions = measure_lesions(
-                ct,
-                aligned.sct,
-                annotations,
-                mri=aligned.mri,
-                settings=s.lesion,
-                warnings=lesion_warnings,
-            )
-
+    lesions = _measure_lesions(case, stages, s, ct, aligned, lesion_map, lesion_warnings)
     audit = None
     if s.audit is not None:
         assert auditor is not None  # checked above
         audit = _audit(case, stages, s.audit, auditor, mri, sct, ct, aligned, lesions)
 
-    figures: list[str] = []
-    # The synthesis model's domain warnings travel with the sCT and are repeated here.
-    warnings: list[str] = [
-        f"sCT made outside its model's training domain: {w}"
-        for w in (sct.out_of_domain if isinstance(sct, SyntheticCT) else [])
-    ]
+    warnings = [f"sCT made outside its model's training domain: {w}" for w in _out_of_domain(sct)]
     warnings += lesion_warnings
-    if figure_dir is not None and lesions:
-        start = time.perf_counter()
-        figures, figure_warnings = _write_figures(figure_dir, ct, aligned, lesions)
-        warnings += figure_warnings
-        stages.timings_s["figures"] = time.perf_counter() - start
-
-    if figure_dir is not None and lesions and Path(case.ct).is_dir():
-        start = time.perf_counter()
-        dicom_files, dicom_warnings = _write_dicom_outputs(
-            figure_dir, Path(case.ct), ct, lesions, deidentify=not s.keep_identifiers
-        )
-        figures += dicom_files
-        warnings += dicom_warnings
-        stages.timings_s["dicom_outputs"] = time.perf_counter() - start
-
+    figures = _lesion_outputs(case, stages, s, figure_dir, ct, aligned, lesions, warnings)
     if not check.passed:
         warnings.append(
             f"alignment check failed, measured anyway (--align warn): {check.describe()}; no "
@@ -559,14 +614,11 @@ def compute_case(
         )
     lesion_rows = [_lesion_row(case.case_id, lesion, aligned, check) for lesion in lesions]
     case_row = _case_row(case, ct, metrics, lesions, aligned, given_mask is not None)
-    case_row.update(check.to_dict())
-    case_row["alignment_action"] = action
+    case_row.update(check.to_dict(), alignment_action=action)
     case_row["n_missed_sct"] = (
         sum(bool(row["sct_missed"]) for row in lesion_rows) if check.passed else None
     )
-    case_row["sct_out_of_domain"] = "; ".join(
-        sct.out_of_domain if isinstance(sct, SyntheticCT) else []
-    )
+    case_row["sct_out_of_domain"] = "; ".join(_out_of_domain(sct))
     if audit is not None:
         for row, columns in zip(lesion_rows, audit.lesion_columns, strict=True):
             row.update(columns)

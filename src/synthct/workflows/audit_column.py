@@ -200,64 +200,21 @@ def audit_case(
             inside = labels[box] == region.id
             if fov is not None:
                 inside &= fov[box]
-        n = int(np.count_nonzero(inside))
-        ct_in, sct_in = ct_hu[box][inside], sct_hu[box][inside]
         matched = [
             les.lesion_id
             for les, ids in zip(lesions, lesion_flags, strict=True)
             if region.id in ids
         ]
-        ct_mean = float(ct_in.mean()) if n else None
-        sct_mean = float(sct_in.mean()) if n else None
-        mad = float(np.abs(sct_in - ct_in).mean()) if n else None
-        reasons = []
-        if any(m in omitted for m in matched):
-            reasons.append("matches a lesion visible on CT and not on sCT")
-        if mad is not None and mad >= settings.discrepancy_hu:
-            reasons.append(f"mean |sCT - CT| >= {settings.discrepancy_hu:g} HU")
-        true: bool | None = bool(reasons)
-        if n == 0 and not reasons:
-            true = None
+        compared = _compare_with_ct(
+            region.id, ct_hu[box][inside], sct_hu[box][inside], matched, omitted, settings
+        )
+        if compared["true_discrepancy"] is None:
             warnings.append(
                 f"audit flag {region.id} lies outside the CT (or the sCT's field of view on "
                 "the CT grid): not compared with CT"
             )
-        centre = region.centre_lps_mm
-        flags.append(
-            {
-                "case_id": case_id,
-                "flag_id": region.id,
-                "centre_l_mm": centre[0],
-                "centre_p_mm": centre[1],
-                "centre_s_mm": centre[2],
-                "size_i_mm": region.size_mm[0],
-                "size_j_mm": region.size_mm[1],
-                "size_k_mm": region.size_mm[2],
-                "volume_mm3": region.volume_mm3,
-                "peak_score": region.peak_score,
-                "signals": "+".join(region.signals_fired),
-                "direction": region.direction,
-                "matched_lesion_ids": ";".join(str(m) for m in matched),
-                "ct_voxels": n,
-                "ct_mean_hu": ct_mean,
-                "sct_mean_hu": sct_mean,
-                "mean_abs_diff_hu": mad,
-                "true_discrepancy": true,
-                "discrepancy_reason": "; ".join(reasons),
-            }
-        )
-    by_id = {region.id: region for region in result.regions}
-    lesion_columns = []
-    for ids in lesion_flags:
-        hits = [by_id[i] for i in sorted(ids) if i in by_id]
-        signals = [s for s in result.signals if any(s in r.signals_fired for r in hits)]
-        lesion_columns.append(
-            {
-                "audit_flagged": bool(hits),
-                "audit_score": max((r.peak_score for r in hits), default=None),
-                "audit_signals": "+".join(signals),
-            }
-        )
+        flags.append({"case_id": case_id, **_region_columns(region, matched), **compared})
+    lesion_columns = _lesion_columns(result, lesion_flags)
     case_columns = {
         "audit_n_flags": len(flags),
         "audit_n_true_discrepancies": sum(f["true_discrepancy"] is True for f in flags),
@@ -270,6 +227,76 @@ def audit_case(
         ),
     }
     return AuditColumns(lesion_columns, case_columns, flags, warnings)
+
+
+def _region_columns(region: Any, matched: list[int]) -> dict[str, Any]:
+    """Where the flagged region lies, its size, score and signals, and the lesions it touches."""
+    centre = region.centre_lps_mm
+    return {
+        "flag_id": region.id,
+        "centre_l_mm": centre[0],
+        "centre_p_mm": centre[1],
+        "centre_s_mm": centre[2],
+        "size_i_mm": region.size_mm[0],
+        "size_j_mm": region.size_mm[1],
+        "size_k_mm": region.size_mm[2],
+        "volume_mm3": region.volume_mm3,
+        "peak_score": region.peak_score,
+        "signals": "+".join(region.signals_fired),
+        "direction": region.direction,
+        "matched_lesion_ids": ";".join(str(m) for m in matched),
+    }
+
+
+def _compare_with_ct(
+    region_id: int,
+    ct_in: NDArray[np.float32],
+    sct_in: NDArray[np.float32],
+    matched: list[int],
+    omitted: set[int],
+    settings: AuditColumnSettings,
+) -> dict[str, Any]:
+    """The CT's verdict on one flag: HU inside it and whether it marks a true discrepancy.
+
+    ``true_discrepancy`` is None when the flag has no CT voxel and no omitted lesion.
+    """
+    n = int(ct_in.size)
+    ct_mean = float(ct_in.mean()) if n else None
+    sct_mean = float(sct_in.mean()) if n else None
+    mad = float(np.abs(sct_in - ct_in).mean()) if n else None
+    reasons = []
+    if any(m in omitted for m in matched):
+        reasons.append("matches a lesion visible on CT and not on sCT")
+    if mad is not None and mad >= settings.discrepancy_hu:
+        reasons.append(f"mean |sCT - CT| >= {settings.discrepancy_hu:g} HU")
+    true: bool | None = bool(reasons)
+    if n == 0 and not reasons:
+        true = None
+    return {
+        "ct_voxels": n,
+        "ct_mean_hu": ct_mean,
+        "sct_mean_hu": sct_mean,
+        "mean_abs_diff_hu": mad,
+        "true_discrepancy": true,
+        "discrepancy_reason": "; ".join(reasons),
+    }
+
+
+def _lesion_columns(result: AuditResult, lesion_flags: list[set[int]]) -> list[dict[str, Any]]:
+    """Per lesion: flagged, the highest score of the flags touching it, and their signals."""
+    by_id = {region.id: region for region in result.regions}
+    lesion_columns = []
+    for ids in lesion_flags:
+        hits = [by_id[i] for i in sorted(ids) if i in by_id]
+        signals = [s for s in result.signals if any(s in r.signals_fired for r in hits)]
+        lesion_columns.append(
+            {
+                "audit_flagged": bool(hits),
+                "audit_score": max((r.peak_score for r in hits), default=None),
+                "audit_signals": "+".join(signals),
+            }
+        )
+    return lesion_columns
 
 
 def _flags_touching(
