@@ -136,8 +136,9 @@ def test_large_residual_unet_has_tens_of_millions_of_parameters() -> None:
 def test_existing_configurations_keep_their_behaviour() -> None:
     models = (ROOT / "src" / "synthct" / "models").glob("*/config.yaml")
     paths = [*sorted((ROOT / "configs").glob("*.yaml")), *models]
-    # real_large and the domain-randomised model plan a spacing and name their channels.
-    new_style = {"real_large", "dr_contrast_agnostic"}
+    # real_large and the domain-randomised model plan a spacing and name their channels; the
+    # new-world configs plan 1 mm (their cohort mixes 1.5-3 mm real-anatomy crops with phantoms).
+    new_style = {"real_large", "dr_contrast_agnostic", "product_like_world", "lesion_aware_world"}
     old = [p for p in paths if not new_style & {p.stem, p.parent.name}]
     assert len(old) >= 5
     for path in old:
@@ -146,6 +147,13 @@ def test_existing_configurations_keep_their_behaviour() -> None:
         assert config.normalisation.channels == () and config.normalisation.method != "zscore"
         assert config.training.patch_seeding == "stream", path
         assert config.network.architecture in ("unet", "monai_basic_unet"), path
+
+
+def test_new_world_configurations_plan_one_millimetre() -> None:
+    for name in ("product_like_world", "lesion_aware_world"):
+        config = load_config(ROOT / "configs" / f"{name}.yaml")
+        assert config.plan.target_spacing_mm == (1.0, 1.0, 1.0), name
+        assert config.patches.size == (48, 48, 48), name
 
 
 def test_bfloat16_autocast_on_cuda_and_float32_by_default_on_cpu() -> None:
