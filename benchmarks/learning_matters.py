@@ -52,13 +52,10 @@ from synthct.imaging.labels import Tissue
 from synthct.io import read_volume
 from synthct.io.atomic import write_json_atomic, write_text_atomic
 from synthct.phantom import cohort_files as files
-from synthct.phantom.ct_derived import TOTALSEGMENTATOR_V2, tissue_map_from_ct
-from synthct.phantom.ct_insertion import (
-    EllipsoidLesion,
-    default_lesion_centre,
-    write_ct_derived_case,
-)
+from synthct.phantom.ct_derived import tissue_map_from_ct
+from synthct.phantom.ct_insertion import random_calcified_meningioma, write_ct_derived_case
 from synthct.phantom.realism.patches import on_common_grid
+from synthct.phantom.spine_crop import spine_crop
 from synthct.resample import resample_to
 from synthct.synthesis.baseline import BaselineSynthesizer
 from synthct.synthesis.config import load_config
@@ -108,60 +105,6 @@ def _scans() -> list[Scan]:
     ]
 
 
-def _spine_centre_index(scan: Scan) -> np.ndarray:
-    """Voxel index of the spine: the labelled vertebrae, or else the most posterior dense bone.
-
-    Without labels: voxels >= 700 HU (cortical bone; contrast blood in the chest scans stays
-    below), and of those the most posterior quarter (the grid is LPS, so a larger second index
-    is more posterior): the vertebral column lies behind heart, aorta, ribs and sternum.
-    """
-    if scan.labels is not None:
-        vertebrae = np.isin(np.asarray(scan.labels.array), TOTALSEGMENTATOR_V2["vertebrae"])
-        if vertebrae.any():
-            return np.argwhere(vertebrae).mean(axis=0)
-    hu = np.asarray(scan.ct.array)
-    bone = np.argwhere(hu >= 700.0)
-    if len(bone) == 0:
-        return (np.asarray(hu.shape) - 1) / 2.0
-    posterior = bone[bone[:, 1] >= np.percentile(bone[:, 1], 75)]
-    return np.median(posterior, axis=0)
-
-
-def _crop(volume: Any, start: Sequence[int]) -> Any:
-    region = tuple(
-        slice(s, s + min(c, n))
-        for s, c, n in zip(start, CROP_VOXELS, volume.spatial_shape, strict=True)
-    )
-    affine = volume.affine.copy()
-    affine[:3, 3] = volume.geometry.index_to_lps(np.asarray(start, dtype=float))
-    return volume.on_grid(np.asarray(volume.array)[region], affine)
-
-
-def _crop_start(scan: Scan, rng: np.random.Generator) -> list[int]:
-    centre = _spine_centre_index(scan) + rng.uniform(-1, 1, 3) * CROP_JITTER_MM / GRID_MM
-    shape = scan.ct.spatial_shape
-    return [
-        int(np.clip(round(c - k / 2), 0, max(0, n - k)))
-        for c, k, n in zip(centre, CROP_VOXELS, shape, strict=True)
-    ]
-
-
-def _lesion(tissue: LabelMap, ct: CTVolume, rng: np.random.Generator, seed: int) -> EllipsoidLesion:
-    centre = default_lesion_centre(
-        np.asarray(tissue.array), ct.geometry, dorsal_offset_mm=float(rng.uniform(0.0, 3.0))
-    )
-    return EllipsoidLesion(
-        "meningioma",
-        (float(centre[0]), float(centre[1]), float(centre[2])),
-        axial_diameter_mm=float(rng.uniform(6.0, 12.0)),
-        thickness_mm=float(rng.uniform(4.0, 7.0)),
-        sagittal_diameter_mm=float(rng.uniform(8.0, 16.0)),
-        mean_hu=float(rng.uniform(150.0, 1000.0)),
-        pattern=str(rng.choice(["dense", "partial", "rim"])),
-        seed=seed,
-    )
-
-
 def _ct_derived_cases(
     scans: Sequence[Scan],
     count: int,
@@ -184,14 +127,18 @@ def _ct_derived_cases(
     for i in range(count):
         scan = scans[i % len(scans)]
         rng = np.random.default_rng([seed, i])
-        start = _crop_start(scan, rng)
-        ct = _crop(scan.ct, start)
-        labels = _crop(scan.labels, start) if scan.labels is not None else None
+        ct, labels = spine_crop(
+            scan.ct, scan.labels, CROP_VOXELS, rng=rng, jitter_mm=CROP_JITTER_MM
+        )
         lesions = []
         if labels is not None and rng.random() < lesion_probability:
             tissue = tissue_map_from_ct(ct, labels)
             if np.any(np.asarray(tissue.array) == Tissue.SPINAL_CORD):
-                lesions.append(_lesion(tissue, ct, rng, seed + i))
+                lesions.append(
+                    random_calcified_meningioma(
+                        np.asarray(tissue.array), ct.geometry, rng, seed=seed + i
+                    )
+                )
         name = f"{scan.name}-{i:03d}"
         folder = write_ct_derived_case(
             ct,

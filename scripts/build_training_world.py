@@ -42,8 +42,7 @@ from synthct.io.atomic import write_json_atomic, write_text_atomic
 from synthct.phantom import cohort_files as files
 from synthct.phantom.ct_derived import tissue_map_from_ct
 from synthct.phantom.ct_insertion import (
-    EllipsoidLesion,
-    default_lesion_centre,
+    random_calcified_meningioma,
     write_ct_derived_case,
 )
 from synthct.phantom.realism.patches import on_common_grid
@@ -91,24 +90,6 @@ def load_scans(grid_mm: float, *, held_out: bool) -> list[Scan]:
     ]
 
 
-def _meningioma(
-    tissue: LabelMap, ct: CTVolume, rng: np.random.Generator, seed: int
-) -> EllipsoidLesion:
-    centre = default_lesion_centre(
-        np.asarray(tissue.array), ct.geometry, dorsal_offset_mm=float(rng.uniform(0.0, 3.0))
-    )
-    return EllipsoidLesion(
-        "meningioma",
-        (float(centre[0]), float(centre[1]), float(centre[2])),
-        axial_diameter_mm=float(rng.uniform(6.0, 12.0)),
-        thickness_mm=float(rng.uniform(4.0, 7.0)),
-        sagittal_diameter_mm=float(rng.uniform(8.0, 16.0)),
-        mean_hu=float(rng.uniform(150.0, 1000.0)),
-        pattern=str(rng.choice(["dense", "partial", "rim"])),
-        seed=seed,
-    )
-
-
 def write_subjects(
     scans: Sequence[Scan],
     count: int,
@@ -138,7 +119,11 @@ def write_subjects(
             if with_lesion and labels is not None:
                 tissue = tissue_map_from_ct(ct, labels)
                 if np.any(np.asarray(tissue.array) == Tissue.SPINAL_CORD):
-                    lesions.append(_meningioma(tissue, ct, rng, seed + i))
+                    lesions.append(
+                        random_calcified_meningioma(
+                            np.asarray(tissue.array), ct.geometry, rng, seed=seed + i
+                        )
+                    )
             write_ct_derived_case(
                 ct,
                 folder,

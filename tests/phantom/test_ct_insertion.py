@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from synthct.cli import app
 from synthct.errors import GeometryMismatchError, VolumeKindError
+from synthct.geometry import Geometry
 from synthct.imaging.labels import Tissue
 from synthct.imaging.tissues import TISSUES
 from synthct.io import read_volume
@@ -20,6 +21,7 @@ from synthct.phantom.ct_insertion import (
     LesionOverlayModel,
     default_lesion_centre,
     insert_lesions_into_ct,
+    random_calcified_meningioma,
 )
 from synthct.phantom.model import PhantomParameterError, supersampled
 from synthct.volume import CTVolume, LabelMap
@@ -145,3 +147,27 @@ def test_cli_writes_a_ct_derived_case(totalseg: Path, tmp_path: Path) -> None:
     assert lesion["mean_hu"] == pytest.approx(700.0)
     mask = case.lesion_labels().mask(1)
     assert ct.array[mask].mean() > 300  # the calcified lesion shows on the CT
+
+
+def test_random_meningioma_lies_dorsal_of_the_cord_within_the_paper_ranges() -> None:
+    # a cord column along S at L = 0, P = 0 (1 mm grid, origin at the centre voxel)
+    tissue = np.zeros((21, 21, 21), np.uint8)
+    tissue[10, 10, :] = Tissue.SPINAL_CORD
+    geometry = Geometry.from_parameters((21, 21, 21), (1.0, 1.0, 1.0), (-10.0, -10.0, -10.0))
+    drawn = [
+        random_calcified_meningioma(tissue, geometry, np.random.default_rng(k), seed=k)
+        for k in range(40)
+    ]
+    for lesion in drawn:
+        centre = np.asarray(lesion.centre_lps_mm)
+        assert abs(centre[0]) < 1e-9 and 0.0 <= centre[1] <= 3.0  # +P is dorsal
+        assert abs(centre[2]) < 1e-9  # the cord's middle
+        assert 6.0 <= lesion.axial_diameter_mm <= 12.0 and 4.0 <= lesion.thickness_mm <= 7.0
+        assert 8.0 <= lesion.sagittal_diameter_mm <= 16.0 and 150.0 <= lesion.mean_hu <= 1000.0
+    assert {lesion.pattern for lesion in drawn} == {"dense", "partial", "rim"}
+    again = random_calcified_meningioma(tissue, geometry, np.random.default_rng(3), seed=3)
+    assert again == drawn[3]  # a seeded cohort is reproducible
+    with pytest.raises(PhantomParameterError, match="spinal cord"):
+        random_calcified_meningioma(
+            np.zeros_like(tissue), geometry, np.random.default_rng(0), seed=0
+        )

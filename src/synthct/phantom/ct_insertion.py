@@ -388,6 +388,29 @@ def default_lesion_centre(
     return centre
 
 
+def random_calcified_meningioma(
+    tissue: NDArray[np.uint8], geometry: Geometry, rng: np.random.Generator, *, seed: int
+) -> EllipsoidLesion:
+    """A calcified intradural meningioma drawn at random, at the labelled cord.
+
+    The paper's lesions as ranges: 6-12 mm axial, 4-7 mm thick, 8-16 mm sagittal, mean
+    150-1000 HU, a dense, partial or rim calcification pattern, 0-3 mm dorsal of the cord's
+    middle (:func:`default_lesion_centre`). ``rng`` draws the sizes (seven draws, in a fixed
+    order, so that a seeded cohort is reproducible); ``seed`` seeds the lesion's own texture.
+    """
+    centre = default_lesion_centre(tissue, geometry, dorsal_offset_mm=float(rng.uniform(0.0, 3.0)))
+    return EllipsoidLesion(
+        "meningioma",
+        (float(centre[0]), float(centre[1]), float(centre[2])),
+        axial_diameter_mm=float(rng.uniform(6.0, 12.0)),
+        thickness_mm=float(rng.uniform(4.0, 7.0)),
+        sagittal_diameter_mm=float(rng.uniform(8.0, 16.0)),
+        mean_hu=float(rng.uniform(150.0, 1000.0)),
+        pattern=str(rng.choice(["dense", "partial", "rim"])),
+        seed=seed,
+    )
+
+
 def write_ct_derived_case(
     ct: CTVolume,
     out_dir: str | os.PathLike[str],
