@@ -72,6 +72,20 @@ def reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def progress_bar(*, transient: bool = False) -> Any:
+    """The commands' rich progress bar: description, bar, done/total, elapsed time."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=transient,
+    )
+
+
 def parse_floats(
     text: str | None, option: str, *, count: int | None = None
 ) -> tuple[float, ...] | None:

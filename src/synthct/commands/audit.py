@@ -1,33 +1,18 @@
-"""`synthct audit`, `synthct audit-train` and `synthct audit-evaluate`: the omission audit."""
+"""`synthct audit`: the omission audit of an sCT from its MRI (training: :mod:`.audit_model`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from synthct.cli import app, console, parse_floats, reports_errors
+from synthct.cli import app, console, parse_floats, progress_bar, reports_errors
 from synthct.commands.config_file import (
     build_settings,
     config_option,
     file_settings,
-    given_options,
 )
-
-
-def _progress() -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
 
 
 def _read_mri(paths: list[Path]) -> Any:
@@ -49,8 +34,8 @@ def _read_mri(paths: list[Path]) -> Any:
 
 
 #: Sections of the --config file of `audit` and `audit-train`, each a settings class.
-_SECTIONS = ("consistency_settings", "reference_settings", "learned_consistency_settings")
-_SECTIONS_HELP = (
+SIGNAL_SECTIONS = ("consistency_settings", "reference_settings", "learned_consistency_settings")
+SIGNAL_SECTIONS_HELP = (
     ", and the signals' settings: consistency_settings (synthct.audit.mri_consistency."
     "ConsistencySettings), reference_settings (synthct.audit.reference.ReferenceSettings), "
     "for audit-train also learned_consistency_settings (LearnedConsistencySettings); settings "
@@ -58,7 +43,7 @@ _SECTIONS_HELP = (
 )
 
 
-def _signal_settings(ctx: typer.Context) -> dict[str, Any]:
+def signal_settings(ctx: typer.Context) -> dict[str, Any]:
     """The consistency and reference settings of the --config file (absent: the defaults)."""
     from synthct.audit.mri_consistency import ConsistencySettings
     from synthct.audit.reference import ReferenceSettings
@@ -151,61 +136,6 @@ _AllSignals = Annotated[
 _Register = Annotated[
     bool, typer.Option("--register", help="Register the sCT to the MRI rigidly first.")
 ]
-_Cohort = Annotated[
-    list[Path],
-    typer.Option(
-        "--cohort",
-        help="Phantom cohort folder(s) or manifest file(s) (CSV, YAML, JSON); their "
-        "lesion-free cases are used.",
-    ),
-]
-_TargetFalseFlags = Annotated[
-    float, typer.Option(help="False flags per lesion-free volume the thresholds aim at.")
-]
-_HeldOutFraction = Annotated[
-    float, typer.Option(help="Share of the cases kept to choose the thresholds.")
-]
-_Rule = Annotated[
-    str | None,
-    typer.Option(
-        help="Signals that flag (comma-separated); the others are reported "
-        "(default: synthct.audit.combine.DEFAULT_RULE)."
-    ),
-]
-_SynthesisModel = Annotated[
-    str | None,
-    typer.Option(
-        help="Synthesis model folder or shipped name (e.g. product_like) whose sCTs will "
-        "be audited: each lesion-free case is audited with its sCT instead of its CT, "
-        "for every signal's calibration and for the learned consistency network."
-    ),
-]
-_AuditTrainLearnedConsistency = Annotated[
-    bool,
-    typer.Option(
-        "--learned-consistency/--no-learned-consistency",
-        help="Train the learned consistency network (sCT to MRI) on the fit cases.",
-    ),
-]
-_LearnedSteps = Annotated[int, typer.Option(help="Learned consistency: optimiser steps.")]
-_AuditTrainReferenceModel = Annotated[
-    str | None,
-    typer.Option(
-        help="Calibrate the reference disagreement signal against this lesion-aware "
-        "synthesis model (shipped name, e.g. lesion_aware, or a folder); `synthct audit` "
-        "then uses it."
-    ),
-]
-_AuditModel = Annotated[
-    Path | None, typer.Option(help="Audit model folder (novelty + calibration).")
-]
-_AuditEvaluateSynthesisModel = Annotated[
-    str | None,
-    typer.Option(
-        help="Audit this synthesis model's sCT (folder or shipped name) instead of the "
-        "paper's failure sCT."
-    ),
-]
 
 
 @app.command()
@@ -242,7 +172,9 @@ def audit(
         ),
     ] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
-    config: Annotated[Path | None, config_option(_SECTIONS[:2], what=_SECTIONS_HELP)] = None,
+    config: Annotated[
+        Path | None, config_option(SIGNAL_SECTIONS[:2], what=SIGNAL_SECTIONS_HELP)
+    ] = None,
 ) -> None:
     """Flag regions where the sCT probably omits (or invents) what the MRI shows, without CT.
 
@@ -256,7 +188,7 @@ def audit(
     from synthct.audit.report import write_audit
 
     _check_audit_options(out, overwrite, no_audit_model, novelty, model, epistemic_sd)
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("reading inputs", total=None)
         mr = with_protocol(
             _read_mri(mri),
@@ -284,7 +216,7 @@ def audit(
         result = run_audit(
             mr,
             volume,
-            **_signal_settings(ctx),
+            **signal_settings(ctx),
             novelty=audit_model.novelty,
             epistemic=epistemic,
             learned=audit_model.learned,
@@ -377,139 +309,3 @@ def _print_regions(result: Any) -> None:
             r.direction or "",
         )
     console.print(table)
-
-
-@app.command("audit-train")
-@reports_errors
-def audit_train(
-    ctx: typer.Context,
-    cohort: _Cohort,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Audit model folder to create.")],
-    target_false_flags: _TargetFalseFlags = 0.1,
-    min_region_mm3: Annotated[float, typer.Option(help="Smallest flagged region, mm^3.")] = 8.0,
-    components: Annotated[int, typer.Option(help="Novelty model: principal components.")] = 16,
-    patch: Annotated[int, typer.Option(help="Novelty model: patch edge in voxels (odd).")] = 5,
-    held_out_fraction: _HeldOutFraction = 0.5,
-    rule: _Rule = None,
-    synthesis_model: _SynthesisModel = None,
-    learned_consistency: _AuditTrainLearnedConsistency = False,
-    learned_steps: _LearnedSteps = 2000,
-    reference_model: _AuditTrainReferenceModel = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
-    config: Annotated[Path | None, config_option(_SECTIONS, what=_SECTIONS_HELP)] = None,
-) -> None:
-    """Train the audit model on lesion-free cases: novelty (and learned consistency) models
-    and the thresholds."""
-    from synthct.audit.combine import DEFAULT_RULE
-    from synthct.audit.learned_consistency import LearnedConsistencySettings
-    from synthct.audit.reference import model_reference
-    from synthct.audit.training import (
-        LesionFreeCase,
-        phantom_lesion_free_cases,
-        train_audit_model,
-    )
-
-    with _progress() as bar:
-        task = bar.add_task("reading lesion-free cases", total=None)
-        cases = phantom_lesion_free_cases(cohort)
-        sct_source = "CT"
-        if synthesis_model is not None:
-            synthesis = _load_synthesis_model(synthesis_model)
-            sct_source = f"synthesis model {synthesis_model}"
-            bar.update(task, description="synthesising sCTs", total=len(cases), completed=0)
-            with_scts = []
-            for n, case in enumerate(cases, start=1):
-                sct = synthesis.synthesize(case.mr).sct
-                with_scts.append(LesionFreeCase(case.mr, sct, case.name))
-                bar.update(task, completed=n)
-            cases = with_scts
-        bar.update(task, description="training", total=len(cases), completed=0)
-
-        def progress(step: str, done: int, total: int) -> None:
-            bar.update(task, description=f"calibrating: {step}", completed=done, total=total)
-
-        folder = train_audit_model(
-            cases,
-            out,
-            held_out_fraction=held_out_fraction,
-            novelty_options={"n_components": components, "patch_size": patch},
-            learned_consistency=build_settings(
-                ctx,
-                LearnedConsistencySettings,
-                {
-                    "steps" if k == "learned_steps" else k: v
-                    for k, v in given_options(ctx, learned_steps=learned_steps).items()
-                },
-                section="learned_consistency_settings",
-            )
-            if learned_consistency
-            else None,
-            **_signal_settings(ctx),
-            reference=None if reference_model is None else model_reference(reference_model),
-            reference_name=reference_model,
-            sct_source=sct_source,
-            target_false_flags_per_volume=target_false_flags,
-            min_region_volume_mm3=min_region_mm3,
-            rule=DEFAULT_RULE
-            if rule is None
-            else tuple(s.strip() for s in rule.split(",") if s.strip()),
-            overwrite=overwrite,
-            progress=progress,
-        )
-    console.print(f"audit model: {folder} ({len(cases)} lesion-free cases, sCT: {sct_source})")
-
-
-def _load_synthesis_model(name: str) -> Any:
-    """A synthesis model folder, or a shipped model by name."""
-    from synthct.synthesis.shipped import SHIPPED_MODELS
-    from synthct.synthesis.synthesizer import SynthesisModel, load_shipped_model
-
-    return load_shipped_model(name) if name in SHIPPED_MODELS else SynthesisModel.load(name)
-
-
-@app.command("audit-evaluate")
-@reports_errors
-def audit_evaluate(
-    cohort: Annotated[Path, typer.Option("--cohort", help="Held-out phantom cohort folder.")],
-    audit_model: _AuditModel = None,
-    out: Annotated[Path | None, typer.Option(help="Write the full results as JSON here.")] = None,
-    synthesis_model: _AuditEvaluateSynthesisModel = None,
-) -> None:
-    """Sensitivity for omitted lesions, false flags and ROC per signal on a phantom cohort.
-
-    Each case's sCT is the paper's failure (its CT with the lesions rendered as CSF), or the
-    sCT of --synthesis-model.
-    """
-    from synthct.audit.evaluation import evaluate_cohort, failure_sct
-    from synthct.audit.model import load_audit_model
-    from synthct.audit.reference import calibrated_reference
-    from synthct.io.atomic import write_json_atomic
-
-    # every signal is evaluated, also those the calibrated rule leaves out
-    loaded = load_audit_model(audit_model, all_signals=True)
-    cal = loaded.calibration
-    sct_for_case = failure_sct
-    if synthesis_model is not None:
-        synthesis = _load_synthesis_model(synthesis_model)
-
-        def sct_for_case(case: Any) -> Any:
-            return synthesis.synthesize(case.mr()).sct
-
-    with _progress() as bar:
-        task = bar.add_task("evaluating", total=None)
-
-        def progress(case_id: str, done: int, total: int) -> None:
-            bar.update(task, description=f"evaluating {case_id}", completed=done, total=total)
-
-        evaluation = evaluate_cohort(
-            cohort,
-            novelty=loaded.novelty,
-            calibration=cal,
-            learned=loaded.learned,
-            reference=calibrated_reference(cal)[0],
-            sct_for_case=sct_for_case,
-            progress=progress,
-        )
-    if out is not None:
-        write_json_atomic(out, evaluation.to_dict())
-    console.print_json(json.dumps(evaluation.summary))

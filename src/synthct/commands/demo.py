@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from synthct.cli import app, console, reports_errors
+from synthct.cli import app, console, progress_bar, reports_errors
 from synthct.commands.config_file import (
     build_settings,
     config_option,
@@ -39,7 +39,6 @@ def demo(
     """Reproduce the paper: phantoms, product-like vs lesion-aware sCT, validation, audit."""
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
     from synthct.demo.pipeline import run_demo
@@ -52,13 +51,7 @@ def demo(
     # a rerun reuses the demo's own folder; a user's non-empty folder is refused
     claim_output_folder(settings.out_dir, command="demo", legacy=("cohort",))
     start = time.perf_counter()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
+    with progress_bar() as bar:
         tasks = {stage: bar.add_task(stage, total=None, start=False) for stage in STAGES[:-1]}
 
         def advance(stage: str, item: str, done: int, total: int) -> None:

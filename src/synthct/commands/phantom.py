@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from synthct.cli import app, console, parse_floats, reports_errors
+from synthct.cli import app, console, parse_floats, progress_bar, reports_errors
 from synthct.commands.config_file import config_option, file_settings, given_options
 
 _Paper = Annotated[
@@ -160,18 +160,9 @@ def phantom(
 
 def _generate(spec: Any, out: Path, *, overwrite: bool, resume: bool) -> None:
     """Generate the cohort of ``spec`` into ``out`` with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from synthct.phantom.cohort import generate_cohort
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("phantom cases", total=spec.case_count)
 
         def advance(case_id: str, done: int, total: int) -> None:
