@@ -36,55 +36,12 @@ else
   "${COHORT_CMD[@]}"
 fi
 
-train_one() {
-  local name="$1" config="configs/$1.yaml"
-  local run="$WORK/run_$name"
-  local start end
-  local resume=()
-  start=$(date +%s)
-  if [ "${RESUME:-0}" = 1 ] && [ -d "$run/checkpoints" ]; then
-    resume=(--resume)   # continue (or finish) an interrupted run of the same config
-  else
-    rm -rf "$run"
-  fi
-  "$SYNTHCT" train "$WORK/cohort_train/manifest.csv" --config "$config" --output "$run" \
-    --device cpu "${resume[@]}"
-  end=$(date +%s)
-  # (c) copy the model folder into the package and record provenance in its card
-  local dest="src/synthct/models/$name"
-  rm -rf "$dest"
-  mkdir -p "$dest"
-  cp "$run/model/"* "$dest/"
-  "$PY" - "$dest" "$name" "$config" "$COHORT_SEED" "$COHORT_CASES" "$((end - start))" \
-    "${COHORT_CMD[*]}" <<'PYEOF'
-import json, sys
-from pathlib import Path
-import synthct
-from synthct.synthesis.model_folder import update_card
-dest, name, config, seed, cases, seconds, cohort_cmd = sys.argv[1:]
-card = json.loads((Path(dest) / "model_card.json").read_text())
-provenance = {
-    "command": f"scripts/train_shipped_models.sh {name}",
-    "cohort_command": cohort_cmd,
-    "train_command": f"synthct train COHORT/manifest.csv --config {config} --output RUN --device cpu",
-    "config": config,
-    "cohort_seed": int(seed),
-    "cohort_cases": int(cases),
-    "training_seed": card.get("training", {}).get("seed"),
-    "held_out_seeds": {"benchmarks/synthesis_accuracy.py": [301, 302], "demo paper cohort": 2025},
-    "held_out_validation_command": (
-        "benchmarks/synthesis_accuracy.py --methods baseline,product_like,lesion_aware "
-        "--lesion-cases 24 --record-in-cards"
-    ),
-    "synthct_version": synthct.__version__,
-    "training_wall_time_s": int(seconds),
-}
-if card.get("training", {}).get("duration_s"):  # the run's own clock (also across a resume)
-    provenance["training_wall_time_s"] = int(card["training"]["duration_s"])
-update_card(dest, provenance=provenance)
-PYEOF
-  echo "$name: trained in $((end - start)) s -> $dest ($(du -sh "$dest" | cut -f1))"
-}
+# (b) train, (c) copy the model folder into the package with provenance in its card
+SCRIPT=scripts/train_shipped_models.sh
+VALIDATION_CMD="benchmarks/synthesis_accuracy.py --methods baseline,product_like,lesion_aware --lesion-cases 24 --record-in-cards"
+HELD_OUT_PATIENTS='[]'
+source scripts/train_model_step.sh
+train_one() { train_model "$1" "configs/$1.yaml" "src/synthct/models/$1"; }
 
 case "$WHICH" in
   product_like|lesion_aware) train_one "$WHICH" ;;

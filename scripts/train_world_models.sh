@@ -47,56 +47,15 @@ else
   "${COHORT_CMD[@]}"
 fi
 
+# (b) train, (c) copy the model folder (into the package with INSTALL=1) with provenance
+SCRIPT=scripts/train_world_models.sh
+VALIDATION_CMD="benchmarks/synthesis_accuracy.py --methods baseline,product_like,lesion_aware --lesion-cases 24 --real-anatomy --record-in-cards"
+HELD_OUT_PATIENTS='["C (example_ct_dicom): never in training"]'
+source scripts/train_model_step.sh
 train_one() {
-  local name="$1" config="configs/$1_world.yaml"
-  local run="$WORK/run_$name"
-  local start end
-  local resume=()
-  start=$(date +%s)
-  if [ "${RESUME:-0}" = 1 ] && [ -d "$run/checkpoints" ]; then
-    resume=(--resume)   # continue (or finish) an interrupted run of the same config
-  else
-    rm -rf "$run"
-  fi
-  "$SYNTHCT" train "$WORK/cohort_train/manifest.csv" --config "$config" --output "$run" \
-    --device cpu "${resume[@]}"
-  end=$(date +%s)
-  # (c) copy the model folder (into the package with INSTALL=1) and record provenance in its card
-  local dest="$MODELS/$name"
-  if [ "${INSTALL:-0}" = 1 ]; then dest="src/synthct/models/$name"; fi
-  rm -rf "$dest"
-  mkdir -p "$dest"
-  cp "$run/model/"* "$dest/"
-  "$PY" - "$dest" "$name" "$config" "$COHORT_SEED" "$COHORT_CASES" "$((end - start))" \
-    "${COHORT_CMD[*]}" <<'PYEOF'
-import json, sys
-from pathlib import Path
-import synthct
-from synthct.synthesis.model_folder import update_card
-dest, name, config, seed, cases, seconds, cohort_cmd = sys.argv[1:]
-card = json.loads((Path(dest) / "model_card.json").read_text())
-provenance = {
-    "command": f"scripts/train_world_models.sh {name}",
-    "cohort_command": cohort_cmd,
-    "train_command": f"synthct train COHORT/manifest.csv --config {config} --output RUN --device cpu",
-    "config": config,
-    "cohort_seed": int(seed),
-    "cohort_cases": int(cases),
-    "training_seed": card.get("training", {}).get("seed"),
-    "held_out_seeds": {"benchmarks/synthesis_accuracy.py": [301, 302], "demo paper cohort": 2025},
-    "held_out_patients": ["C (example_ct_dicom): never in training"],
-    "held_out_validation_command": (
-        "benchmarks/synthesis_accuracy.py --methods baseline,product_like,lesion_aware "
-        "--lesion-cases 24 --real-anatomy --record-in-cards"
-    ),
-    "synthct_version": synthct.__version__,
-    "training_wall_time_s": int(seconds),
-}
-if card.get("training", {}).get("duration_s"):  # the run's own clock (also across a resume)
-    provenance["training_wall_time_s"] = int(card["training"]["duration_s"])
-update_card(dest, provenance=provenance)
-PYEOF
-  echo "$name: trained in $((end - start)) s -> $dest ($(du -sh "$dest" | cut -f1))"
+  local dest="$MODELS/$1"
+  if [ "${INSTALL:-0}" = 1 ]; then dest="src/synthct/models/$1"; fi
+  train_model "$1" "configs/$1_world.yaml" "$dest"
 }
 
 case "$WHICH" in
