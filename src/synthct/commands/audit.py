@@ -8,10 +8,9 @@ from typing import Annotated, Any
 import typer
 
 from synthct.cli import app, console, parse_floats, progress_bar, reports_errors
+from synthct.commands.audit_settings import SIGNAL_SECTIONS, SIGNAL_SECTIONS_HELP, signal_settings
 from synthct.commands.config_file import (
-    build_settings,
     config_option,
-    file_settings,
 )
 
 
@@ -31,31 +30,6 @@ def _read_mri(paths: list[Path]) -> Any:
             fix="pass one file per echo (--mri E1 --mri E2) or a 4D file / DICOM folder",
         )
     return volume
-
-
-#: Sections of the --config file of `audit` and `audit-train`, each a settings class.
-SIGNAL_SECTIONS = ("consistency_settings", "reference_settings", "learned_consistency_settings")
-SIGNAL_SECTIONS_HELP = (
-    ", and the signals' settings: consistency_settings (synthct.audit.mri_consistency."
-    "ConsistencySettings), reference_settings (synthct.audit.reference.ReferenceSettings), "
-    "for audit-train also learned_consistency_settings (LearnedConsistencySettings); settings "
-    "given here replace those the audit model was calibrated with"
-)
-
-
-def signal_settings(ctx: typer.Context) -> dict[str, Any]:
-    """The consistency and reference settings of the --config file (absent: the defaults)."""
-    from synthct.audit.mri_consistency import ConsistencySettings
-    from synthct.audit.reference import ReferenceSettings
-
-    found: dict[str, Any] = {}
-    if "consistency_settings" in file_settings(ctx):
-        found["settings"] = build_settings(ctx, ConsistencySettings, section="consistency_settings")
-    if "reference_settings" in file_settings(ctx):
-        found["reference_settings"] = build_settings(
-            ctx, ReferenceSettings, section="reference_settings"
-        )
-    return found
 
 
 _Mri = Annotated[

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from synthct.cli import app, console, progress_bar, reports_errors
-from synthct.commands.audit import SIGNAL_SECTIONS, SIGNAL_SECTIONS_HELP, signal_settings
+from synthct.commands.audit_settings import SIGNAL_SECTIONS, SIGNAL_SECTIONS_HELP, signal_settings
 from synthct.commands.config_file import build_settings, config_option, given_options
 
 _Cohort = Annotated[
