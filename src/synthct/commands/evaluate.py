@@ -95,18 +95,12 @@ def evaluate(
     config: _Config = None,
 ) -> None:
     """Synthesise each case's sCT and write the SynthRAD2025-style table and lesion tables."""
-    from synthct.commands.validate import ALIGN_MODES
-    from synthct.errors import SynthctError
+    from synthct.commands.validate import check_align_mode
     from synthct.evaluation.cases import read_evaluation_manifest, read_split, select_subset
     from synthct.evaluation.run import InferenceOptions, evaluate_cohort
     from synthct.validation.case import ValidationSettings
 
-    if align not in ALIGN_MODES:
-        raise SynthctError(
-            f"--align {align!r} is not a mode",
-            path="--align",
-            fix=f"use one of {', '.join(ALIGN_MODES)}",
-        )
+    check_align_mode(align)
     cases = read_evaluation_manifest(manifest)
     split_data = read_split(split) if split is not None else None
     cases = select_subset(cases, subset, split=split_data, split_path=split)

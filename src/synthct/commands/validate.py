@@ -22,6 +22,19 @@ ALIGN_MODES = ("check", "auto", "warn")
 #: Exit code after Ctrl-C (128 + SIGINT), as shells use.
 EXIT_INTERRUPTED = 130
 
+
+def check_align_mode(align: str) -> None:
+    """Refuse an --align value that is not one of :data:`ALIGN_MODES` (validate, evaluate)."""
+    if align not in ALIGN_MODES:
+        from synthct.errors import SynthctError
+
+        raise SynthctError(
+            f"--align {align!r} is not a mode",
+            path="--align",
+            fix=f"use one of {', '.join(ALIGN_MODES)}",
+        )
+
+
 _MANIFEST_HELP = (
     "CSV or YAML manifest, one case per row: case_id, ct, sct, and optionally mri (file, DICOM "
     "folder, or echo files separated by ';'), lesions (label map) or lesion_points "
@@ -254,16 +267,10 @@ def _settings(
     audit_reference: bool,
 ) -> ValidationSettings:
     """The settings of the --config file, the options given on the command line replacing them."""
-    from synthct.errors import SynthctError
     from synthct.validation.audit_column import AuditColumnSettings
     from synthct.validation.case import ValidationSettings
 
-    if align not in ALIGN_MODES:
-        raise SynthctError(
-            f"--align {align!r} is not a mode",
-            path="--align",
-            fix=f"use one of {', '.join(ALIGN_MODES)}",
-        )
+    check_align_mode(align)
     names = {"register": "rigid_registration", "align": "alignment"}
     options = {
         names.get(k, k): v

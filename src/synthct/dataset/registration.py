@@ -148,7 +148,8 @@ def register_mr_to_ct(
     # threads finish, and on a pair that does not match (another patient) the optimiser then ends
     # in a different place each run (MI after 0.11-0.45 measured on one pair); the registration
     # method's own thread setting does not reach its metric, so the global default is set for
-    # the call. The 3 mm working grid keeps one thread cheap.
+    # the call (dataset check registers one case after another, so no other thread is
+    # in ITK meanwhile). The 3 mm working grid keeps one thread cheap.
     previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     try:
