@@ -73,20 +73,34 @@ def test_inference_copy_of_the_shipped_model_matches_its_single_pass() -> None:
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("layout", [torch.channels_last_3d, torch.contiguous_format])
 @pytest.mark.parametrize("affine", [True, False])
-def test_channels_last_instance_norm_equals_torch_instance_norm(affine: bool) -> None:
+def test_channels_last_instance_norm_equals_torch_instance_norm(
+    affine: bool, layout: torch.memory_format
+) -> None:
     torch.manual_seed(1)
     reference = nn.InstanceNorm3d(5, affine=affine, eps=1e-5)
     if affine:
         with torch.no_grad():
             reference.weight.uniform_(0.5, 2.0)
             reference.bias.normal_()
-    x = (torch.randn(3, 5, 6, 7, 4) * 4.0 + 2.0).contiguous(memory_format=torch.channels_last_3d)
+    x = (torch.randn(3, 5, 6, 7, 4) * 4.0 + 2.0).contiguous(memory_format=layout)
     got = ChannelsLastInstanceNorm(reference)(x)
     torch.testing.assert_close(got, reference(x), atol=1e-5, rtol=1e-5)
-    assert got.is_contiguous(memory_format=torch.channels_last_3d)
+    assert got.is_contiguous(memory_format=layout)
     if not affine:  # each channel of each sample: mean 0, population SD 1
         assert got.mean(dim=(2, 3, 4)).abs().max() < 1e-5
         torch.testing.assert_close(
             got.var(dim=(2, 3, 4), correction=0), torch.ones(3, 5), atol=1e-3, rtol=0
         )
+
+
+def test_channels_last_instance_norm_keeps_a_small_spread_around_a_large_mean() -> None:
+    # Mean 200, SD 0.5: E[x^2] - E[x]^2 in float32 would lose the variance to cancellation.
+    torch.manual_seed(2)
+    x = (torch.randn(2, 4, 16, 16, 8, dtype=torch.float64) * 0.5 + 200.0).float()
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    truth = nn.functional.instance_norm(x.double(), eps=1e-5)
+    got = ChannelsLastInstanceNorm(nn.InstanceNorm3d(4, eps=1e-5))(x)
+    # float32 holds 200 to 1.5e-5, i.e. 3e-5 SD units: the error stays within a few of those
+    assert float((got.double() - truth).abs().max()) < 1.5e-4

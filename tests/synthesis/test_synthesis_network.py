@@ -60,6 +60,23 @@ def test_mc_dropout_turns_only_dropout_on_and_restores_modes() -> None:
     assert not has_dropout(build_network(NetworkConfig(base_channels=4, dropout=0.0), 2))
 
 
+def test_mc_dropout_restores_a_mix_of_modes_module_by_module() -> None:
+    network = build_network(NetworkConfig(base_channels=4, levels=2, dropout=0.5), 2)
+    network.eval()
+    modules = list(network.modules())
+    for index in range(0, len(modules), 3):  # an arbitrary mix, parents and children disagree
+        modules[index].training = True
+    before = [m.training for m in modules]
+    for enabled in (True, False):
+        with mc_dropout(network, enabled=enabled):
+            on = [m for m in modules if m.training]
+            if enabled:
+                assert on and all(isinstance(m, torch.nn.Dropout3d | torch.nn.Dropout) for m in on)
+            else:
+                assert not on
+        assert [m.training for m in modules] == before
+
+
 def test_dropout_before_head_can_be_switched_off_and_mc_passes_still_vary() -> None:
     config = NetworkConfig(base_channels=4, levels=3, dropout=0.5, dropout_before_head=False)
     network = build_network(config, 2)

@@ -9,9 +9,10 @@ outputs (to float32 rounding, about 1e-5 network units = 0.01 HU) with less work
 * **instance normalisation computed channels-last**: PyTorch's ``InstanceNorm3d`` runs as a
   batch norm over a ``[1, B*C, ...]`` view, which needs contiguous (channels-first) memory, so a
   channels-last network pays two layout copies per normalisation and ends slower than the
-  convolutions gain; :class:`ChannelsLastInstanceNorm` reduces over the spatial axes of the
-  channels-last tensor directly (``torch.var_mean``) and applies the affine map in one
-  ``addcmul``;
+  convolutions gain; :class:`ChannelsLastInstanceNorm` takes the statistics as means over the
+  rows of a ``[batch, voxels, channels]`` view of the channels-last tensor (vectorised over
+  the channels; ``torch.var_mean`` over the spatial axes, a strided reduction, made the whole
+  large network 15 % slower than the original) and applies the affine map in one ``addcmul``;
 * **channels-last memory** (``channels_last_3d``) for the weights, the layout in which oneDNN's
   3D convolutions are fastest on the CPU.
 
@@ -45,7 +46,30 @@ class ChannelsLastInstanceNorm(nn.Module):
         self.bias = norm.bias if norm.affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise each channel of each sample over its spatial axes (population variance)."""
+        """Normalise each channel of each sample over its spatial axes (population variance).
+
+        On a channels-last tensor the channels are the innermost axis: the statistics are
+        means over the rows of a ``[B, voxels, C]`` view (vectorised over the channels), which
+        is several times faster than ``torch.var_mean`` over the spatial axes (a strided
+        reduction) or a layout copy for ``InstanceNorm3d``. The variance is the mean squared
+        deviation from the mean (two passes), as precise as the Welford update in float32.
+        """
+        if not x.is_contiguous(memory_format=torch.channels_last_3d) or x.ndim != 5:
+            return self._forward_any_layout(x)
+        batch, channels = x.shape[:2]
+        rows = x.permute(0, 2, 3, 4, 1).reshape(batch, -1, channels)  # a view: no copy
+        deviation = rows - rows.mean(dim=1, keepdim=True)
+        variance = (deviation * deviation).mean(dim=1, keepdim=True)
+        scale = torch.rsqrt(variance + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight
+        if self.bias is not None:
+            out = torch.addcmul(self.bias, deviation, scale)
+        else:
+            out = deviation.mul_(scale)
+        return out.view(batch, *x.shape[2:], channels).permute(0, 4, 1, 2, 3)
+
+    def _forward_any_layout(self, x: torch.Tensor) -> torch.Tensor:
         dims = tuple(range(2, x.ndim))
         variance, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
         scale = torch.rsqrt(variance + self.eps)

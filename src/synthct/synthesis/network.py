@@ -282,13 +282,13 @@ def mc_dropout(network: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
     restored on exit.
     """
     modes = {m: m.training for m in network.modules()}
-    network.eval()
-    if enabled:
-        for m in network.modules():
-            if isinstance(m, nn.modules.dropout._DropoutNd):
-                m.train()
+    # Set and restore each module's flag directly: ``Module.train`` recurses into children, so
+    # calling it per module costs O(modules x depth), milliseconds per window batch on a large
+    # U-Net.
+    for m in modes:
+        m.training = enabled and isinstance(m, nn.modules.dropout._DropoutNd)
     try:
         yield network
     finally:
         for m, mode in modes.items():
-            m.train(mode)
+            m.training = mode
