@@ -7,6 +7,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -112,6 +113,16 @@ def test_two_ranks_follow_the_path_of_one_process_with_the_whole_batch(
     a_w, b_w = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for key in a_w:
         torch.testing.assert_close(b_w[key], a_w[key], rtol=1e-3, atol=1e-4)
+    # The ranks sampled from one memory-mapped store of the training cases, each case written
+    # once and complete; the card's training domain is the one the in-memory run computed.
+    split = json.loads((tmp_path / "two" / "split.json").read_text())
+    store = tmp_path / "two" / "prepared"
+    assert sorted(p.name for p in store.iterdir()) == sorted(split["train"])
+    assert not (tmp_path / "one" / "prepared").exists()
+    cards = [
+        json.loads((tmp_path / r / "model" / "model_card.json").read_text()) for r in ("one", "two")
+    ]
+    assert cards[1]["domain"] == cards[0]["domain"]
     # Rank 0 alone wrote the run folder: log, curve, model folder, one checkpoint file each.
     assert (tmp_path / "two" / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == [

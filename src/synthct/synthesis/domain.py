@@ -24,12 +24,32 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from synthct.settings import SettingsBase
 from synthct.synthesis.config import CardConfig
 from synthct.synthesis.errors import DomainMismatchError, OutOfDomainWarning
-from synthct.volume import MultiEchoMR
+from synthct.volume import MRProtocol, MultiEchoMR
+
+
+class MRHeaderLike(Protocol):
+    """What a training domain reads of an MRI: a :class:`MultiEchoMR` or its header alone."""
+
+    @property
+    def n_echoes(self) -> int:
+        """Input channels."""
+        ...
+
+    @property
+    def protocol(self) -> MRProtocol | None:
+        """Acquisition parameters."""
+        ...
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """Voxel size in mm."""
+        ...
+
 
 #: Relative widening of the echo time, TR and flip angle ranges before a warning.
 PROTOCOL_TOLERANCE = 0.15
@@ -80,7 +100,7 @@ def _range(values: Sequence[float | None]) -> Range | None:
 
 
 def domain_from_volumes(
-    volumes: Sequence[MultiEchoMR],
+    volumes: Sequence[MRHeaderLike],
     card: CardConfig,
     *,
     n_training_cases: int,

@@ -33,6 +33,8 @@ Run folder::
     OUTPUT/checkpoints/best.pt    the weights with the best validation MAE
     OUTPUT/model/                 the model folder (weights, config, card...)
     OUTPUT/model-best/            the same for the best checkpoint (loadable like model/)
+    OUTPUT/prepared/<case>/       under torchrun: the prepared training cases, memory-mapped
+                                  by every rank (:mod:`synthct.synthesis.prepared_store`)
 
 Nothing here prints: progress goes to the ``progress`` callback.
 """
@@ -66,6 +68,7 @@ from synthct.synthesis.config import SynthesisConfig, config_to_yaml
 from synthct.synthesis.distributed import (
     DistributedContext,
     autocast,
+    barrier,
     close_distributed,
     init_distributed,
     mean_over_ranks,
@@ -74,7 +77,7 @@ from synthct.synthesis.distributed import (
     sample_seed,
     step_torch_seed,
 )
-from synthct.synthesis.domain import CONTRAST_AGNOSTIC, domain_from_volumes
+from synthct.synthesis.domain import CONTRAST_AGNOSTIC, MRHeaderLike, domain_from_volumes
 from synthct.synthesis.errors import TrainingConfigError
 from synthct.synthesis.losses import loss_terms
 from synthct.synthesis.manifest import Case, CaseRecord, load_case, read_manifest
@@ -82,6 +85,7 @@ from synthct.synthesis.model_folder import build_card, save_model_folder
 from synthct.synthesis.network import build_network, count_parameters
 from synthct.synthesis.patches import PatchSampler, PreparedCase, prepare_case
 from synthct.synthesis.planning import resample_case, split_cases
+from synthct.synthesis.prepared_store import MRHeader, read_case, store_key, write_case
 from synthct.synthesis.randomised_source import randomised_training_data, read_label_manifest
 from synthct.synthesis.synthesizer import resolve_device
 from synthct.synthesis.training_validation import (
@@ -98,6 +102,8 @@ MODEL = "model"
 #: The best checkpoint (``BEST``) as a model folder, written beside ``MODEL`` at the end.
 MODEL_BEST = "model-best"
 LOG = "training_log.csv"
+#: Prepared training cases shared by the ranks of a torchrun run.
+PREPARED = "prepared"
 CURVE = "training_curve.png"
 
 
@@ -210,6 +216,7 @@ def _train(
     # and keep them prepared only (the raw volumes are dropped), not every case twice.
     wanted = train_ids + val_ids if context.is_main else list(train_ids)
     sampler: PatchSampler
+    headers: dict[str, MRHeaderLike] = {}
     if randomised:  # a new random MR contrast per patch from tissue labels
         cases, prepared, native, sampler = randomised_training_data(
             records,
@@ -222,6 +229,17 @@ def _train(
                 )
             ),
         )
+    elif context.enabled and not config.lesion_insertion.enabled:
+        # One memory-mapped copy of the training cases per machine instead of one per rank.
+        cases, prepared, native, headers = _stored_cases(
+            records, train_ids, val_ids, config, report, out / PREPARED, context
+        )
+        sampler = PatchSampler(
+            [prepared[i] for i in train_ids],
+            config.patches,
+            config.normalisation,
+            insertion=config.lesion_insertion,
+        )
     else:
         cases, prepared, native = _load_cases(records, wanted, config, report, train_ids)
         sampler = PatchSampler(
@@ -230,9 +248,11 @@ def _train(
             config.normalisation,
             insertion=config.lesion_insertion,
         )
-    in_channels = next(iter(cases.values())).mr.n_echoes
+    in_channels = next(iter(prepared.values())).n_echoes
     if not context.is_main:
         cases = {}
+    else:
+        headers.update({i: cases[i].mr for i in train_ids if i in cases})
     val_patches = None
     if context.is_main:  # own seeded stream: skipping it elsewhere changes no rank's path
         val_source = [prepared[i] for i in val_ids] or [prepared[i] for i in train_ids]
@@ -328,7 +348,7 @@ def _train(
         out / MODEL,
         run.network,
         config,
-        cases,
+        (val_cases, [headers[i] for i in train_ids]),
         prepared,
         (train_ids, val_ids),
         run.rows,
@@ -343,7 +363,8 @@ def _train(
         best_network = copy.deepcopy(run.network)
         best_network.load_state_dict(load_checkpoint(out / BEST)["model"])
         best_dir, _ = _write_model(
-            out / MODEL_BEST, best_network, config, cases, prepared, (train_ids, val_ids),
+            out / MODEL_BEST, best_network, config, (val_cases, [headers[i] for i in train_ids]),
+            prepared, (train_ids, val_ids),
             run.rows, device, lesion_types, native, selected=dict(run.best),
         )  # fmt: skip
     report(
@@ -608,11 +629,73 @@ def _load_cases(
     return cases, prepared, native
 
 
+def _stored_cases(
+    records: Sequence[CaseRecord],
+    train_ids: list[str],
+    val_ids: list[str],
+    config: SynthesisConfig,
+    report: ProgressCallback,
+    store: Path,
+    context: DistributedContext,
+) -> tuple[
+    dict[str, Case],
+    dict[str, PreparedCase],
+    dict[str, tuple[float, float, float]],
+    dict[str, MRHeaderLike],
+]:
+    """The training cases through the prepared store; rank 0 also loads the held-out cases.
+
+    Rank ``r`` prepares the training cases ``r, r + world, ...`` that the store does not hold
+    yet (one at a time: a rank never holds more than one raw case), waits for the others, then
+    every rank opens all training cases memory-mapped. Returns the held-out cases (rank 0),
+    the prepared cases, the native voxel sizes and the training MRIs' headers.
+    """
+    by_id = {r.case_id: r for r in records}
+    keys = {i: store_key(by_id[i], config) for i in train_ids}
+    for n, case_id in enumerate(train_ids):
+        if n % context.world_size != context.rank or read_case(store, case_id, keys[case_id]):
+            continue
+        one_case, one_prepared, one_native = _load_cases(records, [case_id], config, report)
+        mr = one_case[case_id].mr
+        header = MRHeader(mr.n_echoes, mr.protocol, mr.spacing_mm)
+        write_case(store, one_prepared[case_id], header, one_native[case_id], keys[case_id])
+    barrier(context)
+    prepared: dict[str, PreparedCase] = {}
+    native: dict[str, tuple[float, float, float]] = {}
+    headers: dict[str, MRHeaderLike] = {}
+    for case_id in train_ids:
+        stored = read_case(store, case_id, keys[case_id])
+        if stored is None:
+            raise TrainingConfigError(
+                f"training case {case_id!r} is missing from the prepared store {store} "
+                "after every rank wrote its share",
+                path=store,
+                fix="give every rank the same run folder on a shared file system (or one "
+                "machine), or delete the folder and start again",
+            )
+        prepared[case_id] = stored.prepared
+        native[case_id] = stored.native_spacing_mm
+        headers[case_id] = stored.header
+    val_cases: dict[str, Case] = {}
+    if context.is_main and val_ids:
+        val_cases, val_prepared, val_native = _load_cases(records, val_ids, config, report)
+        prepared |= val_prepared
+        native |= val_native
+    n_echoes = sorted({p.n_echoes for p in prepared.values()})
+    if len(n_echoes) != 1:
+        raise TrainingConfigError(
+            f"the cases have different echo counts {n_echoes}",
+            path="manifest",
+            fix="train on cases with the same number of echoes",
+        )
+    return val_cases, prepared, native, headers
+
+
 def _write_model(
     path: Path,
     network: torch.nn.Module,
     config: SynthesisConfig,
-    cases: dict[str, Case],
+    volumes: tuple[list[Case], list[MRHeaderLike]],
     prepared: dict[str, PreparedCase],
     split: tuple[list[str], list[str]],
     rows: list[dict[str, Any]],
@@ -623,16 +706,18 @@ def _write_model(
 ) -> tuple[Path, dict[str, Any]]:
     """Validate the held-out cases on whole volumes, build the card, write the model folder.
 
+    ``volumes`` holds the held-out cases and the training cases' MRIs (or their headers).
     ``selected`` is the best checkpoint's record (iteration, metric, value) when the weights
     are those of ``checkpoints/best.pt``; the card's training section names it.
     """
     train_ids, val_ids = split
+    val_cases, train_mrs = volumes
     validation: dict[str, Any] = {"cases": [], "note": "no held-out case"}
     if val_ids and config.training.final_validation:
-        validation = validate_volumes(network, [cases[i] for i in val_ids], config, device)
+        validation = validate_volumes(network, val_cases, config, device)
     network.to("cpu")
     domain = domain_from_volumes(
-        [cases[i].mr for i in train_ids],
+        train_mrs,
         config.card,
         n_training_cases=len(train_ids),
         n_validation_cases=len(val_ids),
