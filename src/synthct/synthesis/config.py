@@ -212,6 +212,10 @@ class TrainingSettings(_Section):
     volume_validation_interval: Annotated[int, Field(ge=0)] = 0
     #: Seconds a rank waits for the others in a collective before the run fails (torchrun).
     distributed_timeout_s: Annotated[int, Field(ge=10)] = 1800
+    #: Under torchrun, share the prepared training cases through memory-mapped files in the
+    #: run folder (``prepared/``; one copy per machine); off: every rank holds its own copy
+    #: in memory. Runs with lesion insertion always keep their cases in memory.
+    shared_cases: bool = True
     #: Write ``training_curve.png`` (matplotlib) beside the CSV log at every validation.
     curve_png: bool = True
 

@@ -229,7 +229,7 @@ def _train(
                 )
             ),
         )
-    elif context.enabled and not config.lesion_insertion.enabled:
+    elif context.enabled and settings.shared_cases and not config.lesion_insertion.enabled:
         # One memory-mapped copy of the training cases per machine instead of one per rank.
         cases, prepared, native, headers = _stored_cases(
             records, train_ids, val_ids, config, report, out / PREPARED, context
