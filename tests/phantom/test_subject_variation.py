@@ -141,3 +141,37 @@ def test_a_cohort_of_subjects_from_one_ct(tmp_path: Path) -> None:
         assert np.mean(bone == (case.ct().array > 100)) > 0.97
     with pytest.raises(SynthctError, match="subjects_per_ct"):
         write_ct_derived_cohort([(ct, None)], tmp_path / "none", subjects_per_ct=0)
+
+
+def test_deformation_keeps_the_ct_noise_level_and_texture() -> None:
+    # Uniform muscle with white noise of SD 25 HU on 1 mm voxels: linear resampling through a
+    # deformation would average neighbouring noise samples (SD about 0.6x); the subject's CT
+    # must keep the source's noise level and its (white) spectrum.
+    rng = np.random.default_rng(0)
+    shape = (64, 64, 48)
+    hu = (50.0 + 25.0 * rng.standard_normal(shape)).astype(np.float32)
+    hu[:3] -= 1050.0  # a slab of air, so that the values read as a CT; not measured below
+    ct = CTVolume(hu, np.diag([1.0, 1.0, 1.0, 1.0]), source="noise")
+    labels = LabelMap(np.zeros(shape, np.uint8), ct.affine, source="none")
+    variation = SubjectVariation(elastic_sd_mm=3.0, control_spacing_mm=30.0, vary_marrow=False)
+    subject = make_subject(ct, labels, seed=4, variation=variation)
+    moved = np.asarray(subject.ct.array, dtype=np.float64)[16:-8, 8:-8, 8:-8]
+    assert abs(moved.std() / 25.0 - 1.0) < 0.05
+    assert abs(moved.mean() - 50.0) < 1.0
+    # white noise: neighbouring voxels stay uncorrelated (linear interpolation correlates them)
+    neighbours = np.corrcoef(moved[:-1].ravel(), moved[1:].ravel())[0, 1]
+    assert abs(neighbours) < 0.1
+    assert not np.array_equal(subject.ct.array, ct.array)  # it did move
+
+
+def test_deformation_moves_smooth_anatomy_as_linear_resampling_does() -> None:
+    # Without noise the subject's CT is the linearly resampled CT (the noise is all the
+    # nearest-neighbour part adds): the sphere's edge moves, its HU stay within the source's.
+    ct = sphere_ct()
+    variation = SubjectVariation(elastic_sd_mm=3.0, control_spacing_mm=20.0, vary_marrow=False)
+    subject = make_subject(ct, sphere_labels(ct), seed=1, variation=variation)
+    moved = np.asarray(subject.ct.array)
+    lo, hi = float(ct.array.min()), float(ct.array.max())
+    assert moved.min() >= lo - 1e-3 and moved.max() <= hi + 1e-3
+    inner = float(DEFAULT_MARROW.hu_of_fat_fraction(0.5))
+    np.testing.assert_allclose(moved[11:13, 11:13, 11:13], inner, atol=1e-3)
