@@ -37,11 +37,19 @@ def test_check_names_the_wrong_patient_and_the_non_overlapping_case(
     qa = tmp_path / "qa"
     result = CliRunner().invoke(app, ["dataset", "check", str(exported), "--out", str(qa)])
     assert result.exit_code == 0, result.output
-    assert "wrong01: mi_outlier" in result.output and "far01: no_overlap" in result.output
+    assert "wrong01: mi_outlier" in result.output and "far01: mi_outlier" in result.output
     rows = {r["case_id"]: r for r in csv.DictReader((qa / "qa.csv").open())}
     assert {c for c, r in rows.items() if r["status"] == "flag"} == {"wrong01", "far01"}
-    assert "mi_outlier" in rows["wrong01"]["issues"] and "no_overlap" in rows["far01"]["issues"]
-    assert rows["far01"]["mi_after"] == ""  # no registration without overlap
+    assert "mi_outlier" in rows["wrong01"]["issues"]
+    # far01's MR header lies 600 mm from its CT: named, and registered by the global search
+    # (moved back by the 600 mm plus the known 4 degree / 7.1 mm offset; 0.6 mm corner error
+    # measured). Its crop is soft tissue alone (no air), so its MI after registration is low
+    # and the cohort rule flags it too: it stays out of the split.
+    far = rows["far01"]
+    assert "; header_offset: " in far["issues"] and "mi_outlier" in far["issues"]
+    assert far["registration"] == "applied" and float(far["fov_overlap"]) == 0.0
+    assert 590.0 < float(far["registration_shift_mm"]) < 615.0
+    assert float(far["registration_rotation_deg"]) == pytest.approx(4.0, abs=0.5)
     for case_id in ("ex01", "ch01", "cta01", "cta02"):
         row = rows[case_id]
         # the known 4 degree / 7.1 mm header offset is found and undone
@@ -58,7 +66,8 @@ def test_check_names_the_wrong_patient_and_the_non_overlapping_case(
     assert fingerprint["n_cases"] == 4 and fingerprint["mr_channels"] == 2
     assert len(fingerprint["mr"]) == 2 and fingerprint["ct_hu"]["p50"] > -200
     summary = json.loads((qa / "summary.json").read_text())
-    assert summary["layout"] == "synthrad" and summary["issues"]["mi_outlier"] == ["wrong01"]
+    assert summary["layout"] == "synthrad"
+    assert summary["issues"]["mi_outlier"] == ["far01", "wrong01"]
 
 
 def test_split_keeps_a_patient_together_and_training_reads_a_fold(
@@ -124,6 +133,42 @@ def test_registration_recovers_the_known_offset(derived_source: Path) -> None:
     expected = corners @ truth[:3, :3].T + truth[:3, 3]
     assert np.linalg.norm(found - expected, axis=1).max() < 1.5  # mm, voxels of 1.5-3 mm
     assert result.mi_after > 1.5 * result.mi_before
+
+
+@pytest.mark.parametrize("extra_mm", [(25.0, -20.0, 60.0), (-15.0, 10.0, -75.0)])
+def test_registration_finds_a_pair_whose_headers_are_far_apart(
+    derived_source: Path, extra_mm: tuple[float, float, float]
+) -> None:
+    # Scans that were never registered: the MR's header is off by a further 60-75 mm along the
+    # table and 18-32 mm across it, beyond the reach of gradient descent from the headers.
+    from synthct.dataset.registration import register_mr_to_ct
+    from synthct.manifest import read_manifest
+    from synthct.volume import MultiEchoMR
+
+    case = read_manifest(derived_source)["cta01"]
+    mr, ct = case.mr(), case.ct()
+    moved = np.eye(4)
+    moved[:3, 3] = extra_mm
+    far = MultiEchoMR(mr.array, moved @ mr.affine, protocol=mr.protocol, source="far header")
+    centre_moved = ct.geometry.index_to_lps((np.asarray(ct.spatial_shape) - 1) / 2)
+    truth = rigid_about(4.0, [5.0, -3.0, 4.0], centre_moved - np.asarray([5.0, -3.0, 4.0]))
+    truth = truth @ np.linalg.inv(moved)  # the far MR point first goes back to where it was
+    ends = [(0, n - 1) for n in far.spatial_shape]
+    corners = far.geometry.index_to_lps(
+        np.array(np.meshgrid(*ends, indexing="ij")).reshape(3, -1).T
+    )
+    expected = corners @ truth[:3, :3].T + truth[:3, 3]
+
+    def error_mm(result: object) -> float:
+        matrix = result.matrix  # type: ignore[attr-defined]
+        found = corners @ matrix[:3, :3].T + matrix[:3, 3]
+        return float(np.linalg.norm(found - expected, axis=1).max())
+
+    from_headers = register_mr_to_ct(far, far.array[0], ct, search=False)
+    assert error_mm(from_headers) > 10.0  # what the search is for
+    searched = register_mr_to_ct(far, far.array[0], ct)
+    assert error_mm(searched) < 1.5
+    assert searched.mi_after > from_headers.mi_after  # the better optimum is the one kept
 
 
 def test_registration_of_another_patients_mr_gives_one_answer(derived_source: Path) -> None:

@@ -16,11 +16,16 @@ after registration far below the cohort's (an MR that belongs to another patient
 of a case are listed in its ``issues`` column; ``status`` is ``ok``, ``flag`` or ``error``
 (the case could not be read at all).
 
-Rules (all in :class:`QASettings`): ``no_overlap`` below 5 % overlap (no registration then),
-``partial_overlap`` below 50 %; ``mi_outlier`` when the MI after registration is below half the
+Rules (all in :class:`QASettings`): ``no_overlap`` when below 5 % of the MR's field of view lies
+inside the CT's by the headers and the registration's global search (``search``, see
+:mod:`synthct.dataset.registration`) found no position either; when it did, the case is
+registered and noted ``header_offset`` (scans never registered to each other need not share a
+frame: another scanner, another table position); ``partial_overlap`` below 50 %;
+``mi_outlier`` when the MI after registration is below half the
 median of the other cases' (at least 3 cases with a registration); ``hu_range`` when the CT's
 99.5th percentile exceeds 3500 HU; ``mask_coverage`` when a given mask covers less than 90 % of
-the body found in the CT. Three issues are notes that do not flag a case (:data:`NOTES`):
+the body found in the CT. Four issues are notes that do not flag a case (:data:`NOTES`):
+``header_offset`` (above),
 ``no_mask`` (the mask was derived), ``no_air`` (the CT's 0.5th percentile is above -900 HU:
 a field of view inside the body, or a CT without air at -1000 HU) and ``ct_padding`` (CT voxels
 below -1024 HU, the -2048 or -3024 HU many scanners store outside the reconstruction circle:
@@ -51,7 +56,7 @@ from synthct.settings import SettingsBase
 __all__ = ["NOTES", "QASettings", "flag_cohort", "qa_case", "run_qa"]
 
 #: Issues that are reported but do not flag a case.
-NOTES: tuple[str, ...] = ("no_mask", "no_air", "ct_padding")
+NOTES: tuple[str, ...] = ("no_mask", "no_air", "ct_padding", "header_offset")
 
 
 # pydantic warns that the field `register` shadows ABCMeta.register (its metaclass's): on an
@@ -73,6 +78,13 @@ with warnings.catch_warnings():
         min_mask_coverage: float = 0.9
         registration_spacing_mm: float = 3.0
         register: bool = True
+        #: Start the registration also from a global translation search (pairs whose headers
+        #: are far apart or do not overlap at all).
+        search: bool = True
+        #: A pair whose headers do not overlap is registered only when the search's best
+        #: position stands out: its MI at least this many times the median along S-I
+        #: (measured: 4-5 for the same anatomy 600 mm away, 1.1 for another subject's MR).
+        search_min_peak_ratio: float = 2.0
         #: The registration is applied (travels with the case) when it moves some MR corner at
         #: least this far and raises the MI by at least ``apply_min_mi_gain`` (relative); else
         #: the case keeps the identity (it was aligned already).
@@ -190,16 +202,16 @@ def qa_case(case: Case, settings: QASettings | None = None) -> dict[str, Any]:
         mr, ct = case.mr(), case.ct()
         overlap = overlap_fraction(mr.geometry, ct.geometry)
         row["fov_overlap"] = overlap
-        if overlap < s.no_overlap_fraction:
-            issues.append(
-                f"no_overlap: {100 * overlap:.0f}% of the MR field of view lies inside the CT's"
-            )
-        elif overlap < s.partial_overlap_fraction:
+        apart = overlap < s.no_overlap_fraction
+        if overlap < s.partial_overlap_fraction and not apart:
             issues.append(f"partial_overlap: {100 * overlap:.0f}% of the MR field of view in CT")
-        if s.register and overlap >= s.no_overlap_fraction:
+        applied = False
+        if s.register and (s.search or not apart):
             from synthct.dataset.registration import register_mr_to_ct
 
-            result = register_mr_to_ct(mr, mr.array[0], ct, spacing_mm=s.registration_spacing_mm)
+            result = register_mr_to_ct(
+                mr, mr.array[0], ct, spacing_mm=s.registration_spacing_mm, search=s.search
+            )
             corners = mr.geometry.index_to_lps(
                 np.array(np.meshgrid(*[(0, n - 1) for n in mr.geometry.shape], indexing="ij"))
                 .reshape(3, -1)
@@ -207,14 +219,33 @@ def qa_case(case: Case, settings: QASettings | None = None) -> dict[str, Any]:
             )
             shift_mm = float(result.displacement_mm(corners).max())
             gain = result.mi_after >= (1.0 + s.apply_min_mi_gain) * result.mi_before
-            applied = shift_mm >= s.apply_min_shift_mm and gain
+            ratio = result.search_peak_ratio
+            distinct = ratio is not None and ratio >= s.search_min_peak_ratio
+            applied = shift_mm >= s.apply_min_shift_mm and gain and (distinct or not apart)
             row.update(
-                mi_before=result.mi_before,
+                mi_before=result.mi_before if np.isfinite(result.mi_before) else 0.0,
                 mi_after=result.mi_after,
                 registration_rotation_deg=result.rotation_deg,
                 registration_shift_mm=shift_mm,
                 registration="applied" if applied else "identity",
                 registration_matrix=result.matrix if applied else None,
+                search_peak_ratio=ratio if ratio is not None else "",
+            )
+        if apart and applied:
+            issues.append(
+                f"header_offset: by the headers {100 * overlap:.0f}% of the MR field of view lies "
+                f"inside the CT's; a global search registered it ({row['mi_after']:.3f} MI, "
+                f"moved up to {row['registration_shift_mm']:.0f} mm)"
+            )
+        elif apart:
+            searched = s.register and s.search
+            issues.append(
+                f"no_overlap: {100 * overlap:.0f}% of the MR field of view lies inside the CT's"
+                + (
+                    "; the global search found no position that stands out"
+                    if searched
+                    else " (not registered: search is off)"
+                )
             )
     except SynthctError as exc:
         row["error"] = f"{exc.problem}" + (f" ({exc.path})" if exc.path else "")

@@ -5,6 +5,15 @@ points (LPS mm) to CT-frame points, and the metric is evaluated over the MR's fi
 Both images are first resampled onto an isotropic grid of ``spacing_mm`` (an anti-aliasing
 Gaussian of ``sqrt(new^2 - old^2) / 2.355`` mm SD per axis), so anisotropic voxels (e.g.
 0.7 x 0.7 x 3 mm) are handled in physical units; the pyramid's smoothing sigmas are in mm too.
+
+Capture range: gradient descent from the headers' alignment finds offsets of about 15 mm. Scans
+that were never registered (another scanner, another session) are often further apart, mostly
+along the table (S-I) axis. With ``search`` (the default) starting points are also drawn from a
+global translation search: the bodies' centroids align L-R and A-P, the MR slides along S-I
+over the whole CT in steps of twice the working spacing, then L-R/A-P are refined around the
+best positions, each scored by mutual information on a grid twice as coarse. The registration
+runs from the headers' alignment and from the best distinct positions, and the result with the
+highest mutual information is kept, so a pair aligned already never gets worse.
 """
 
 from __future__ import annotations
@@ -38,11 +47,16 @@ class RigidResult:
         after registration.
     matrix : (4, 4) ndarray
         MR-frame to CT-frame LPS affine found.
+    search_peak_ratio : float or None
+        How far the global search's best position stands out: its MI over the median MI of
+        the positions along S-I (about 1 when no position matches, 2-5 for a real match);
+        None without a search.
     """
 
     mi_before: float
     mi_after: float
     matrix: NDArray[np.float64]
+    search_peak_ratio: float | None = None
 
     @property
     def rotation_deg(self) -> float:
@@ -112,6 +126,7 @@ def register_mr_to_ct(
     spacing_mm: float = 3.0,
     iterations: int = 120,
     seed: int = 1,
+    search: bool = True,
 ) -> RigidResult:
     """Rigid registration of an MR channel to a CT by Mattes mutual information.
 
@@ -130,6 +145,9 @@ def register_mr_to_ct(
     seed : int
         Seeds the metric's random sampling (same seed, same result); at least 1, since
         SimpleITK reads 0 as "seed from the wall clock".
+    search : bool
+        Also start from the best positions of a global translation search (module docstring),
+        for pairs whose headers are far apart; off: start from the headers' alignment only.
 
     Returns
     -------
@@ -153,7 +171,7 @@ def register_mr_to_ct(
     previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     try:
-        return _register(sitk, mr, mr_array, ct, spacing_mm, iterations, seed)
+        return _register(sitk, mr, mr_array, ct, spacing_mm, iterations, seed, search)
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
 
@@ -166,13 +184,71 @@ def _register(
     spacing_mm: float,
     iterations: int,
     seed: int,
+    search: bool,
 ) -> RigidResult:
     fixed = _isotropic(mr, mr_array, spacing_mm)
-    moving = _isotropic(ct, np.clip(ct.array, -1024.0, 2000.0), spacing_mm)
+    ct_hu = np.clip(ct.array, -1024.0, 2000.0)
+    moving = _isotropic(ct, ct_hu, spacing_mm)
     size = np.asarray(fixed.GetSize(), dtype=np.float64)
     centre = fixed.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2).tolist())
-    initial = sitk.Euler3DTransform()
-    initial.SetCenter(centre)
+    percentage = min(1.0, 60000.0 / float(np.prod(size)))
+    starts = [np.zeros(3)]
+    peak_ratio = None
+    if search:
+        coarse = (_isotropic(mr, mr_array, 2 * spacing_mm), _isotropic(ct, ct_hu, 2 * spacing_mm))
+        found, peak_ratio = _search_translations(sitk, *coarse, mr, ct, 2 * spacing_mm, seed)
+        starts += found
+    before = _mutual_information(sitk, fixed, moving, _euler(sitk, centre), percentage, seed)
+    before = before if np.isfinite(before) else 0.0  # no overlap: nothing shared
+    lattice = _lattice_lps(mr)
+    best: tuple[float, float, NDArray[np.float64]] | None = None
+    for start in starts:
+        euler = _optimise(sitk, fixed, moving, _euler(sitk, centre, start), iterations, seed)
+        value = _mutual_information(sitk, fixed, moving, euler, percentage, seed)
+        matrix = _matrix(euler)
+        # MI is computed on the MR samples that land in the CT: a position that leaves most
+        # of the MR outside can score high on the few left, so the score weighs by the share
+        # inside (the true position keeps the MR in the CT wherever the CT covers it).
+        inside = float(
+            np.mean(ct.geometry.contains_lps(lattice @ matrix[:3, :3].T + matrix[:3, 3]))
+        )
+        score = value * inside
+        if np.isfinite(score) and (best is None or score > best[0]):
+            best = (score, value, matrix)
+    if best is None or best[1] < before:
+        return RigidResult(before, before, np.eye(4), peak_ratio)
+    return RigidResult(before, best[1], best[2], peak_ratio)
+
+
+def _matrix(euler: Any) -> NDArray[np.float64]:
+    """The 4 x 4 LPS affine of a SimpleITK Euler transform."""
+    matrix = np.eye(4)
+    rotation = np.asarray(euler.GetMatrix(), dtype=np.float64).reshape(3, 3)
+    c = np.asarray(euler.GetCenter())
+    matrix[:3, :3] = rotation
+    matrix[:3, 3] = np.asarray(euler.GetTranslation()) + c - rotation @ c
+    return matrix
+
+
+def _lattice_lps(volume: Volume, points_per_axis: int = 10) -> NDArray[np.float64]:
+    """A regular lattice of points over the volume's field of view, LPS mm."""
+    axes = [np.linspace(0, n - 1, min(n, points_per_axis)) for n in volume.spatial_shape]
+    ijk = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    return np.asarray(volume.geometry.index_to_lps(ijk), dtype=np.float64)
+
+
+def _euler(sitk: Any, centre: Any, translation: NDArray[np.float64] | None = None) -> Any:
+    euler = sitk.Euler3DTransform()
+    euler.SetCenter(centre)
+    if translation is not None:
+        euler.SetTranslation([float(v) for v in translation])
+    return euler
+
+
+def _optimise(sitk: Any, fixed: Any, moving: Any, initial: Any, iterations: int, seed: int) -> Any:
+    """Multi-resolution gradient descent on Mattes MI from ``initial``; the Euler transform."""
+    size = np.asarray(fixed.GetSize(), dtype=np.float64)
+    spacing_mm = float(fixed.GetSpacing()[0])
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.REGULAR)
@@ -190,19 +266,113 @@ def _register(
     method.SetSmoothingSigmasPerLevel([2.0 * spacing_mm, 0.0])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetInitialTransform(initial, inPlace=False)
-    before = -float(method.MetricEvaluate(fixed, moving))
-    result = method.Execute(fixed, moving)
-    euler = sitk.Euler3DTransform(sitk.CompositeTransform(result).GetNthTransform(0))
+    try:
+        result = method.Execute(fixed, moving)
+    except RuntimeError:  # e.g. every sample left the CT on the way: this start is no answer
+        return initial
+    return sitk.Euler3DTransform(sitk.CompositeTransform(result).GetNthTransform(0))
+
+
+def _mutual_information(
+    sitk: Any, fixed: Any, moving: Any, transform: Any, percentage: float, seed: int
+) -> float:
+    """Mattes MI (nats, higher is better) with ``transform``; -inf when no sample overlaps."""
     check = sitk.ImageRegistrationMethod()
     check.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     check.SetMetricSamplingStrategy(check.REGULAR)
-    check.SetMetricSamplingPercentage(min(1.0, 60000.0 / float(np.prod(size))), seed)
+    check.SetMetricSamplingPercentage(percentage, seed)
     check.SetInterpolator(sitk.sitkLinear)
-    check.SetInitialTransform(euler, inPlace=False)
-    after = -float(check.MetricEvaluate(fixed, moving))
-    matrix = np.eye(4)
-    rotation = np.asarray(euler.GetMatrix(), dtype=np.float64).reshape(3, 3)
-    c = np.asarray(euler.GetCenter())
-    matrix[:3, :3] = rotation
-    matrix[:3, 3] = np.asarray(euler.GetTranslation()) + c - rotation @ c
-    return RigidResult(before, max(after, before), matrix if after >= before else np.eye(4))
+    check.SetInitialTransform(transform, inPlace=False)
+    try:
+        return -float(check.MetricEvaluate(fixed, moving))
+    except RuntimeError:
+        return float("-inf")
+
+
+#: Fraction of the MR's box that must lie inside the CT's for a search position to count.
+SEARCH_MIN_OVERLAP = 0.3
+#: Starting positions the search hands to the registration (besides the headers').
+SEARCH_STARTS = 2
+
+
+def _search_translations(
+    sitk: Any,
+    fixed: Any,
+    moving: Any,
+    mr: Volume,
+    ct: Volume,
+    step_mm: float,
+    seed: int,
+) -> tuple[list[NDArray[np.float64]], float | None]:
+    """The best MR-to-CT translations of a coarse global search and its peak ratio.
+
+    See the module docstring; the ratio is the best MI along S-I over the median there.
+    """
+    mr_box, ct_box = _box_lps(mr), _box_lps(ct)
+    size = np.asarray(fixed.GetSize(), dtype=np.float64)
+    centre = fixed.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2).tolist())
+    percentage = min(1.0, 20000.0 / float(np.prod(size)))
+    body = _body_centroid(sitk, fixed, mr=True), _body_centroid(sitk, moving, mr=False)
+    xy = (body[1] - body[0])[:2] if body[0] is not None and body[1] is not None else np.zeros(2)
+    mr_centre = mr_box.mean(axis=0)
+    z_values = np.arange(
+        ct_box[0, 2] - mr_centre[2], ct_box[1, 2] - mr_centre[2] + step_mm, step_mm
+    )
+
+    def score(t: NDArray[np.float64]) -> float:
+        if _box_overlap(mr_box + t, ct_box) < SEARCH_MIN_OVERLAP:
+            return float("-inf")
+        return _mutual_information(sitk, fixed, moving, _euler(sitk, centre, t), percentage, seed)
+
+    along = [(score(t), tuple(t)) for t in (np.array([xy[0], xy[1], z]) for z in z_values)]
+    along = [a for a in along if np.isfinite(a[0])]
+    if not along:
+        return [], None
+    values = np.array([a[0] for a in along])
+    median = float(np.median(values))
+    peak_ratio = float(values.max() / median) if median > 0 else None
+    refined: list[tuple[float, tuple[float, ...]]] = []
+    offsets = np.arange(-2, 3) * 2.0 * step_mm  # L-R and A-P: +-4 steps of 2 x step
+    for _, t in sorted(along, reverse=True)[:3]:
+        for dx in offsets:
+            for dy in offsets:
+                moved = np.asarray(t) + np.array([dx, dy, 0.0])
+                value = score(moved)
+                if np.isfinite(value):
+                    refined.append((value, tuple(moved)))
+    chosen: list[NDArray[np.float64]] = []
+    for _, t in sorted(refined, reverse=True):
+        candidate = np.asarray(t)
+        if all(np.linalg.norm(candidate - c) > 4.0 * step_mm for c in [np.zeros(3), *chosen]):
+            chosen.append(candidate)
+        if len(chosen) == SEARCH_STARTS:
+            break
+    return chosen, peak_ratio
+
+
+def _box_lps(volume: Volume) -> NDArray[np.float64]:
+    """``[[min x, y, z], [max x, y, z]]`` of the voxel centres' corners, LPS mm."""
+    ends = [(0, n - 1) for n in volume.spatial_shape]
+    corners = np.array(np.meshgrid(*ends, indexing="ij")).reshape(3, -1).T
+    points = volume.geometry.index_to_lps(corners)
+    return np.stack([points.min(axis=0), points.max(axis=0)])
+
+
+def _box_overlap(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
+    """Fraction of box ``a``'s volume inside box ``b``."""
+    inter = np.clip(np.minimum(a[1], b[1]) - np.maximum(a[0], b[0]), 0.0, None)
+    extent = np.maximum(a[1] - a[0], 1e-6)
+    return float(np.prod(inter / extent))
+
+
+def _body_centroid(sitk: Any, image: Any, *, mr: bool) -> NDArray[np.float64] | None:
+    """Physical centroid of the body (MR: Otsu foreground; CT: above -500 HU), or None."""
+    if mr:
+        mask = sitk.OtsuThreshold(image, 0, 1)
+    else:
+        mask = sitk.BinaryThreshold(image, -500.0, 1e9, 1, 0)
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(sitk.Cast(mask, sitk.sitkUInt8))
+    if 1 not in stats.GetLabels():
+        return None
+    return np.asarray(stats.GetCentroid(1), dtype=np.float64)

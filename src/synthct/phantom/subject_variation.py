@@ -3,8 +3,9 @@
 A subject is the real CT and its derived tissue map moved by one seeded transform (a global
 scaling about the CT's centre composed with a smooth B-spline displacement field), so the two
 stay voxel-aligned (the CT's noise moved by nearest neighbour, so it keeps its level and
-texture: :func:`warp_ct_keeping_noise`); its marrow is made fattier or leaner by an age-dependent shift of the fat
-fraction, applied to the CT's trabecular HU and to the marrow bins alike
+texture: :func:`warp_ct_keeping_noise`); its marrow is made fattier or leaner by an
+age-dependent shift of the fat fraction, applied to the CT's trabecular HU and to the marrow
+bins alike
 (:mod:`synthct.imaging.marrow`). Lesions are inserted into ``Subject.ct`` and
 ``Subject.model()`` exactly as into a real CT (:mod:`synthct.phantom.ct_insertion`).
 
