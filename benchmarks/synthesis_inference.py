@@ -204,7 +204,7 @@ def compare_with_monai(
     tensor = torch.from_numpy(inputs)[None].to(device)
     network = network.to(device)
 
-    def ours() -> np.ndarray:
+    def ours(needed: np.ndarray | None = None) -> np.ndarray:
         predictor = single_pass_predictor(inference_network(network))
         out = sliding_window_predict(
             inputs,
@@ -214,22 +214,12 @@ def compare_with_monai(
             overlap=overlap,
             batch_size=batch,
             device=device,
+            needed=needed,
         )
         return np.asarray(out[0])
 
     def ours_body() -> np.ndarray:
-        predictor = single_pass_predictor(inference_network(network))
-        out = sliding_window_predict(
-            inputs,
-            predictor,
-            n_outputs=2,
-            patch_size=patch,
-            overlap=overlap,
-            batch_size=batch,
-            device=device,
-            needed=body,
-        )
-        return np.asarray(out[0])
+        return ours(body)
 
     def monai() -> np.ndarray:
         with torch.no_grad():
