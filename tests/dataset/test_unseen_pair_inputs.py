@@ -74,6 +74,12 @@ def _anisotropic(mr: MultiEchoMR) -> MultiEchoMR:
     return resample_to(mr, Geometry((int(shape[0]), int(shape[1]), int(shape[2])), affine))
 
 
+#: Variants whose MR header is moved further (LPS affine): an MR from another scanner's frame,
+#: 250 mm along the table and 36 mm across from where the headers of the CT put it (no overlap).
+HEADER_MOVES = {"far_header": np.array([[1, 0, 0, 30.0], [0, 1, 0, -20.0], [0, 0, 1, 250.0],
+                                        [0, 0, 0, 1]])}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def unseen(totalseg: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The variants as one SynthRAD-layout dataset, checked once: QA rows and manifest."""
@@ -108,6 +114,8 @@ def unseen(totalseg: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     padded = CTVolume(np.where(outside[..., None], -3024.0, hu), ct.affine)
     write_volume(mr, case("ct_padding", padded) / "mr.nii.gz")
     _save_ras(mr.array[0][:, :, 20:21], mr.affine, case("single_slice") / "mr.nii.gz")
+    far = MultiEchoMR(mr.array, HEADER_MOVES["far_header"] @ mr.affine)
+    write_volume(far, case("far_header") / "mr.nii.gz")
 
     result = check_dataset(root, root.parent / "qa")
     rows = {r["case_id"]: r for r in result.rows}
@@ -117,7 +125,7 @@ def unseen(totalseg: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 VARIANTS = [
     "reference", "sagittal", "anisotropic", "dicom_mr", "int16_slope", "singleton_4d",
-    "negative_background", "ct_padding",
+    "negative_background", "ct_padding", "far_header",
 ]  # fmt: skip
 
 
@@ -131,11 +139,16 @@ def test_every_storage_of_the_pair_registers_to_the_known_transform(
     assert not row.get("error") and serious == [], row
     assert row["registration"] == "applied" and row["mr_channels"] == 1
     assert row["mi_after"] > 2.0 * row["mi_before"]
+    if name in HEADER_MOVES:  # headers apart: found by the global search, and said so
+        assert row["fov_overlap"] == 0.0 and any(
+            i.startswith("header_offset") for i in row["issues"]
+        )
     found = read_transform(unseen["manifest"][name].extra[TRANSFORM_COLUMN])
     ct: CTVolume = unseen["ct"]
     ends = [(0, n - 1) for n in ct.spatial_shape]
     corners = ct.geometry.index_to_lps(np.array(np.meshgrid(*ends, indexing="ij")).reshape(3, -1).T)
-    expected = corners @ unseen["move"][:3, :3].T + unseen["move"][:3, 3]
+    move = HEADER_MOVES.get(name, np.eye(4)) @ unseen["move"]
+    expected = corners @ move[:3, :3].T + move[:3, 3]
     mapped = np.array([found.TransformPoint(p.tolist()) for p in corners])
     assert np.linalg.norm(mapped - expected, axis=1).max() < 1.5  # mm, at the field's corners
 

@@ -332,7 +332,7 @@ def _search_translations(
     median = float(np.median(values))
     peak_ratio = float(values.max() / median) if median > 0 else None
     refined: list[tuple[float, tuple[float, ...]]] = []
-    offsets = np.arange(-2, 3) * 2.0 * step_mm  # L-R and A-P: +-4 steps of 2 x step
+    offsets = np.arange(-2, 3) * 2.0 * step_mm  # L-R and A-P: -4..+4 steps, every second one
     for _, t in sorted(along, reverse=True)[:3]:
         for dx in offsets:
             for dy in offsets:
