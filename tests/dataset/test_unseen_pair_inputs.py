@@ -191,3 +191,21 @@ def test_a_case_reads_its_mr_from_a_dicom_folder(unseen: dict[str, Any]) -> None
     case: Case = unseen["manifest"]["dicom_mr"]
     mr = case.mr()
     assert isinstance(mr, MultiEchoMR) and mr.spatial_shape == (48, 48, 48)
+
+
+def test_a_pair_found_by_the_search_is_written_aligned_like_the_reference(
+    unseen: dict[str, Any], tmp_path: Path
+) -> None:
+    # The far-header MR is the reference's voxels under another frame: once registered and
+    # written onto the CT grid, it must be the reference's registered MR.
+    from synthct.dataset.pairs import write_pair
+
+    pairs = {
+        name: write_pair(unseen["manifest"][name], tmp_path / name).mr()
+        for name in ("reference", "far_header")
+    }
+    reference, far = (np.asarray(pairs[n].array, dtype=np.float64) for n in pairs)
+    assert reference.shape == far.shape
+    scale = float(np.percentile(reference, 99.5))
+    assert np.mean(np.abs(far - reference)) < 0.02 * scale
+    np.testing.assert_allclose(pairs["far_header"].affine, pairs["reference"].affine, atol=1e-6)
