@@ -102,3 +102,23 @@ def test_a_failed_write_leaves_the_old_case_and_no_partial_folder(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(PARTIAL_PREFIX)]
     stored = read_case(tmp_path, record.case_id, key)  # the old, complete case is still there
     assert stored is not None and np.array_equal(stored.prepared.target, prepared.target)
+
+
+def test_the_key_of_a_dicom_folder_follows_its_files(
+    make_config: Callable[..., SynthesisConfig], tmp_path: Path
+) -> None:
+    from synthct.synthesis.manifest import CaseRecord
+
+    series = tmp_path / "mr_series"
+    series.mkdir()
+    for n in range(3):
+        (series / f"slice{n}.dcm").write_bytes(b"\0" * 64)
+    ct = tmp_path / "ct.nii.gz"
+    ct.write_bytes(b"\0" * 64)
+    record = CaseRecord("c1", ct, (series,))
+    config = make_config()
+    key = store_key(record, config)
+    inner = series / "slice1.dcm"
+    stat = inner.stat()  # one slice rewritten: the folder's own times do not change
+    os.utime(inner, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert store_key(record, config) != key

@@ -195,9 +195,15 @@ def _register(
     starts = [np.zeros(3)]
     peak_ratio = None
     if search:
-        coarse = (_isotropic(mr, mr_array, 2 * spacing_mm), _isotropic(ct, ct_hu, 2 * spacing_mm))
-        found, peak_ratio = _search_translations(sitk, *coarse, mr, ct, 2 * spacing_mm, seed)
-        starts += found
+        try:
+            coarse = (
+                _isotropic(mr, mr_array, 2 * spacing_mm),
+                _isotropic(ct, ct_hu, 2 * spacing_mm),
+            )
+            found, peak_ratio = _search_translations(sitk, *coarse, mr, ct, 2 * spacing_mm, seed)
+            starts += found
+        except RuntimeError:  # ITK could not search this pair (e.g. too small when coarsened)
+            pass  # the registration from the headers still runs
     before = _mutual_information(sitk, fixed, moving, _euler(sitk, centre), percentage, seed)
     before = before if np.isfinite(before) else 0.0  # no overlap: nothing shared
     lattice = _lattice_lps(mr)

@@ -72,7 +72,8 @@ class StoredCase:
 
 
 def store_key(record: CaseRecord, config: SynthesisConfig) -> str:
-    """A digest of the case's files (path, size, modification time) and the preparing settings.
+    """A digest of the case's files (path, size, modification time; every file of a folder) and
+    the preparing settings.
 
     Any change of the input files, the normalisation, the patch sampling weights or the
     planned spacing gives another key.
@@ -82,8 +83,11 @@ def store_key(record: CaseRecord, config: SynthesisConfig) -> str:
         files.append(record.lesion_labels)
     described = []
     for path in files:
-        stat = Path(path).stat()
-        described.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+        # a DICOM series is a folder: its files' changes do not touch the folder's own times
+        inner = sorted(p for p in Path(path).rglob("*") if p.is_file()) if path.is_dir() else []
+        for item in [Path(path), *inner]:
+            stat = item.stat()
+            described.append([str(item.resolve()), stat.st_size, stat.st_mtime_ns])
     settings = {
         "version": STORE_VERSION,
         "case_id": record.case_id,
