@@ -186,3 +186,26 @@ def test_registration_of_another_patients_mr_gives_one_answer(derived_source: Pa
     assert runs[0].mi_after < 0.3  # the median of the matching pairs is about 0.87
     with pytest.raises(ValueError, match="wall clock"):
         register_mr_to_ct(mr, mr.array[0], ct, seed=0)
+
+
+def test_check_says_when_a_pair_was_found_far_from_its_headers(
+    derived_source: Path, tmp_path: Path
+) -> None:
+    from synthct.io import write_volume
+    from synthct.manifest import read_manifest
+    from synthct.volume import MultiEchoMR
+
+    case = read_manifest(derived_source)["cta01"]
+    mr, ct = case.mr(), case.ct()
+    moved = np.eye(4)
+    moved[:3, 3] = (0.0, 0.0, 300.0)  # another scanner's frame: 300 mm along the table
+    folder = tmp_path / "one" / "p1"
+    folder.mkdir(parents=True)
+    write_volume(MultiEchoMR(mr.array[:1], moved @ mr.affine), folder / "mr.nii.gz")
+    write_volume(ct, folder / "ct.nii.gz")
+    result = CliRunner().invoke(
+        app, ["dataset", "check", str(tmp_path / "one"), "--out", str(tmp_path / "qa")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 ok, 0 flagged" in result.output
+    assert "p1: header_offset: by the headers 0% of the MR field of view" in result.output

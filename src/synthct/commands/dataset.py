@@ -78,6 +78,11 @@ def check(
         if row.get("error") or serious:
             text = row.get("error") or "; ".join(serious)
             console.print(f"  {row['case_id']}: {text}", highlight=False, soft_wrap=True)
+        # a note worth seeing before training: the pair was found far from where its headers
+        # put it (another frame), not merely nudged into place
+        for issue in row["issues"]:
+            if issue.startswith("header_offset") and not serious:
+                console.print(f"  {row['case_id']}: {issue}", highlight=False, soft_wrap=True)
 
 
 @dataset_app.command("split")
