@@ -11,12 +11,14 @@ import pytest
 
 from synthct.io.atomic import PARTIAL_PREFIX
 from synthct.synthesis.config import SynthesisConfig
-from synthct.synthesis.manifest import load_case, read_manifest
-from synthct.synthesis.patches import PatchSampler, prepare_case
+from synthct.synthesis.manifest import Case, CaseRecord, load_case, read_manifest
+from synthct.synthesis.patches import PatchSampler, PreparedCase, prepare_case
 from synthct.synthesis.prepared_store import MRHeader, read_case, store_key, write_case
 
 
-def _prepared(manifest: Path, config: SynthesisConfig, index: int = 1):  # type: ignore[no-untyped-def]
+def _prepared(
+    manifest: Path, config: SynthesisConfig, index: int = 1
+) -> tuple[CaseRecord, Case, PreparedCase]:
     record = read_manifest(manifest)[index]
     case = load_case(record)
     return record, case, prepare_case(case, config.normalisation, config.patches)
@@ -107,8 +109,6 @@ def test_a_failed_write_leaves_the_old_case_and_no_partial_folder(
 def test_the_key_of_a_dicom_folder_follows_its_files(
     make_config: Callable[..., SynthesisConfig], tmp_path: Path
 ) -> None:
-    from synthct.synthesis.manifest import CaseRecord
-
     series = tmp_path / "mr_series"
     series.mkdir()
     for n in range(3):

@@ -128,10 +128,7 @@ def audit_train(
             learned_consistency=build_settings(
                 ctx,
                 LearnedConsistencySettings,
-                {
-                    "steps" if k == "learned_steps" else k: v
-                    for k, v in given_options(ctx, learned_steps=learned_steps).items()
-                },
+                given_options(ctx, rename={"learned_steps": "steps"}, learned_steps=learned_steps),
                 section="learned_consistency_settings",
             )
             if learned_consistency

@@ -110,14 +110,17 @@ def config_option(settings: SettingsSpec = None, *, what: str = "") -> Any:
     )
 
 
-def given_options(ctx: typer.Context, **values: Any) -> dict[str, Any]:
+def given_options(
+    ctx: typer.Context, *, rename: Mapping[str, str] | None = None, **values: Any
+) -> dict[str, Any]:
     """``values`` (by parameter name) whose option was given, on the command line or in the file.
 
     An option left at its default is left out, so it does not replace a settings key of the
-    file.
+    file. ``rename`` maps an option's name to its settings key where they differ.
     """
+    names = rename or {}
     return {
-        name: value
+        names.get(name, name): value
         for name, value in values.items()
         # typer vendors click: its ParameterSource is compared by name
         if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"

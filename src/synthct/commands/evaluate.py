@@ -124,10 +124,7 @@ def evaluate(
         settings=build_settings(
             ctx,
             ValidationSettings,
-            {
-                "alignment" if k == "align" else k: v
-                for k, v in given_options(ctx, align=align).items()
-            },
+            given_options(ctx, rename={"align": "alignment"}, align=align),
             section="validation",
         ),
         n_workers=workers,

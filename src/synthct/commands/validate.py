@@ -271,17 +271,14 @@ def _settings(
     from synthct.validation.case import ValidationSettings
 
     check_align_mode(align)
-    names = {"register": "rigid_registration", "align": "alignment"}
-    options = {
-        names.get(k, k): v
-        for k, v in given_options(
-            ctx,
-            register=ctx.params["register"],
-            align=align,
-            check_hu=ctx.params["check_hu"],
-            keep_identifiers=ctx.params["keep_identifiers"],
-        ).items()
-    }
+    options = given_options(
+        ctx,
+        rename={"register": "rigid_registration", "align": "alignment"},
+        register=ctx.params["register"],
+        align=align,
+        check_hu=ctx.params["check_hu"],
+        keep_identifiers=ctx.params["keep_identifiers"],
+    )
     if audit or audit_model is not None or audit_reference_model is not None:
         from synthct.audit.model import shipped_audit_model_path
         from synthct.synthesis.shipped import SHIPPED_MODELS
