@@ -209,3 +209,17 @@ def test_check_says_when_a_pair_was_found_far_from_its_headers(
     assert result.exit_code == 0, result.output
     assert "1 ok, 0 flagged" in result.output
     assert "p1: header_offset: by the headers 0% of the MR field of view" in result.output
+
+
+def test_a_pair_apart_by_its_headers_says_why_it_was_not_registered(derived_source: Path) -> None:
+    from synthct.dataset.qa import QASettings, qa_case
+    from synthct.manifest import read_manifest
+
+    far01 = read_manifest(derived_source)["far01"]  # MR header 600 mm from its CT
+    for settings, why in (
+        (QASettings(search=False), "the global search is off"),
+        (QASettings(register=False), "registration is off"),
+    ):
+        row = qa_case(far01, settings)
+        assert any(i.startswith("no_overlap") and why in i for i in row["issues"]), row["issues"]
+        assert "mi_after" not in row  # nothing registered

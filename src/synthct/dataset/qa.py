@@ -223,7 +223,7 @@ def qa_case(case: Case, settings: QASettings | None = None) -> dict[str, Any]:
             distinct = ratio is not None and ratio >= s.search_min_peak_ratio
             applied = shift_mm >= s.apply_min_shift_mm and gain and (distinct or not apart)
             row.update(
-                mi_before=result.mi_before if np.isfinite(result.mi_before) else 0.0,
+                mi_before=result.mi_before,
                 mi_after=result.mi_after,
                 registration_rotation_deg=result.rotation_deg,
                 registration_shift_mm=shift_mm,
@@ -238,14 +238,15 @@ def qa_case(case: Case, settings: QASettings | None = None) -> dict[str, Any]:
                 f"moved up to {row['registration_shift_mm']:.0f} mm)"
             )
         elif apart:
-            searched = s.register and s.search
+            if not s.register:
+                why = " (not registered: registration is off)"
+            elif not s.search:
+                why = " (not registered: the global search is off)"
+            else:
+                why = "; the global search found no position that stands out"
             issues.append(
                 f"no_overlap: {100 * overlap:.0f}% of the MR field of view lies inside the CT's"
-                + (
-                    "; the global search found no position that stands out"
-                    if searched
-                    else " (not registered: search is off)"
-                )
+                + why
             )
     except SynthctError as exc:
         row["error"] = f"{exc.problem}" + (f" ({exc.path})" if exc.path else "")
