@@ -41,7 +41,9 @@ SCRIPT=scripts/train_shipped_models.sh
 VALIDATION_CMD="benchmarks/synthesis_accuracy.py --methods baseline,product_like,lesion_aware --lesion-cases 24 --record-in-cards"
 HELD_OUT_PATIENTS='[]'
 source scripts/train_model_step.sh
-train_one() { train_model "$1" "configs/$1.yaml" "src/synthct/models/$1"; }
+# SYNTHCT_MODELS_DEST: where the model folders go (default: into the package, shipped);
+# scripts/train_world_models.sh sets it for its stage 1.
+train_one() { train_model "$1" "configs/$1.yaml" "${SYNTHCT_MODELS_DEST:-src/synthct/models}/$1"; }
 
 case "$WHICH" in
   product_like|lesion_aware) train_one "$WHICH" ;;

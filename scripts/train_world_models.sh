@@ -3,8 +3,12 @@
 #
 #   scripts/train_world_models.sh [product_like|lesion_aware|all]   (default: all)
 #
-# Configs: configs/product_like_world.yaml, configs/lesion_aware_world.yaml (1 mm planned
-# spacing, 48^3 patches). The model folders go to $SYNTHCT_WORLD_MODELS (default
+# Two stages per model:
+#   1. the procedural-world model (scripts/train_shipped_models.sh: 6 phantoms, 24^3 patches),
+#      into $SYNTHCT_BASE_MODELS (default out/procedural_models/NAME; kept when present);
+#   2. fine-tuning from it on the new world: configs/product_like_world.yaml,
+#      configs/lesion_aware_world.yaml (training.init_weights; planned spacing = the paper's
+#      0.74 x 0.74 x 0.9 mm grid, 48^3 patches). The model folders go to $SYNTHCT_WORLD_MODELS (default
 # out/world_models/NAME); INSTALL=1 copies them into the package as the shipped models instead
 # (scripts/train_shipped_models.sh keeps training the shipped models on 6 procedural phantoms).
 #
@@ -30,6 +34,7 @@ PY="${PYTHON:-.venv/bin/python}"
 SYNTHCT="${SYNTHCT:-.venv/bin/synthct}"
 WORK="${SYNTHCT_TRAIN_DIR:-out/world_training}"
 MODELS="${SYNTHCT_WORLD_MODELS:-out/world_models}"
+BASE="${SYNTHCT_BASE_MODELS:-out/procedural_models}"
 WHICH="${1:-all}"
 # One thread per process: on a shared 2-core machine two torch threads fighting other jobs
 # for the cores made training ~15x slower than one thread.
@@ -55,6 +60,11 @@ source scripts/train_model_step.sh
 train_one() {
   local dest="$MODELS/$1"
   if [ "${INSTALL:-0}" = 1 ]; then dest="src/synthct/models/$1"; fi
+  # stage 1 (the configs' training.init_weights read out/procedural_models/NAME)
+  if [ ! -f "$BASE/$1/model_card.json" ]; then
+    SYNTHCT_MODELS_DEST="$BASE" SYNTHCT_TRAIN_DIR="$WORK/procedural" \
+      scripts/train_shipped_models.sh "$1"
+  fi
   train_model "$1" "configs/$1_world.yaml" "$dest"
 }
 

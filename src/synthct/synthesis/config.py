@@ -189,6 +189,10 @@ class TrainingSettings(_Section):
     validation_patches: Annotated[int, Field(ge=1)] = 4
     checkpoint_interval: Annotated[int, Field(ge=1)] = 100
     seed: Annotated[int, Field(ge=0)] = 0
+    #: Start from the weights of this model folder (or shipped model name) instead of random
+    #: ones: fine-tuning. Its network and normalisation must equal this configuration's
+    #: (:mod:`synthct.synthesis.initial_weights`). A resumed run continues from its checkpoint.
+    init_weights: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: Also log to TensorBoard (needs the ``tensorboard`` package).
     tensorboard: bool = False

@@ -79,6 +79,7 @@ from synthct.synthesis.distributed import (
 )
 from synthct.synthesis.domain import CONTRAST_AGNOSTIC, MRHeaderLike, domain_from_volumes
 from synthct.synthesis.errors import TrainingConfigError
+from synthct.synthesis.initial_weights import load_initial_weights
 from synthct.synthesis.losses import loss_terms
 from synthct.synthesis.manifest import Case, CaseRecord, load_case, read_manifest
 from synthct.synthesis.model_folder import build_card, save_model_folder
@@ -311,7 +312,12 @@ def _train(
                     )
                 )
         if context.is_main and (done % settings.checkpoint_interval == 0 or last_step):
-            extra = {"log": run.rows, "best": run.best, "elapsed_s": elapsed}
+            extra = {
+                "log": run.rows,
+                "best": run.best,
+                "elapsed_s": elapsed,
+                "initial_weights": run.initial,
+            }
             split = {"train_ids": train_ids, "validation_ids": val_ids}
             save_checkpoint(out / CHECKPOINT, run.state(done, config, context, extra | split))
     if writer is not None:
@@ -355,6 +361,7 @@ def _train(
         device,
         lesion_types,
         native,
+        initial=run.initial,
     )
     best_dir = None
     if run.best and (out / BEST).is_file():
@@ -366,6 +373,7 @@ def _train(
             out / MODEL_BEST, best_network, config, (val_cases, [headers[i] for i in train_ids]),
             prepared, (train_ids, val_ids),
             run.rows, device, lesion_types, native, selected=dict(run.best),
+            initial=run.initial,
         )  # fmt: skip
     report(
         TrainingProgress(
@@ -425,6 +433,8 @@ class _Optimisation:
     rows: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=dict)
     elapsed_before: float = 0.0
+    #: The model the weights started from (``training.init_weights``), for the card.
+    initial: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -435,7 +445,8 @@ class _Optimisation:
         device_kind: str,
         state: dict[str, Any] | None,
     ) -> _Optimisation:
-        """Fresh weights from ``training.seed``, or the checkpoint ``state``; DDP when needed."""
+        """Fresh weights (``training.seed``, or ``training.init_weights``), or the checkpoint
+        ``state``; DDP when needed."""
         settings = config.training
         device = rank_device(device_kind, context)
         torch.manual_seed(settings.seed)
@@ -465,6 +476,9 @@ class _Optimisation:
             run.rows = list(state["log"])
             run.elapsed_before = float(state["elapsed_s"])
             run.best = dict(state.get("best") or {})
+            run.initial = dict(state.get("initial_weights") or {})
+        elif settings.init_weights is not None:
+            run.initial = load_initial_weights(network, config, in_channels)
         if context.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -703,12 +717,14 @@ def _write_model(
     lesion_types: Sequence[str],
     native_spacing: dict[str, tuple[float, float, float]],
     selected: dict[str, Any] | None = None,
+    initial: dict[str, Any] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Validate the held-out cases on whole volumes, build the card, write the model folder.
 
     ``volumes`` holds the held-out cases and the training cases' MRIs (or their headers).
     ``selected`` is the best checkpoint's record (iteration, metric, value) when the weights
-    are those of ``checkpoints/best.pt``; the card's training section names it.
+    are those of ``checkpoints/best.pt``; the card's training section names it, and
+    ``initial`` the model the run started from (fine-tuning).
     """
     train_ids, val_ids = split
     val_cases, train_mrs = volumes
@@ -746,6 +762,8 @@ def _write_model(
         "validation_case_ids": val_ids,
         "weights": {"checkpoint": "best", **selected} if selected else {"checkpoint": "last"},
     }
+    if initial:
+        training_summary["initial_weights"] = initial
     normalisation = {
         "config": config.normalisation.model_dump(mode="json"),
         "training_cases": {i: prepared[i].scaling.to_dict() for i in train_ids},
