@@ -107,16 +107,23 @@ def test_audit_uses_the_shipped_audit_model_by_default(
 
 def test_audit_with_the_shipped_reference_model(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "audit-ref"
+    # a 1.5 T protocol: outside the reference model's training domain and the shipped
+    # calibration's (the model runs at its planned spacing, so the voxel size is none of it);
+    # computed anyway (--no-domain-check) to test the report
+    protocol = ["--echo-times", "1.15,2.3", "--tr", "7", "--flip-angle", "10"]
     result = runner.invoke(
-        # outside the shipped calibration's domain (voxel size): computed anyway to test it
         app,
-        _args(files, out, "--reference-model", "lesion_aware", "--no-figures", "--no-domain-check"),
-    )
+        _args(
+            files, out, "--reference-model", "lesion_aware", "--no-figures", "--no-domain-check",
+            *protocol, "--field-strength", "1.5", mri="bare",
+        ),
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((out / "audit.json").read_text())
     assert report["reference"]["model"] == "lesion_aware"
     assert report["reference"]["same_as_audited_sct"] is False
-    assert any("voxel size" in w for w in report["reference"]["out_of_domain"])
+    assert any("field strength 1.5 T" in w for w in report["reference"]["out_of_domain"])
+    assert not any("voxel size" in w for w in report["reference"]["out_of_domain"])
     assert "reference model is outside its training domain" in (out / "report.html").read_text()
     assert "reference" in report["signals_used"]
     assert (out / "signals" / "reference.nii.gz").is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from synthct.errors import SynthctError
 from synthct.geometry import Geometry
 from synthct.io import write_volume
 from synthct.synthesis.shipped import shipped_model_path
-from synthct.volume import CTVolume, ScalarVolume, SyntheticCT
+from synthct.volume import CTVolume, MultiEchoMR, ScalarVolume, SyntheticCT
 
 
 @pytest.fixture(scope="module")
@@ -287,8 +288,13 @@ def test_shipped_lesion_aware_model_as_reference(case: ShapesCase) -> None:
     assert float(prediction.sd.array.max()) > 0  # dropout varies
     card = json.loads((shipped_model_path("lesion_aware") / "model_card.json").read_text())
     assert prediction.weights_sha256 == card["weights_sha256"]
-    # 1.5 mm voxels: outside the reference's training domain, and the prediction says so
-    assert any("voxel size" in w for w in prediction.out_of_domain)
+    # 1.5 mm voxels: the model runs at its planned spacing, so the voxel size is no mismatch
+    assert not any("voxel size" in w for w in prediction.out_of_domain)
+    # another field strength is outside its training domain, and the prediction says so
+    protocol = dataclasses.replace(case.mr.protocol, field_strength_t=1.5)
+    other = MultiEchoMR(case.mr.array, case.mr.affine, protocol=protocol)
+    elsewhere = reference_prediction(model_reference("lesion_aware", mc_passes=2), other)
+    assert any("field strength 1.5 T" in w for w in elsewhere.out_of_domain)
 
 
 def test_shipped_audit_model_holds_for_the_default_settings() -> None:

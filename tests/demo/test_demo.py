@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,18 @@ def test_report_tables_match_the_validation_outputs(quick_demo: Path) -> None:
     assert summary["audit"]["flags_elsewhere_confirmed_by_ct"] == confirmed
     assert summary["audit"]["discrepancy_hu"] == 100.0  # validate --audit's default
     assert "least 100 HU inside the region" in html
+    # What each model was trained on and its held-out figures, read from its own card.
+    from synthct.synthesis.shipped import shipped_model_path
+
+    assert set(summary["model_worlds"]) == {"product_like", "lesion_aware"}
+    for name, world in summary["model_worlds"].items():
+        card = json.loads((shipped_model_path(name) / "model_card.json").read_text())
+        assert world["training_cases"] == card["domain"]["n_training_cases"]
+        assert world["description"] == card["description"]
+        procedural = world["held_out"]["procedural phantoms"]
+        assert procedural["body_mae_hu"] == card["held_out_validation"]["body_mae_hu"]
+        assert escape(procedural["calcified_lesions_visible"], quote=False) in html
+    assert "what they were trained on" in html
 
 
 @pytest.mark.slow

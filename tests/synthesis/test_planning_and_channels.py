@@ -137,10 +137,21 @@ def test_existing_configurations_keep_their_behaviour() -> None:
     models = (ROOT / "src" / "synthct" / "models").glob("*/config.yaml")
     paths = [*sorted((ROOT / "configs").glob("*.yaml")), *models]
     # real_large and the domain-randomised model plan a spacing and name their channels; the
-    # new-world configs plan 1 mm (their cohort mixes 1.5-3 mm real-anatomy crops with phantoms).
+    # new-world configs, and the shipped models trained with them, plan the paper's 3 T grid
+    # (their cohort mixes 1 mm real-anatomy crops with phantoms).
     new_style = {"real_large", "dr_contrast_agnostic", "product_like_world", "lesion_aware_world"}
-    old = [p for p in paths if not new_style & {p.stem, p.parent.name}]
-    assert len(old) >= 5
+    shipped = {"product_like", "lesion_aware"}
+    old = [
+        p
+        for p in paths
+        if not new_style & {p.stem, p.parent.name}
+        and not (p.parent.parent.name == "models" and p.parent.name in shipped)
+    ]
+    stems = {p.stem for p in old}
+    assert stems == {"lesion_aware", "phantom_tiny", "product_like", "spine_phantom"}
+    for name in shipped:
+        config = load_config(ROOT / "src" / "synthct" / "models" / name / "config.yaml")
+        assert config.plan.target_spacing_mm == (0.74, 0.74, 0.9)
     for path in old:
         config = load_config(path)
         assert config.plan.target_spacing_mm is None, path
@@ -149,11 +160,16 @@ def test_existing_configurations_keep_their_behaviour() -> None:
         assert config.network.architecture in ("unet", "monai_basic_unet"), path
 
 
-def test_new_world_configurations_plan_one_millimetre() -> None:
+def test_new_world_configurations_plan_the_paper_grid_and_fine_tune() -> None:
     for name in ("product_like_world", "lesion_aware_world"):
         config = load_config(ROOT / "configs" / f"{name}.yaml")
-        assert config.plan.target_spacing_mm == (1.0, 1.0, 1.0), name
+        assert config.plan.target_spacing_mm == (0.74, 0.74, 0.9), name
         assert config.patches.size == (48, 48, 48), name
+        # stage 1 is the procedural model of the same name (scripts/train_world_models.sh)
+        stem = name.removesuffix("_world")
+        assert config.training.init_weights == f"out/procedural_models/{stem}", name
+        stage_1 = load_config(ROOT / "configs" / f"{stem}.yaml")
+        assert (config.network, config.normalisation) == (stage_1.network, stage_1.normalisation)
 
 
 def test_bfloat16_autocast_on_cuda_and_float32_by_default_on_cpu() -> None:

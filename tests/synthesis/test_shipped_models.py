@@ -47,7 +47,29 @@ def test_shipped_models_differ_only_in_lesion_insertion() -> None:
     assert b.lesion_insertion.enabled and not b.lesion_insertion.sham
     assert a.lesion_insertion.probability == b.lesion_insertion.probability
     assert a.lesion_insertion.placement_tissues == b.lesion_insertion.placement_tissues
-    assert a.network == b.network and a.training == b.training and a.patches == b.patches
+    assert a.network == b.network and a.patches == b.patches and a.plan == b.plan
+    # Each was fine-tuned from the procedural-world model of its own name (itself one of a pair
+    # that differs only in lesion insertion: configs/product_like.yaml, lesion_aware.yaml); the
+    # optimisation is otherwise the same.
+    assert a.training.init_weights is not None and b.training.init_weights is not None
+    assert Path(a.training.init_weights).name == "product_like"
+    assert Path(b.training.init_weights).name == "lesion_aware"
+    unset = {"init_weights": None}
+    assert a.training.model_copy(update=unset) == b.training.model_copy(update=unset)
+    cards = [load_model_folder(n).card["training"]["initial_weights"] for n in SHIPPED_MODELS]
+    assert [c["name"] for c in cards] == ["product-like", "lesion-aware"]
+    assert all(len(c["weights_sha256"]) == 64 for c in cards)
+
+
+def test_the_procedural_stage_configs_differ_only_in_lesion_insertion() -> None:
+    from synthct.synthesis.config import load_config
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    a, b = load_config(root / "product_like.yaml"), load_config(root / "lesion_aware.yaml")
+    assert a.lesion_insertion.sham and not b.lesion_insertion.sham
+    assert (a.network, a.training, a.patches, a.loss, a.normalisation, a.plan) == (
+        b.network, b.training, b.patches, b.loss, b.normalisation, b.plan
+    )  # fmt: skip
 
 
 def test_unknown_or_corrupt_shipped_model_is_a_clear_error(tmp_path: Path) -> None:

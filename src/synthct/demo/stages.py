@@ -236,9 +236,11 @@ def summarise(
 
     methods = {method: _method_summary(method, summary) for method, summary in validations.items()}
     cards = {}
+    worlds = {}
     for name, folder in models.folders.items():
         if folder is not None and (Path(folder) / "model_card.md").exists():
             cards[name] = (Path(folder) / "model_card.md").read_text(encoding="utf-8")
+            worlds[name] = model_world(Path(folder))
     truth = [lesion for case in cases for lesion in case.lesions()]
     return {
         "citation": CITATION,
@@ -267,6 +269,41 @@ def summarise(
         "methods": methods,
         "audit": audits,
         "model_cards": cards,
+        "model_worlds": worlds,
+    }
+
+
+def model_world(folder: Path) -> dict[str, Any]:
+    """What a model was trained on and how it did on held-out cases, from its card.
+
+    Keys: ``description``, ``training_cases``, ``initial_weights`` (the model a fine-tuned run
+    started from, or None), ``held_out`` (world -> body MAE, bone Dice, lesions visible).
+    """
+    import json
+
+    card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
+    domain = card.get("domain") or {}
+    initial = (card.get("training") or {}).get("initial_weights") or {}
+    held_out = {}
+    for key, world in (
+        ("held_out_validation", "procedural phantoms"),
+        ("held_out_validation_real_anatomy", "real anatomy"),
+    ):
+        figures = card.get(key)
+        if figures:
+            held_out[world] = {
+                "cohort": figures.get("cohort"),
+                "body_mae_hu": figures.get("body_mae_hu"),
+                "bone_dice_250hu": figures.get("bone_dice_250hu"),
+                "calcified_lesions_visible": figures.get("calcified_lesions_visible"),
+                "date_utc": figures.get("date_utc"),
+            }
+    return {
+        "description": card.get("description", ""),
+        "training_cases": domain.get("n_training_cases"),
+        "initial_weights": initial.get("name"),
+        "trained_utc": card.get("created_utc"),
+        "held_out": held_out,
     }
 
 
