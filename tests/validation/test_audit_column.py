@@ -259,9 +259,9 @@ def test_cli_audit_with_the_shipped_audit_model(files: dict[str, Path], tmp_path
         "--no-figures",
         "--no-report",
     ]  # fmt: skip
-    # The shipped audit model names the lesion-aware reference, trained on 0.74 x 0.74 x 0.9 mm
-    # spine phantoms: on this 1.5 mm block phantom it is out of domain and left out.
-    shipped = [*args, "--audit-model", str(SHIPPED_AUDIT_MODEL), "--no-audit-reference"]
+    # The shipped audit model's rule: MRI consistency + the lesion-aware reference (which runs
+    # at its planned 0.74 x 0.74 x 0.9 mm spacing, so this 1.5 mm block phantom is in its domain).
+    shipped = [*args, "--audit-model", str(SHIPPED_AUDIT_MODEL)]
     # The shipped calibration's domain is that of those phantoms too: by default the audit
     # refuses this MRI and says why; computed anyway, it flags the omitted lesion.
     refused = CliRunner().invoke(app, [*shipped, "--out", str(tmp_path / "refused")])
@@ -275,7 +275,7 @@ def test_cli_audit_with_the_shipped_audit_model(files: dict[str, Path], tmp_path
     assert len(flags) == 1 and bool(flags.loc[0, "true_discrepancy"])
     settings = json.loads((out / "settings.json").read_text())["settings"]["audit"]
     assert settings["model"] == str(SHIPPED_AUDIT_MODEL.resolve())
-    assert settings["reference"] is False
+    assert settings["reference"] is True
 
     bad = CliRunner().invoke(app, [*args, "--audit-model", str(tmp_path / "nowhere")])
     assert bad.exit_code == 2

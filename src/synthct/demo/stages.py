@@ -276,8 +276,9 @@ def summarise(
 def model_world(folder: Path) -> dict[str, Any]:
     """What a model was trained on and how it did on held-out cases, from its card.
 
-    Keys: ``description``, ``training_cases``, ``initial_weights`` (the model a fine-tuned run
-    started from, or None), ``held_out`` (world -> body MAE, bone Dice, lesions visible).
+    Keys: ``description``, ``training_cases``, ``initial_weights`` and
+    ``initial_weights_sha256`` (the model a fine-tuned run started from, or None),
+    ``trained_utc``, ``held_out`` (world -> cohort, body MAE, bone Dice, lesions visible).
     """
     import json
 
@@ -302,6 +303,7 @@ def model_world(folder: Path) -> dict[str, Any]:
         "description": card.get("description", ""),
         "training_cases": domain.get("n_training_cases"),
         "initial_weights": initial.get("name"),
+        "initial_weights_sha256": initial.get("weights_sha256"),
         "trained_utc": card.get("created_utc"),
         "held_out": held_out,
     }
