@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +68,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return state
 
 
-def config_differences(old: SynthesisConfig, new: SynthesisConfig) -> list[str]:
-    """Settings that differ between two configurations, except those a resume may change."""
+def config_differences(
+    old: SynthesisConfig, new: SynthesisConfig, sections: Sequence[str] | None = None
+) -> list[str]:
+    """Settings that differ between two configurations, except those a resume may change.
+
+    ``sections``: compare only these (e.g. ``("network", "normalisation")``); default all.
+    """
     found = []
     # Section by section: a full dump leaves out a default data section.
-    for section in SynthesisConfig.model_fields:
+    for section in sections if sections is not None else SynthesisConfig.model_fields:
         old_s = getattr(old, section).model_dump(mode="json")
         new_s = getattr(new, section).model_dump(mode="json")
         for key in old_s:

@@ -14,18 +14,10 @@ from typing import Any
 
 from torch import nn
 
+from synthct.synthesis.checkpoint import config_differences
 from synthct.synthesis.config import SynthesisConfig
 from synthct.synthesis.errors import TrainingConfigError
 from synthct.synthesis.model_folder import load_model_folder
-
-
-def _differences(ours: dict[str, Any], theirs: dict[str, Any], section: str) -> list[str]:
-    keys = sorted(set(ours) | set(theirs))
-    return [
-        f"{section}.{k}: {theirs.get(k)!r} in the model, {ours.get(k)!r} here"
-        for k in keys
-        if ours.get(k) != theirs.get(k)
-    ]
 
 
 def load_initial_weights(
@@ -62,18 +54,11 @@ def load_initial_weights(
         )
     model = load_model_folder(source)
     where = model.path if model.path is not None else source
-    differences = _differences(
-        config.network.model_dump(mode="json"),
-        model.config.network.model_dump(mode="json"),
-        "network",
-    ) + _differences(
-        config.normalisation.model_dump(mode="json"),
-        model.config.normalisation.model_dump(mode="json"),
-        "normalisation",
-    )
+    differences = config_differences(model.config, config, sections=("network", "normalisation"))
     if differences:
         raise TrainingConfigError(
-            "the initial weights come from a model with other settings: " + "; ".join(differences),
+            "the initial weights come from a model with other settings (model -> this run): "
+            + "; ".join(differences),
             path=where,
             fix="copy the model's network and normalisation sections into the training "
             "configuration (its config.yaml), or train from random weights",
