@@ -187,10 +187,10 @@ def test_cli_refuses_another_host_without_the_flag(small_folder: Path) -> None:
 
 
 def test_cli_serves_and_stops_cleanly_on_ctrl_c(small_folder: Path, tmp_path: Path) -> None:
-    # Output goes to files, not pipes: a pipe reaches EOF only when every process holding its
-    # write end has closed it, and a process forked meanwhile by a thread of this test run (not
-    # exec'd, so close-on-exec does not apply) would hold it and stall the read long after the
-    # server exited. What is tested is that the server process itself exits on Ctrl-C.
+    # Ctrl-C as in a terminal: a run started in the background (`cmd &` in a script, nohup)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler, so the
+    # child gets SIGINT's default disposition back before it starts. Output goes to files and
+    # the server process itself is waited for.
     out_path, err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     with out_path.open("w") as out_file, err_path.open("w") as err_file:
         process = subprocess.Popen(
@@ -206,6 +206,7 @@ def test_cli_serves_and_stops_cleanly_on_ctrl_c(small_folder: Path, tmp_path: Pa
             stderr=err_file,
             text=True,
             env={**os.environ, "COLUMNS": "200"},
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     try:
         line = ""
