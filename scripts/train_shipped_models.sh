@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Train synthct's two shipped synthesis models on phantom cohorts and copy them into the package.
+# Train the procedural-world synthesis models: stage 1 of the shipped models, which
+# scripts/train_world_models.sh fine-tunes on the new world (INSTALL=1 there puts those into the
+# package). These go to $SYNTHCT_MODELS_DEST (default out/procedural_models/NAME); the package's
+# models are not touched.
 #
 #   scripts/train_shipped_models.sh [product_like|lesion_aware|all]   (default: all)
 #
@@ -41,9 +44,9 @@ SCRIPT=scripts/train_shipped_models.sh
 VALIDATION_CMD="benchmarks/synthesis_accuracy.py --methods baseline,product_like,lesion_aware --lesion-cases 24 --record-in-cards"
 HELD_OUT_PATIENTS='[]'
 source scripts/train_model_step.sh
-# SYNTHCT_MODELS_DEST: where the model folders go (default: into the package, shipped);
-# scripts/train_world_models.sh sets it for its stage 1.
-train_one() { train_model "$1" "configs/$1.yaml" "${SYNTHCT_MODELS_DEST:-src/synthct/models}/$1"; }
+# SYNTHCT_MODELS_DEST: where the model folders go (the world configs' init_weights read
+# out/procedural_models/NAME).
+train_one() { train_model "$1" "configs/$1.yaml" "${SYNTHCT_MODELS_DEST:-out/procedural_models}/$1"; }
 
 case "$WHICH" in
   product_like|lesion_aware) train_one "$WHICH" ;;

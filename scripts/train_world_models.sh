@@ -9,8 +9,7 @@
 #   2. fine-tuning from it on the new world: configs/product_like_world.yaml,
 #      configs/lesion_aware_world.yaml (training.init_weights; planned spacing = the paper's
 #      0.74 x 0.74 x 0.9 mm grid, 48^3 patches). The model folders go to $SYNTHCT_WORLD_MODELS (default
-# out/world_models/NAME); INSTALL=1 copies them into the package as the shipped models instead
-# (scripts/train_shipped_models.sh keeps training the shipped models on 6 procedural phantoms).
+# out/world_models/NAME); INSTALL=1 copies them into the package as the shipped models instead.
 #
 #   product_like  trained WITHOUT intradural lesions (the paper's commercial sCT was): sham
 #                 insertion; the procedural cases hold extradural degenerative lesions only

@@ -22,7 +22,12 @@ def demo(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("synthct-demo"),
     retrain: Annotated[
-        bool, typer.Option("--retrain", help="Train both models from scratch (slow on CPU).")
+        bool,
+        typer.Option(
+            "--retrain",
+            help="Train both models from scratch on the procedural-world cohort (the shipped "
+            "ones are also fine-tuned on real anatomy; slow on CPU).",
+        ),
     ] = False,
     quick: Annotated[
         bool, typer.Option("--quick", help="Reduced demo: two patients, small field of view.")

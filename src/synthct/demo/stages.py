@@ -65,7 +65,8 @@ def get_models(settings: DemoSettings, step: Step) -> DemoModels:
     return DemoModels(synthesizers=synthesizers, folders=folders)
 
 
-#: The shipped models' training cohort; the same as scripts/train_shipped_models.sh.
+#: ``--retrain``'s cohort: the procedural-world (stage-1) cohort of
+#: scripts/train_shipped_models.sh, not the new world the shipped models were fine-tuned on.
 TRAINING_COHORT: dict[str, Any] = {
     "n_cases": 6,
     "seed": 101,

@@ -6,9 +6,11 @@
 ``lesion_aware``  the same cohort and settings plus lesion insertion of intradural meningiomas
                   (40-1000 HU) and schwannomas (:mod:`synthct.synthesis.lesion_insertion`).
 
-Both are trained by ``scripts/train_shipped_models.sh`` (``configs/product_like.yaml``,
-``configs/lesion_aware.yaml``) for the paper's protocol (two-echo 3 T SPGR, TR 7 ms,
-TE 1.15/2.30 ms, 0.74 x 0.74 x 0.9 mm); each card records the command, seeds and version.
+Both are made by ``INSTALL=1 scripts/train_world_models.sh NAME`` for the paper's protocol
+(two-echo 3 T SPGR, TR 7 ms, TE 1.15/2.30 ms, 0.74 x 0.74 x 0.9 mm): the procedural-world
+model (``configs/NAME.yaml``, 6 phantoms) fine-tuned on real-anatomy subjects and phantoms
+(``configs/NAME_world.yaml``); each card records the commands, seeds, starting weights and
+version.
 Loading (:func:`synthct.synthesis.synthesizer.load_shipped_model`) verifies the weights'
 SHA-256 against the card.
 """
@@ -43,7 +45,7 @@ def shipped_model_path(name: str) -> Path:
         raise ModelFolderError(
             f"the shipped model {name!r} is missing from this installation",
             path=folder,
-            fix="reinstall synthct, or train it with scripts/train_shipped_models.sh "
+            fix="reinstall synthct, or train it with INSTALL=1 scripts/train_world_models.sh "
             f"{name} (it copies the model folder here)",
         )
     return folder
