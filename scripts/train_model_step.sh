@@ -5,7 +5,8 @@
 #
 # Reads: PY, SYNTHCT, WORK (holds cohort_train/manifest.csv and the run folders), COHORT_CMD
 # (array), COHORT_SEED, COHORT_CASES, SCRIPT (the calling script, for the card),
-# VALIDATION_CMD (the held-out validation command), HELD_OUT_PATIENTS (JSON list, may be []).
+# VALIDATION_CMD (the held-out validation command), HELD_OUT_PATIENTS (JSON list, may be []),
+# STAGE_1 (optional JSON object: the run the model was fine-tuned from, for the card).
 # RESUME=1 continues an interrupted run of the same config instead of starting it again.
 
 train_model() {
@@ -27,12 +28,14 @@ train_model() {
   mkdir -p "$dest"
   cp "$run/model/"* "$dest/"
   "$PY" - "$dest" "$name" "$config" "$COHORT_SEED" "$COHORT_CASES" "$((end - start))" \
-    "${COHORT_CMD[*]}" "$SCRIPT" "$VALIDATION_CMD" "${HELD_OUT_PATIENTS:-[]}" <<'PYEOF'
+    "${COHORT_CMD[*]}" "$SCRIPT" "$VALIDATION_CMD" "${HELD_OUT_PATIENTS:-[]}" \
+    "${STAGE_1:-null}" <<'PYEOF'
 import json, sys
 from pathlib import Path
 import synthct
 from synthct.synthesis.model_folder import update_card
-dest, name, config, seed, cases, seconds, cohort_cmd, script, validation, patients = sys.argv[1:]
+(dest, name, config, seed, cases, seconds, cohort_cmd, script, validation, patients,
+ stage_1) = sys.argv[1:]
 card = json.loads((Path(dest) / "model_card.json").read_text())
 provenance = {
     "command": f"{script} {name}",
@@ -49,6 +52,8 @@ provenance = {
 }
 if json.loads(patients):
     provenance["held_out_patients"] = json.loads(patients)
+if json.loads(stage_1):  # "null" when the run started from random weights
+    provenance["stage_1"] = json.loads(stage_1)
 if card.get("training", {}).get("duration_s"):  # the run's own clock (also across a resume)
     provenance["training_wall_time_s"] = int(card["training"]["duration_s"])
 update_card(dest, provenance=provenance)

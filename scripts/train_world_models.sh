@@ -19,8 +19,10 @@
 #
 # The cohort (issue #15, scripts/build_training_world.py, seed 101): 72 real-anatomy subjects
 # (1 mm crops around the spine of patients A and B of ../shared/data/real/totalsegmentator,
-# deformed, realistic two-echo 3 T MRI) and 36 procedural phantoms (paper_3t grid, thorax and
-# trabecular texture, half classic and half realistic MRI). Held out: patient C
+# deformed, realistic two-echo 3 T MRI), 36 procedural phantoms (paper_3t grid, thorax and
+# trabecular texture, half classic and half realistic MRI) and 36 plain procedural phantoms
+# (no thorax, uniform marrow, classic MRI: the demo's world, on which the BRIEF's procedural
+# targets are measured). Held out: patient C
 # (example_ct_dicom) entirely; benchmarks/synthesis_accuracy.py uses seeds 301/302, the demo's
 # paper cohort 2025. Work folders go to $SYNTHCT_TRAIN_DIR (default out/world_training).
 # Each model card gets a "provenance" entry: this command, the seeds and the synthct version.
@@ -39,12 +41,12 @@ WHICH="${1:-all}"
 # for the cores made training ~15x slower than one thread.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 COHORT_SEED=101
-COHORT_CASES=108
+COHORT_CASES=144
 mkdir -p "$WORK"
 
 # (a) the training cohort (seconds per case on one core: ~1 real-anatomy, ~4 procedural)
 COHORT_CMD=("$PY" scripts/build_training_world.py --out "$WORK/cohort_train"
-  --ct-subjects 72 --procedural 36 --seed "$COHORT_SEED" --grid-mm 1.0 --crop 96 96 72)
+  --ct-subjects 72 --procedural 36 --plain-procedural 36 --seed "$COHORT_SEED" --grid-mm 1.0 --crop 96 96 72)
 if [ -f "$WORK/cohort_train/manifest.csv" ]; then
   echo "cohort exists: $WORK/cohort_train"
 else
@@ -64,7 +66,9 @@ train_one() {
     SYNTHCT_MODELS_DEST="$BASE" SYNTHCT_TRAIN_DIR="$WORK/procedural" \
       scripts/train_shipped_models.sh "$1"
   fi
-  train_model "$1" "configs/$1_world.yaml" "$dest"
+  STAGE_1="{\"command\": \"scripts/train_shipped_models.sh $1 (SYNTHCT_MODELS_DEST=$BASE)\",
+    \"note\": \"the procedural-world model the fine-tuning started from (training.initial_weights)\"}" \
+    train_model "$1" "configs/$1_world.yaml" "$dest"
 }
 
 case "$WHICH" in
