@@ -26,7 +26,7 @@ Every case is written atomically into its own folder, so a rerun resumes where i
 finished case is kept, not redone); the manifest over all cases is written last.
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python scripts/build_training_world.py --out DIR
-     [--ct-subjects 72] [--procedural 36] [--plain-procedural 36] [--seed 101] [--grid-mm 1.0]
+     [--ct-subjects 72] [--procedural 36] [--plain-procedural N] [--seed 101] [--grid-mm 1.0]
      [--held-out]
 """
 

@@ -8,8 +8,9 @@
 # * 16 procedural phantoms on the paper's 3 T protocol, classic MRI (seed 401; disjoint from the
 #   synthesis training seed 101, the held-out seeds 301/302 and the demo's 2025);
 # * with WORLD_CASES > 0 (default 0, which is what ships; calibrated on both worlds, WORLD_CASES=8,
-#   the audit flagged 2/4 demo targets with 2 false flags and 0/5 real-anatomy targets at 1.5
-#   false flags per volume, docs/audit_world.md) and scripts/build_training_world.py present:
+#   the audit flagged 0/5 real-anatomy targets of held-out patient C at 0.00 false flags per
+#   volume with the session-12 models, docs/audit_world.md) and scripts/build_training_world.py
+#   present:
 #   that many real-anatomy subjects of the shipped models' new world (patients A and B of
 #   ../shared/data/real/totalsegmentator, 1 mm crops around the spine, deformed, realistic
 #   3 T MRI; seed 401, not the synthesis training seed 101; patient C, the held-out patient,
