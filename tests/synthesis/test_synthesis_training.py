@@ -192,6 +192,29 @@ def test_laplace_and_gaussian_losses_have_their_known_minimum() -> None:
         )
 
 
+def test_bone_weighted_l1_has_its_known_value_and_threshold_in_target_units() -> None:
+    from synthct.synthesis.config import SynthesisConfig
+    from synthct.synthesis.losses import bone_target_threshold
+
+    config = SynthesisConfig.model_validate(
+        {"loss": {"bone_weight": 5.0, "bone_threshold_hu": 150.0, "nll": "none"}}
+    )
+    threshold = bone_target_threshold(config)
+    norm = config.normalisation
+    assert threshold == pytest.approx((150.0 - norm.hu_offset) / norm.hu_scale)
+    # Four voxels: one bone voxel off by 0.4, three soft-tissue voxels off by 0.1.
+    target = torch.tensor([threshold + 0.2, 0.0, 0.0, 0.0]).reshape(1, 1, 4, 1, 1)
+    mean = target + torch.tensor([0.4, 0.1, -0.1, 0.1]).reshape(1, 1, 4, 1, 1)
+    prediction = torch.cat([mean, torch.zeros_like(mean)], 1)
+    total, l1 = loss_terms(prediction, target, config.loss, threshold)
+    assert float(l1) == pytest.approx((0.4 + 0.3) / 4)  # logged L1: unweighted
+    assert float(total) == pytest.approx((5 * 0.4 + 0.3) / (5 + 3))
+    plain, _ = loss_terms(prediction, target, LossConfig(nll="none"), threshold)
+    assert float(plain) == pytest.approx(float(l1))
+    with pytest.raises(ValueError, match="bone_weight"):
+        LossConfig(bone_weight=0.5)
+
+
 def test_a_ct_on_another_grid_is_resampled_onto_the_mri(
     render: Callable[..., Any], tmp_path: Path
 ) -> None:

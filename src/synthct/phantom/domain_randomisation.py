@@ -16,6 +16,10 @@ and normalised. :func:`randomised_mr` follows that generative model, in this ord
    and with probability ``p_merge_dark`` share one mean: the network must then tell air from
    bone by context, as in real scans. Air outside the body (the label ``BACKGROUND_LABEL``,
    see :func:`label_background`) is always dark, so body masks behave as on real scans.
+   With ``marrow_from_fat`` the marrow labels (bins of fat fraction) are one marrow: a mix of a
+   red-marrow mean and the fat mean by their fat fraction. With probability ``p_physics`` a
+   channel's tissue means come instead from a random gradient-echo protocol of a random subject
+   (:mod:`synthct.phantom.physics_contrast`: the contrasts scanners make).
 2. **Bias field**: ``exp`` of a ``bias_grid``^3 Gaussian grid with SD ~ U(0, ``bias_sd_max``),
    upsampled (SynthSeg's default grid is 4^3 with SD up to 0.5).
 3. **Resolution**: one random axis gets a slice thickness up to ``max_resolution_factor`` times
@@ -43,6 +47,7 @@ from scipy import ndimage
 from synthct.errors import SynthctError
 from synthct.geometry import Geometry
 from synthct.imaging.labels import Tissue
+from synthct.phantom.physics_contrast import couple_marrow, physics_means
 
 __all__ = [
     "BACKGROUND_LABEL",
@@ -91,6 +96,12 @@ class ContrastRandomisation:
     max_resolution_factor: float = 3.0
     noise_sd_max: float = 0.04
     gamma_sd: float = 0.4
+    #: Tie the marrow labels to a mix of red marrow and fat by their fat fraction
+    #: (:func:`~synthct.phantom.physics_contrast.couple_marrow`).
+    marrow_from_fat: bool = False
+    #: Probability that a channel's means come from a random gradient-echo protocol
+    #: (:func:`~synthct.phantom.physics_contrast.physics_means`) instead of the mixture.
+    p_physics: float = 0.0
 
     def __post_init__(self) -> None:
         lo, hi = self.mean_range
@@ -106,6 +117,7 @@ class ContrastRandomisation:
             "max_resolution_factor": self.max_resolution_factor >= 1.0,
             "noise_sd_max": self.noise_sd_max >= 0,
             "gamma_sd": self.gamma_sd >= 0,
+            "p_physics": 0.0 <= self.p_physics <= 1.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -195,6 +207,12 @@ def draw_contrast(
             if not draw_dark[c] and dark.any():
                 means[dark, c] = means[np.flatnonzero(dark)[0], c]
             sds[dark, c] = shared_sd[c]
+    if s.marrow_from_fat:
+        couple_marrow(values, means, rng.uniform(s.mean_range[0], s.mean_range[1], n_channels))
+    for c in range(n_channels):
+        if s.p_physics > 0 and rng.random() < s.p_physics:
+            physical, known = physics_means(values.tolist(), rng)
+            means[known, c] = physical[known]
     background = values == BACKGROUND_LABEL
     means[background] = rng.uniform(
         0.0, s.background_mean_max, size=(int(background.sum()), n_channels)

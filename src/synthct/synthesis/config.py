@@ -172,6 +172,10 @@ class LossConfig(_Section):
     nll: Literal["laplace", "gaussian", "none"] = "laplace"
     nll_weight: Annotated[float, Field(ge=0.0)] = 0.5
     detach_mean_in_nll: bool = True
+    #: Weight of the L1 where the target CT is at or above ``bone_threshold_hu`` (1 elsewhere):
+    #: bone is 1-5 % of a patch's voxels, and an unweighted L1 favours soft tissue.
+    bone_weight: Annotated[float, Field(ge=1.0)] = 1.0
+    bone_threshold_hu: float = 150.0
 
 
 class TrainingSettings(_Section):
@@ -363,6 +367,8 @@ class DataConfig(_Section):
     max_resolution_factor: Annotated[float, Field(ge=1.0)] = 3.0
     noise_sd_max: Annotated[float, Field(ge=0.0)] = 0.04
     gamma_sd: Annotated[float, Field(ge=0.0)] = 0.4
+    marrow_from_fat: bool = False
+    p_physics: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

@@ -11,22 +11,33 @@ import math
 
 import torch
 
-from synthct.synthesis.config import LossConfig
+from synthct.synthesis.config import LossConfig, SynthesisConfig
 
 
 def loss_terms(
-    prediction: torch.Tensor, target: torch.Tensor, config: LossConfig
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    config: LossConfig,
+    bone_target: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Total loss and the L1 term, in scaled HU units.
+    """Total loss and the (unweighted) L1 term, in scaled HU units.
 
-    ``total = l1_weight * mean|mu - y| + nll_weight * NLL``, with the Laplace NLL
+    ``total = l1_weight * L1 + nll_weight * NLL``, with the Laplace NLL
     ``|y - mu| / b + log(2 b)``, ``b = sqrt(var / 2)``, or the Gaussian NLL
     ``0.5 ((y - mu)^2 / var + log var) + 0.5 log(2 pi)``; ``var = exp(log-variance)``.
+    ``L1`` is ``mean|mu - y|``, or with ``config.bone_weight`` > 1 and ``bone_target`` (the
+    bone threshold in target units, :func:`bone_target_threshold`) the weighted mean with
+    weight ``bone_weight`` where ``y >= bone_target`` and 1 elsewhere.
     """
     mean = prediction[:, 0:1]
     log_var = prediction[:, 1:2]
-    l1 = torch.mean(torch.abs(mean - target))
-    total = config.l1_weight * l1
+    error = torch.abs(mean - target)
+    l1 = torch.mean(error)
+    if config.bone_weight != 1.0 and bone_target is not None:
+        weight = 1.0 + (config.bone_weight - 1.0) * (target >= bone_target).to(error.dtype)
+        total = config.l1_weight * torch.sum(weight * error) / torch.sum(weight)
+    else:
+        total = config.l1_weight * l1
     if config.nll != "none" and config.nll_weight > 0:
         mu = mean.detach() if config.detach_mean_in_nll else mean
         if config.nll == "laplace":
@@ -36,3 +47,9 @@ def loss_terms(
             nll = 0.5 * ((target - mu) ** 2 * torch.exp(-log_var) + log_var + math.log(2 * math.pi))
         total = total + config.nll_weight * torch.mean(nll)
     return total, l1
+
+
+def bone_target_threshold(config: SynthesisConfig) -> float:
+    """``config.loss.bone_threshold_hu`` in the network's target units."""
+    n = config.normalisation
+    return (config.loss.bone_threshold_hu - n.hu_offset) / n.hu_scale

@@ -93,6 +93,8 @@ def contrast_settings(data: DataConfig) -> ContrastRandomisation:
         max_resolution_factor=data.max_resolution_factor,
         noise_sd_max=data.noise_sd_max,
         gamma_sd=data.gamma_sd,
+        marrow_from_fat=data.marrow_from_fat,
+        p_physics=data.p_physics,
     )
 
 

@@ -80,7 +80,7 @@ from synthct.synthesis.distributed import (
 from synthct.synthesis.domain import CONTRAST_AGNOSTIC, MRHeaderLike, domain_from_volumes
 from synthct.synthesis.errors import TrainingConfigError
 from synthct.synthesis.initial_weights import load_initial_weights
-from synthct.synthesis.losses import loss_terms
+from synthct.synthesis.losses import bone_target_threshold, loss_terms
 from synthct.synthesis.manifest import Case, CaseRecord, load_case, read_manifest
 from synthct.synthesis.model_folder import build_card, save_model_folder
 from synthct.synthesis.network import build_network, count_parameters
@@ -508,7 +508,7 @@ class _Optimisation:
         x, y = torch.from_numpy(x_np).to(self.device), torch.from_numpy(y_np).to(self.device)
         with autocast(self.device, settings.mixed_precision):
             prediction = self.trained(x)
-        loss, l1 = loss_terms(prediction.float(), y, config.loss)
+        loss, l1 = loss_terms(prediction.float(), y, config.loss, bone_target_threshold(config))
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()

@@ -21,7 +21,7 @@ from torch import nn
 
 from synthct.synthesis.checkpoint import save_checkpoint
 from synthct.synthesis.config import SynthesisConfig
-from synthct.synthesis.losses import loss_terms
+from synthct.synthesis.losses import bone_target_threshold, loss_terms
 from synthct.synthesis.manifest import Case
 from synthct.synthesis.patches import PatchSampler
 from synthct.synthesis.synthesizer import assemble_result, predict_arrays
@@ -49,7 +49,7 @@ def patch_metrics(
             x = torch.from_numpy(x_all[start : start + config.training.batch_size]).to(device)
             y = torch.from_numpy(y_all[start : start + config.training.batch_size]).to(device)
             prediction = network(x)
-            loss, _ = loss_terms(prediction, y, config.loss)
+            loss, _ = loss_terms(prediction, y, config.loss, bone_target_threshold(config))
             losses.append(float(loss) * len(x))
             inside = y > threshold
             abs_sum += float(torch.abs(prediction[:, 0:1] - y)[inside].sum())
