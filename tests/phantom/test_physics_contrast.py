@@ -149,3 +149,38 @@ def test_real_vertebrae_get_one_linear_marrow_ramp(totalseg: Path) -> None:
             else:
                 spread.append(float(np.ptp(steps)))
     assert max(spread) > 0.1  # without coupling the bins are unrelated
+
+
+def test_bad_protocol_ranges_are_refused_with_the_range_named() -> None:
+    with pytest.raises(SynthctError, match="flip_angle_deg"):
+        GradientEchoRanges(flip_angle_deg=(10.0, 120.0))
+    with pytest.raises(SynthctError, match="echo_time_ms"):
+        GradientEchoRanges(repetition_time_ms=(4.0, 8.0), echo_time_ms=(9.0, 12.0))
+    with pytest.raises(SynthctError, match="repetition_time_ms"):
+        GradientEchoRanges(repetition_time_ms=(10.0, 5.0))
+
+
+def test_training_configuration_carries_the_protocol_family_to_the_generator() -> None:
+    from synthct.synthesis.config import DataConfig
+    from synthct.synthesis.randomised_source import contrast_settings
+
+    data = DataConfig(
+        p_physics=1.0,
+        physics_fields_t=(3.0,),
+        physics_repetition_time_ms=(5.0, 5.0),
+        physics_echo_time_ms=(1.15, 1.15),
+        physics_flip_angle_deg=(10.0, 10.0),
+    )
+    settings = contrast_settings(data)
+    assert settings.p_physics == 1.0
+    assert settings.gradient_echo == GradientEchoRanges(
+        fields_t=(3.0,),
+        repetition_time_ms=(5.0, 5.0),
+        echo_time_ms=(1.15, 1.15),
+        flip_angle_deg=(10.0, 10.0),
+    )
+    # At 3 T, TE 1.15 ms is opposed phase: marrow of fat fraction 0.5 cancels below both ends.
+    values, _ = physics_means(
+        [int(t) for t in MARROW_TISSUES], np.random.default_rng(0), settings.gradient_echo
+    )
+    assert values[2] < min(values[0], values[4])

@@ -38,7 +38,7 @@ one image.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,7 +47,7 @@ from scipy import ndimage
 from synthct.errors import SynthctError
 from synthct.geometry import Geometry
 from synthct.imaging.labels import Tissue
-from synthct.phantom.physics_contrast import couple_marrow, physics_means
+from synthct.phantom.physics_contrast import GradientEchoRanges, couple_marrow, physics_means
 
 __all__ = [
     "BACKGROUND_LABEL",
@@ -102,6 +102,8 @@ class ContrastRandomisation:
     #: Probability that a channel's means come from a random gradient-echo protocol
     #: (:func:`~synthct.phantom.physics_contrast.physics_means`) instead of the mixture.
     p_physics: float = 0.0
+    #: Protocol ranges of the physics-driven draws.
+    gradient_echo: GradientEchoRanges = field(default_factory=GradientEchoRanges)
 
     def __post_init__(self) -> None:
         lo, hi = self.mean_range
@@ -211,7 +213,7 @@ def draw_contrast(
         couple_marrow(values, means, rng.uniform(s.mean_range[0], s.mean_range[1], n_channels))
     for c in range(n_channels):
         if s.p_physics > 0 and rng.random() < s.p_physics:
-            physical, known = physics_means(values.tolist(), rng)
+            physical, known = physics_means(values.tolist(), rng, s.gradient_echo)
             means[known, c] = physical[known]
     background = values == BACKGROUND_LABEL
     means[background] = rng.uniform(

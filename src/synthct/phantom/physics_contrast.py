@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from synthct.errors import SynthctError
 from synthct.imaging.labels import MARROW_TISSUES, Tissue
 from synthct.imaging.signal_equation import spgr_signal
 from synthct.imaging.tissues import TISSUES
@@ -52,6 +53,27 @@ class GradientEchoRanges:
     repetition_time_ms: tuple[float, float] = (4.0, 800.0)
     echo_time_ms: tuple[float, float] = (1.0, 20.0)
     flip_angle_deg: tuple[float, float] = (5.0, 80.0)
+
+    def __post_init__(self) -> None:
+        ranges = {
+            "repetition_time_ms": self.repetition_time_ms,
+            "echo_time_ms": self.echo_time_ms,
+            "flip_angle_deg": self.flip_angle_deg,
+        }
+        bad = [name for name, (lo, hi) in ranges.items() if not 0.0 < lo <= hi]
+        if self.flip_angle_deg[1] > 90.0:
+            bad.append("flip_angle_deg")
+        if self.echo_time_ms[0] >= self.repetition_time_ms[1]:
+            bad.append("echo_time_ms")
+        if not self.fields_t or min(self.fields_t) <= 0:
+            bad.append("fields_t")
+        if bad:
+            raise SynthctError(
+                f"invalid gradient-echo ranges: {', '.join(sorted(set(bad)))}",
+                path="GradientEchoRanges",
+                fix="give (low, high) with 0 < low <= high, flip angles up to 90 degrees, the "
+                "shortest TE below the longest TR and at least one positive field strength",
+            )
 
 
 def physics_means(

@@ -369,6 +369,10 @@ class DataConfig(_Section):
     gamma_sd: Annotated[float, Field(ge=0.0)] = 0.4
     marrow_from_fat: bool = False
     p_physics: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    physics_fields_t: tuple[float, ...] = (1.5, 3.0)
+    physics_repetition_time_ms: tuple[float, float] = (4.0, 800.0)
+    physics_echo_time_ms: tuple[float, float] = (1.0, 20.0)
+    physics_flip_angle_deg: tuple[float, float] = (5.0, 80.0)
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

@@ -41,6 +41,7 @@ from synthct.phantom.domain_randomisation import (
     randomised_mr,
     resize_linear,
 )
+from synthct.phantom.physics_contrast import GradientEchoRanges
 from synthct.synthesis.config import DataConfig, SynthesisConfig
 from synthct.synthesis.errors import SynthesisInputError
 from synthct.synthesis.manifest import SPLIT_ALIASES, SPLITS, Case, CaseRecord
@@ -95,6 +96,12 @@ def contrast_settings(data: DataConfig) -> ContrastRandomisation:
         gamma_sd=data.gamma_sd,
         marrow_from_fat=data.marrow_from_fat,
         p_physics=data.p_physics,
+        gradient_echo=GradientEchoRanges(
+            fields_t=data.physics_fields_t,
+            repetition_time_ms=data.physics_repetition_time_ms,
+            echo_time_ms=data.physics_echo_time_ms,
+            flip_angle_deg=data.physics_flip_angle_deg,
+        ),
     )
 
 
