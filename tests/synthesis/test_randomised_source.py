@@ -92,9 +92,31 @@ def test_the_cohort_holds_ct_and_tissue_labels_and_reads_without_mr(dr_cohort: P
     ]
     case = load_labelled_case(records[0])
     ct = read_volume(records[0].ct)
-    np.testing.assert_array_equal(case.ct_hu, np.asarray(ct.array, np.float32))
+    inside = case.tissue != BACKGROUND_LABEL
+    np.testing.assert_array_equal(case.ct_hu[inside], np.asarray(ct.array, np.float32)[inside])
+    assert np.all(case.ct_hu[~inside] == -1000.0)  # outside the body: air
     assert case.tissue[0, 0, 0] == BACKGROUND_LABEL
     assert np.count_nonzero(case.tissue == Tissue.SPINAL_CORD) > 0
+
+
+def test_the_scanner_couch_of_a_real_ct_is_not_a_bone_target(
+    totalseg: Path, tmp_path: Path
+) -> None:
+    """The DICOM thorax keeps its couch (150-500 HU under the patient, outside the body): as a
+    target it would teach dark background = bone. Loaded for training it is air; the body is
+    untouched."""
+    ct = read_volume(totalseg / "example_ct_dicom")
+    seg = read_volume(totalseg / "example_seg_dicom.nii.gz")
+    assert isinstance(ct, CTVolume) and isinstance(seg, LabelMap)
+    manifest = write_labelled_cohort([("thorax", ct, seg, "train")], tmp_path)
+    (record,) = read_label_manifest(manifest)
+    case = load_labelled_case(record)
+    raw = np.asarray(ct.array, np.float32)
+    outside = case.tissue == BACKGROUND_LABEL
+    assert np.count_nonzero(outside & (raw >= 150.0)) > 50_000  # the couch
+    assert np.count_nonzero(outside & (case.ct_hu >= 150.0)) == 0
+    np.testing.assert_array_equal(case.ct_hu[~outside], raw[~outside])
+    assert np.count_nonzero(case.ct_hu >= 150.0) > 50_000  # the spine and ribs stay bone
 
 
 def test_a_manifest_without_tissue_labels_is_refused(tmp_path: Path) -> None:

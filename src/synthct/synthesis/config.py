@@ -348,7 +348,10 @@ class DataConfig(_Section):
     a smooth elastic displacement up to ``elastic_mm``, the ``patches.flip_axes`` flips).
     The channel count is that of ``normalisation.channels`` (at least one name needed). The
     remaining keys are the ranges of :class:`~synthct.phantom.domain_randomisation.
-    ContrastRandomisation`.
+    ContrastRandomisation`; ``marrow_from_fat`` ties the marrow bins to red marrow and fat,
+    ``p_physics`` is the share of channels drawn from a random gradient-echo protocol whose
+    family the ``physics_*`` ranges give (:class:`~synthct.phantom.physics_contrast.
+    GradientEchoRanges`: field strengths in T, TR and TE in ms, flip angle in degrees).
     """
 
     mr_source: Literal["files", "randomised"] = "files"

@@ -195,7 +195,10 @@ def _grid_at(geometry: Geometry, spacing_mm: Sequence[float]) -> Geometry:
 def load_labelled_case(
     record: CaseRecord, spacing_mm: Sequence[float] | None = None
 ) -> LabelledCase:
-    """Read a case's CT and tissue labels onto the CT grid (at ``spacing_mm`` when given)."""
+    """Read a case's CT and tissue labels onto the CT grid (at ``spacing_mm`` when given).
+
+    The CT outside the body (the labels' outside air) becomes air (``PAD_HU``).
+    """
     from synthct.io import read_volume
     from synthct.resample import resample_to
 
@@ -208,12 +211,13 @@ def load_labelled_case(
         ct = resample_to(ct, grid)
     if not labels.geometry.is_close(grid):
         labels = resample_to(labels, grid)
-    return LabelledCase(
-        record.case_id,
-        label_background(np.asarray(labels.array)),
-        np.asarray(ct.array, dtype=np.float32),
-        grid,
-    )
+    tissue = label_background(np.asarray(labels.array))
+    hu = np.array(ct.array, dtype=np.float32)
+    # Outside the body the target is air: a scanner couch (150-500 HU under the patient on CTs
+    # that keep it) would otherwise teach the network dark background = bone, and the
+    # bone-weighted patch sampling would centre patches on it.
+    hu[tissue == BACKGROUND_LABEL] = PAD_HU
+    return LabelledCase(record.case_id, tissue, hu, grid)
 
 
 def rendered_case(case: LabelledCase, config: SynthesisConfig, seed: int) -> Case:
