@@ -155,7 +155,7 @@ def test_bad_protocol_ranges_are_refused_with_the_range_named() -> None:
     with pytest.raises(SynthctError, match="flip_angle_deg"):
         GradientEchoRanges(flip_angle_deg=(10.0, 120.0))
     with pytest.raises(SynthctError, match="echo_time_ms"):
-        GradientEchoRanges(repetition_time_ms=(4.0, 8.0), echo_time_ms=(9.0, 12.0))
+        GradientEchoRanges(repetition_time_ms=(4.0, 8.0), echo_time_ms=(7.5, 12.0))
     with pytest.raises(SynthctError, match="repetition_time_ms"):
         GradientEchoRanges(repetition_time_ms=(10.0, 5.0))
 
@@ -184,3 +184,13 @@ def test_training_configuration_carries_the_protocol_family_to_the_generator() -
         [int(t) for t in MARROW_TISSUES], np.random.default_rng(0), settings.gradient_echo
     )
     assert values[2] < min(values[0], values[4])
+
+
+def test_every_drawn_echo_fits_its_repetition_time() -> None:
+    """Echo times longer than the shortest TR: TR is drawn long enough for them (the signal
+    equation refuses TE >= TR)."""
+    ranges = GradientEchoRanges(repetition_time_ms=(4.0, 40.0), echo_time_ms=(10.0, 20.0))
+    labels = [int(Tissue.MUSCLE), int(Tissue.SUBCUTANEOUS_FAT)]
+    for seed in range(200):
+        values, _ = physics_means(labels, np.random.default_rng(seed), ranges)
+        assert np.isfinite(values).all() and values.max() == pytest.approx(1.0)

@@ -197,11 +197,11 @@ def test_bone_weighted_l1_has_its_known_value_and_threshold_in_target_units() ->
     from synthct.synthesis.losses import bone_target_threshold
 
     config = SynthesisConfig.model_validate(
-        {"loss": {"bone_weight": 5.0, "bone_threshold_hu": 150.0, "nll": "none"}}
+        {"loss": {"bone_weight": 5.0, "nll": "none"}, "patches": {"bone_threshold_hu": 200.0}}
     )
     threshold = bone_target_threshold(config)
     norm = config.normalisation
-    assert threshold == pytest.approx((150.0 - norm.hu_offset) / norm.hu_scale)
+    assert threshold == pytest.approx((200.0 - norm.hu_offset) / norm.hu_scale)
     # Four voxels: one bone voxel off by 0.4, three soft-tissue voxels off by 0.1.
     target = torch.tensor([threshold + 0.2, 0.0, 0.0, 0.0]).reshape(1, 1, 4, 1, 1)
     mean = target + torch.tensor([0.4, 0.1, -0.1, 0.1]).reshape(1, 1, 4, 1, 1)

@@ -43,6 +43,9 @@ MARROW_FAT_FRACTIONS: dict[int, float] = {
 }
 _FAT_LABELS = (int(Tissue.SUBCUTANEOUS_FAT), int(Tissue.EPIDURAL_FAT))
 _MARROW_REFERENCE = Tissue.MARROW_FF50
+_TISSUE_VALUES = frozenset(int(t) for t in Tissue)
+#: Longest echo time as a share of TR (the readout and spoiling need the rest).
+_MAX_TE_PER_TR = 0.9
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class GradientEchoRanges:
         bad = [name for name, (lo, hi) in ranges.items() if not 0.0 < lo <= hi]
         if self.flip_angle_deg[1] > 90.0:
             bad.append("flip_angle_deg")
-        if self.echo_time_ms[0] >= self.repetition_time_ms[1]:
+        if self.echo_time_ms[0] > _MAX_TE_PER_TR * self.repetition_time_ms[1]:
             bad.append("echo_time_ms")
         if not self.fields_t or min(self.fields_t) <= 0:
             bad.append("fields_t")
@@ -72,7 +75,7 @@ class GradientEchoRanges:
                 f"invalid gradient-echo ranges: {', '.join(sorted(set(bad)))}",
                 path="GradientEchoRanges",
                 fix="give (low, high) with 0 < low <= high, flip angles up to 90 degrees, the "
-                "shortest TE below the longest TR and at least one positive field strength",
+                "shortest TE at most 0.9 x the longest TR and at least one positive field strength",
             )
 
 
@@ -102,13 +105,14 @@ def physics_means(
     """
     r = ranges or GradientEchoRanges()
     field = float(r.fields_t[int(rng.integers(len(r.fields_t)))])
-    log_tr = np.log(r.repetition_time_ms)
-    tr = float(np.exp(rng.uniform(log_tr[0], log_tr[1])))
-    te = float(rng.uniform(r.echo_time_ms[0], min(r.echo_time_ms[1], 0.9 * tr)))
+    # TR at least the shortest TE / 0.9, so that an echo time of the range fits every TR drawn.
+    tr_low = max(r.repetition_time_ms[0], r.echo_time_ms[0] / _MAX_TE_PER_TR)
+    tr = float(np.exp(rng.uniform(np.log(tr_low), np.log(r.repetition_time_ms[1]))))
+    te = float(rng.uniform(r.echo_time_ms[0], min(r.echo_time_ms[1], _MAX_TE_PER_TR * tr)))
     flip = float(rng.uniform(*r.flip_angle_deg))
     seed = int(rng.integers(2**31 - 1))
     values = [int(v) for v in labels]
-    known = np.array([v in Tissue._value2member_map_ for v in values], dtype=bool)
+    known = np.array([v in _TISSUE_VALUES for v in values], dtype=bool)
     means = np.zeros(len(values), dtype=np.float64)
     if not known.any():
         return means, known

@@ -172,10 +172,9 @@ class LossConfig(_Section):
     nll: Literal["laplace", "gaussian", "none"] = "laplace"
     nll_weight: Annotated[float, Field(ge=0.0)] = 0.5
     detach_mean_in_nll: bool = True
-    #: Weight of the L1 where the target CT is at or above ``bone_threshold_hu`` (1 elsewhere):
-    #: bone is 1-5 % of a patch's voxels, and an unweighted L1 favours soft tissue.
+    #: Weight of the L1 where the target CT is bone (at or above ``patches.bone_threshold_hu``;
+    #: 1 elsewhere): bone is 1-5 % of a patch's voxels, and an unweighted L1 favours soft tissue.
     bone_weight: Annotated[float, Field(ge=1.0)] = 1.0
-    bone_threshold_hu: float = 150.0
 
 
 class TrainingSettings(_Section):

@@ -50,6 +50,7 @@ def loss_terms(
 
 
 def bone_target_threshold(config: SynthesisConfig) -> float:
-    """``config.loss.bone_threshold_hu`` in the network's target units."""
+    """The bone threshold (``config.patches.bone_threshold_hu``, the one patch sampling uses)
+    in the network's target units."""
     n = config.normalisation
-    return (config.loss.bone_threshold_hu - n.hu_offset) / n.hu_scale
+    return (config.patches.bone_threshold_hu - n.hu_offset) / n.hu_scale
