@@ -31,10 +31,13 @@ from synthct.volume import CTVolume, LabelMap
 __all__ = [
     "CT_PADDING_BELOW_HU",
     "DEFAULT_BODY_THRESHOLD_HU",
+    "OBJECT_MEDIAN_MIN_HU",
+    "OBJECT_MIN_VOLUME_ML",
     "EmptyMaskError",
     "axial_axis",
     "body_mask_from_ct",
     "body_mask_volume",
+    "external_objects",
 ]
 
 #: Default HU threshold between air and body.
@@ -152,3 +155,53 @@ def body_mask_volume(
         fill_holes_axial=fill_holes_axial,
     )
     return LabelMap(mask.astype(np.uint8), ct.affine, label_names={1: "body"})
+
+
+#: A dense object apart from the body is the couch (or another device) from this volume (mL)
+#: up; smaller dense pieces are bone cut off by the field of view.
+OBJECT_MIN_VOLUME_ML = 5.0
+#: ... and when its median HU is at least this (dense throughout: carbon-fibre shells, metal;
+#: body parts such as arms are soft tissue with a median of tens of HU).
+OBJECT_MEDIAN_MIN_HU = 150.0
+
+
+def external_objects(
+    ct_hu: ArrayLike, *, air_below_hu: float, voxel_volume_mm3: float
+) -> NDArray[np.bool_]:
+    """Dense objects apart from the body: the patient couch and other devices.
+
+    Each 3D connected region of non-air voxels (``ct_hu >= air_below_hu``, face connectivity)
+    other than the largest (the body) is an external object when it is dense throughout (median
+    HU >= :data:`OBJECT_MEDIAN_MIN_HU`) and not small (>= :data:`OBJECT_MIN_VOLUME_ML`). MRI does
+    not see them, so neither a tissue map nor a synthesis target should hold them.
+
+    Parameters
+    ----------
+    ct_hu : (I, J, K) array_like
+        CT in Hounsfield units.
+    air_below_hu : float
+        Voxels below this are air, which separates the objects from the body.
+    voxel_volume_mm3 : float
+        Volume of one voxel, for the minimum object volume.
+
+    Returns
+    -------
+    (I, J, K) ndarray of bool
+        True on external objects.
+    """
+    values = np.asarray(ct_hu, dtype=np.float64)
+    regions, count = ndimage.label(values >= air_below_hu)
+    out = np.zeros(values.shape, dtype=bool)
+    if count < 2:
+        return out
+    sizes = np.bincount(regions.ravel())
+    sizes[0] = 0
+    body = int(np.argmax(sizes))
+    min_voxels = OBJECT_MIN_VOLUME_ML * 1000.0 / voxel_volume_mm3
+    for number, box in enumerate(ndimage.find_objects(regions), start=1):
+        if box is None or number == body or sizes[number] < min_voxels:
+            continue
+        region = regions[box] == number
+        if np.median(values[box][region]) >= OBJECT_MEDIAN_MIN_HU:
+            out[box] |= region
+    return out

@@ -83,38 +83,3 @@ def classify_air(
             tissue = Tissue.AIR
         out[box][region] = tissue
     return out
-
-
-#: A dense object apart from the body is the couch (or another device) from this volume (mL)
-#: up; smaller dense pieces are bone cut off by the field of view.
-OBJECT_MIN_VOLUME_ML = 5.0
-#: ... and when its median HU is at least this (dense throughout: carbon-fibre shells, metal;
-#: body parts such as arms are soft tissue with a median of tens of HU).
-OBJECT_MEDIAN_MIN_HU = 150.0
-
-
-def external_objects(
-    hu: NDArray[np.generic], *, air_below_hu: float, voxel_volume_mm3: float
-) -> NDArray[np.bool_]:
-    """Dense objects apart from the body (patient couch): MR-invisible, so air in the tissue map.
-
-    Each 3-D connected region of non-air voxels other than the largest (the body) is an
-    external object when it is dense throughout (median HU >= :data:`OBJECT_MEDIAN_MIN_HU`)
-    and not small (>= :data:`OBJECT_MIN_VOLUME_ML`).
-    """
-    values = np.asarray(hu, dtype=np.float64)
-    regions, count = ndimage.label(values >= air_below_hu)
-    out = np.zeros(values.shape, dtype=bool)
-    if count < 2:
-        return out
-    sizes = np.bincount(regions.ravel())
-    sizes[0] = 0
-    body = int(np.argmax(sizes))
-    min_voxels = OBJECT_MIN_VOLUME_ML * 1000.0 / voxel_volume_mm3
-    for number, box in enumerate(ndimage.find_objects(regions), start=1):
-        if box is None or number == body or sizes[number] < min_voxels:
-            continue
-        region = regions[box] == number
-        if np.median(values[box][region]) >= OBJECT_MEDIAN_MIN_HU:
-            out[box] |= region
-    return out

@@ -5,7 +5,7 @@ map of the same CT is given, by its anatomical labels. The real CT stays the CT 
 :class:`CTDerivedModel` serves the tissue map to the MRI renderer on any grid.
 
 Dense objects apart from the body (the patient couch) are air in the tissue map
-(:func:`~synthct.phantom.air_regions.external_objects`): MR does not see them.
+(:func:`~synthct.imaging.body_mask.external_objects`): MR does not see them.
 
 HU classes (defaults; Hounsfield ranges from standard CT references, e.g. Kalender, *Computed
 Tomography*, 3rd ed., 2011, ch. 1, and the tissue table in :mod:`synthct.imaging.tissues`):
@@ -47,9 +47,10 @@ from scipy import ndimage
 
 from synthct.errors import SynthctError, VolumeKindError
 from synthct.geometry import Geometry
+from synthct.imaging.body_mask import external_objects
 from synthct.imaging.labels import Tissue
 from synthct.imaging.marrow import DEFAULT_MARROW, MarrowModel
-from synthct.phantom.air_regions import classify_air, external_objects
+from synthct.phantom.air_regions import classify_air
 from synthct.phantom.bone_shell import BoneShellRule, split_bone
 from synthct.phantom.label_grid import labels_on_ct_grid
 from synthct.phantom.spine_columns import SpineColumns, cranial_axis

@@ -168,16 +168,14 @@ def _fill_holes(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     return filled
 
 
-def body_mask_from_mri(
+def mri_signal_mask(
     array: ArrayLike, *, threshold_fraction: float = 0.2
 ) -> tuple[NDArray[np.bool_], float]:
-    """Body mask of a multi-echo MRI and the threshold on the echo sum that made it.
+    """Voxels with MR signal, in every connected part, and the threshold on the echo sum.
 
     Rule: threshold the sum of the echoes (each divided by its 99.9th percentile, so that the mask
     does not depend on per-echo gains) at Otsu's value, capped at ``threshold_fraction`` of its 99th
-    percentile (so a field of view without air keeps its dark tissue such as CSF), keep the
-    largest connected component and fill the holes (cortical bone and other tissue dark on every
-    echo) in 3D and slice by slice (see :func:`_fill_holes`).
+    percentile (so a field of view without air keeps its dark tissue such as CSF).
 
     Parameters
     ----------
@@ -201,8 +199,26 @@ def body_mask_from_mri(
     except ValueError:  # a constant image has no threshold
         otsu = high
     threshold = min(otsu, threshold_fraction * high)
-    candidate = total > threshold
-    del total
+    return total > threshold, threshold
+
+
+def body_mask_from_mri(
+    array: ArrayLike, *, threshold_fraction: float = 0.2
+) -> tuple[NDArray[np.bool_], float]:
+    """Body mask of a multi-echo MRI and the threshold on the echo sum that made it.
+
+    Rule: the voxels with signal (:func:`mri_signal_mask`), their largest connected component,
+    with the holes (cortical bone and other tissue dark on every echo) filled in 3D and slice by
+    slice (see :func:`_fill_holes`).
+
+    Parameters
+    ----------
+    array : (echo, I, J, K) array_like
+        Echo magnitudes, checked by :func:`check_mr_array`.
+    threshold_fraction : float
+        Cap of the threshold as a fraction of the 99th percentile of the echo sum.
+    """
+    candidate, threshold = mri_signal_mask(array, threshold_fraction=threshold_fraction)
     labels, n = ndimage.label(candidate)
     if n == 0:
         raise SynthesisInputError(

@@ -5,7 +5,8 @@ from the CT and the lesion labels (:func:`sampling_weights`): bone and lesions a
 field of view but are exactly what the synthesis must get right, so they are over-sampled. The
 patch is the window of :attr:`PatchConfig.size` around that centre, moved inside the volume
 when it would stick out, and padded (normalised MRI 0, target air) when the volume is smaller
-than the patch.
+than the patch. Parts of the CT apart from the body that the MRI does not see (the scanner
+couch, :func:`mr_invisible_objects`) are air in the target and draw no patches.
 
 With lesion insertion enabled (:class:`~synthct.synthesis.config.LesionInsertionConfig`), a
 fraction of the patches is centred near an intradural voxel instead and gets a library lesion
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage
 
 from synthct.imaging.body_mask import CT_PADDING_BELOW_HU
 from synthct.synthesis.config import LesionInsertionConfig, NormalisationConfig, PatchConfig
@@ -36,11 +38,18 @@ from synthct.synthesis.normalisation import (
     EchoScaling,
     apply_scaling,
     hu_to_target,
+    mri_signal_mask,
     normalise_mr,
 )
 
 #: HU used to pad the target outside the field of view (air).
 PAD_HU = -1000.0
+
+#: CT below this separates objects from the body (the air threshold of the CT-derived tissue map).
+OBJECT_AIR_BELOW_HU = -300.0
+#: A CT region apart from the body is MR-invisible (a couch, not an arm) when at most this
+#: fraction of its voxels has MR signal.
+MR_INVISIBLE_MAX_SIGNAL_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,44 @@ def sampling_weights(
     return weights
 
 
+def mr_invisible_objects(
+    ct_hu: NDArray[np.floating], mr_signal: NDArray[np.bool_]
+) -> NDArray[np.bool_]:
+    """Parts of the CT apart from the body that the MRI does not see: the couch, cables, pads.
+
+    Clinical CTs keep the couch (150-500 HU under the patient: carbon-fibre shells around foam).
+    On the MRI it is background, so as a synthesis target it would teach "dark background is
+    bone", and bone-weighted sampling would centre patches on it. A part is a 3D connected
+    region of non-air CT (``ct_hu >= OBJECT_AIR_BELOW_HU``, face connectivity) other than the
+    largest (the body); it is MR-invisible when at most :data:`MR_INVISIBLE_MAX_SIGNAL_FRACTION`
+    of its voxels have MR signal. A body part apart from the trunk (an arm, a hand) has signal
+    and stays. Unlike the CT-only rule of :func:`~synthct.imaging.body_mask.external_objects`,
+    this needs neither a minimum volume nor a density: on a coarse grid the thin shells of a
+    couch fall apart into small pieces of partial-volume HU.
+
+    Parameters
+    ----------
+    ct_hu : (I, J, K) ndarray
+        CT on the MRI grid, in HU.
+    mr_signal : (I, J, K) ndarray of bool
+        MRI voxels with signal (:func:`~synthct.synthesis.normalisation.mri_signal_mask`).
+
+    Returns
+    -------
+    (I, J, K) ndarray of bool
+        True on MR-invisible parts.
+    """
+    regions, count = ndimage.label(ct_hu >= OBJECT_AIR_BELOW_HU)
+    if count < 2:
+        return np.zeros(ct_hu.shape, dtype=bool)
+    sizes = np.bincount(regions.ravel())
+    sizes[0] = 0
+    with_signal = np.bincount(regions[mr_signal], minlength=count + 1)
+    invisible = with_signal <= MR_INVISIBLE_MAX_SIGNAL_FRACTION * sizes
+    invisible[[0, int(np.argmax(sizes))]] = False
+    return np.asarray(invisible[regions], dtype=bool)
+
+
 def prepare_case(
     case: Case,
     normalisation: NormalisationConfig,
@@ -124,6 +171,13 @@ def prepare_case(
     padding = ct_hu < CT_PADDING_BELOW_HU
     if padding.any():
         ct_hu = np.maximum(ct_hu, np.float32(CT_PADDING_BELOW_HU))
+    # The couch is air on the MRI: its target is air, and it is no bone to centre patches on.
+    signal, _ = mri_signal_mask(
+        case.mr.array, threshold_fraction=normalisation.body_threshold_fraction
+    )
+    couch = mr_invisible_objects(ct_hu, signal)
+    if couch.any():
+        ct_hu = np.where(couch, np.float32(PAD_HU), ct_hu)
     lesions = None if case.lesion_labels is None else case.lesion_labels.mask()
     weights = sampling_weights(ct_hu, body, lesions, patches)
     if case.ct_coverage is not None:

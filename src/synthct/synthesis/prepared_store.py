@@ -39,7 +39,7 @@ from synthct.synthesis.patches import PreparedCase
 from synthct.volume import MRProtocol
 
 #: Bumped when the layout or the preparation changes: older stores are written again.
-STORE_VERSION = 1
+STORE_VERSION = 2
 _ARRAYS = ("inputs", "target", "body", "cumulative_weights")
 
 
