@@ -23,6 +23,8 @@ role                volume
 Metadata (:attr:`Case.meta`) holds the known fields ``patient_id`` (defaults to the case id),
 ``region``, ``split``, ``protocol``, ``notes``, ``lesion_points``, ``n_lesions`` and
 ``lesion_types``; anything else a manifest carried is kept untouched in :attr:`Case.extra`.
+Of those, ``ct_series_uid`` and ``mr_series_uid`` (:data:`SERIES_UID_COLUMNS`) pick one DICOM
+series of a folder that holds several (a localizer beside the scan, a flat study export).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 from synthct.errors import ReadError, VolumeKindError
 from synthct.volume import CTVolume, LabelMap, MultiEchoMR, SyntheticCT, Volume
 
-__all__ = ["IMAGE_ROLES", "META_FIELDS", "Case"]
+__all__ = ["IMAGE_ROLES", "META_FIELDS", "SERIES_UID_COLUMNS", "Case"]
 
 #: Every image role, in the order manifests list them.
 IMAGE_ROLES: tuple[str, ...] = (
@@ -59,6 +61,8 @@ META_FIELDS: tuple[str, ...] = (
     "lesion_points",
     "notes",
 )
+#: Extra columns holding the SeriesInstanceUID to read from a role's DICOM folder.
+SERIES_UID_COLUMNS: dict[str, str] = {"ct": "ct_series_uid", "mr": "mr_series_uid"}
 _KIND = {
     "ct": "ct",
     "sct": "sct",
@@ -182,10 +186,11 @@ class Case:
                 path=self.case_id,
                 fix=f"add a {role} column/file for this case",
             )
+        series_uid = str(self.extra.get(SERIES_UID_COLUMNS.get(role, ""), "") or "") or None
         if role == "mr":
             from synthct.io.echoes import read_echoes
 
-            volume: Volume = read_echoes(paths)
+            volume: Volume = read_echoes(paths, series_uid=series_uid)
         else:
             from synthct.io import read_volume
 
@@ -195,7 +200,7 @@ class Case:
                     path=paths[0],
                     fix=f"give a single {role} file",
                 )
-            volume = read_volume(paths[0], kind=_KIND[role])
+            volume = read_volume(paths[0], kind=_KIND[role], series_uid=series_uid)
         self._loaded[role] = volume
         return volume
 

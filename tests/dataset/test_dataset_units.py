@@ -85,8 +85,108 @@ def test_dicom_studies_are_found_by_modality(totalseg: Path, tmp_path: Path) -> 
     assert any(i.startswith("duplicate_ct") for i in rows[0]["issues"])  # the same CT twice
     assert "PA-1" not in json.dumps(rows, default=str)  # no identifier in the QA output
     write_volume(mr_like(ct), studies / "patient-a" / "series-mr2", patient_id="PA-1")
-    with pytest.raises(DatasetError, match="2 MR series"):
+    with pytest.raises(DatasetError, match="2 MR volume series"):
         read_dataset(studies)
+
+
+def _set_image_type(folder: Path, image_type: list[str]) -> None:
+    import pydicom
+
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.ImageType = image_type
+        ds.save_as(path, enforce_file_format=True)
+
+
+def _localizer(ct: Any, folder: Path, uid: str) -> None:
+    """A 3-plane MR localizer: one slice of each orientation, one series, files in ``folder``."""
+    import shutil
+
+    from synthct.geometry import Geometry
+    from synthct.io.dicom_write import write_dicom_series
+    from synthct.volume import MultiEchoMR
+
+    folder.mkdir(exist_ok=True)
+    planes = ([1, 0, 0, 0, 1, 0], [0, 1, 0, 0, 0, -1], [1, 0, 0, 0, 0, -1])
+    for n, (r, c) in enumerate(np.reshape(v, (2, 3)) for v in planes):
+        affine = np.eye(4)
+        affine[:3, :3] = np.stack([r, c, np.cross(r, c)], axis=1) * 2.0
+        affine[:3, 3] = ct.geometry.index_to_lps((np.asarray(ct.spatial_shape) - 1) / 2)
+        plane = MultiEchoMR(np.full((1, 16, 16, 1), 100.0, np.float32), affine)
+        assert Geometry(plane.spatial_shape, plane.affine).shape == (16, 16, 1)
+        scratch = folder.parent / f"scratch-{n}"
+        write_dicom_series(plane, scratch, series_instance_uid=uid, series_description="loc")
+        for f in scratch.iterdir():
+            shutil.move(str(f), folder / f"LOC{n}_{f.name}")
+        scratch.rmdir()
+
+
+@pytest.mark.slow
+def test_localizers_scouts_and_reformats_of_a_study_are_skipped_and_named(
+    totalseg: Path, tmp_path: Path
+) -> None:
+    """A PACS export: the CT with its scout (LOCALIZER, one slice) and a dose page (secondary
+    capture), a sagittal reformat (DERIVED) beside the original axial CT, the MR beside a
+    3-plane localizer in the same folder. Each patient reads as its one MR and one CT volume;
+    what was skipped is a QA note, and a flat export (every file in one folder) reads the same."""
+    import shutil
+
+    import pydicom
+
+    from synthct.io import read_volume, write_volume
+    from synthct.io.dicom_write import write_dicom_series
+    from synthct.volume import CTVolume
+
+    ct = read_volume(totalseg / "example_ct_sm.nii.gz", kind="ct")
+    assert isinstance(ct, CTVolume)
+    study = tmp_path / "studies" / "patient-c"
+    study.mkdir(parents=True)
+    write_volume(ct, study / "ct-axial", patient_id="PC-3")
+    _set_image_type(study / "ct-axial", ["ORIGINAL", "PRIMARY", "AXIAL"])
+    write_volume(ct, study / "ct-sagittal-mpr", patient_id="PC-3")  # DERIVED\SECONDARY
+    scout = CTVolume(np.asarray(ct.array)[:, :, 10:11], ct.affine)
+    write_dicom_series(scout, study / "ct-scout", patient_id="PC-3", series_description="Topo")
+    _set_image_type(study / "ct-scout", ["ORIGINAL", "PRIMARY", "LOCALIZER"])
+    dose = study / "ct-dose"
+    write_dicom_series(scout, dose, patient_id="PC-3", series_description="Dose Report")
+    for path in dose.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+        ds.save_as(path, enforce_file_format=True)
+    write_volume(mr_like(ct), study / "mr-t2", patient_id="PC-3")
+    _localizer(ct, study / "mr-t2", "1.2.826.0.1.3680043.8.498.1")
+
+    manifest, layout = read_dataset(tmp_path / "studies")
+    (case,) = manifest.cases
+    assert layout == "dicom" and case.path("ct") == study / "ct-axial"
+    assert case.mr().spatial_shape == ct.spatial_shape  # the scan, not the localizer beside it
+    np.testing.assert_array_equal(case.ct().array, ct.array)
+    skipped = case.extra["dicom_skipped_series"]
+    for expected in ("localizer (ImageType LOCALIZER)", "secondary capture",
+                     "slices in 3 orientations", "derived, beside an original"):  # fmt: skip
+        assert expected in skipped, skipped
+    (row,) = run_qa(manifest, NO_REGISTRATION)
+    notes = [i for i in row["issues"] if i.startswith("dicom_skipped")]
+    assert len(notes) == 1 and "ct-scout" in notes[0]
+    assert not row.get("error")
+
+    flat = tmp_path / "flat" / "patient-c"
+    flat.mkdir(parents=True)
+    for n, path in enumerate(sorted(p for p in study.rglob("*") if p.is_file())):
+        shutil.copy(path, flat / f"{n:05d}.dcm")
+    (case,) = read_dataset(tmp_path / "flat")[0].cases
+    assert case.path("ct") == case.path("mr") == flat
+    np.testing.assert_array_equal(case.ct().array, ct.array)
+    assert case.mr().spatial_shape == ct.spatial_shape
+
+    shutil.rmtree(study / "ct-axial")  # the reformat alone is the CT then
+    assert read_dataset(tmp_path / "studies")[0].cases[0].path("ct") == study / "ct-sagittal-mpr"
+    for path in (study / "mr-t2").iterdir():
+        if not path.name.startswith("LOC"):
+            path.unlink()  # the localizer alone is left
+    with pytest.raises(DatasetError, match="0 MR volume series") as e:
+        read_dataset(tmp_path / "studies")
+    assert "slices in 3 orientations" in str(e.value)  # says what it found instead
 
 
 def mr_like(ct: object) -> Any:

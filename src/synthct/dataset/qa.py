@@ -24,8 +24,9 @@ frame: another scanner, another table position); ``partial_overlap`` below 50 %;
 ``mi_outlier`` when the MI after registration is below half the
 median of the other cases' (at least 3 cases with a registration); ``hu_range`` when the CT's
 99.5th percentile exceeds 3500 HU; ``mask_coverage`` when a given mask covers less than 90 % of
-the body found in the CT. Four issues are notes that do not flag a case (:data:`NOTES`):
-``header_offset`` (above),
+the body found in the CT. Five issues are notes that do not flag a case (:data:`NOTES`):
+``header_offset`` (above), ``dicom_skipped`` (series of a DICOM study that were not read:
+localizers, scouts, dose pages, a reformat beside the original),
 ``no_mask`` (the mask was derived), ``no_air`` (the CT's 0.5th percentile is above -900 HU:
 a field of view inside the body, or a CT without air at -1000 HU) and ``ct_padding`` (CT voxels
 below -1024 HU, the -2048 or -3024 HU many scanners store outside the reconstruction circle:
@@ -48,6 +49,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from synthct.case import Case
+from synthct.dataset.readers import DICOM_SKIPPED_COLUMN
 from synthct.errors import SynthctError
 from synthct.geometry import Geometry
 from synthct.manifest import Manifest
@@ -56,7 +58,7 @@ from synthct.settings import SettingsBase
 __all__ = ["NOTES", "QASettings", "flag_cohort", "qa_case", "run_qa"]
 
 #: Issues that are reported but do not flag a case.
-NOTES: tuple[str, ...] = ("no_mask", "no_air", "ct_padding", "header_offset")
+NOTES: tuple[str, ...] = ("no_mask", "no_air", "ct_padding", "header_offset", "dicom_skipped")
 
 
 # pydantic warns that the field `register` shadows ABCMeta.register (its metaclass's): on an
@@ -196,6 +198,9 @@ def qa_case(case: Case, settings: QASettings | None = None) -> dict[str, Any]:
     headers = (case.extra.get("dicom_patient_mr"), case.extra.get("dicom_patient_ct"))
     if all(headers) and headers[0] != headers[1]:
         issues.append("patient_mismatch: the MR's and the CT's DICOM PatientID differ")
+    skipped = str(case.extra.get(DICOM_SKIPPED_COLUMN, "") or "")
+    if skipped:
+        issues.append(f"dicom_skipped: {skipped}")
     try:
         row.update(_mr_rows(case, issues))
         row.update(_ct_rows(case, s, issues))

@@ -16,8 +16,13 @@ Layouts recognised (:func:`read_dataset` picks the first that fits):
     id is the case id, unless ``patients.csv`` at the top (columns ``case_id, patient_id``, as
     ``synthct dataset export`` writes it) says that several cases belong to one patient.
 ``dicom``
-    DICOM study folders, one per patient: ``<patient>/...`` holding one MR and one CT series,
-    each in its own folder at any depth, found by Modality. The case id is the folder's name.
+    DICOM study folders, one per patient: ``<patient>/...`` holding one MR and one CT volume
+    series at any depth (each in its own folder, or side by side in one), found by Modality.
+    Localizers and scouts, secondary captures (dose pages) and series of fewer than 4 slices
+    are skipped (:func:`synthct.io.dicom_headers.not_a_volume`), and so is a derived series
+    (a reformat) beside an original one; the skipped series are listed in the case's
+    ``dicom_skipped_series`` column, and the chosen ones' UIDs in ``mr_series_uid`` and
+    ``ct_series_uid``. The case id is the folder's name.
     PatientID never leaves the reader: the patient id is a pseudonym, ``pid-`` and the first
     10 hex digits of the SHA-256 of the CT's PatientID (the folder's name when absent), and
     :attr:`Case.extra <synthct.case.Case.extra>` holds the pseudonyms of the MR's and the CT's
@@ -28,13 +33,23 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synthct.case import Case
+from synthct.case import SERIES_UID_COLUMNS, Case
 from synthct.manifest import MANIFEST_NAMES, Manifest, ManifestError, read_manifest
 
-__all__ = ["IMAGE_EXTENSIONS", "PATIENTS_FILE", "DatasetError", "read_dataset"]
+__all__ = [
+    "DICOM_SKIPPED_COLUMN",
+    "IMAGE_EXTENSIONS",
+    "PATIENTS_FILE",
+    "DatasetError",
+    "read_dataset",
+]
+
+#: Column naming the series of a DICOM study that were not read (localizers, scouts, reformats).
+DICOM_SKIPPED_COLUMN = "dicom_skipped_series"
 
 #: Optional table of a SynthRAD-layout folder: which patient each case belongs to.
 PATIENTS_FILE = "patients.csv"
@@ -117,16 +132,65 @@ def _synthrad_cases(root: Path) -> list[Case]:
     return cases
 
 
-def _dicom_series_folders(patient: Path) -> dict[str, list[tuple[Path, str]]]:
-    """Image series below ``patient`` by modality: ``(folder, SeriesInstanceUID)``."""
-    from synthct.io.dicom_headers import list_series
+@dataclass(frozen=True)
+class _Series:
+    """One image series of a patient folder and why it is no volume (None: it is one)."""
 
-    found: dict[str, list[tuple[Path, str]]] = {}
+    folder: Path
+    uid: str
+    description: str
+    n_files: int
+    original: bool
+    skipped: str | None
+
+    def describe(self, patient: Path) -> str:
+        where = self.folder.relative_to(patient).as_posix() or "."
+        text = f"{where} {self.description or 'no description'!r} ({self.n_files} files"
+        return text + (f"; {self.skipped})" if self.skipped else ")")
+
+
+def _dicom_series(patient: Path) -> dict[str, list[_Series]]:
+    """Image series below ``patient`` by modality (MR, CT)."""
+    from synthct.io.dicom_headers import not_a_volume, scan_folder
+
+    found: dict[str, list[_Series]] = {}
     for folder in sorted({patient, *(p for p in patient.rglob("*") if p.is_dir())}):
-        for series in list_series(folder):
-            if series.is_image and series.modality in ("MR", "CT"):
-                found.setdefault(series.modality, []).append((folder, series.series_uid))
+        for uid, headers in scan_folder(folder).items():
+            modality = headers[0].modality
+            if modality not in ("MR", "CT") or not all(h.has_pixels for h in headers):
+                continue
+            series = _Series(
+                folder,
+                uid,
+                headers[0].description,
+                len(headers),
+                all(h.image_type[:1] == ("ORIGINAL",) for h in headers),
+                not_a_volume(headers),
+            )
+            found.setdefault(modality, []).append(series)
     return found
+
+
+def _pick_series(patient: Path, modality: str, entries: list[_Series]) -> tuple[_Series, list[str]]:
+    """The one volume series of ``modality``, and what was skipped (localizers, scouts, dose
+    pages; reformats beside an original series)."""
+    volumes = [e for e in entries if e.skipped is None]
+    skipped = [f"{modality} {e.describe(patient)}" for e in entries if e.skipped is not None]
+    if len(volumes) > 1 and any(e.original for e in volumes):
+        for e in volumes:
+            if not e.original:
+                skipped.append(f"{modality} {e.describe(patient)}: derived, beside an original")
+        volumes = [e for e in volumes if e.original]
+    if len(volumes) != 1:
+        listed = "; ".join(e.describe(patient) for e in entries)
+        raise DatasetError(
+            f"patient folder {patient.name!r} holds {len(volumes)} {modality} volume series"
+            + (f" (of {len(entries)} {modality} series: {listed})" if entries else ""),
+            path=patient,
+            fix=f"keep exactly one {modality} volume series per patient folder (move the others "
+            "out), or list the cases in a manifest",
+        )
+    return volumes[0], skipped
 
 
 def _patient_id(folder: Path) -> str | None:
@@ -151,29 +215,21 @@ def _pseudonym(value: str | None) -> str:
 
 
 def _dicom_case(patient: Path) -> Case:
-    series = _dicom_series_folders(patient)
-    for modality in ("MR", "CT"):
-        entries = series.get(modality, [])
-        if len(entries) != 1:
-            listed = ", ".join(f"{f.relative_to(patient)} ({uid})" for f, uid in entries)
-            raise DatasetError(
-                f"patient folder {patient.name!r} holds {len(entries)} {modality} series"
-                + (f": {listed}" if listed else ""),
-                path=patient,
-                fix=f"keep exactly one {modality} series per patient folder (move the others "
-                "out), or list the cases in a manifest",
-            )
-    (mr_folder, _), (ct_folder, _) = series["MR"][0], series["CT"][0]
-    if mr_folder == ct_folder:
-        raise DatasetError(
-            "the MR and the CT series share one folder",
-            path=mr_folder,
-            fix="put each DICOM series in its own folder",
-        )
-    ids = {m: _pseudonym(_patient_id(f)) for m, f in (("MR", mr_folder), ("CT", ct_folder))}
+    series = _dicom_series(patient)
+    (mr, mr_skipped), (ct, ct_skipped) = (
+        _pick_series(patient, m, series.get(m, [])) for m in ("MR", "CT")
+    )
+    ids = {m: _pseudonym(_patient_id(e.folder)) for m, e in (("MR", mr), ("CT", ct))}
     meta = {"patient_id": ids["CT"] or patient.name}
-    extra = {"dicom_patient_mr": ids["MR"], "dicom_patient_ct": ids["CT"]}
-    return Case(patient.name, {"ct": ct_folder, "mr": mr_folder}, meta, extra)
+    extra = {
+        "dicom_patient_mr": ids["MR"],
+        "dicom_patient_ct": ids["CT"],
+        # the series by UID: a folder may hold others (a localizer beside the scan, a flat export)
+        SERIES_UID_COLUMNS["mr"]: mr.uid,
+        SERIES_UID_COLUMNS["ct"]: ct.uid,
+        DICOM_SKIPPED_COLUMN: " | ".join(mr_skipped + ct_skipped),
+    }
+    return Case(patient.name, {"ct": ct.folder, "mr": mr.folder}, meta, extra)
 
 
 def _looks_like_dicom_study(root: Path) -> bool:

@@ -14,6 +14,11 @@ over the whole CT in steps of twice the working spacing, then L-R/A-P are refine
 best positions, each scored by mutual information on a grid twice as coarse. The registration
 runs from the headers' alignment and from the best distinct positions, and the result with the
 highest mutual information is kept, so a pair aligned already never gets worse.
+
+Dense objects of the CT apart from the body (the scanner couch,
+:func:`~synthct.imaging.body_mask.external_objects`) are air for the registration: the MR does
+not see them, and left in they pull the CT towards the MR's background (2.2 mm off throughout
+the body on the DICOM thorax here, 0.4 mm without them).
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from synthct.errors import GeometryError
+from synthct.imaging.body_mask import external_objects
 from synthct.volume import Volume
 
 #: Registration smooths each image (ITK's recursive Gaussian needs 4 voxels along every axis)
 #: and starts at half resolution on the working grid: both need this many voxels per axis.
 MIN_VOXELS_PER_AXIS = 4
 MIN_WORKING_VOXELS_PER_AXIS = 8
+#: CT below this separates the couch from the body (the CT-derived tissue map's air threshold).
+COUCH_AIR_BELOW_HU = -300.0
 
 __all__ = ["RigidResult", "register_mr_to_ct"]
 
@@ -188,6 +196,11 @@ def _register(
 ) -> RigidResult:
     fixed = _isotropic(mr, mr_array, spacing_mm)
     ct_hu = np.clip(ct.array, -1024.0, 2000.0)
+    couch = external_objects(
+        ct_hu, air_below_hu=COUCH_AIR_BELOW_HU, voxel_volume_mm3=ct.geometry.voxel_volume_mm3
+    )
+    if couch.any():
+        ct_hu = np.where(couch, -1000.0, ct_hu)
     moving = _isotropic(ct, ct_hu, spacing_mm)
     size = np.asarray(fixed.GetSize(), dtype=np.float64)
     centre = fixed.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2).tolist())

@@ -324,3 +324,34 @@ def _floats(ds: Dataset, keyword: str, n: int) -> tuple[float, ...] | None:
         return tuple(float(v) for v in values)
     except (TypeError, ValueError):
         return None
+
+
+#: A series needs this many slices (frames) to be read as a volume: fewer is a scout or a single
+#: slice (registration and the networks need at least 4 voxels along every axis).
+MIN_VOLUME_SLICES = 4
+#: SOP classes of screenshots and other secondary captures (the dose page of a CT study).
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def not_a_volume(headers: Iterable[SliceHeader]) -> str | None:
+    """Why a series is no 3D volume to train or validate on, or None when it is one.
+
+    A localizer or scout (ImageType ``LOCALIZER``; the 3-plane MR localizer, whose slices lie in
+    several orientations), a secondary capture (a dose page, a screenshot), a series without
+    pixel data or with fewer than :data:`MIN_VOLUME_SLICES` slices. DICOM studies from a PACS
+    hold these beside the scan; they are skipped, and said so, rather than read.
+    """
+    items = list(headers)
+    if not items or not all(h.has_pixels for h in items):
+        return "no pixel data"
+    if any("LOCALIZER" in h.image_type for h in items):
+        return "localizer (ImageType LOCALIZER)"
+    if any(h.sop_class_uid.startswith(_SECONDARY_CAPTURE) for h in items):
+        return "secondary capture"
+    orientations = {tuple(round(v, 3) for v in h.orientation) for h in items if h.orientation}
+    if len(orientations) > 1:
+        return f"slices in {len(orientations)} orientations (a localizer)"
+    slices = sum(h.n_frames for h in items)
+    if slices < MIN_VOLUME_SLICES:
+        return f"{slices} slice{'' if slices == 1 else 's'}, too few for a volume"
+    return None

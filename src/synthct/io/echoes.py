@@ -12,13 +12,17 @@ from synthct.errors import ReadError
 from synthct.volume import MRProtocol, MultiEchoMR
 
 
-def read_echoes(paths: Sequence[str | os.PathLike[str]]) -> MultiEchoMR:
+def read_echoes(
+    paths: Sequence[str | os.PathLike[str]], *, series_uid: str | None = None
+) -> MultiEchoMR:
     """Read echo magnitudes into one :class:`~synthct.volume.MultiEchoMR`.
 
     Parameters
     ----------
     paths : sequence of path
         One multi-echo file or folder, or one single-echo file per echo, in echo order.
+    series_uid : str, optional
+        The series to read from a DICOM folder that holds several (one folder only).
 
     Returns
     -------
@@ -37,8 +41,14 @@ def read_echoes(paths: Sequence[str | os.PathLike[str]]) -> MultiEchoMR:
     if not paths:
         raise ReadError("no MRI echo files given", fix="pass the echo files in echo order")
     volumes: list[MultiEchoMR] = []
+    if series_uid is not None and len(paths) > 1:
+        raise ReadError(
+            f"a series UID picks one series of one DICOM folder, but {len(paths)} paths are given",
+            path=paths[0],
+            fix="give the MR as one DICOM folder, or drop the series UID",
+        )
     for p in paths:
-        v = read_volume(p, kind="mr")
+        v = read_volume(p, kind="mr", series_uid=series_uid)
         if not isinstance(v, MultiEchoMR):  # pragma: no cover - read_volume honours kind="mr"
             raise ReadError(f"not an MRI: {v.kind}", path=p, fix="pass MRI echo files")
         volumes.append(v)
