@@ -178,6 +178,23 @@ def test_localizers_scouts_and_reformats_of_a_study_are_skipped_and_named(
     assert case.path("ct") == case.path("mr") == flat
     np.testing.assert_array_equal(case.ct().array, ct.array)
     assert case.mr().spatial_shape == ct.spatial_shape
+    # training reads the chosen series too, and a split writes such cases as NIfTI pairs
+    from synthct.dataset.split import write_split_folder
+    from synthct.synthesis.manifest import load_case, record_from_case
+
+    loaded = load_case(record_from_case(case, manifest=flat))
+    assert loaded.mr.spatial_shape == ct.spatial_shape
+    np.testing.assert_array_equal(loaded.ct.array, ct.array)
+    three = Manifest(
+        [Case(f"p{n}", case.images, {"patient_id": f"p{n}"}, case.extra) for n in range(3)]
+    )
+    write_split_folder(three, tmp_path / "split", n_folds=2, test_fraction=0.34, unit="patient")
+    from synthct.manifest import read_manifest
+
+    for written in read_manifest(tmp_path / "split" / "fold-0.csv"):
+        assert written.path("mr") == tmp_path / "split" / "pairs" / written.case_id / "mr.nii.gz"
+        assert not written.extra.get("mr_series_uid") and not written.extra.get("ct_series_uid")
+        assert written.mr().spatial_shape == ct.spatial_shape
 
     shutil.rmtree(study / "ct-axial")  # the reformat alone is the CT then
     assert read_dataset(tmp_path / "studies")[0].cases[0].path("ct") == study / "ct-sagittal-mpr"

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from synthct.case import Case
+from synthct.case import SERIES_UID_COLUMNS, Case
 from synthct.dataset.slabs import Slab
 from synthct.errors import SynthctError
 from synthct.geometry import Geometry
@@ -170,7 +170,8 @@ def write_pair(case: Case, folder: str | os.PathLike[str], *, slab: Slab | None 
     Returns
     -------
     Case
-        The case with its images replaced by the files written (the transform column emptied).
+        The case with its images replaced by the files written (the transform and DICOM series
+        columns emptied).
 
     Raises
     ------
@@ -205,7 +206,8 @@ def write_pair(case: Case, folder: str | os.PathLike[str], *, slab: Slab | None 
     write_volume(_cropped(registered_mr(mr, ct.geometry, transform), box), out / "mr.nii.gz")
     write_volume(_cropped(LabelMap(body.astype(np.uint8), ct.affine), box), out / "mask.nii.gz")
     case.unload()
-    extra = {**case.extra, TRANSFORM_COLUMN: ""}
+    # the files written are the pair: no transform left to apply, no DICOM series to pick
+    extra = {**case.extra, TRANSFORM_COLUMN: "", **dict.fromkeys(SERIES_UID_COLUMNS.values(), "")}
     images: dict[str, Path | list[Path]] = {
         "ct": out / "ct.nii.gz", "mr": [out / "mr.nii.gz"], "body_mask": out / "mask.nii.gz"
     }  # fmt: skip

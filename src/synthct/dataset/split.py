@@ -380,7 +380,8 @@ def write_split_folder(
 
     ``fold-<k>.csv`` is the manifest with a ``split`` column (``train``, ``validation``,
     ``test``) for fold k. Cases that ``synthct dataset check`` ruled out (:func:`usable_cases`)
-    are left out and listed under ``excluded``. Cases with an MR-to-CT transform, and every
+    are left out and listed under ``excluded``. Cases with an MR-to-CT transform, cases read as
+    one series of a DICOM folder that holds others (a localizer beside the scan), and every
     slab, are written as registered pairs into ``out/pairs/<case_id>/``
     (:func:`synthct.dataset.pairs.write_pair`), and the manifests name those files. The folder
     appears only when complete.
@@ -410,7 +411,7 @@ def write_split_folder(
     SynthctError
         A scan too short for slabs, or an unreadable case (nothing is written).
     """
-    from synthct.dataset.pairs import TRANSFORM_COLUMN, write_pair
+    from synthct.dataset.pairs import write_pair
     from synthct.io.atomic import atomic_directory, write_json_atomic
     from synthct.manifest import write_manifest
 
@@ -441,8 +442,7 @@ def write_split_folder(
             split.check()
         else:
             cases = [
-                write_pair(c, tmp / "pairs" / c.case_id)
-                if str(c.extra.get(TRANSFORM_COLUMN) or "").strip() else c
+                write_pair(c, tmp / "pairs" / c.case_id) if _needs_pair(c) else c
                 for c in usable
             ]  # fmt: skip
         split = replace(split, excluded=excluded)
@@ -454,3 +454,13 @@ def write_split_folder(
             fold = Manifest([c.with_meta(split=roles[c.case_id]) for c in prepared])
             write_manifest(fold, tmp / f"fold-{k}.csv")
     return split
+
+
+def _needs_pair(case: Case) -> bool:
+    """Whether the case is written as a registered pair: it has a transform to apply, or it
+    reads one series by UID from a DICOM folder (which every later reader would need to know)."""
+    from synthct.case import SERIES_UID_COLUMNS
+    from synthct.manifest import TRANSFORM_COLUMN
+
+    columns = (TRANSFORM_COLUMN, *SERIES_UID_COLUMNS.values())
+    return any(str(case.extra.get(c) or "").strip() for c in columns)

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from synthct.case import SERIES_UID_COLUMNS
 from synthct.case import Case as OneCase
 from synthct.errors import SynthctError
 from synthct.manifest import ManifestError, refuse_pending_transform
@@ -68,6 +69,8 @@ class CaseRecord:
     tissue_labels: Path | None = None
     split: str | None = None
     lesion_types: tuple[str, ...] = ()
+    ct_series_uid: str | None = None
+    mr_series_uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,12 +129,16 @@ def record_from_case(case: OneCase, *, manifest: Path) -> CaseRecord:
         role: _checked_path(p, column=role, **kw) if (p := case.path(role)) else None
         for role in ("lesion_labels", "tissue_labels")
     }
+    # a DICOM folder that holds other series too (a localizer): the series chosen by its UID
+    uids = {r: str(case.extra.get(c) or "").strip() or None for r, c in SERIES_UID_COLUMNS.items()}
     return CaseRecord(
         case_id=case.case_id,
         ct=_checked_path(case.paths("ct")[0], column="ct", **kw),
         mr_echoes=tuple(_checked_path(p, column="mr_echoes", **kw) for p in case.paths("mr")),
         split=split,
         lesion_types=tuple(sorted({str(x).strip() for x in types if str(x).strip()})),
+        ct_series_uid=uids["ct"],
+        mr_series_uid=uids["mr"],
         **optional,
     )
 
@@ -158,8 +165,8 @@ def load_case(record: CaseRecord) -> Case:
 
     coverage = None
     try:
-        mr = read_echoes(record.mr_echoes)
-        ct = read_volume(record.ct, kind="ct")
+        mr = read_echoes(record.mr_echoes, series_uid=record.mr_series_uid)
+        ct = read_volume(record.ct, kind="ct", series_uid=record.ct_series_uid)
         lesions = (
             read_volume(record.lesion_labels, kind="label")
             if record.lesion_labels is not None

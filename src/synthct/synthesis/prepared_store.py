@@ -91,6 +91,7 @@ def store_key(record: CaseRecord, config: SynthesisConfig) -> str:
     settings = {
         "version": STORE_VERSION,
         "case_id": record.case_id,
+        "series": [record.ct_series_uid, record.mr_series_uid],
         "files": described,
         "normalisation": config.normalisation.model_dump(mode="json"),
         "patches": config.patches.model_dump(mode="json"),
