@@ -209,14 +209,7 @@ def body_mask_from_mri(
 
     Rule: the voxels with signal (:func:`mri_signal_mask`), their largest connected component,
     with the holes (cortical bone and other tissue dark on every echo) filled in 3D and slice by
-    slice (see :func:`_fill_holes`).
-
-    Parameters
-    ----------
-    array : (echo, I, J, K) array_like
-        Echo magnitudes, checked by :func:`check_mr_array`.
-    threshold_fraction : float
-        Cap of the threshold as a fraction of the 99th percentile of the echo sum.
+    slice (see :func:`_fill_holes`). The parameters are :func:`mri_signal_mask`'s.
     """
     candidate, threshold = mri_signal_mask(array, threshold_fraction=threshold_fraction)
     labels, n = ndimage.label(candidate)
