@@ -178,6 +178,18 @@ def test_localizers_scouts_and_reformats_of_a_study_are_skipped_and_named(
     assert case.path("ct") == case.path("mr") == flat
     np.testing.assert_array_equal(case.ct().array, ct.array)
     assert case.mr().spatial_shape == ct.spatial_shape
+    # a flat export whose MR belongs to someone else: each series' own PatientID is compared
+    other = tmp_path / "flat" / "patient-d"
+    shutil.copytree(flat, other)
+    for path in other.iterdir():
+        ds = pydicom.dcmread(path)
+        if ds.Modality == "MR":
+            ds.PatientID = "PD-4"
+            ds.save_as(path, enforce_file_format=True)
+    rows = run_qa(read_dataset(tmp_path / "flat")[0], NO_REGISTRATION)
+    mismatched = [r["case_id"] for r in rows if any("patient_mismatch" in i for i in r["issues"])]
+    assert mismatched == ["patient-d"]
+    shutil.rmtree(other)
     # training reads the chosen series too, and a split writes such cases as NIfTI pairs
     from synthct.dataset.split import write_split_folder
     from synthct.synthesis.manifest import load_case, record_from_case

@@ -142,6 +142,7 @@ class _Series:
     n_files: int
     original: bool
     skipped: str | None
+    files: tuple[Path, ...]
 
     def describe(self, patient: Path) -> str:
         where = self.folder.relative_to(patient).as_posix() or "."
@@ -166,6 +167,7 @@ def _dicom_series(patient: Path) -> dict[str, list[_Series]]:
                 len(headers),
                 all(h.image_type[:1] == ("ORIGINAL",) for h in headers),
                 not_a_volume(headers),
+                tuple(h.path for h in headers),
             )
             found.setdefault(modality, []).append(series)
     return found
@@ -193,18 +195,18 @@ def _pick_series(patient: Path, modality: str, entries: list[_Series]) -> tuple[
     return volumes[0], skipped
 
 
-def _patient_id(folder: Path) -> str | None:
+def _patient_id(files: tuple[Path, ...]) -> str | None:
+    """The PatientID of a series (its first file that has one)."""
     import pydicom
 
-    for p in sorted(folder.iterdir()):
-        if p.is_file():
-            try:
-                ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["PatientID"])
-            except Exception:  # not every file in a study folder is DICOM
-                continue
-            value = str(getattr(ds, "PatientID", "") or "").strip()
-            if value:
-                return value
+    for p in files:
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["PatientID"])
+        except Exception:  # a file the header scan read but pydicom will not: no ID from it
+            continue
+        value = str(getattr(ds, "PatientID", "") or "").strip()
+        if value:
+            return value
     return None
 
 
@@ -219,7 +221,8 @@ def _dicom_case(patient: Path) -> Case:
     (mr, mr_skipped), (ct, ct_skipped) = (
         _pick_series(patient, m, series.get(m, [])) for m in ("MR", "CT")
     )
-    ids = {m: _pseudonym(_patient_id(e.folder)) for m, e in (("MR", mr), ("CT", ct))}
+    # each series' own files: in a flat export the folder holds both
+    ids = {m: _pseudonym(_patient_id(e.files)) for m, e in (("MR", mr), ("CT", ct))}
     meta = {"patient_id": ids["CT"] or patient.name}
     extra = {
         "dicom_patient_mr": ids["MR"],
