@@ -87,6 +87,14 @@ def test_dicom_studies_are_found_by_modality(totalseg: Path, tmp_path: Path) -> 
     write_volume(mr_like(ct), studies / "patient-a" / "series-mr2", patient_id="PA-1")
     with pytest.raises(DatasetError, match="2 MR volume series"):
         read_dataset(studies)
+    # series folders named as the scanner named them: "mr" is no SynthRAD case without its ct
+    (studies / "patient-a" / "series-mr2").rename(studies / "patient-a" / "mr")
+    (studies / "patient-a" / "series-mr").rename(tmp_path / "moved-out")
+    assert read_dataset(studies)[1] == "dicom"
+    assert read_dataset(studies)[0]["patient-a"].path("mr") == studies / "patient-a" / "mr"
+    (studies / "patient-a" / "series-ct").rename(tmp_path / "ct-moved-out")
+    with pytest.raises(DatasetError, match="has no ct image"):  # incomplete either way
+        read_dataset(studies)
 
 
 def _set_image_type(folder: Path, image_type: list[str]) -> None:

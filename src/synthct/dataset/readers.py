@@ -281,10 +281,20 @@ def read_dataset(path: str | os.PathLike[str]) -> tuple[Manifest, str]:
             fix="point to a folder of cases (<region>/<case>/{mr,ct,mask}.nii.gz), of DICOM "
             "studies, or to a manifest",
         )
-    cases = _synthrad_cases(root)
+    patients = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        cases = _synthrad_cases(root)
+    except DatasetError as incomplete:
+        # A DICOM study whose MR series folder happens to be called "mr" looks like a SynthRAD
+        # case without its ct: read it as the study it is, else report the incomplete case.
+        if not (patients and _looks_like_dicom_study(root)):
+            raise
+        try:
+            return _checked([_dicom_case(p) for p in patients], root), "dicom"
+        except DatasetError:
+            raise incomplete from None
     if cases:
         return _checked(_with_patients(cases, root / PATIENTS_FILE), root), "synthrad"
-    patients = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if patients and _looks_like_dicom_study(root):
         return _checked([_dicom_case(p) for p in patients], root), "dicom"
     raise DatasetError(
