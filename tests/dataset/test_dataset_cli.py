@@ -223,3 +223,21 @@ def test_a_pair_apart_by_its_headers_says_why_it_was_not_registered(derived_sour
         row = qa_case(far01, settings)
         assert any(i.startswith("no_overlap") and why in i for i in row["issues"]), row["issues"]
         assert "mi_after" not in row  # nothing registered
+
+
+def test_a_dataset_given_by_a_relative_path_splits_from_its_qa_folder(
+    exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's flow from the dataset's parent folder: `check Task1 --out qa`, then
+    `split qa`: the QA manifest's paths hold wherever it is read from."""
+    monkeypatch.chdir(exported.parent)
+    qa = tmp_path / "qa"
+    checked = CliRunner().invoke(
+        app, ["dataset", "check", exported.name, "--out", str(qa), "--no-register"]
+    )
+    assert checked.exit_code == 0, checked.output
+    split = CliRunner().invoke(app, ["dataset", "split", str(qa), "--out", str(tmp_path / "s")])
+    assert split.exit_code == 0, split.output
+    with (tmp_path / "s" / "manifest.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all((tmp_path / "s" / r["ct"]).resolve().is_file() for r in rows)

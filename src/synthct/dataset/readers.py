@@ -269,7 +269,7 @@ def read_dataset(path: str | os.PathLike[str]) -> tuple[Manifest, str]:
         The path does not exist, the folder is empty or holds no case of a known layout, or a
         case folder is incomplete.
     """
-    root = Path(path)
+    root = Path(path).resolve()  # cases keep absolute paths, whatever the working folder
     if not root.exists():
         raise DatasetError("no such dataset folder or manifest", path=root, fix="check the path")
     if root.is_file() or any((root / n).is_file() for n in MANIFEST_NAMES):
