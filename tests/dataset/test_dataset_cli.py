@@ -59,6 +59,9 @@ def test_check_names_the_wrong_patient_and_the_non_overlapping_case(
         assert row["mask_source"] == "given" and float(row["mask_coverage"]) > 0.99
         assert float(row["ct_min_hu"]) < -100 and float(row["ct_max_hu"]) > 300  # fat, bone
     assert -1100 < float(rows["cta01"]["ct_p0_5_hu"]) < -900  # air is at -1000 HU
+    # air's noise a little below -1024 HU is no scanner padding
+    noisy_air = [c for c, r in rows.items() if -1500 < float(r["ct_min_hu"]) < -1024]
+    assert noisy_air and not any("ct_padding" in rows[c]["issues"] for c in noisy_air)
     # the example crop lies inside the body: noted, not flagged
     assert rows["ex01"]["issues"].startswith("no_air") and rows["ex01"]["status"] == "ok"
     assert "wrong01" in (qa / "qa.html").read_text()

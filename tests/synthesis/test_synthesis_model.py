@@ -255,3 +255,22 @@ def test_update_card_adds_sections_and_keeps_the_weights_valid(
     load_model_folder(folder)  # the checksum still matches the weights
     with pytest.raises(ModelFolderError, match="no model card"):
         update_card(tmp_path / "absent", provenance={})
+
+
+def test_an_sct_below_the_lowest_training_target_is_clipped_to_it(
+    trained: TrainingResult, held_out: tuple[CTVolume, MultiEchoMR]
+) -> None:
+    """A network pushed to predict -10,000 HU (as an unseen contrast can drive one to -3000 HU
+    and below) gives -1024 HU, the lowest target training saw; not a value no tissue has."""
+    import torch
+
+    _, mr = held_out
+    model = SynthesisModel.load(trained.model_dir)
+    (network,) = model.networks
+    head = [m for m in network.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+    assert head.bias is not None
+    with torch.no_grad():
+        head.bias[0] -= 10.0  # network units: 1000 HU each
+    sct = _quiet(model, mr, mask_outside_body=False).sct.array
+    assert sct.min() == pytest.approx(-1024.0)
+    assert np.mean(sct == np.float32(-1024.0)) > 0.99

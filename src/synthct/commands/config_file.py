@@ -65,7 +65,7 @@ def config_option(settings: SettingsSpec = None, *, what: str = "") -> Any:
     what : str
         What the settings keys are, for ``--help``.
     """
-    keys = f"; {what}" if what else ""
+    keys = what  # ", and the keys of ..." follows "the options given on the command line replace"
 
     def read(ctx: typer.Context, value: Path | None) -> Path | None:
         if value is None:

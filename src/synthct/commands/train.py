@@ -131,10 +131,9 @@ def _print_result(result: Any) -> None:
     )
     mean_mae = result.validation.get("mean_mae_hu")
     if mean_mae is not None:
-        console.print(
-            f"held-out cases: MAE {mean_mae:.1f} HU, bone Dice (150 HU) "
-            f"{result.validation.get('mean_bone_dice_150hu') or float('nan'):.3f}"
-        )
+        dice = result.validation.get("mean_bone_dice_150hu")
+        dice_text = "n/a" if dice is None else f"{dice:.3f}"  # 0.0 is a result, not a gap
+        console.print(f"held-out cases: MAE {mean_mae:.1f} HU, bone Dice (150 HU) {dice_text}")
 
 
 @app.command()

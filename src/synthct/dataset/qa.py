@@ -29,8 +29,9 @@ the body found in the CT. Five issues are notes that do not flag a case (:data:`
 localizers, scouts, dose pages, a reformat beside the original),
 ``no_mask`` (the mask was derived), ``no_air`` (the CT's 0.5th percentile is above -900 HU:
 a field of view inside the body, or a CT without air at -1000 HU) and ``ct_padding`` (CT voxels
-below -1024 HU, the -2048 or -3024 HU many scanners store outside the reconstruction circle:
-training neither centres patches there nor learns those values).
+at or below -1500 HU, the -2048 or -3024 HU many scanners store outside the reconstruction
+circle, not the noise of air a little below -1024 HU; training neither centres patches below
+-1024 HU nor learns those values).
 
 The ``registration`` column says whether the registration is applied (``applied``: it moves
 some MR corner by at least ``apply_min_shift_mm`` and raises the MI by at least
@@ -56,6 +57,10 @@ from synthct.manifest import Manifest
 from synthct.settings import SettingsBase
 
 __all__ = ["NOTES", "QASettings", "flag_cohort", "qa_case", "run_qa"]
+
+#: CT values at or below this are scanner padding for the ``ct_padding`` note (-2048 or -3024 HU
+#: outside the reconstruction circle); air's noise reaches a few tens of HU below -1024 only.
+PADDING_NOTE_AT_OR_BELOW_HU = -1500.0
 
 #: Issues that are reported but do not flag a case.
 NOTES: tuple[str, ...] = ("no_mask", "no_air", "ct_padding", "header_offset", "dicom_skipped")
@@ -133,11 +138,13 @@ def _ct_rows(case: Case, settings: QASettings, issues: list[str]) -> dict[str, A
     }
     if p[0] > settings.air_ceiling_hu:
         issues.append(f"no_air: CT 0.5th percentile {p[0]:.0f} HU (air is -1000 HU)")
-    padding = float((data < CT_PADDING_BELOW_HU).mean())
+    # Air reconstructs with noise a few tens of HU below -1024; padding is -2048 or -3024 HU.
+    padding = float((data <= PADDING_NOTE_AT_OR_BELOW_HU).mean())
     if padding > 0:
         issues.append(
-            f"ct_padding: {100 * padding:.1f}% of CT voxels below {CT_PADDING_BELOW_HU:.0f} HU "
-            "(scanner padding outside the reconstruction); training treats them as unmeasured"
+            f"ct_padding: {100 * padding:.1f}% of CT voxels at or below "
+            f"{PADDING_NOTE_AT_OR_BELOW_HU:.0f} HU (scanner padding outside the reconstruction); "
+            f"training treats every voxel below {CT_PADDING_BELOW_HU:.0f} HU as unmeasured"
         )
     if p[2] > settings.max_p99_5_hu:
         issues.append(f"hu_range: CT 99.5th percentile {p[2]:.0f} HU (metal, or not HU?)")

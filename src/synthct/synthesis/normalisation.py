@@ -108,7 +108,9 @@ def check_mr_array(
             f"the MRI has {data.shape[0]} echo; synthesis needs at least {MIN_ECHOES} echo "
             "magnitudes (e.g. fat opposed and in phase)",
             path=source,
-            fix="pass every echo of the multi-echo gradient echo",
+            fix="pass every echo of the multi-echo gradient echo; for a single contrast (a T1w "
+            "or T2w) name it in the configuration (normalisation: {method: zscore, channels: "
+            "[T2w]}) or let training plan it (synthct train ... --plan auto)",
         )
     if data.dtype.kind not in "biuf":
         raise SynthesisInputError(f"MR values must be real numbers, got {data.dtype}", path=source)

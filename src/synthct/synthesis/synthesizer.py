@@ -19,6 +19,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from synthct.imaging.body_mask import CT_PADDING_BELOW_HU
 from synthct.synthesis.config import SynthesisConfig
 from synthct.synthesis.domain import TrainingDomain, check_domain
 from synthct.synthesis.errors import ModelFolderError, SynthesisInputError
@@ -295,7 +296,8 @@ def assemble_result(
     model_name: str | None = None,
     inference_spacing_mm: Sequence[float] | None = None,
 ) -> SynthesisResult:
-    """Turn the network-unit prediction into HU volumes on the MRI grid (in place)."""
+    """Turn the network-unit prediction into HU volumes on the MRI grid (in place); the sCT
+    is clipped below at -1024 HU, the lowest target training saw."""
     scale = np.float32(config.normalisation.hu_scale)
     offset = np.float32(config.normalisation.hu_offset)
     mask_out = (
@@ -304,6 +306,9 @@ def assemble_result(
     sct = out[MEAN]
     sct *= scale
     sct += offset
+    # No training target lay below -1024 HU (padding is clamped there, air is -1000 HU): a
+    # network that extrapolates below it (-3000 HU and lower on unseen contrasts) is clipped.
+    np.maximum(sct, np.float32(CT_PADDING_BELOW_HU), out=sct)
     outside = ~body if mask_out else None
     if outside is not None:
         sct[outside] = config.inference.air_hu
