@@ -149,3 +149,29 @@ def test_bad_evaluation_input_is_a_clear_error(cohort: Path, tmp_path: Path) -> 
     summary = evaluate_cohort(read_evaluation_manifest(cohort), tmp_path / "none")
     assert {r["status"] for r in summary.rows} == {"failed"}
     assert "no sct and no model" in str(summary.rows[0]["error"])
+
+
+def test_an_evaluation_that_measures_no_case_exits_non_zero(cohort: Path, tmp_path: Path) -> None:
+    """Every sCT is the CT mirrored left-right: the alignment check refuses each, nothing is
+    measured, and the exit code says so (1; `--align warn` measures them anyway)."""
+    from synthct.io import write_volume
+
+    rows = list(csv.DictReader(cohort.read_text(encoding="utf-8").splitlines()))
+    for row in rows:
+        ct = read_volume(cohort.parent / row["ct"], kind="ct")
+        assert isinstance(ct, CTVolume)
+        mirrored = tmp_path / f"{row['case_id']}_mirrored.nii.gz"
+        write_volume(
+            CTVolume(np.ascontiguousarray(np.asarray(ct.array)[::-1]), ct.affine), mirrored
+        )
+        row["sct"] = str(mirrored)
+    manifest = cohort.parent / "mirrored.csv"
+    with manifest.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    result = CliRunner().invoke(app, ["evaluate", str(manifest), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert "no case was measured" in result.stderr
+    warned = ["evaluate", str(manifest), "-o", str(tmp_path / "warned"), "--align", "warn"]
+    assert CliRunner().invoke(app, warned).exit_code == 0

@@ -94,7 +94,11 @@ def evaluate(
     align: _Align = "check",
     config: _Config = None,
 ) -> None:
-    """Synthesise each case's sCT and write the SynthRAD2025-style table and lesion tables."""
+    """Synthesise each case's sCT and write the SynthRAD2025-style table and lesion tables.
+
+    Exit code 0 when at least one case was measured (failed cases are listed), 1 when none
+    was, 2 on bad input.
+    """
     from synthct.commands.validate import check_align_mode
     from synthct.evaluation.cases import read_evaluation_manifest, read_split, select_subset
     from synthct.evaluation.run import InferenceOptions, evaluate_cohort
@@ -134,6 +138,14 @@ def evaluate(
         description=description,
     )
     _print_summary(summary, out)
+    if summary.rows and not any(row["status"] == "ok" for row in summary.rows):
+        err_console.print(
+            f"[bold red]no case was measured[/] ({len(summary.rows)} failed; reasons above); "
+            "an early model's sCT may be too poor for the alignment check: --align warn "
+            "measures it anyway",
+            highlight=False,
+        )
+        raise typer.Exit(1)
 
 
 def _synthesizer_and_flips(
