@@ -242,6 +242,12 @@ def test_overlap_fraction_known_answers() -> None:
     assert overlap_fraction(Geometry((10, 10, 10), shifted), a) == pytest.approx(0.5)
     shifted[0, 3] = 500.0
     assert overlap_fraction(Geometry((10, 10, 10), shifted), a) == 0.0
+    # a 20 mm CT slab across a 450 mm sagittal MR: 4.4 % of the MR lies in it, not 0 %
+    mr = Geometry((9, 562, 562), np.diag([4.0, 0.8, 0.8, 1.0]))
+    slab = np.diag([1.0, 1.0, 2.0, 1.0])
+    slab[:3, 3] = (-200.0, 0.0, 215.0)  # 214-234 mm: between two points of a 12-point lattice
+    ct = Geometry((512, 512, 10), slab)
+    assert overlap_fraction(mr, ct) == pytest.approx(20.0 / 450.0, abs=0.01)
 
 
 def test_qa_rows_for_the_bad_inputs(tmp_path: Path) -> None:

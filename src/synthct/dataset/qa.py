@@ -99,9 +99,23 @@ with warnings.catch_warnings():
         apply_min_mi_gain: float = 0.05
 
 
-def overlap_fraction(mr: Geometry, ct: Geometry, *, points_per_axis: int = 12) -> float:
-    """Share of the MR field of view inside the CT's (a regular lattice of MR points)."""
-    axes = [np.linspace(0, n - 1, min(n, points_per_axis)) for n in mr.shape]
+def overlap_fraction(
+    mr: Geometry, ct: Geometry, *, points_per_axis: int = 12, max_points_per_axis: int = 128
+) -> float:
+    """Share of the MR field of view inside the CT's (a regular lattice of MR points).
+
+    The lattice has at least ``points_per_axis`` points along each MR axis and is made finer
+    (up to one per voxel, at most ``max_points_per_axis``) until its step is a quarter of the
+    CT's thinnest extent, so a thin CT slab across a long MR (40 mm of CT in 450 mm of MR) is
+    hit rather than stepped over.
+    """
+    ct_thinnest_mm = float(np.min(np.asarray(ct.shape) * np.asarray(ct.spacing_mm)))
+    step_mm = ct_thinnest_mm / 4.0
+    counts = [
+        min(n, max(points_per_axis, min(max_points_per_axis, int(np.ceil(n * s / step_mm)))))
+        for n, s in zip(mr.shape, mr.spacing_mm, strict=True)
+    ]
+    axes = [np.linspace(0, n - 1, c) for n, c in zip(mr.shape, counts, strict=True)]
     ijk = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     return float(np.mean(ct.contains_lps(mr.index_to_lps(ijk))))
 
