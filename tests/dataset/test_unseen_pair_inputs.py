@@ -233,3 +233,67 @@ def test_the_ct_couch_does_not_pull_the_registration(totalseg: Path) -> None:
     on_mr = points @ move[:3, :3].T + move[:3, 3]  # the same anatomy in the MR's frame
     found = on_mr @ result.matrix[:3, :3].T + result.matrix[:3, 3]  # MR frame -> CT frame
     assert np.linalg.norm(found - points, axis=1).max() < 1.0  # mm
+
+
+def _cropped_mr_far_along_the_table(
+    ct: CTVolume, dz_mm: float, rotation_deg: float, folder: Path
+) -> tuple[Case, np.ndarray]:
+    """A T2-like MR of the central 60 % of the CT's field of view (3 mm voxels) with a coil's
+    intensity falloff (x 0.5-1.5) and noise, its anatomy moved by a known rigid transform and its
+    header a further ``dz_mm`` along the table. Returns the case (files in ``folder``) and the
+    true MR-to-CT transform (LPS, 4 x 4)."""
+    centre = ct.geometry.index_to_lps((np.asarray(ct.spatial_shape) - 1) / 2)
+    move = rigid_about(rotation_deg, (2.0, 2.0, -3.0), centre)  # CT anatomy -> MR frame
+    g = ct.geometry
+    shape = (0.6 * np.asarray(g.shape) * np.asarray(g.spacing_mm) / 3.0).astype(int)
+    grid = np.eye(4)
+    grid[:3, :3] = g.direction * 3.0
+    grid[:3, 3] = centre - grid[:3, :3] @ ((shape - 1) / 2.0)
+    # the MR voxel at LPS q (MR frame) shows the CT's anatomy at move^-1 q
+    anatomy = Geometry((int(shape[0]), int(shape[1]), int(shape[2])), np.linalg.inv(move) @ grid)
+    hu = np.asarray(resample_to(ct, anatomy, fill_value=-1000.0).array, dtype=np.float32)
+    signal = np.interp(hu, [-1000, -500, -100, -50, 0, 30, 80, 200, 500, 1500],
+                       [0, 20, 850, 800, 1000, 900, 450, 350, 120, 60])  # fmt: skip
+    x, y, z = np.meshgrid(*[np.linspace(-1.0, 1.0, n) for n in hu.shape], indexing="ij")
+    signal *= 1.0 + 0.3 * x + 0.2 * y * z  # receive-coil falloff, 0.5-1.5
+    signal += np.random.default_rng(0).normal(0.0, 15.0, hu.shape)
+    table = np.eye(4)
+    table[2, 3] = dz_mm
+    mr = MultiEchoMR(np.clip(signal, 0.0, None).astype(np.float32)[None], table @ grid)
+    folder.mkdir(parents=True)
+    write_volume(ct, folder / "ct.nii.gz")
+    write_volume(mr, folder / "mr.nii.gz")
+    case = Case(folder.name, {"ct": folder / "ct.nii.gz", "mr": [folder / "mr.nii.gz"]})
+    return case, np.linalg.inv(move) @ np.linalg.inv(table)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dz_mm", [120.0, -200.0])
+def test_a_cropped_mr_far_along_the_table_is_found(
+    totalseg: Path, tmp_path: Path, dz_mm: float
+) -> None:
+    """60 % of the field of view, a coil's ramp, 120-200 mm apart along the table: the body
+    centroids disagree (the crop) but the headers agree across the table, and the search along
+    that line finds the pair (36-60 degree wrong optima before). Once registered the MR lies in
+    the CT: no partial_overlap. A rotation above max_rotation_deg is flagged and leaves the
+    case out of a split."""
+    from synthct.dataset.qa import QASettings, qa_case
+    from synthct.dataset.split import EXCLUDING_ISSUES
+
+    ct = read_volume(totalseg / "example_ct.nii.gz", kind="ct")
+    assert isinstance(ct, CTVolume)
+    case, truth = _cropped_mr_far_along_the_table(ct, dz_mm, 3.0, tmp_path / "pair")
+    row = qa_case(case)
+    assert row["registration"] == "applied" and row["registration_rotation_deg"] < 5.0, row
+    mr = case.mr()
+    points = mr.geometry.index_to_lps(np.argwhere(np.ones(mr.spatial_shape, bool))[::997])
+    found = points @ row["registration_matrix"][:3, :3].T + row["registration_matrix"][:3, 3]
+    expected = points @ truth[:3, :3].T + truth[:3, 3]
+    assert np.linalg.norm(found - expected, axis=1).max() < 2.0  # mm, over the whole MR
+    assert row["fov_overlap_registered"] > 0.99
+    if dz_mm == -200.0:  # a third of the MR in the CT by the headers, all of it once registered
+        assert row["fov_overlap"] < 0.5
+        assert not any(i.startswith("partial_overlap") for i in row["issues"]), row["issues"]
+    strict = qa_case(case, QASettings(max_rotation_deg=1.0))  # the true 3 degrees, flagged
+    assert any(i.startswith("registration_rotation") for i in strict["issues"])
+    assert "registration_rotation" in EXCLUDING_ISSUES

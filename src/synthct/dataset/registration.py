@@ -9,8 +9,9 @@ Gaussian of ``sqrt(new^2 - old^2) / 2.355`` mm SD per axis), so anisotropic voxe
 Capture range: gradient descent from the headers' alignment finds offsets of about 15 mm. Scans
 that were never registered (another scanner, another session) are often further apart, mostly
 along the table (S-I) axis. With ``search`` (the default) starting points are also drawn from a
-global translation search: the bodies' centroids align L-R and A-P, the MR slides along S-I
-over the whole CT in steps of twice the working spacing, then L-R/A-P are refined around the
+global translation search: along two lines, the bodies' centroids aligned L-R and A-P and the
+headers' L-R and A-P, the MR slides along S-I over the whole CT in steps of twice the working
+spacing, then L-R/A-P are refined around the
 best positions, each scored by mutual information on a grid twice as coarse. The registration
 runs from the headers' alignment and from the best distinct positions, and the result with the
 highest mutual information is kept, so a pair aligned already never gets worse.
@@ -332,7 +333,12 @@ def _search_translations(
     centre = fixed.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2).tolist())
     percentage = min(1.0, 20000.0 / float(np.prod(size)))
     body = _body_centroid(sitk, fixed, mr=True), _body_centroid(sitk, moving, mr=False)
-    xy = (body[1] - body[0])[:2] if body[0] is not None and body[1] is not None else np.zeros(2)
+    # Two lines along S-I: the bodies' centroids aligned L-R / A-P, and the headers' L-R / A-P
+    # (an MR field of view cropped inside the body has its centroid elsewhere than the CT
+    # body's, while scanners mostly disagree along the table only).
+    lines = [np.zeros(2)]
+    if body[0] is not None and body[1] is not None:
+        lines.append((body[1] - body[0])[:2])
     mr_centre = mr_box.mean(axis=0)
     z_values = np.arange(
         ct_box[0, 2] - mr_centre[2], ct_box[1, 2] - mr_centre[2] + step_mm, step_mm
@@ -343,7 +349,11 @@ def _search_translations(
             return float("-inf")
         return _mutual_information(sitk, fixed, moving, _euler(sitk, centre, t), percentage, seed)
 
-    along = [(score(t), tuple(t)) for t in (np.array([xy[0], xy[1], z]) for z in z_values)]
+    along = [
+        (score(t), tuple(t))
+        for xy in lines
+        for t in (np.array([xy[0], xy[1], z]) for z in z_values)
+    ]
     along = [a for a in along if np.isfinite(a[0])]
     if not along:
         return [], None
@@ -385,9 +395,17 @@ def _box_overlap(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
 
 
 def _body_centroid(sitk: Any, image: Any, *, mr: bool) -> NDArray[np.float64] | None:
-    """Physical centroid of the body (MR: Otsu foreground; CT: above -500 HU), or None."""
+    """Physical centroid of the body (MR: signal above min(Otsu, 0.2 x 99th percentile); CT:
+    above -500 HU), or None."""
     if mr:
-        mask = sitk.OtsuThreshold(image, 0, 1)
+        # Any tissue, as the synthesis body mask: Otsu's value, at most a fifth of the 99th
+        # percentile (in a field of view with little air Otsu alone splits fat from water).
+        values = sitk.GetArrayViewFromImage(image)
+        high = float(np.percentile(values, 99.0))
+        otsu = sitk.OtsuThresholdImageFilter()
+        otsu.Execute(image)
+        level = min(float(otsu.GetThreshold()), 0.2 * high)
+        mask = sitk.BinaryThreshold(image, level, 1e30, 1, 0)
     else:
         mask = sitk.BinaryThreshold(image, -500.0, 1e9, 1, 0)
     stats = sitk.LabelShapeStatisticsImageFilter()

@@ -297,7 +297,7 @@ def identical_ct_groups(manifest: Manifest) -> list[list[str]]:
 
 #: QA issues (``qa_issues`` of ``synthct dataset check``'s manifest) that keep a case out.
 EXCLUDING_ISSUES: tuple[str, ...] = (
-    "no_overlap", "mi_outlier", "channel_count", "patient_mismatch",
+    "no_overlap", "mi_outlier", "channel_count", "patient_mismatch", "registration_rotation",
 )  # fmt: skip
 
 
