@@ -76,9 +76,9 @@ def test_a_dataset_goes_through_check_split_train_evaluate(
     data, qa, split, run, ev = (tmp_path / n for n in ("Task1", "qa", "split", "run", "ev"))
     _run("dataset", "export", derived_source, "--out", data)
     out = _run("dataset", "check", data, "--out", qa)
-    # far01 (MR header 600 mm away) is registered by the global search but, a crop of soft
-    # tissue alone, falls below the cohort's MI: flagged, left out
-    assert "wrong01: mi_outlier" in out and "far01: mi_outlier" in out
+    # far01 (MR header 600 mm away) is registered by the global search: a crop of soft tissue
+    # alone, its MI is below the cohort's, but its anatomy stood out along the CT: kept
+    assert "wrong01: mi_outlier" in out and "far01: header_offset" in out
     checked = read_manifest(qa / "manifest.csv")
     truth = read_manifest(derived_source)
     for case_id in ("ex01", "ch01", "cta01", "cta02"):
@@ -93,13 +93,13 @@ def test_a_dataset_goes_through_check_split_train_evaluate(
         assert np.linalg.norm(back - corners, axis=1).max() < 1.5, case_id  # mm
     out = _run("dataset", "split", qa / "manifest.csv", "--out", split, "--folds", "1",
                "--test-fraction", "0.34", "--unit", "patient", "--seed", "7")  # fmt: skip
-    assert "left out wrong01: mi_outlier" in out and "left out far01: mi_outlier" in out
+    assert "left out wrong01: mi_outlier" in out and "left out far01" not in out
     plan = json.loads((split / "split.json").read_text())
-    assert sorted(plan["excluded"]) == ["far01", "wrong01"] and plan["unit"] == "patient"
+    assert sorted(plan["excluded"]) == ["wrong01"] and plan["unit"] == "patient"
     assert plan["test"] == ["ch01"] and plan["folds"][0]["val"] == ["ex01"]  # seed 7
-    assert plan["folds"][0]["train"] == ["cta01", "cta02"]  # one patient, in one part
+    assert plan["folds"][0]["train"] == ["cta01", "cta02", "far01"]  # cta: in one part
     fold = read_manifest(split / "fold-0.csv")
-    assert sorted(fold.case_ids) == ["ch01", "cta01", "cta02", "ex01"]
+    assert sorted(fold.case_ids) == ["ch01", "cta01", "cta02", "ex01", "far01"]
     pair = fold["cta01"]
     mr, ct = pair.mr(), pair.ct()
     assert mr.same_geometry(ct) and pair.path("mr").is_relative_to(split / "pairs")

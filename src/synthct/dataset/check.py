@@ -50,8 +50,9 @@ both on a {{ spacing }} mm isotropic grid; higher is better.</p>
 _COLUMNS = (
     "case_id", "patient_id", "region", "split", "status", "issues", "error",
     "mr_channels", "mr_shape", "mr_spacing_mm", "mr_orientation", "ct_shape", "ct_spacing_mm",
-    "ct_orientation", "fov_overlap", "mi_before", "mi_after", "registration_rotation_deg",
-    "registration_shift_mm", "registration", "ct_min_hu", "ct_p0_5_hu", "ct_median_hu",
+    "ct_orientation", "fov_overlap", "fov_overlap_registered", "mi_before", "mi_after",
+    "registration_rotation_deg", "registration_shift_mm", "registration", "search_peak_ratio",
+    "ct_min_hu", "ct_p0_5_hu", "ct_median_hu",
     "ct_p99_5_hu", "ct_max_hu", "mask_source", "mask_fraction", "mask_coverage", "mr_p0_5",
     "mr_p99_5", "ct_checksum", "mr_checksum",
 )  # fmt: skip
