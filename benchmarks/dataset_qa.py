@@ -183,7 +183,9 @@ def print_alignment(source: Any, checked: Any, split: Path) -> None:
         centre = ct.geometry.index_to_lps((np.asarray(ct.spatial_shape) - 1) / 2) - shift
         truth = rigid_about(float(truth_case.extra["offset_rotation_deg"]), shift, centre)
         corners = _corners(mr.spatial_shape, mr.affine)
-        moved = corners @ truth[:3, :3].T + truth[:3, 3]
+        # far01's MR header lies a further mr_shift_mm away from the anatomy it shows
+        mr_shift = np.asarray([float(v) for v in truth_case.extra["mr_shift_mm"].split(";")])
+        moved = (corners - mr_shift) @ truth[:3, :3].T + truth[:3, 3]
         header = np.linalg.norm(moved - corners, axis=1).max()  # nothing applied
         found = read_transform(path)
         back = np.array([found.TransformPoint(p.tolist()) for p in moved])

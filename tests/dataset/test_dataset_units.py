@@ -377,3 +377,27 @@ def test_the_real_mr_of_another_subject_is_flagged(totalseg: Path, tmp_path: Pat
     assert any(i.startswith("no_overlap") and "stands out" in i for i in row["issues"])
     assert row["registration"] == "identity" and row["registration_matrix"] is None
     assert row["search_peak_ratio"] < 1.5
+
+
+@pytest.mark.slow
+def test_a_ct_series_without_uid_beside_the_mr_in_one_folder(
+    totalseg: Path, tmp_path: Path
+) -> None:
+    """The real DICOM CT here has no SeriesInstanceUID. Exported into one folder with an MR
+    series, each is still found by Modality and read back, and a split writes the pair."""
+    import shutil
+
+    from synthct.io import read_volume, write_volume
+
+    ct = read_volume(totalseg / "example_ct_dicom", kind="ct")
+    patient = tmp_path / "studies" / "p1"
+    patient.mkdir(parents=True)
+    for path in (totalseg / "example_ct_dicom").iterdir():
+        shutil.copy(path, patient / f"CT_{path.name}")
+    write_volume(mr_like(ct), tmp_path / "mr-series")
+    for path in (tmp_path / "mr-series").iterdir():
+        shutil.copy(path, patient / path.name)
+    (case,) = read_dataset(tmp_path / "studies")[0].cases
+    assert case.extra["ct_series_uid"] == "none" and case.path("ct") == patient
+    np.testing.assert_array_equal(case.ct().array, ct.array)
+    assert case.mr().spatial_shape == ct.spatial_shape

@@ -217,6 +217,8 @@ def _pseudonym(value: str | None) -> str:
 
 
 def _dicom_case(patient: Path) -> Case:
+    from synthct.io.dicom_headers import NO_SERIES_UID
+
     series = _dicom_series(patient)
     (mr, mr_skipped), (ct, ct_skipped) = (
         _pick_series(patient, m, series.get(m, [])) for m in ("MR", "CT")
@@ -228,8 +230,8 @@ def _dicom_case(patient: Path) -> Case:
         "dicom_patient_mr": ids["MR"],
         "dicom_patient_ct": ids["CT"],
         # the series by UID: a folder may hold others (a localizer beside the scan, a flat export)
-        SERIES_UID_COLUMNS["mr"]: mr.uid,
-        SERIES_UID_COLUMNS["ct"]: ct.uid,
+        SERIES_UID_COLUMNS["mr"]: mr.uid or NO_SERIES_UID,
+        SERIES_UID_COLUMNS["ct"]: ct.uid or NO_SERIES_UID,
         DICOM_SKIPPED_COLUMN: " | ".join(mr_skipped + ct_skipped),
     }
     return Case(patient.name, {"ct": ct.folder, "mr": mr.folder}, meta, extra)

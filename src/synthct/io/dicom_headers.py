@@ -22,6 +22,9 @@ from pydicom.uid import UID, ImplicitVRLittleEndian, MediaStorageDirectoryStorag
 
 from synthct.errors import ReadError
 
+#: Stands for "the files without a SeriesInstanceUID" where a series is named by UID (a UID
+#: holds digits and dots only, so it cannot collide); such files form one series.
+NO_SERIES_UID = "none"
 #: Header elements larger than this many bytes (the pixel data) are not loaded.
 _DEFER_BYTES = 1024
 _UNDEFINED_LENGTH = 0xFFFFFFFF

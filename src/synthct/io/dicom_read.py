@@ -30,7 +30,7 @@ from pydicom.uid import UID
 from synthct.errors import ReadError, VolumeKindError
 from synthct.geometry import Geometry
 from synthct.io.dicom_geometry import stack_affine
-from synthct.io.dicom_headers import SliceHeader, scan_folder, series_info
+from synthct.io.dicom_headers import NO_SERIES_UID, SliceHeader, scan_folder, series_info
 from synthct.io.image_files import make_volume
 from synthct.io.kinds import parse_kind
 from synthct.volume import MRProtocol, Volume
@@ -61,6 +61,7 @@ def read_dicom_series(
         MR gives ``"mr"``, anything else ``"scalar"``.
     series_uid : str, optional
         SeriesInstanceUID to read; required when the folder holds several image series.
+        :data:`~synthct.io.dicom_headers.NO_SERIES_UID` reads the files that have none.
     check_hu : bool
         For CT kinds, reject values that are not Hounsfield units
         (:func:`synthct.volume.check_hounsfield`).
@@ -118,6 +119,7 @@ def _choose_series(root: Path, series_uid: str | None) -> list[SliceHeader]:
     infos = [series_info(uid, hs) for uid, hs in groups.items()]
     listing = "\n".join(f"  - {info.describe()}" for info in infos)
     if series_uid is not None:
+        series_uid = "" if series_uid == NO_SERIES_UID else series_uid
         if series_uid not in groups:
             raise ReadError(
                 f"has no series with UID {series_uid}; it holds:\n{listing}",

@@ -9,8 +9,9 @@ never registered are. A case may carry another case's MRI (centred
 on its own CT: an MR of the wrong patient) or an MRI shifted far away (no overlap).
 
 The cases are written as ``<case>/{ct,mr}.nii.gz`` with a manifest (:mod:`synthct.manifest`)
-whose extra columns record the truth: ``offset_rotation_deg`` (about S), ``offset_shift_mm``
-and ``mr_of`` (whose MRI the case holds).
+whose extra columns record the truth: ``offset_rotation_deg`` (about S), ``offset_shift_mm``,
+``mr_shift_mm`` (how far the MRI's header was moved from the anatomy it shows) and ``mr_of``
+(whose MRI the case holds).
 """
 
 from __future__ import annotations
@@ -183,6 +184,7 @@ def write_derived_pairs(
                     {
                         "offset_rotation_deg": rotation_deg,
                         "offset_shift_mm": ";".join(f"{v:g}" for v in shift_mm),
+                        "mr_shift_mm": ";".join(f"{v:g}" for v in spec.mr_shift_mm),
                         "mr_of": spec.mr_of or spec.case_id,
                     },
                 )
