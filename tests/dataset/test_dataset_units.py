@@ -267,6 +267,7 @@ def test_qa_rows_for_the_bad_inputs(tmp_path: Path) -> None:
     assert result.cases_with("no_overlap") == ["apart"] and rows["apart"]["fov_overlap"] == 0
     assert result.cases_with("channel_count") == ["onechannel"]
     assert rows["mrasct"]["status"] == "error" and "Hounsfield" in rows["mrasct"]["error"]
+    assert "; fix: " in rows["mrasct"]["error"]  # the row says what to do, not only what failed
     assert sorted(result.cases_with("duplicate_ct")) == ["copy", "good1"]
     assert rows["good1"]["mask_coverage"] == pytest.approx(1.0)
     assert rows["good1"]["mr_p99_5"] == f"{MR_VALUES[0]:.4g};{MR_VALUES[1]:.4g}"

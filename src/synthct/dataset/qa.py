@@ -314,7 +314,11 @@ def qa_case(case: Case, settings: QASettings | None = None) -> dict[str, Any]:
                 + why
             )
     except SynthctError as exc:
-        row["error"] = f"{exc.problem}" + (f" ({exc.path})" if exc.path else "")
+        row["error"] = (
+            f"{exc.problem}"
+            + (f" ({exc.path})" if exc.path else "")
+            + (f"; fix: {exc.fix}" if exc.fix else "")
+        )
     finally:
         case.unload()
     row["issues"] = issues

@@ -56,7 +56,9 @@ def read_echoes(
         return volumes[0]
     first = volumes[0]
     for p, v in zip(paths[1:], volumes[1:], strict=True):
-        first.require_same_geometry(v, names=(f"echo file {paths[0]}", f"echo file {p}"))
+        first.require_same_geometry(
+            v, names=(f"MR channel file {paths[0]}", f"MR channel file {p}")
+        )
     protocol = None
     if all(v.protocol is not None for v in volumes):
         base = first.protocol
