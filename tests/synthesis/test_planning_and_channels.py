@@ -228,6 +228,9 @@ def test_single_t2w_channel_is_planned_trained_and_synthesized(
     )
     assert result.exit_code == 0, result.output
     assert load_config(run / "config.yaml") == plan  # --plan auto plans as `synthct plan`
+    # what the plan replaced is said, not silent: the whole 48 x 48 x 32 case, not 16^3
+    assert plan.patches.size == (48, 48, 32) and tiny.patches.size == (16, 16, 16)
+    assert "patch 48 x 48 x 32 (the configuration had 16 x 16 x 16)" in result.output
     assert (run / "plan.json").is_file() and (run / "training_curve.png").is_file()
     card = json.loads((run / "model" / "model_card.json").read_text())
     domain = card["domain"]

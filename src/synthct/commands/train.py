@@ -90,10 +90,13 @@ def train(
         from synthct.synthesis.planning import apply_plan, plan_from_manifest
 
         made = plan_from_manifest(manifest, settings)
+        before = settings
         settings = apply_plan(settings, made)
         if main_rank and not (output / "checkpoints").exists():
             output.mkdir(parents=True, exist_ok=True)
             write_text_atomic(output / "plan.json", made.to_json())
+        if main_rank:
+            _print_plan(made, before)
     if not main_rank:  # torchrun: the other ranks train silently
         train_model(manifest, settings, output, resume=resume)
         return
@@ -122,6 +125,27 @@ def train(
         result = train_model(manifest, settings, output, resume=resume, progress=show)
 
     _print_result(result)
+
+
+def _print_plan(made: Any, before: Any) -> None:
+    """What --plan auto set, beside what the configuration had (it replaces those keys)."""
+
+    def size(values: Any) -> str:
+        return " x ".join(f"{v:g}" for v in values)
+
+    old_patch = tuple(before.patches.size)
+    patch = size(made.patch_size) + (
+        f" (the configuration had {size(old_patch)})" if old_patch != made.patch_size else ""
+    )
+    console.print(
+        f"plan: spacing {size(made.target_spacing_mm)} mm, patch {patch} "
+        f"(~{made.estimated_activation_gb:.1f} GB of activations within "
+        f"plan.memory_budget_gb {before.plan.memory_budget_gb:g}; lower it for CPU training), "
+        f"normalisation {made.normalisation_method}"
+        + (f" [{', '.join(made.channels)}]" if made.channels else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _print_result(result: Any) -> None:
