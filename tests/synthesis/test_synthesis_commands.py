@@ -124,3 +124,50 @@ def test_bad_model_folder_exits_2_with_the_fix(render: Callable[..., Any], tmp_p
         app, ["synthesize", str(one_echo), "-m", "baseline", "-o", str(tmp_path / "s.nii.gz")]
     )
     assert result.exit_code == 2 and "at least 2 echo" in result.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_the_iteration_and_resume_finishes(
+    cohort_manifest: Path, tmp_path: Path
+) -> None:
+    """A real `synthct train` process gets SIGINT mid-run (no checkpoint due for 1000
+    iterations): it finishes the iteration, writes the checkpoint, says how to go on and exits
+    130; `--resume` then runs the rest to the end."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    config = tmp_path / "tiny.yaml"
+    text = (CONFIGS / "phantom_tiny.yaml").read_text()
+    config.write_text(
+        text.replace("iterations: 80", "iterations: 100000")
+        .replace("validation_interval: 20", "validation_interval: 1000")
+        .replace("checkpoint_interval: 40", "checkpoint_interval: 1000")
+    )
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "synthct.cli", "train", str(cohort_manifest), "-o", str(run)]
+    process = subprocess.Popen(
+        [*command, "-c", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "split.json").is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)  # the cases are loaded once split.json is written
+    time.sleep(3.0)  # some iterations
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "stopped by SIGINT after iteration" in stderr and "--resume" in stderr
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    done = int(state["iteration"])
+    assert 0 < done < 1000
+    finish = subprocess.run(
+        [*command, "--resume", "--iterations", str(done + 3)], capture_output=True, text=True
+    )
+    assert finish.returncode == 0, finish.stderr
+    assert int(torch.load(run / "checkpoints" / "last.pt", weights_only=False)["iteration"]) == (
+        done + 3
+    )
+    assert (run / "model" / "weights.safetensors").is_file()

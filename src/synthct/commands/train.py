@@ -12,7 +12,10 @@ from typing import Annotated, Any
 
 import typer
 
-from synthct.cli import app, console, reports_errors
+from synthct.cli import app, console, err_console, reports_errors
+
+#: Exit code of a run stopped by Ctrl-C or SIGTERM after its checkpoint (128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 _Manifest = Annotated[
     Path,
@@ -58,7 +61,9 @@ def train(
     """Train an MRI-to-CT network; write checkpoints, a CSV log and the model folder.
 
     Multi-GPU or multi-node: ``torchrun --nproc_per_node N -m synthct.cli train ...`` with
-    ``training.patch_seeding: per_sample`` (``configs/real_large.yaml``).
+    ``training.patch_seeding: per_sample`` (``configs/real_large.yaml``). Ctrl-C or SIGTERM
+    (one process): the iteration finishes, its checkpoint is written, exit code 130, and
+    ``--resume`` continues from it.
     """
     from rich.progress import (
         BarColumn,
@@ -70,7 +75,7 @@ def train(
     )
 
     from synthct.synthesis.config import SynthesisConfig, load_config
-    from synthct.synthesis.errors import TrainingConfigError
+    from synthct.synthesis.errors import TrainingConfigError, TrainingInterrupted
     from synthct.synthesis.training import TrainingProgress, train_model
 
     if resume and config is None and (output / "config.yaml").is_file():
@@ -122,7 +127,12 @@ def train(
             status = ", ".join(s for s in (loss, last["val"], p.message) if s)
             bar.update(task, completed=p.iteration, description=p.phase, status=status)
 
-        result = train_model(manifest, settings, output, resume=resume, progress=show)
+        try:
+            result = train_model(manifest, settings, output, resume=resume, progress=show)
+        except TrainingInterrupted as stopped:
+            bar.stop()
+            err_console.print(f"[bold]{stopped}[/]", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
     _print_result(result)
 

@@ -15,6 +15,7 @@ __all__ = [
     "ModelFolderError",
     "SynthesisInputError",
     "TrainingConfigError",
+    "TrainingInterrupted",
 ]
 
 
@@ -24,6 +25,10 @@ class SynthesisInputError(SynthctError, ValueError):
 
 class TrainingConfigError(SynthctError, ValueError):
     """A training configuration (YAML or keyword) with an invalid or inconsistent setting."""
+
+
+class TrainingInterrupted(SynthctError, RuntimeError):
+    """A training run stopped by SIGINT or SIGTERM after checkpointing its last iteration."""
 
 
 class ModelFolderError(SynthctError, OSError):

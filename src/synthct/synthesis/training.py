@@ -78,7 +78,7 @@ from synthct.synthesis.distributed import (
     step_torch_seed,
 )
 from synthct.synthesis.domain import CONTRAST_AGNOSTIC, MRHeaderLike, domain_from_volumes
-from synthct.synthesis.errors import TrainingConfigError
+from synthct.synthesis.errors import TrainingConfigError, TrainingInterrupted
 from synthct.synthesis.initial_weights import load_initial_weights
 from synthct.synthesis.losses import bone_target_threshold, loss_terms
 from synthct.synthesis.manifest import Case, CaseRecord, load_case, read_manifest
@@ -88,6 +88,7 @@ from synthct.synthesis.patches import PatchSampler, PreparedCase, prepare_case
 from synthct.synthesis.planning import resample_case, split_cases
 from synthct.synthesis.prepared_store import MRHeader, read_case, store_key, write_case
 from synthct.synthesis.randomised_source import randomised_training_data, read_label_manifest
+from synthct.synthesis.stop_request import StopRequest
 from synthct.synthesis.synthesizer import resolve_device
 from synthct.synthesis.training_validation import (
     keep_best,
@@ -273,53 +274,66 @@ def _train(
 
     t0 = time.perf_counter()
     running, running_l1, running_n = 0.0, 0.0, 0
-    for iteration in range(run.start, settings.iterations):
-        loss, l1 = run.step(sampler, samples, iteration, config, context)
-        running += float(loss.detach())
-        running_l1 += float(l1.detach())
-        running_n += 1
-        done = iteration + 1
-        elapsed = run.elapsed_before + time.perf_counter() - t0
-        report(
-            TrainingProgress(
-                "training", done, settings.iterations, float(loss.detach()), elapsed_s=elapsed
+    with StopRequest(enabled=not context.enabled) as stop:
+        for iteration in range(run.start, settings.iterations):
+            loss, l1 = run.step(sampler, samples, iteration, config, context)
+            running += float(loss.detach())
+            running_l1 += float(l1.detach())
+            running_n += 1
+            done = iteration + 1
+            elapsed = run.elapsed_before + time.perf_counter() - t0
+            report(
+                TrainingProgress(
+                    "training", done, settings.iterations, float(loss.detach()), elapsed_s=elapsed
+                )
             )
-        )
-        last_step = done == settings.iterations
-        if done % settings.validation_interval == 0 or last_step:
-            train_loss = mean_over_ranks(running / running_n, context, device)
-            train_l1 = mean_over_ranks(running_l1 / running_n, context, device)
-            running, running_l1, running_n = 0.0, 0.0, 0
-            if context.is_main and val_patches is not None:
-                interval = settings.volume_validation_interval
-                volumes = val_cases if interval and (done % interval == 0 or last_step) else []
-                train = {
-                    "train_loss": train_loss,
-                    "train_l1_hu": train_l1 * config.normalisation.hu_scale,
-                }
-                row = _log_validation(
-                    out, run, (val_patches, volumes), config, (done, elapsed), train, writer
-                )
-                report(
-                    TrainingProgress(
-                        "validating",
-                        done,
-                        settings.iterations,
-                        train_loss,
-                        row["validation_loss"],
-                        row["validation_mae_hu"],
-                        elapsed,
+            last_step = done == settings.iterations
+            if done % settings.validation_interval == 0 or last_step:
+                train_loss = mean_over_ranks(running / running_n, context, device)
+                train_l1 = mean_over_ranks(running_l1 / running_n, context, device)
+                running, running_l1, running_n = 0.0, 0.0, 0
+                if context.is_main and val_patches is not None:
+                    interval = settings.volume_validation_interval
+                    volumes = val_cases if interval and (done % interval == 0 or last_step) else []
+                    train = {
+                        "train_loss": train_loss,
+                        "train_l1_hu": train_l1 * config.normalisation.hu_scale,
+                    }
+                    row = _log_validation(
+                        out, run, (val_patches, volumes), config, (done, elapsed), train, writer
                     )
+                    report(
+                        TrainingProgress(
+                            "validating",
+                            done,
+                            settings.iterations,
+                            train_loss,
+                            row["validation_loss"],
+                            row["validation_mae_hu"],
+                            elapsed,
+                        )
+                    )
+            stopping = stop.signal_name is not None and not last_step
+            if context.is_main and (
+                done % settings.checkpoint_interval == 0 or last_step or stopping
+            ):
+                extra = {
+                    "log": run.rows,
+                    "best": run.best,
+                    "elapsed_s": elapsed,
+                    "initial_weights": run.initial,
+                }
+                split = {"train_ids": train_ids, "validation_ids": val_ids}
+                save_checkpoint(out / CHECKPOINT, run.state(done, config, context, extra | split))
+            if stopping:
+                if writer is not None:
+                    writer.close()
+                raise TrainingInterrupted(
+                    f"stopped by {stop.signal_name} after iteration {done} of "
+                    f"{settings.iterations}; its checkpoint is {out / CHECKPOINT}",
+                    path=out,
+                    fix="run the same command with --resume to continue from there",
                 )
-        if context.is_main and (done % settings.checkpoint_interval == 0 or last_step):
-            extra = {
-                "log": run.rows,
-                "best": run.best,
-                "elapsed_s": elapsed,
-                "initial_weights": run.initial,
-            }
-            split = {"train_ids": train_ids, "validation_ids": val_ids}
-            save_checkpoint(out / CHECKPOINT, run.state(done, config, context, extra | split))
     if writer is not None:
         writer.close()
     result = TrainingResult(
