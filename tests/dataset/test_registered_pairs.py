@@ -261,3 +261,36 @@ def test_check_writes_the_transform_only_where_it_is_applied(tmp_path: Path) -> 
     assert np.linalg.norm(found_centre - centre_in_mr) < 1.5
     covered = mr_coverage(read_volume(case.path("mr"), kind="mr"), ct.geometry, found)
     assert covered[tuple(np.round(ct.geometry.lps_to_index(CENTRE_LPS_MM)).astype(int))]
+
+
+def test_a_written_pair_rechecks_without_a_mask_coverage_flag(tmp_path: Path) -> None:
+    """A small MR turned 30 degrees inside a CT slab: the pair's box holds body voxels the MR
+    does not image, outside its mask. QA judges the mask where the MR images the body (a
+    re-check of a split's pairs read 65 % before); a mask that misses half of that is still
+    flagged."""
+    from synthct.dataset.qa import QASettings, qa_case
+    from synthct.volume import LabelMap
+
+    (tmp_path / "in").mkdir()
+    ct = np.full((32, 32, 32), -1000.0, np.float32)
+    ct[2:30, 2:20, 2:30] = 0.0  # body: a slab, air beyond it
+    mr_affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    mr_affine[:3, 3] = (20.0, 20.0, 20.0)
+    mr = np.random.default_rng(0).normal(100.0, 5.0, (1, 12, 12, 12)).astype(np.float32)
+    write_volume(CTVolume(ct, np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "in" / "ct.nii.gz")
+    write_volume(MultiEchoMR(mr, mr_affine), tmp_path / "in" / "mr.nii.gz")
+    turn = rigid_about(30.0, (0.0, 0.0, 0.0), np.array([31.0, 31.0, 31.0]))
+    write_transform(tmp_path / "in" / "t.tfm", turn)
+    images = {"ct": tmp_path / "in" / "ct.nii.gz", "mr": tmp_path / "in" / "mr.nii.gz"}
+    case = Case("turned", images, {}, {TRANSFORM_COLUMN: tmp_path / "in" / "t.tfm"})
+    pair = write_pair(case, tmp_path / "pair")
+    mask = pair.labels("body_mask").array > 0
+    body = pair.ct().array > -500
+    assert 0.3 < mask.sum() / body.sum() < 0.9  # the box holds body the MR does not image
+    row = qa_case(pair, QASettings(register=False))
+    assert row["mask_coverage"] == pytest.approx(1.0) and row["issues"] == []
+    half = mask.copy()
+    half[: half.shape[0] // 2] = False
+    write_volume(LabelMap(half.astype(np.uint8), pair.ct().affine), tmp_path / "half.nii.gz")
+    row = qa_case(pair.with_images(body_mask=tmp_path / "half.nii.gz"), QASettings(register=False))
+    assert row["mask_coverage"] < 0.7 and row["issues"][0].startswith("mask_coverage")

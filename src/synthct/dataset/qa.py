@@ -26,7 +26,8 @@ headers, or of the registered MR when an applied registration puts more of it in
 (a wrong optimum, most likely); ``mi_outlier`` when the MI after registration is below half
 the median of the other cases' (at least 3 cases with a registration); ``hu_range`` when the
 CT's 99.5th percentile exceeds 3500 HU; ``mask_coverage`` when a given mask covers less than
-90 % of the body found in the CT. Five issues are notes that do not flag a case
+90 % of the body found in the CT where the MR images it (a registered pair's mask stops where
+its MR does). Five issues are notes that do not flag a case
 (:data:`NOTES`): ``header_offset`` (above), ``dicom_skipped`` (series of a DICOM study that
 were not read: localizers, scouts, dose pages, a reformat beside the original), ``no_mask``
 (the mask was derived), ``no_air`` (the CT's 0.5th percentile is above -900 HU: a field of
@@ -156,6 +157,17 @@ def _grid(prefix: str, g: Geometry) -> dict[str, Any]:
     }
 
 
+def _mr_imaged(case: Case, grid: Geometry) -> NDArray[np.bool_]:
+    """Voxels of ``grid`` the MR images by the headers: inside its field of view and not the
+    exact zero (every channel) that a resampled MR holds where it had no data."""
+    from synthct.resample import resample_to
+    from synthct.volume import LabelMap
+
+    mr = case.mr()
+    data = LabelMap(np.any(mr.array != 0, axis=0).astype(np.uint8), mr.affine)
+    return np.asarray(resample_to(data, grid, fill_value=0).array > 0)
+
+
 def _ct_rows(case: Case, settings: QASettings, issues: list[str]) -> dict[str, Any]:
     from synthct.imaging.body_mask import CT_PADDING_BELOW_HU, body_mask_volume
 
@@ -191,7 +203,11 @@ def _ct_rows(case: Case, settings: QASettings, issues: list[str]) -> dict[str, A
         if not mask.same_geometry(ct):
             mask = resample_to(mask, ct)
         given = mask.array > 0
-        coverage = float((given & body).sum() / max(1, body.sum()))
+        # A mask is the body where the MR images it: a registered pair's MR (its field of view
+        # turned inside the CT's box) leaves body voxels it does not image, outside its mask.
+        imaged = body & _mr_imaged(case, ct.geometry)
+        judged = imaged if imaged.any() else body  # the headers put the MR elsewhere
+        coverage = float((given & judged).sum() / max(1, judged.sum()))
         row.update(mask_source="given", mask_fraction=float(given.mean()), mask_coverage=coverage)
         if coverage < settings.min_mask_coverage:
             issues.append(f"mask_coverage: the mask covers {100 * coverage:.0f}% of the body")
