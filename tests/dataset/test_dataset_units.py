@@ -85,16 +85,25 @@ def test_dicom_studies_are_found_by_modality(totalseg: Path, tmp_path: Path) -> 
     assert any(i.startswith("duplicate_ct") for i in rows[0]["issues"])  # the same CT twice
     assert "PA-1" not in json.dumps(rows, default=str)  # no identifier in the QA output
     write_volume(mr_like(ct), studies / "patient-a" / "series-mr2", patient_id="PA-1")
-    with pytest.raises(DatasetError, match="2 MR volume series"):
-        read_dataset(studies)
+    # two MR volume series: that patient cannot be read as it is, the other one still is
+    manifest, _ = read_dataset(studies)
+    (row_a, row_b) = run_qa(manifest, NO_REGISTRATION)
+    assert "2 MR volume series" in row_a["error"] and "--mr-series" in row_a["error"]
+    assert row_a["status"] == "error" and row_b["status"] != "error"
     # series folders named as the scanner named them: "mr" is no SynthRAD case without its ct
     (studies / "patient-a" / "series-mr2").rename(studies / "patient-a" / "mr")
     (studies / "patient-a" / "series-mr").rename(tmp_path / "moved-out")
     assert read_dataset(studies)[1] == "dicom"
     assert read_dataset(studies)[0]["patient-a"].path("mr") == studies / "patient-a" / "mr"
     (studies / "patient-a" / "series-ct").rename(tmp_path / "ct-moved-out")
-    with pytest.raises(DatasetError, match="has no ct image"):  # incomplete either way
-        read_dataset(studies)
+    # a study without its CT is an unreadable row that says so; the complete one still reads
+    manifest, _ = read_dataset(studies)
+    assert "0 CT volume series" in manifest["patient-a"].extra["read_error"]
+    assert "add the patient's CT series" in manifest["patient-a"].extra["read_error"]
+    assert not manifest["patient-b"].extra.get("read_error")
+    (studies / "patient-b" / "series-ct").rename(tmp_path / "ct-b-moved-out")
+    with pytest.raises(DatasetError, match="has no ct image"):  # none complete: the SynthRAD
+        read_dataset(studies)  # reading's message (an "mr" folder without its ct)
 
 
 def _set_image_type(folder: Path, image_type: list[str]) -> None:
@@ -224,6 +233,65 @@ def test_localizers_scouts_and_reformats_of_a_study_are_skipped_and_named(
     with pytest.raises(DatasetError, match="0 MR volume series") as e:
         read_dataset(tmp_path / "studies")
     assert "slices in 3 orientations" in str(e.value)  # says what it found instead
+
+
+@pytest.mark.slow
+def test_a_study_with_several_mr_series_is_read_with_the_one_named(
+    totalseg: Path, tmp_path: Path
+) -> None:
+    """A hospital export holds T1w, T2w and STIR series: without a choice that patient is an
+    unreadable QA row (the others still read) whose fix names --mr-series; --mr-series picks
+    the series by its description (text or pattern), the others are named as skipped; check
+    and split leave the unreadable patient out."""
+    from synthct.dataset.readers import SeriesChoice
+    from synthct.io import read_volume, write_volume
+    from synthct.io.dicom_write import write_dicom_series
+
+    ct = read_volume(totalseg / "example_ct_sm.nii.gz", kind="ct")
+    studies = tmp_path / "studies"
+    contrasts = {"t1_vibe_tra": 0.5, "t2_tse_tra": 1.0, "stir_tra": 2.0}
+    for name in ("patient-a", "patient-b"):
+        study = studies / name
+        study.mkdir(parents=True)
+        write_volume(ct, study / "ct", patient_id=name)
+        for n, (description, scale) in enumerate(contrasts.items()):
+            mr = mr_like(ct)
+            mr = mr.with_array(np.asarray(mr.array) * scale)
+            write_dicom_series(
+                mr, study / description, patient_id=name,
+                series_description=description.upper(), series_number=n + 2,
+            )  # fmt: skip
+    # no patient readable: more likely a wrong choice or folder than a cohort of bad studies
+    result = CliRunner().invoke(app, ["dataset", "check", str(studies), "-o", str(tmp_path / "q")])
+    assert result.exit_code == 2 and "no patient folder" in result.stderr
+    assert "3 MR volume series" in result.stderr and "--mr-series" in result.stderr
+    assert not (tmp_path / "q").exists()
+    with pytest.raises(DatasetError, match="0 MR volume series matching 'flair'"):
+        read_dataset(studies, series=SeriesChoice(mr="flair"))
+
+    t2, _ = read_dataset(studies, series=SeriesChoice(mr="T2"))
+    assert [c.path("mr").name for c in t2] == ["t2_tse_tra"] * 2
+    expected = np.asarray(mr_like(ct).array)
+    np.testing.assert_allclose(t2["patient-a"].mr().array, expected, atol=0.5)
+    assert "not 'T2'" in t2["patient-a"].extra["dicom_skipped_series"]
+    stir, _ = read_dataset(studies, series=SeriesChoice(mr="stir_*"))  # a pattern
+    np.testing.assert_allclose(stir["patient-b"].mr().array, 2.0 * expected, atol=1.0)
+    with pytest.raises(DatasetError, match="3 MR volume series matching '_tra'"):
+        read_dataset(studies, series=SeriesChoice(mr="_tra", ct="anything"))
+
+    # one patient without a T2: check names it and goes on, split leaves it out
+    import shutil
+
+    shutil.rmtree(studies / "patient-b" / "t2_tse_tra")
+    qa = tmp_path / "qa"
+    args = ["dataset", "check", str(studies), "-o", str(qa), "--no-register", "--mr-series", "t2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "1 unreadable" in result.output and "patient-b: patient folder" in result.output
+    split = CliRunner().invoke(app, ["dataset", "split", str(qa), "-o", str(tmp_path / "split"),
+                                     "--unit", "slab"])  # fmt: skip
+    assert split.exit_code == 0, split.output
+    assert "left out patient-b: unreadable" in split.output
 
 
 def mr_like(ct: object) -> Any:

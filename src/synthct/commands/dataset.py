@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from synthct.cli import app, console, reports_errors
 from synthct.commands.config_file import build_settings, config_option, given_options
+
+if TYPE_CHECKING:
+    from synthct.dataset.readers import SeriesChoice
 
 dataset_app = typer.Typer(
     help="Paired MR/CT datasets: QA (check), patient-level splits (split), SynthRAD export.",
@@ -21,6 +24,22 @@ _SOURCE_HELP = (
     "level optional), a folder of DICOM studies (one MR and one CT series per patient), or a "
     "synthct manifest (file, or a folder with manifest.csv)."
 )
+
+_MR_SERIES = typer.Option(
+    "--mr-series",
+    help="DICOM studies with several MR volume series (T1w, T2w, ...): read the one whose "
+    "SeriesDescription contains this text (case-insensitive), or matches it as a pattern with "
+    "* ? [ (e.g. 't2_tse*').",
+)
+_CT_SERIES = typer.Option(
+    "--ct-series", help="The same for several CT volume series (e.g. 'venous')."
+)
+
+
+def _series(mr_series: str | None, ct_series: str | None) -> SeriesChoice:
+    from synthct.dataset.readers import SeriesChoice
+
+    return SeriesChoice(mr=mr_series, ct=ct_series)
 
 
 @dataset_app.command("check")
@@ -36,6 +55,8 @@ def check(
         ),
     ] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing QA folder.")] = False,
+    mr_series: Annotated[str | None, _MR_SERIES] = None,
+    ct_series: Annotated[str | None, _CT_SERIES] = None,
     config: Annotated[
         Path | None,
         config_option(
@@ -65,7 +86,7 @@ def check(
 
         result = check_dataset(
             source, out, settings=settings, overwrite=overwrite,
-            progress=progress,
+            progress=progress, series=_series(mr_series, ct_series),
         )  # fmt: skip
     counts = {k: sum(r["status"] == k for r in result.rows) for k in ("ok", "flag", "error")}
     console.print(
@@ -115,6 +136,8 @@ def split(
     slab_gap_mm: Annotated[
         float, typer.Option(help="Gap between neighbouring slabs, mm.", min=0.0)
     ] = 6.0,
+    mr_series: Annotated[str | None, _MR_SERIES] = None,
+    ct_series: Annotated[str | None, _CT_SERIES] = None,
     config: Annotated[Path | None, config_option()] = None,
 ) -> None:
     """Deterministic patient-level split (a fixed test set and k folds), or slabs of few scans.
@@ -139,7 +162,7 @@ def split(
             path="--out",
             fix="pass --out FOLDER (or --check SPLIT.json to check an existing split)",
         )
-    manifest, layout = read_dataset(source)
+    manifest, layout = read_dataset(source, series=_series(mr_series, ct_series))
     if check_split is not None:
         checked = read_split(check_split, manifest)
         console.print(
@@ -181,12 +204,14 @@ def export(
         str, typer.Option("--format", help="nii.gz (SynthRAD2023) or mha (SynthRAD2025).")
     ] = "nii.gz",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+    mr_series: Annotated[str | None, _MR_SERIES] = None,
+    ct_series: Annotated[str | None, _CT_SERIES] = None,
 ) -> None:
     """Write cases (e.g. a `synthct phantom` cohort) as <region>/<case>/{mr,ct,mask} files."""
     from synthct.dataset.export import export_synthrad
     from synthct.dataset.readers import read_dataset
 
-    manifest, _ = read_dataset(source)
+    manifest, _ = read_dataset(source, series=_series(mr_series, ct_series))
     folder = export_synthrad(
         manifest, out, region=region, extension=image_format, overwrite=overwrite
     )

@@ -21,10 +21,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synthct.case import Case
 from synthct.manifest import Manifest
+
+if TYPE_CHECKING:
+    from synthct.dataset.readers import SeriesChoice
 
 __all__ = ["CheckResult", "check_dataset", "qa_html"]
 
@@ -99,6 +102,7 @@ def check_dataset(
     settings: Any = None,
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    series: SeriesChoice | None = None,
 ) -> CheckResult:
     """Read a dataset, run the QA, and write the output folder (see the module docstring).
 
@@ -114,6 +118,8 @@ def check_dataset(
         Replace an existing output folder.
     progress : callable, optional
         ``progress(case_id, done, total)``.
+    series : SeriesChoice, optional
+        Which series of a DICOM study to read where a patient holds several.
 
     Raises
     ------
@@ -136,7 +142,7 @@ def check_dataset(
             path=out,
             fix="choose a new folder or pass --overwrite",
         )
-    manifest, layout = read_dataset(source)
+    manifest, layout = read_dataset(source, series=series)
     rows = run_qa(manifest, s, progress=progress)
     usable = _fingerprint_cases(manifest, rows)
     fp = fingerprint(usable).to_dict() if len(usable) else None

@@ -94,7 +94,7 @@ def export_synthrad(
         A case id or region that cannot name a folder, an unreadable case, an existing folder
         without ``overwrite``; nothing is left under ``out`` then.
     """
-    from synthct.dataset.readers import IMAGE_EXTENSIONS, PATIENTS_FILE, DatasetError
+    from synthct.dataset.readers import IMAGE_EXTENSIONS, PATIENTS_FILE, DatasetError, read_error
     from synthct.io.atomic import atomic_directory
 
     ext = extension if extension.startswith(".") else f".{extension}"
@@ -105,6 +105,9 @@ def export_synthrad(
             fix=f"use one of {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}",
         )
     for case in cases:
+        unreadable = read_error(case)
+        if unreadable is not None:
+            raise DatasetError(f"case {case.case_id!r}: {unreadable}", path=case.path("ct"))
         for name in (case.case_id, case.region or region or "x", case.patient_id):
             if not _SAFE.match(name):
                 raise DatasetError(

@@ -54,7 +54,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from synthct.case import Case
-from synthct.dataset.readers import DICOM_SKIPPED_COLUMN
+from synthct.dataset.readers import DICOM_SKIPPED_COLUMN, read_error
 from synthct.errors import SynthctError
 from synthct.geometry import Geometry
 from synthct.manifest import Manifest
@@ -259,6 +259,11 @@ def qa_case(case: Case, settings: QASettings | None = None) -> dict[str, Any]:
     skipped = str(case.extra.get(DICOM_SKIPPED_COLUMN, "") or "")
     if skipped:
         issues.append(f"dicom_skipped: {skipped}")
+    unreadable = read_error(case)
+    if unreadable is not None:  # the reader could not choose its series: nothing to read
+        row["error"] = unreadable
+        row["issues"] = issues
+        return row
     try:
         row.update(_mr_rows(case, issues))
         row.update(_ct_rows(case, s, issues))

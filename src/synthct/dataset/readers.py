@@ -22,7 +22,11 @@ Layouts recognised (:func:`read_dataset` picks the first that fits):
     are skipped (:func:`synthct.io.dicom_headers.not_a_volume`), and so is a derived series
     (a reformat) beside an original one; the skipped series are listed in the case's
     ``dicom_skipped_series`` column, and the chosen ones' UIDs in ``mr_series_uid`` and
-    ``ct_series_uid``. The case id is the folder's name.
+    ``ct_series_uid``. The case id is the folder's name. A study holding several MR (or CT)
+    volume series (T1w, T2w, STIR, ...) is read with a :class:`SeriesChoice`: text matched
+    against the SeriesDescription (``--mr-series``/``--ct-series``). A patient folder whose
+    series cannot be chosen becomes a case with :data:`READ_ERROR_COLUMN` set, which QA reports
+    as unreadable and splits leave out, so one such patient does not stop the others.
     PatientID never leaves the reader: the patient id is a pseudonym, ``pid-`` and the first
     10 hex digits of the SHA-256 of the CT's PatientID (the folder's name when absent), and
     :attr:`Case.extra <synthct.case.Case.extra>` holds the pseudonyms of the MR's and the CT's
@@ -44,12 +48,18 @@ __all__ = [
     "DICOM_SKIPPED_COLUMN",
     "IMAGE_EXTENSIONS",
     "PATIENTS_FILE",
+    "READ_ERROR_COLUMN",
     "DatasetError",
+    "SeriesChoice",
     "read_dataset",
+    "read_error",
 ]
 
 #: Column naming the series of a DICOM study that were not read (localizers, scouts, reformats).
 DICOM_SKIPPED_COLUMN = "dicom_skipped_series"
+
+#: Column holding why a patient folder of a DICOM study could not be read as a case.
+READ_ERROR_COLUMN = "read_error"
 
 #: Optional table of a SynthRAD-layout folder: which patient each case belongs to.
 PATIENTS_FILE = "patients.csv"
@@ -60,6 +70,39 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".mha", ".nii", ".nrrd")
 
 class DatasetError(ManifestError):
     """A dataset folder that cannot be read as cases (empty, unknown layout, incomplete case)."""
+
+
+class _SeriesChoiceError(DatasetError):
+    """A patient folder holds volume series of a modality, but not exactly one to read."""
+
+
+@dataclass(frozen=True)
+class SeriesChoice:
+    """Which MR and CT series of a DICOM study to read where a patient holds several.
+
+    Each is matched case-insensitively against the SeriesDescription: a part of it
+    (``"t2"``), or a whole-description pattern when it holds ``*``, ``?`` or ``[``
+    (``"t2_tse_sag*"``). None: the one volume series there is.
+    """
+
+    mr: str | None = None
+    ct: str | None = None
+
+    def matches(self, modality: str, description: str) -> bool:
+        """Whether a series of ``modality`` with ``description`` is the one chosen."""
+        import fnmatch
+
+        wanted = self.mr if modality == "MR" else self.ct
+        if wanted is None:
+            return True
+        text, wanted = description.casefold(), wanted.casefold()
+        if any(c in wanted for c in "*?["):
+            return fnmatch.fnmatchcase(text, wanted)
+        return wanted in text
+
+    def option(self, modality: str) -> str:
+        """The command-line option that names the series of ``modality``."""
+        return "--mr-series" if modality == "MR" else "--ct-series"
 
 
 def _image(folder: Path, stem: str) -> Path | None:
@@ -173,11 +216,19 @@ def _dicom_series(patient: Path) -> dict[str, list[_Series]]:
     return found
 
 
-def _pick_series(patient: Path, modality: str, entries: list[_Series]) -> tuple[_Series, list[str]]:
-    """The one volume series of ``modality``, and what was skipped (localizers, scouts, dose
-    pages; reformats beside an original series)."""
+def _pick_series(
+    patient: Path, modality: str, entries: list[_Series], choice: SeriesChoice
+) -> tuple[_Series, list[str]]:
+    """The one volume series of ``modality`` (the one ``choice`` names), and what was skipped
+    (localizers, scouts, dose pages; series not chosen; reformats beside an original)."""
     volumes = [e for e in entries if e.skipped is None]
     skipped = [f"{modality} {e.describe(patient)}" for e in entries if e.skipped is not None]
+    wanted = choice.mr if modality == "MR" else choice.ct
+    if wanted is not None:
+        for e in volumes:
+            if not choice.matches(modality, e.description):
+                skipped.append(f"{modality} {e.describe(patient)}: not {wanted!r}")
+        volumes = [e for e in volumes if choice.matches(modality, e.description)]
     if len(volumes) > 1 and any(e.original for e in volumes):
         for e in volumes:
             if not e.original:
@@ -185,12 +236,21 @@ def _pick_series(patient: Path, modality: str, entries: list[_Series]) -> tuple[
         volumes = [e for e in volumes if e.original]
     if len(volumes) != 1:
         listed = "; ".join(e.describe(patient) for e in entries)
-        raise DatasetError(
-            f"patient folder {patient.name!r} holds {len(volumes)} {modality} volume series"
+        which = f" matching {wanted!r}" if wanted is not None else ""
+        option = choice.option(modality)
+        kind = _SeriesChoiceError if volumes or wanted is not None else DatasetError
+        raise kind(
+            f"patient folder {patient.name!r} holds {len(volumes)} {modality} volume "
+            f"series{which}"
             + (f" (of {len(entries)} {modality} series: {listed})" if entries else ""),
             path=patient,
-            fix=f"keep exactly one {modality} volume series per patient folder (move the others "
-            "out), or list the cases in a manifest",
+            fix=(
+                f"name the {modality} series to read by its description ({option} TEXT, e.g. "
+                f"{option} t2), keep exactly one {modality} volume series per patient folder, "
+                "or list the cases in a manifest"
+            )
+            if volumes or wanted is not None
+            else f"add the patient's {modality} series, or leave the folder out",
         )
     return volumes[0], skipped
 
@@ -216,12 +276,12 @@ def _pseudonym(value: str | None) -> str:
     return f"pid-{hashlib.sha256(value.encode()).hexdigest()[:10]}" if value else ""
 
 
-def _dicom_case(patient: Path) -> Case:
+def _dicom_case(patient: Path, choice: SeriesChoice) -> Case:
     from synthct.io.dicom_headers import NO_SERIES_UID
 
     series = _dicom_series(patient)
     (mr, mr_skipped), (ct, ct_skipped) = (
-        _pick_series(patient, m, series.get(m, [])) for m in ("MR", "CT")
+        _pick_series(patient, m, series.get(m, []), choice) for m in ("MR", "CT")
     )
     # each series' own files: in a flat export the folder holds both
     ids = {m: _pseudonym(_patient_id(e.files)) for m, e in (("MR", mr), ("CT", ct))}
@@ -237,6 +297,37 @@ def _dicom_case(patient: Path) -> Case:
     return Case(patient.name, {"ct": ct.folder, "mr": mr.folder}, meta, extra)
 
 
+def _dicom_cases(patients: list[Path], choice: SeriesChoice, root: Path) -> list[Case]:
+    """One case per patient folder; a folder whose series cannot be chosen is a case that
+    says why (:data:`READ_ERROR_COLUMN`), so the others are still read. None readable is an
+    error: more likely the wrong folder level than a cohort of bad studies."""
+    cases, errors = [], []
+    for patient in patients:
+        try:
+            cases.append(_dicom_case(patient, choice))
+        except DatasetError as exc:
+            errors.append(exc)
+            why = exc.problem + (f"; fix: {exc.fix}" if exc.fix else "")
+            images: dict[str, Path | list[Path]] = {"ct": patient, "mr": [patient]}
+            cases.append(
+                Case(patient.name, images, {"patient_id": patient.name}, {READ_ERROR_COLUMN: why})
+            )
+    if len(errors) == len(patients):
+        raise type(errors[0])(
+            f"no patient folder of this DICOM study could be read; {patients[0].name}: "
+            f"{errors[0].problem}",
+            path=root,
+            fix=f"{errors[0].fix}; the folder given must hold one folder per patient (pass the "
+            "folder above a single patient's study)",
+        )
+    return cases
+
+
+def read_error(case: Case) -> str | None:
+    """Why the reader could not read ``case`` (None: it could)."""
+    return str(case.extra.get(READ_ERROR_COLUMN) or "") or None
+
+
 def _looks_like_dicom_study(root: Path) -> bool:
     for p in root.rglob("*"):
         if p.is_file():
@@ -249,7 +340,9 @@ def _looks_like_dicom_study(root: Path) -> bool:
     return False
 
 
-def read_dataset(path: str | os.PathLike[str]) -> tuple[Manifest, str]:
+def read_dataset(
+    path: str | os.PathLike[str], *, series: SeriesChoice | None = None
+) -> tuple[Manifest, str]:
     """Read a dataset folder (or manifest file) into cases.
 
     Parameters
@@ -257,6 +350,8 @@ def read_dataset(path: str | os.PathLike[str]) -> tuple[Manifest, str]:
     path : path
         A manifest file, a folder with a manifest, a SynthRAD-layout folder, or a folder of
         DICOM study folders (see the module docstring).
+    series : SeriesChoice, optional
+        Which series of a DICOM study to read where a patient holds several.
 
     Returns
     -------
@@ -272,6 +367,7 @@ def read_dataset(path: str | os.PathLike[str]) -> tuple[Manifest, str]:
         case folder is incomplete.
     """
     root = Path(path).resolve()  # cases keep absolute paths, whatever the working folder
+    choice = series or SeriesChoice()
     if not root.exists():
         raise DatasetError("no such dataset folder or manifest", path=root, fix="check the path")
     if root.is_file() or any((root / n).is_file() for n in MANIFEST_NAMES):
@@ -292,13 +388,15 @@ def read_dataset(path: str | os.PathLike[str]) -> tuple[Manifest, str]:
         if not (patients and _looks_like_dicom_study(root)):
             raise
         try:
-            return _checked([_dicom_case(p) for p in patients], root), "dicom"
+            return _checked(_dicom_cases(patients, choice, root), root), "dicom"
+        except _SeriesChoiceError:
+            raise  # a study it is, with series to choose from: say so
         except DatasetError:
             raise incomplete from None
     if cases:
         return _checked(_with_patients(cases, root / PATIENTS_FILE), root), "synthrad"
     if patients and _looks_like_dicom_study(root):
-        return _checked([_dicom_case(p) for p in patients], root), "dicom"
+        return _checked(_dicom_cases(patients, choice, root), root), "dicom"
     raise DatasetError(
         "no case found: neither a manifest, nor case folders with ct and mr images, nor DICOM "
         "study folders",

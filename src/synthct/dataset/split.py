@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from synthct.case import Case
+from synthct.dataset.readers import read_error
 from synthct.manifest import Manifest, ManifestError
 
 __all__ = [
@@ -285,11 +286,12 @@ def read_split(path: str | os.PathLike[str], manifest: Manifest | None = None) -
 
 
 def identical_ct_groups(manifest: Manifest) -> list[list[str]]:
-    """Groups (two or more) of case ids whose CT voxels are identical (read one at a time)."""
+    """Groups (two or more) of case ids whose CT voxels are identical (read one at a time);
+    cases QA ruled out or could not read (:func:`usable_cases`) are not read."""
     from synthct.dataset.qa import voxel_checksum
 
     by_sum: dict[str, list[str]] = {}
-    for case in manifest:
+    for case in usable_cases(manifest)[0]:
         by_sum.setdefault(voxel_checksum(case.ct().array), []).append(case.case_id)
         case.unload()
     return [ids for ids in by_sum.values() if len(ids) > 1]
@@ -311,7 +313,7 @@ def usable_cases(manifest: Manifest) -> tuple[Manifest, dict[str, str]]:
     for case in manifest:
         issues = [i for i in str(case.extra.get("qa_issues") or "").split(";") if i]
         bad = [i for i in issues if i in EXCLUDING_ISSUES]
-        if str(case.extra.get("qa_status") or "") == "error":
+        if str(case.extra.get("qa_status") or "") == "error" or read_error(case):
             bad = ["unreadable", *bad]
         if bad:
             excluded[case.case_id] = ", ".join(bad)
