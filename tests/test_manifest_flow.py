@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from synthct.cli import app
+from tiny_config import tiny_config
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SPEC = """
 seed: 5
 protocol: fast_3t
@@ -64,13 +64,7 @@ def test_validate_reads_the_phantom_manifest_as_it_is(cohort: Path, tmp_path: Pa
 
 
 def test_train_reads_the_phantom_manifest_as_it_is(cohort: Path, tmp_path: Path) -> None:
-    config = tmp_path / "tiny.yaml"
-    text = (CONFIGS / "phantom_tiny.yaml").read_text()
-    config.write_text(
-        text.replace("iterations: 80", "iterations: 2")
-        .replace("validation_interval: 20", "validation_interval: 2")
-        .replace("checkpoint_interval: 40", "checkpoint_interval: 2")
-    )
+    config = tiny_config(tmp_path, iterations=2, validation_interval=2, checkpoint_interval=2)
     run = tmp_path / "run"
     manifest = cohort / "manifest.csv"
     result = runner.invoke(app, ["train", str(manifest), "-o", str(run), "-c", str(config)])

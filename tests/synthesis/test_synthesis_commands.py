@@ -12,20 +12,14 @@ from typer.testing import CliRunner
 from synthct.cli import app
 from synthct.io import read_volume, write_volume
 from synthct.synthesis.training import TrainingResult
+from tiny_config import tiny_config
 
 runner = CliRunner()
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.mark.slow
 def test_train_then_resume_from_the_command_line(cohort_manifest: Path, tmp_path: Path) -> None:
-    config = tmp_path / "tiny.yaml"
-    text = (CONFIGS / "phantom_tiny.yaml").read_text()
-    config.write_text(
-        text.replace("iterations: 80", "iterations: 4")
-        .replace("validation_interval: 20", "validation_interval: 2")
-        .replace("checkpoint_interval: 40", "checkpoint_interval: 2")
-    )
+    config = tiny_config(tmp_path, iterations=4, validation_interval=2, checkpoint_interval=2)
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", str(cohort_manifest), "-o", str(run), "-c", str(config)])
     assert result.exit_code == 0, result.output
@@ -140,12 +134,8 @@ def test_ctrl_c_checkpoints_the_iteration_and_resume_finishes(
 
     import torch
 
-    config = tmp_path / "tiny.yaml"
-    text = (CONFIGS / "phantom_tiny.yaml").read_text()
-    config.write_text(
-        text.replace("iterations: 80", "iterations: 100000")
-        .replace("validation_interval: 20", "validation_interval: 1000")
-        .replace("checkpoint_interval: 40", "checkpoint_interval: 1000")
+    config = tiny_config(
+        tmp_path, iterations=100000, validation_interval=1000, checkpoint_interval=1000
     )
     run = tmp_path / "run"
     command = [sys.executable, "-m", "synthct.cli", "train", str(cohort_manifest), "-o", str(run)]
