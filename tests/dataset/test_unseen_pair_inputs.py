@@ -347,3 +347,48 @@ def test_only_a_slab_gets_a_finer_registration_grid() -> None:
     assert working_spacing_mm(cube, slab, 3.0) == pytest.approx(40.0 / 36.0)
     assert working_spacing_mm(box((100, 100, 5), (4.0, 4.0, 4.0)), slab, 3.0) == 1.0
     assert working_spacing_mm(cube, slab, 0.8) == 0.8  # never coarser than asked
+
+
+@pytest.mark.slow
+def test_a_sagittal_spine_slab_registers(totalseg: Path, tmp_path: Path) -> None:
+    """The classic spine T2 spin echo: 14 sagittal 4 mm slices (56 mm across the spine, 1 mm
+    in plane, rows running inferior), coil falloff and noise, 3 degrees and (2, 2, -3) mm off
+    and its header 120 mm along the table. QA registers it onto the axial real CT within
+    0.5 mm on every tissue point of the MR."""
+    from synthct.dataset.qa import qa_case
+
+    ct = read_volume(totalseg / "chest_ct.nii.gz", kind="ct")
+    assert isinstance(ct, CTVolume)
+    g, hu = ct.geometry, np.asarray(ct.array, np.float32)
+    bone = g.index_to_lps(np.argwhere(hu > 250).astype(np.float64))
+    body_centre = g.index_to_lps(np.argwhere(hu > -300).mean(axis=0))
+    midline = bone[np.abs(bone[:, 0] - body_centre[0]) < 15.0]
+    centre = np.median(midline[midline[:, 1] > np.percentile(midline[:, 1], 40)], axis=0)
+    step = np.array([1.0, 1.0, 4.0])
+    shape = (np.array([160.0, 0.85 * g.shape[2] * g.spacing_mm[2], 56.0]) / step).astype(int)
+    grid = np.eye(4)
+    grid[:3, :3] = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]) * step
+    grid[:3, 3] = centre - grid[:3, :3] @ ((shape - 1) / 2.0)
+    move = rigid_about(3.0, (2.0, 2.0, -3.0), centre)  # CT anatomy -> MR frame
+    anatomy = Geometry((int(shape[0]), int(shape[1]), int(shape[2])), np.linalg.inv(move) @ grid)
+    seen = np.asarray(resample_to(ct, anatomy, fill_value=-1000.0).array, dtype=np.float32)
+    signal = np.interp(seen, [-1000, -500, -100, -50, 0, 30, 80, 200, 500, 1500],
+                       [0, 20, 850, 800, 1000, 900, 450, 350, 120, 60])  # fmt: skip
+    x, y, z = np.meshgrid(*[np.linspace(-1.0, 1.0, n) for n in seen.shape], indexing="ij")
+    signal *= 1.0 + 0.3 * x + 0.2 * y * z
+    signal += np.random.default_rng(0).normal(0.0, 15.0, seen.shape)
+    table = np.eye(4)
+    table[2, 3] = -120.0
+    mr = MultiEchoMR(np.clip(signal, 0.0, None).astype(np.float32)[None], table @ grid)
+    assert mr.geometry.orientation_code == "PIL"
+    write_volume(ct, tmp_path / "ct.nii.gz")
+    write_volume(mr, tmp_path / "mr.nii.gz")
+    case = Case("sag", {"ct": tmp_path / "ct.nii.gz", "mr": [tmp_path / "mr.nii.gz"]})
+    row = qa_case(case)
+    assert row["registration"] == "applied"
+    truth = np.linalg.inv(move) @ np.linalg.inv(table)
+    found = row["registration_matrix"]
+    tissue = mr.geometry.index_to_lps(np.argwhere(mr.array[0] > 300)[::97].astype(np.float64))
+    error = (tissue @ found[:3, :3].T + found[:3, 3]) - (tissue @ truth[:3, :3].T + truth[:3, 3])
+    assert np.linalg.norm(error, axis=1).max() < 0.5  # mm (0.30 measured)
+    assert not [i for i in row["issues"] if not i.startswith(("no_mask", "header_offset"))]

@@ -42,6 +42,8 @@ def _case_with_sct(tmp_path: Path, name: str, change: str) -> dict[str, str]:
         affine[:3, :3] *= 1.25  # 1.25 mm voxels written as 1 mm ones
     elif change == "mirror":
         array = np.flip(array, 0).copy()
+    elif change == "no_bone":  # a poor model's sCT: bone and lesion rendered as soft tissue
+        array = np.where(array >= 150.0, 10.0, array).astype(np.float32)
     elif change == "blurred":
         noise = np.random.default_rng(1).normal(0.0, 30.0, array.shape)
         array = (0.9 * gaussian_filter(array, 1.0) + 10.0 + noise).astype(np.float32)
@@ -112,6 +114,32 @@ def test_sct_shifted_9mm_by_its_header_stops_the_case(tmp_path: Path) -> None:
     assert auto.case_row["alignment_action"] == "registered_after_check"
     assert auto.case_row["alignment_passed"] and auto.case_row["sct_registered"]
     assert auto.lesion_rows[0]["sct_visible"] and auto.lesion_rows[0]["sct_missed"] is False
+
+
+def test_align_shift_stops_a_shifted_sct_and_measures_a_poor_one(tmp_path: Path) -> None:
+    """An sCT with no bone (bone Dice 0) has its anatomy where the CT has it: 'check' stops it
+    for its bone Dice, 'shift' (evaluate's default for a model's own sCTs) measures it, calls
+    its lesion missed and says why; a 9 mm shift or a mirror still stops it."""
+    poor = _case_with_sct(tmp_path, "poor", "no_bone")
+    stopped = validate_case(spec(tmp_path, poor))
+    assert not stopped.ok and "bone Dice" in (stopped.error or "")
+    check = check_alignment  # the verdict's evidence, on arrays
+    ct = read_volume(tmp_path / poor["ct"], kind="ct")
+    sct = read_volume(tmp_path / poor["sct"], kind="sct")
+    verdict = check(ct.array, sct.array, body_mask_from_ct(ct.array), affine=ct.affine)
+    assert not verdict.passed and not verdict.displaced and verdict.best_shift_mm < 1.0
+    measured = validate_case(spec(tmp_path, poor), ValidationSettings(alignment="shift"))
+    assert measured.ok, measured.error
+    assert measured.case_row["alignment_action"] == "measured_poor_match"
+    assert measured.case_row["alignment_passed"] and measured.case_row["alignment_bone_dice"] == 0
+    assert measured.lesion_rows[0]["sct_missed"] is True  # the pose is trusted: a real miss
+    assert any("matches the CT poorly" in w and "no shift or mirror" in w
+               for w in measured.warnings)  # fmt: skip
+    for change, needle in (("shift_9mm", "shifted by"), ("mirror", "mirrored")):
+        row = _case_with_sct(tmp_path, change, change)
+        still = validate_case(spec(tmp_path, row), ValidationSettings(alignment="shift"))
+        assert not still.ok and needle in (still.error or "")
+        assert still.error_stage == "alignment_check"
 
 
 @pytest.mark.parametrize(("change", "needle"), [("spacing", "NCC"), ("mirror", "mirrored")])

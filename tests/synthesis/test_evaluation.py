@@ -175,3 +175,45 @@ def test_an_evaluation_that_measures_no_case_exits_non_zero(cohort: Path, tmp_pa
     assert "no case was measured" in result.stderr
     warned = ["evaluate", str(manifest), "-o", str(tmp_path / "warned"), "--align", "warn"]
     assert CliRunner().invoke(app, warned).exit_code == 0
+
+
+@pytest.mark.slow
+def test_a_poor_model_is_measured_and_a_shifted_sct_still_stopped(
+    cohort: Path, tmp_path: Path
+) -> None:
+    """A model of two training iterations renders no bone: its sCTs are where the CTs are, so
+    evaluate's default for a model (--align shift) measures them (the poor figures are the
+    result), while --align check stops each for its bone Dice; a manifest's sCT shifted 9 mm
+    is still stopped by the default for given sCTs."""
+    from synthct.io import write_volume
+    from tiny_config import tiny_config
+
+    config = tiny_config(tmp_path, iterations=2, validation_interval=2, checkpoint_interval=2)
+    run = tmp_path / "run"
+    trained = CliRunner().invoke(app, ["train", str(cohort), "-o", str(run), "-c", str(config)])
+    assert trained.exit_code == 0, trained.output
+    model = ["--model", str(run / "model")]
+    done = CliRunner().invoke(app, ["evaluate", str(cohort), "-o", str(tmp_path / "e"), *model])
+    assert done.exit_code == 0, done.output
+    table = pd.read_csv(tmp_path / "e" / "evaluation.csv")
+    assert set(table["status"]) == {"ok"} and (table["bone_dice_250hu"] < 0.3).all()
+    result = json.loads((tmp_path / "e" / "cases" / "case001" / "result.json").read_text())
+    assert result["result"]["alignment_check"]["alignment_action"] == "measured_poor_match"
+    strict = ["evaluate", str(cohort), "-o", str(tmp_path / "c"), *model, "--align", "check"]
+    stopped = CliRunner().invoke(app, strict)
+    assert stopped.exit_code == 1 and "bone Dice" in stopped.output
+
+    rows = list(csv.DictReader(cohort.read_text(encoding="utf-8").splitlines()))[:1]
+    ct = read_volume(cohort.parent / rows[0]["ct"], kind="ct")
+    moved = ct.affine.copy()
+    moved[0, 3] += 9.0
+    write_volume(CTVolume(np.asarray(ct.array), moved), tmp_path / "shifted.nii.gz")
+    rows[0]["sct"] = str(tmp_path / "shifted.nii.gz")
+    manifest = cohort.parent / "shifted_given.csv"  # beside the cohort: its relative paths
+    with manifest.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    given = CliRunner().invoke(app, ["evaluate", str(manifest), "-o", str(tmp_path / "g")])
+    assert given.exit_code == 1 and "shifted by" in given.output
+    assert "case001: given sCT" in given.output

@@ -8,7 +8,12 @@ from typing import Annotated, Any
 import typer
 
 from synthct.cli import app, console, err_console, reports_errors
-from synthct.commands.config_file import build_settings, config_option, given_options
+from synthct.commands.config_file import (
+    build_settings,
+    config_option,
+    file_settings,
+    given_options,
+)
 
 _Manifest = Annotated[
     Path,
@@ -55,13 +60,15 @@ _Figures = Annotated[
     bool, typer.Option("--figures/--no-figures", help="Lesion figures (CT | sCT | MRI).")
 ]
 _Align = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--align",
-        metavar="check|auto|warn",
-        help="Alignment check of each sCT with its CT, as `synthct validate --align`: "
-        "'warn' measures a case anyway (e.g. an early model whose sCT is too poor for the "
-        "check to tell a shift from an error).",
+        metavar="check|auto|warn|shift",
+        help="Alignment check of each sCT with its CT, as `synthct validate --align`. Default: "
+        "'shift' with --model (the sCT is made from the case's own MR: a case is stopped "
+        "only when its sCT is found shifted or mirrored, a poor match is measured as the "
+        "poor sCT it is), 'check' for the manifest's sCTs; 'warn' measures every case.",
+        show_default=False,
     ),
 ]
 _Config = Annotated[
@@ -91,7 +98,7 @@ def evaluate(
     workers: _Workers = 0,
     resume: _Resume = True,
     figures: _Figures = False,
-    align: _Align = "check",
+    align: _Align = None,
     config: _Config = None,
 ) -> None:
     """Synthesise each case's sCT and write the SynthRAD2025-style table and lesion tables.
@@ -104,7 +111,8 @@ def evaluate(
     from synthct.evaluation.run import InferenceOptions, evaluate_cohort
     from synthct.validation.case import ValidationSettings
 
-    check_align_mode(align)
+    if align is not None:
+        check_align_mode(align)
     cases = read_evaluation_manifest(manifest)
     split_data = read_split(split) if split is not None else None
     cases = select_subset(cases, subset, split=split_data, split_path=split)
@@ -126,10 +134,7 @@ def evaluate(
         synthesizer=synthesizer,
         options=InferenceOptions(tta_axes=axes, uncertainty=uncertainty, resample=resample),
         settings=build_settings(
-            ctx,
-            ValidationSettings,
-            given_options(ctx, rename={"align": "alignment"}, align=align),
-            section="validation",
+            ctx, ValidationSettings, _alignment(ctx, align, model), section="validation"
         ),
         n_workers=workers,
         resume=resume,
@@ -141,11 +146,20 @@ def evaluate(
     if summary.rows and not any(row["status"] == "ok" for row in summary.rows):
         err_console.print(
             f"[bold red]no case was measured[/] ({len(summary.rows)} failed; reasons above); "
-            "an early model's sCT may be too poor for the alignment check: --align warn "
-            "measures it anyway",
+            "a case stopped by the alignment check is measured anyway with --align warn",
             highlight=False,
         )
         raise typer.Exit(1)
+
+
+def _alignment(ctx: typer.Context, align: str | None, model: list[str] | None) -> dict[str, Any]:
+    """The alignment mode given (option or config file), else the default: ``shift`` for a
+    model's own sCTs (made from the case's MR, so a poor one is a result, not a
+    misalignment; a shift or mirror still stops the case), ``check`` for given sCTs."""
+    given = given_options(ctx, rename={"align": "alignment"}, align=align)
+    if "alignment" in given or "alignment" in file_settings(ctx, "validation"):
+        return given
+    return {**given, "alignment": "shift" if model else "check"}
 
 
 def _synthesizer_and_flips(

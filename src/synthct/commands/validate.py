@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 #: Exit code when the run finished but some cases failed.
 EXIT_CASES_FAILED = 1
 #: Values of --align (ValidationSettings.alignment).
-ALIGN_MODES = ("check", "auto", "warn")
+ALIGN_MODES = ("check", "auto", "warn", "shift")
 #: Exit code after Ctrl-C (128 + SIGINT), as shells use.
 EXIT_INTERRUPTED = 130
 
@@ -78,11 +78,12 @@ _Align = Annotated[
     str,
     typer.Option(
         "--align",
-        metavar="check|auto|warn",
+        metavar="check|auto|warn|shift",
         help="Alignment check of each sCT with its CT before any lesion is measured (NCC, "
         "bone Dice, best small shift): 'check' stops a misaligned case with the measured "
         "offset, 'auto' registers it rigidly and checks again, 'warn' measures anyway (no "
-        "lesion is then called missed).",
+        "lesion is then called missed), 'shift' stops only a case found shifted or mirrored "
+        "and measures a poor match as a poor sCT.",
     ),
 ]
 _Workers = Annotated[

@@ -36,7 +36,8 @@ __all__ = ["EvaluationSummary", "InferenceOptions", "evaluate_cohort"]
 SCT_FILE = "sct.nii.gz"
 STAMP_FILE = "synthesis_stamp.json"
 
-#: Called with (case_id, what happened: "synthesised", "reused", "failed", "validated").
+#: Called with (case_id, what happened: "synthesised", "reused", "given sCT", "failed",
+#: "validated").
 EvaluationProgress = Callable[[str, str], None]
 
 
@@ -199,8 +200,11 @@ def _case_specs(
                 progress(case.case_id, "failed")
             continue
         if progress is not None:
-            made = case.case_id in summary.synthesised
-            progress(case.case_id, "synthesised" if made else "reused")
+            if synthesizer is None:
+                progress(case.case_id, "given sCT")
+            else:
+                made = case.case_id in summary.synthesised
+                progress(case.case_id, "synthesised" if made else "reused")
     return specs
 
 

@@ -22,6 +22,11 @@ Decision (every threshold in :class:`AlignmentCheckSettings`): the check **fails
    mirrored array, a wrong spacing, another patient, a rotation);
 3. or the bone Dice at the given pose is below ``min_bone_dice``.
 
+Rule 1 and the mirror search are geometric evidence (:attr:`AlignmentCheck.displaced`) when
+the shifted or mirrored sCT matches the CT (NCC at least ``min_ncc``); rules 2 and 3 alone
+may also mean a poor sCT whose anatomy is where the CT's is (an early model's), which
+``synthct evaluate --align shift`` measures instead of stopping.
+
 The thresholds are loose on purpose: an sCT from a poor model, or one that omits a lesion,
 still has its anatomy where the CT has it (the shipped demo's sCTs, body MAE 56-100 HU: NCC
 0.63-0.90, bone Dice 0.84-0.97, best shift <= 0.1 mm); a misaligned one does not (a 9 mm header
@@ -116,6 +121,10 @@ class AlignmentCheck:
     best_shift_lps_mm: tuple[float, float, float]
     ncc_at_best_shift: float
     n_voxels: int
+    displaced: bool = False
+    """Whether the check found a shift or a mirror (rule 1 or the mirror search) that brings
+    the NCC to at least ``min_ncc``: geometric evidence, which a poor match alone (rules 2 and
+    3, or a shift between two images that match nowhere) does not give."""
 
     @property
     def best_shift_mm(self) -> float:
@@ -356,9 +365,13 @@ def check_alignment(
     shift_lps = a[:3, :3] @ shift_voxels
     length = float(np.linalg.norm(shift_lps))
     reasons = []
+    # Geometric evidence needs a match to move to: an sCT that matches the CT nowhere (an
+    # untrained model's) also peaks somewhere, below min_ncc.
+    displaced = False
     if length > max(s.shift_tolerance_mm, float(spacing.max())) and (
         ncc_best - ncc_coarse >= s.min_ncc_gain
     ):
+        displaced = ncc_best >= s.min_ncc
         l_mm, p_mm, s_mm = shift_lps
         reasons.append(
             f"the sCT appears shifted by {length:.1f} mm (L {l_mm:+.1f}, P {p_mm:+.1f}, "
@@ -369,6 +382,7 @@ def check_alignment(
         flipped = np.clip(_block_mean(np.flip(sct_array, axis), kernel.factors), *CLIP_HU)
         mirrored = kernel.best(kernel.ncc_map(flipped))[1]
         if mirrored - ncc_best >= s.min_ncc_gain:
+            displaced = displaced or mirrored >= s.min_ncc
             reasons.append(
                 f"the sCT looks mirrored along array axis {axis} (the "
                 f"{_axis_name(a, axis)} direction): flipped, its NCC with the CT rises from "
@@ -395,6 +409,7 @@ def check_alignment(
     return AlignmentCheck(
         passed=not reasons,
         reason="; ".join(reasons),
+        displaced=displaced,
         ncc=ncc,
         bone_dice=bone_dice,
         mae_hu=mae,

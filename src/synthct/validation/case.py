@@ -17,8 +17,10 @@ Stages (each timed in ``CaseResult.timings_s``):
 3b. ``alignment_check``: is the sCT aligned with the CT (NCC, bone Dice, best small shift;
    :mod:`synthct.imaging.alignment_check`)? A misaligned sCT stops the case with the
    measured offset (``alignment="check"``), is registered and checked again
-   (``alignment="auto"``), or is measured with a warning (``alignment="warn"``). A lesion is
-   called missed on the sCT (``sct_missed``) only when the check passed.
+   (``alignment="auto"``), or is measured with a warning (``alignment="warn"``); with
+   ``alignment="shift"`` only a found shift or mirror stops it, and a poor match alone is
+   measured as a poor sCT, with a warning. A lesion is called missed on the sCT
+   (``sct_missed``) only when the check passed (or found the pose in no doubt).
 4. ``image_metrics``: inside the body mask intersected with the sCT's field of view.
 5. ``lesion_metrics``: every lesion, on CT and sCT in the same ROI, with the MRI when given.
 6. ``audit`` (with ``ValidationSettings.audit``): the omission audit of the sCT with the MRI,
@@ -86,7 +88,9 @@ __all__ = [
 ]
 
 CaseStatus = Literal["ok", "failed"]
-AlignmentMode = Literal["check", "auto", "warn"]
+AlignmentMode = Literal["check", "auto", "warn", "shift"]
+#: ``alignment_action`` of a case measured under ``alignment="shift"`` despite a poor match.
+POOR_MATCH_ACTION = "measured_poor_match"
 #: At most this many threads for the MS-SSIM filters of one case (5 filters run in parallel).
 MAX_METRIC_THREADS = 5
 
@@ -98,10 +102,12 @@ class ValidationSettings(SettingsBase):
     ----------
     rigid_registration : bool
         Register each sCT rigidly to its CT before comparing (``--register``).
-    alignment : {"check", "auto", "warn"}
+    alignment : {"check", "auto", "warn", "shift"}
         What a failed alignment check does (``--align``): stop the case with the measured
-        offset, register the sCT and check again, or measure anyway with a warning (lesions
-        are then not called missed).
+        offset, register the sCT and check again, measure anyway with a warning (lesions
+        are then not called missed), or stop only on a shift or mirror (``shift``: a poor
+        match alone is measured as a poor sCT, with a warning; ``synthct evaluate``'s default
+        for a model's own sCTs).
     alignment_check : AlignmentCheckSettings
         Thresholds of the alignment check.
     registration : RegistrationSettings
@@ -612,6 +618,12 @@ def compute_case(
             f"alignment check failed, measured anyway (--align warn): {check.describe()}; no "
             "lesion is called missed on the sCT"
         )
+    elif action == POOR_MATCH_ACTION:
+        warnings.append(
+            f"the sCT matches the CT poorly ({check.reason}; MAE {check.mae_hu:.1f} HU) but no "
+            "shift or mirror was found: measured as a poor sCT, not a misaligned one "
+            "(--align shift)"
+        )
     lesion_rows = [_lesion_row(case.case_id, lesion, aligned, check) for lesion in lesions]
     case_row = _case_row(case, ct, metrics, lesions, aligned, given_mask is not None)
     case_row.update(check.to_dict(), alignment_action=action)
@@ -702,7 +714,8 @@ def _checked_alignment(
     """Align, check, register when asked (``alignment="auto"``); stop a misaligned case.
 
     Returns the alignment, the comparison mask, the check and the action taken
-    (``"none"``, ``"registered"`` with ``--register``, ``"registered_after_check"``).
+    (``"none"``, ``"registered"`` with ``--register``, ``"registered_after_check"``, or
+    :data:`POOR_MATCH_ACTION` when ``alignment="shift"`` measures a poor but unmoved sCT).
     """
     aligned, inside = _align(case, stages, s, ct, sct, mri, body, register=s.rigid_registration)
     with stages.stage("alignment_check", column="sct", path=case.sct):
@@ -713,6 +726,10 @@ def _checked_alignment(
         with stages.stage("alignment_check", column="sct", path=case.sct):
             check = _check(ct, aligned, inside, s.alignment_check)
         action = "registered_after_check"
+    if not check.passed and s.alignment == "shift" and not check.displaced:
+        # The pose is not in doubt (no shift, no mirror): a poor sCT's figures are the result.
+        check = replace(check, passed=True)
+        action = POOR_MATCH_ACTION
     if not check.passed and s.alignment != "warn":
         raise MisalignmentFailure(
             case.case_id, check, registration=aligned.registration, path=str(case.sct)
