@@ -60,10 +60,10 @@ def train(
 ) -> None:
     """Train an MRI-to-CT network; write checkpoints, a CSV log and the model folder.
 
-    Multi-GPU or multi-node: ``torchrun --nproc_per_node N -m synthct.cli train ...`` with
-    ``training.patch_seeding: per_sample`` (``configs/real_large.yaml``). Ctrl-C or SIGTERM
-    (one process): the iteration finishes, its checkpoint is written, exit code 130, and
-    ``--resume`` continues from it.
+    Multi-GPU or multi-node: `torchrun --nproc_per_node N -m synthct.cli train ...` with
+    `training.patch_seeding: per_sample` (configs/real_large.yaml). Ctrl-C or SIGTERM (one
+    process): the iteration finishes, its checkpoint is written, exit code 130, and --resume
+    continues from it.
     """
     from rich.progress import (
         BarColumn,
