@@ -313,7 +313,7 @@ def qa_case(case: Case, settings: QASettings | None = None) -> dict[str, Any]:
                     f"{s.max_rotation_deg:g}): likely a wrong optimum; check the pair, or "
                     "register it yourself and give the registered MR"
                 )
-        if overlap_used < s.partial_overlap_fraction and not apart:
+        if overlap_used < s.partial_overlap_fraction and (applied or not apart):
             issues.append(
                 f"partial_overlap: {100 * overlap_used:.0f}% of the MR field of view in CT"
             )

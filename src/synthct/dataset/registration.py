@@ -10,8 +10,8 @@ Capture range: gradient descent from the headers' alignment finds offsets of abo
 that were never registered (another scanner, another session) are often further apart, mostly
 along the table (S-I) axis. With ``search`` (the default) starting points are also drawn from a
 global translation search: along two lines, the bodies' centroids aligned L-R and A-P and the
-headers' L-R and A-P, the MR slides along S-I over the whole CT in steps of twice the working
-spacing, then L-R/A-P are refined around the
+headers' L-R and A-P, the MR slides along S-I over the whole CT (a CT shorter than the MR, under
+the whole MR) in steps of twice the working spacing, then L-R/A-P are refined around the
 best positions, each scored by mutual information on a grid twice as coarse. The registration
 runs from the headers' alignment and from the best distinct positions, and the result with the
 highest mutual information is kept, so a pair aligned already never gets worse.
@@ -340,7 +340,8 @@ def _mutual_information(
         return float("-inf")
 
 
-#: Fraction of the MR's box that must lie inside the CT's for a search position to count.
+#: Share of their possible overlap (:func:`_box_overlap`) the MR's and the CT's boxes must
+#: have for a search position to count.
 SEARCH_MIN_OVERLAP = 0.3
 #: Starting positions the search hands to the registration (besides the headers').
 SEARCH_STARTS = 2
@@ -370,10 +371,15 @@ def _search_translations(
     lines = [np.zeros(2)]
     if body[0] is not None and body[1] is not None:
         lines.append((body[1] - body[0])[:2])
-    mr_centre = mr_box.mean(axis=0)
-    z_values = np.arange(
-        ct_box[0, 2] - mr_centre[2], ct_box[1, 2] - mr_centre[2] + step_mm, step_mm
-    )
+    # The shorter image's centre slides over the longer one's S-I extent: an MR shorter than
+    # the CT over the CT, a CT slab shorter than the MR (a few vertebrae against a whole
+    # spine) under the MR, so that it can sit anywhere the MR reaches.
+    mr_centre, ct_centre = mr_box.mean(axis=0), ct_box.mean(axis=0)
+    if mr_box[1, 2] - mr_box[0, 2] <= ct_box[1, 2] - ct_box[0, 2]:
+        z_range = (ct_box[0, 2] - mr_centre[2], ct_box[1, 2] - mr_centre[2])
+    else:
+        z_range = (ct_centre[2] - mr_box[1, 2], ct_centre[2] - mr_box[0, 2])
+    z_values = np.arange(z_range[0], z_range[1] + step_mm, step_mm)
 
     def score(t: NDArray[np.float64]) -> float:
         if _box_overlap(mr_box + t, ct_box) < SEARCH_MIN_OVERLAP:
@@ -419,10 +425,12 @@ def _box_lps(volume: Volume) -> NDArray[np.float64]:
 
 
 def _box_overlap(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
-    """Fraction of box ``a``'s volume inside box ``b``."""
+    """How much of the overlap that boxes ``a`` and ``b`` could have they have: per axis the
+    shared length over the shorter of the two, multiplied (``a``'s share inside ``b`` when
+    ``a`` is the shorter along every axis)."""
     inter = np.clip(np.minimum(a[1], b[1]) - np.maximum(a[0], b[0]), 0.0, None)
-    extent = np.maximum(a[1] - a[0], 1e-6)
-    return float(np.prod(inter / extent))
+    shorter = np.maximum(np.minimum(a[1] - a[0], b[1] - b[0]), 1e-6)
+    return float(np.prod(inter / shorter))
 
 
 def _body_centroid(sitk: Any, image: Any, *, mr: bool) -> NDArray[np.float64] | None:
