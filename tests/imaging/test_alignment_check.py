@@ -133,7 +133,7 @@ def test_align_shift_stops_a_shifted_sct_and_measures_a_poor_one(tmp_path: Path)
     assert measured.case_row["alignment_action"] == "measured_poor_match"
     assert measured.case_row["alignment_passed"] and measured.case_row["alignment_bone_dice"] == 0
     assert measured.lesion_rows[0]["sct_missed"] is True  # the pose is trusted: a real miss
-    assert any("matches the CT poorly" in w and "no shift or mirror" in w
+    assert any("matches the CT poorly" in w and "no shift or mirror brings it" in w
                for w in measured.warnings)  # fmt: skip
     for change, needle in (("shift_9mm", "shifted by"), ("mirror", "mirrored")):
         row = _case_with_sct(tmp_path, change, change)

@@ -88,11 +88,15 @@ class SeriesChoice:
     mr: str | None = None
     ct: str | None = None
 
+    def wanted(self, modality: str) -> str | None:
+        """The text naming the series of ``modality`` (``"MR"`` or ``"CT"``), if any."""
+        return self.mr if modality == "MR" else self.ct
+
     def matches(self, modality: str, description: str) -> bool:
         """Whether a series of ``modality`` with ``description`` is the one chosen."""
         import fnmatch
 
-        wanted = self.mr if modality == "MR" else self.ct
+        wanted = self.wanted(modality)
         if wanted is None:
             return True
         text, wanted = description.casefold(), wanted.casefold()
@@ -223,12 +227,12 @@ def _pick_series(
     (localizers, scouts, dose pages; series not chosen; reformats beside an original)."""
     volumes = [e for e in entries if e.skipped is None]
     skipped = [f"{modality} {e.describe(patient)}" for e in entries if e.skipped is not None]
-    wanted = choice.mr if modality == "MR" else choice.ct
+    wanted = choice.wanted(modality)
     if wanted is not None:
-        for e in volumes:
-            if not choice.matches(modality, e.description):
-                skipped.append(f"{modality} {e.describe(patient)}: not {wanted!r}")
-        volumes = [e for e in volumes if choice.matches(modality, e.description)]
+        chosen = [e for e in volumes if choice.matches(modality, e.description)]
+        skipped += [f"{modality} {e.describe(patient)}: not {wanted!r}"
+                    for e in volumes if e not in chosen]  # fmt: skip
+        volumes = chosen
     if len(volumes) > 1 and any(e.original for e in volumes):
         for e in volumes:
             if not e.original:

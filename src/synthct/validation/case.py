@@ -621,8 +621,8 @@ def compute_case(
     elif action == POOR_MATCH_ACTION:
         warnings.append(
             f"the sCT matches the CT poorly ({check.reason}; MAE {check.mae_hu:.1f} HU) but no "
-            "shift or mirror was found: measured as a poor sCT, not a misaligned one "
-            "(--align shift)"
+            "shift or mirror brings it into a match with the CT: measured as a poor sCT, not a "
+            "misaligned one (--align shift)"
         )
     lesion_rows = [_lesion_row(case.case_id, lesion, aligned, check) for lesion in lesions]
     case_row = _case_row(case, ct, metrics, lesions, aligned, given_mask is not None)
