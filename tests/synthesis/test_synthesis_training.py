@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,38 @@ def test_bone_weighted_l1_has_its_known_value_and_threshold_in_target_units() ->
     assert float(plain) == pytest.approx(float(l1))
     with pytest.raises(ValueError, match="bone_weight"):
         LossConfig(bone_weight=0.5)
+
+
+def test_soft_bone_dice_has_its_known_values_and_adds_to_the_loss() -> None:
+    from synthct.synthesis.losses import soft_bone_dice_loss
+
+    threshold, width = 0.15, 0.05
+    target = torch.tensor([0.3, 0.3, 0.0, 0.0])
+    # A prediction far above the threshold where the target is bone, far below elsewhere.
+    perfect = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    assert float(soft_bone_dice_loss(perfect, target, threshold, width)) == pytest.approx(
+        0, abs=1e-6
+    )
+    # All soft tissue predicted: overlap 0, so 1 - 1 / (0 + 2 + 1).
+    missed = torch.tensor([0.04, 0.04, 0.04, 0.04])
+    p = 1 / (1 + math.exp((threshold - 0.04) / width))
+    expected = 1 - 1 / (4 * p + 2 + 1) - 2 * 2 * p / (4 * p + 2 + 1)
+    assert float(soft_bone_dice_loss(missed, target, threshold, width)) == pytest.approx(expected)
+    # At the threshold a voxel counts half.
+    half = torch.tensor([threshold, -1.0, -1.0, -1.0])
+    one = torch.tensor([0.3, 0.0, 0.0, 0.0])
+    assert float(soft_bone_dice_loss(half, one, threshold, width)) == pytest.approx(
+        1 - (2 * 0.5 + 1) / (0.5 + 1 + 1), abs=1e-4
+    )
+    # The term joins the total with its weight and a width given in HU.
+    config = LossConfig(nll="none", bone_dice_weight=2.0, bone_dice_width_hu=50.0)
+    mean = missed.reshape(1, 1, 4, 1, 1)
+    prediction = torch.cat([mean, torch.zeros_like(mean)], 1)
+    target5 = target.reshape(1, 1, 4, 1, 1)
+    total, l1 = loss_terms(prediction, target5, config, threshold, 1000.0)
+    assert float(total) == pytest.approx(float(l1) + 2 * expected, rel=1e-5)
+    with pytest.raises(ValueError, match="bone_dice_width_hu"):
+        LossConfig(bone_dice_width_hu=0.0)
 
 
 def test_a_ct_on_another_grid_is_resampled_onto_the_mri(

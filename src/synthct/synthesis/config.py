@@ -175,6 +175,12 @@ class LossConfig(_Section):
     #: Weight of the L1 where the target CT is bone (at or above ``patches.bone_threshold_hu``;
     #: 1 elsewhere): bone is 1-5 % of a patch's voxels, and an unweighted L1 favours soft tissue.
     bone_weight: Annotated[float, Field(ge=1.0)] = 1.0
+    #: Weight of a soft Dice loss between the predicted and the target bone (both at or above
+    #: ``patches.bone_threshold_hu``; the prediction's through a sigmoid of width
+    #: ``bone_dice_width_hu``). Dice does not depend on how rare bone is in a patch, so it keeps
+    #: pulling bone voxels above the threshold where L1 settles on the soft-tissue median.
+    bone_dice_weight: Annotated[float, Field(ge=0.0)] = 0.0
+    bone_dice_width_hu: Annotated[float, Field(gt=0.0)] = 50.0
 
 
 class TrainingSettings(_Section):

@@ -522,7 +522,13 @@ class _Optimisation:
         x, y = torch.from_numpy(x_np).to(self.device), torch.from_numpy(y_np).to(self.device)
         with autocast(self.device, settings.mixed_precision):
             prediction = self.trained(x)
-        loss, l1 = loss_terms(prediction.float(), y, config.loss, bone_target_threshold(config))
+        loss, l1 = loss_terms(
+            prediction.float(),
+            y,
+            config.loss,
+            bone_target_threshold(config),
+            config.normalisation.hu_scale,
+        )
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()

@@ -49,7 +49,13 @@ def patch_metrics(
             x = torch.from_numpy(x_all[start : start + config.training.batch_size]).to(device)
             y = torch.from_numpy(y_all[start : start + config.training.batch_size]).to(device)
             prediction = network(x)
-            loss, _ = loss_terms(prediction, y, config.loss, bone_target_threshold(config))
+            loss, _ = loss_terms(
+                prediction,
+                y,
+                config.loss,
+                bone_target_threshold(config),
+                config.normalisation.hu_scale,
+            )
             losses.append(float(loss) * len(x))
             inside = y > threshold
             abs_sum += float(torch.abs(prediction[:, 0:1] - y)[inside].sum())
