@@ -118,7 +118,10 @@ def training_patches(model: SynthesisModel, manifest: Path) -> list[dict[str, An
     network = model.networks[0].eval()
     rows = []
     for name, p_physics in (("mixture", 0.0), ("physics", 1.0)):
-        config = model.config.with_updates({"data": {"p_physics": p_physics}})
+        # One training seed for every model: the probe patches must not depend on the run.
+        config = model.config.with_updates(
+            {"data": {"p_physics": p_physics}, "training": {"seed": PROBE_SEED}}
+        )
         _, _, _, sampler = randomised_training_data(records, ids, ids, config)
         x, y = sampler.sample(np.random.default_rng(PROBE_SEED), PROBE_PATCHES)
         with torch.no_grad():
