@@ -139,7 +139,13 @@ def test_existing_configurations_keep_their_behaviour() -> None:
     # real_large and the domain-randomised model plan a spacing and name their channels; the
     # new-world configs, and the shipped models trained with them, plan the paper's 3 T grid
     # (their cohort mixes 1 mm real-anatomy crops with phantoms).
-    new_style = {"real_large", "dr_contrast_agnostic", "product_like_world", "lesion_aware_world"}
+    new_style = {
+        "real_large",
+        "dr_contrast_agnostic",
+        "dr_bone_dice",
+        "product_like_world",
+        "lesion_aware_world",
+    }
     shipped = {"product_like", "lesion_aware"}
     old = [
         p
