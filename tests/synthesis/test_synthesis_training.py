@@ -226,10 +226,11 @@ def test_soft_bone_dice_has_its_known_values_and_adds_to_the_loss() -> None:
     assert float(soft_bone_dice_loss(perfect, target, threshold, width)) == pytest.approx(
         0, abs=1e-6
     )
-    # All soft tissue predicted: overlap 0, so 1 - 1 / (0 + 2 + 1).
+    # All soft tissue predicted (40 HU): each voxel counts p = sigmoid(-2.2) = 0.10 as bone, so
+    # overlap 2p, predicted 4p, truth 2: 1 - (2 * 2p + 1) / (4p + 2 + 1).
     missed = torch.tensor([0.04, 0.04, 0.04, 0.04])
     p = 1 / (1 + math.exp((threshold - 0.04) / width))
-    expected = 1 - 1 / (4 * p + 2 + 1) - 2 * 2 * p / (4 * p + 2 + 1)
+    expected = 1 - (4 * p + 1) / (4 * p + 3)
     assert float(soft_bone_dice_loss(missed, target, threshold, width)) == pytest.approx(expected)
     # At the threshold a voxel counts half.
     half = torch.tensor([threshold, -1.0, -1.0, -1.0])
