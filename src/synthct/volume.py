@@ -168,6 +168,20 @@ class Volume:
         new._validate()
         return new
 
+    def reoriented(self, code: str) -> Self:
+        """The same voxels with array axes permuted and flipped into orientation ``code``.
+
+        Lossless (no interpolation): see :mod:`synthct.orientation`. ``self`` when it is in
+        that orientation already.
+        """
+        from synthct.orientation import reorientation
+
+        plan = reorientation(self._geometry, code)
+        if plan.is_identity:
+            return self
+        array = plan.apply(self._array, channel_axes=self.channel_axes)
+        return self.on_grid(array, plan.geometry.affine, source=self.source)
+
     def as_scalar(self) -> ScalarVolume:
         """The same voxels as a plain real-valued map (kind-free)."""
         if self.channel_axes:

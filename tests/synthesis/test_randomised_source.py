@@ -99,6 +99,18 @@ def test_the_cohort_holds_ct_and_tissue_labels_and_reads_without_mr(dr_cohort: P
     assert np.count_nonzero(case.tissue == Tissue.SPINAL_CORD) > 0
 
 
+def test_a_ras_stored_real_ct_is_trained_on_in_lps(dr_cohort: Path) -> None:
+    """example_ct_sm is stored RAS: with plan.orientation LPS its tissue map and HU come out
+    flipped along the first two axes, voxel for voxel."""
+    record = read_label_manifest(dr_cohort)[0]
+    native = load_labelled_case(record)
+    canonical = load_labelled_case(record, orientation="LPS")
+    assert native.geometry.orientation_code == "RAS"
+    assert canonical.geometry.orientation_code == "LPS"
+    np.testing.assert_array_equal(canonical.ct_hu, native.ct_hu[::-1, ::-1, :])
+    np.testing.assert_array_equal(canonical.tissue, native.tissue[::-1, ::-1, :])
+
+
 def test_the_scanner_couch_of_a_real_ct_is_not_a_bone_target(
     totalseg: Path, tmp_path: Path
 ) -> None:
@@ -161,8 +173,9 @@ def test_each_patch_gets_a_new_contrast_and_the_target_is_the_real_ct(dr_cohort:
     x2, _ = sampler.sample_from([np.random.default_rng(4)])
     np.testing.assert_array_equal(x1, x2)  # one seed, one patch
     assert x1.shape == (1, 1, 16, 16, 16)
-    # Without spatial augmentation the target is the real CT's window, in HU / 1000.
-    ct = np.asarray(read_volume(records[0].ct).array, np.float32)
+    # Without spatial augmentation the target is the real CT's window, in HU / 1000, in the
+    # training orientation (plan.orientation LPS; the file is stored RAS).
+    ct = np.asarray(read_volume(records[0].ct).reoriented("LPS").array, np.float32)
     rng = np.random.default_rng(10)
     xa, ya = sampler.randomised_patch(0, (60, 50, 15), rng)
     np.testing.assert_allclose(ya[0] * 1000.0, ct[52:68, 42:58, 7:23], atol=0.05)

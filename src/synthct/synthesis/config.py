@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from synthct.errors import SynthctError
 from synthct.settings import SettingsBase, read_yaml_mapping, validation_problems
 from synthct.synthesis.errors import TrainingConfigError
 
@@ -330,15 +331,31 @@ class PlanConfig(_Section):
     ``memory_budget_gb`` is the activation memory the planned patch size is fitted to, for the
     whole ``training.batch_size`` in one process (with N torchrun ranks each holds 1/N of it),
     in float32 unless ``training.mixed_precision`` is ``bf16``.
+
+    ``orientation`` is the array orientation (:mod:`synthct.orientation`, e.g. ``"LPS"``) every
+    case is brought into before training, by permuting and flipping axes (lossless); the model
+    card records it and inference brings every MRI into it and the sCT back, so an axial, a
+    sagittal and a RAS-stored MRI show the network the same layout. ``None`` keeps each case's
+    own array layout (models trained before this setting existed). ``target_spacing_mm`` and
+    ``patches.flip_axes`` refer to the axes after reorientation.
     """
 
     target_spacing_mm: tuple[float, float, float] | None = None
     memory_budget_gb: Annotated[float, Field(gt=0.0)] = 8.0
+    orientation: str | None = "LPS"
 
     @model_validator(mode="after")
     def _check(self) -> PlanConfig:
         if self.target_spacing_mm is not None and min(self.target_spacing_mm) <= 0:
             raise ValueError(f"target_spacing_mm must be positive, got {self.target_spacing_mm}")
+        if self.orientation is not None:
+            from synthct.orientation import parse_orientation_code
+
+            try:
+                code = parse_orientation_code(self.orientation)
+            except SynthctError as exc:
+                raise ValueError(exc.problem) from exc
+            object.__setattr__(self, "orientation", code)
         return self
 
 

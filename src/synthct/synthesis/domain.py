@@ -90,6 +90,10 @@ class TrainingDomain(SettingsBase):
     #: Names of the input channels in order (``("T2w",)``, ``("water", "fat")``); empty for
     #: models made before channels were named (``n_echoes`` is always the channel count).
     channel_names: tuple[str, ...] = ()
+    #: The array orientation every training case was brought into (``plan.orientation``,
+    #: e.g. ``"LPS"``); inference brings each MRI into it. None: models trained on each case's
+    #: own array layout, run on the input's.
+    orientation: str | None = None
 
 
 def _range(values: Sequence[float | None]) -> Range | None:
@@ -111,6 +115,7 @@ def domain_from_volumes(
     planned_spacing_mm: Sequence[float] | None = None,
     voxel_sizes_mm: Sequence[Sequence[float]] | None = None,
     contrast: str = "",
+    orientation: str | None = None,
 ) -> TrainingDomain:
     """The domain spanned by the training MRIs plus what the card configuration declares.
 
@@ -119,7 +124,8 @@ def domain_from_volumes(
     ``planned_spacing_mm`` the spacing the cases were resampled to for training, and
     ``voxel_sizes_mm`` the native voxel sizes of the training cases when ``volumes`` were
     resampled (default: the volumes' own spacings). ``contrast`` is
-    :data:`CONTRAST_AGNOSTIC` for a domain-randomised model.
+    :data:`CONTRAST_AGNOSTIC` for a domain-randomised model. ``orientation`` is the array
+    orientation the cases were brought into (``plan.orientation``).
     """
     if not volumes:
         raise ValueError("a training domain needs at least one MRI")
@@ -152,6 +158,7 @@ def domain_from_volumes(
         n_cases_with_lesions=n_cases_with_lesions,
         channel_names=tuple(channel_names),
         contrast=contrast,
+        orientation=orientation,
         planned_spacing_mm=(
             None if planned_spacing_mm is None else tuple(float(x) for x in planned_spacing_mm)  # type: ignore[arg-type]
         ),

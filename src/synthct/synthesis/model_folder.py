@@ -281,6 +281,16 @@ def load_model_folder(path: str | os.PathLike[str], *, device: str = "cpu") -> M
         raise ModelFolderError(
             f"the configuration or card does not load: {exc}", path=folder
         ) from exc
+    if domain.orientation is None:
+        # trained before plan.orientation existed: on each case's own array layout
+        config = config.with_updates({"plan": {"orientation": None}})
+    elif config.plan.orientation != domain.orientation:
+        raise ModelFolderError(
+            f"config.yaml trains in orientation {config.plan.orientation!r} but the model card "
+            f"says the network was trained in {domain.orientation!r}",
+            path=folder / CONFIG,
+            fix="restore the folder from its source; never mix files of different models",
+        )
     normalisation = _read_json(folder / NORMALISATION)
     if normalisation.get("config") != config.normalisation.model_dump(mode="json"):
         raise ModelFolderError(

@@ -276,6 +276,24 @@ def apply_plan(config: SynthesisConfig, plan: TrainingPlan) -> SynthesisConfig:
     return config.with_updates(updates)
 
 
+def reorient_case(case: Case, code: str | None) -> Case:
+    """The case with its arrays permuted and flipped into orientation ``code`` (lossless).
+
+    MRI, CT, lesion labels and CT coverage move together (:mod:`synthct.orientation`); a case
+    already in that orientation, or ``code`` None, is returned unchanged.
+    """
+    if code is None:
+        return case
+    from synthct.orientation import reorientation
+
+    plan = reorientation(case.mr.geometry, code)
+    if plan.is_identity:
+        return case
+    lesions = None if case.lesion_labels is None else case.lesion_labels.reoriented(code)
+    coverage = None if case.ct_coverage is None else plan.apply(case.ct_coverage)
+    return Case(case.case_id, case.mr.reoriented(code), case.ct.reoriented(code), lesions, coverage)
+
+
 def resample_case(case: Case, spacing_mm: Sequence[float]) -> Case:
     """The case on a grid of ``spacing_mm`` covering the same field of view as its MRI.
 
@@ -333,7 +351,11 @@ def plan_from_manifest(manifest: str | os.PathLike[str], config: SynthesisConfig
     by_id = {r.case_id: r for r in records}
     threshold = config.normalisation.body_threshold_fraction
     fingerprints = [
-        case_fingerprint(load_case(by_id[i]), body_threshold_fraction=threshold) for i in train_ids
+        case_fingerprint(
+            reorient_case(load_case(by_id[i]), config.plan.orientation),
+            body_threshold_fraction=threshold,
+        )
+        for i in train_ids
     ]
     try:
         return plan_training(fingerprints, config)

@@ -193,11 +193,15 @@ def _grid_at(geometry: Geometry, spacing_mm: Sequence[float]) -> Geometry:
 
 
 def load_labelled_case(
-    record: CaseRecord, spacing_mm: Sequence[float] | None = None
+    record: CaseRecord,
+    spacing_mm: Sequence[float] | None = None,
+    orientation: str | None = None,
 ) -> LabelledCase:
     """Read a case's CT and tissue labels onto the CT grid (at ``spacing_mm`` when given).
 
-    The CT outside the body (the labels' outside air) becomes air (``PAD_HU``).
+    With ``orientation`` the CT's grid is first brought into it (``plan.orientation``,
+    lossless: :mod:`synthct.orientation`). The CT outside the body (the labels' outside air)
+    becomes air (``PAD_HU``).
     """
     from synthct.io import read_volume
     from synthct.resample import resample_to
@@ -206,6 +210,8 @@ def load_labelled_case(
     ct = read_volume(record.ct, kind="ct")
     labels = read_volume(record.tissue_labels, kind="label")
     assert isinstance(ct, CTVolume) and isinstance(labels, LabelMap)
+    if orientation is not None:
+        ct = ct.reoriented(orientation)
     grid = ct.geometry if spacing_mm is None else _grid_at(ct.geometry, spacing_mm)
     if not ct.geometry.is_close(grid):
         ct = resample_to(ct, grid)
@@ -260,7 +266,7 @@ def randomised_training_data(
     for n, case_id in enumerate(wanted):
         if on_case is not None:
             on_case(n + 1, len(wanted), case_id)
-        labelled[case_id] = load_labelled_case(by_id[case_id], spacing)
+        labelled[case_id] = load_labelled_case(by_id[case_id], spacing, config.plan.orientation)
         native[case_id] = _native_spacing(by_id[case_id])
         cases[case_id] = rendered_case(labelled[case_id], config, config.training.seed + 7919 + n)
         prepared[case_id] = prepare_case(cases[case_id], config.normalisation, config.patches)

@@ -19,7 +19,9 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from synthct.geometry import Geometry
 from synthct.imaging.body_mask import CT_PADDING_BELOW_HU
+from synthct.orientation import Reorientation, reorientation
 from synthct.synthesis.config import SynthesisConfig
 from synthct.synthesis.domain import TrainingDomain, check_domain
 from synthct.synthesis.errors import ModelFolderError, SynthesisInputError
@@ -205,7 +207,8 @@ class SynthesisModel:
         tta_axes : sequence of int
             Test-time augmentation: the sCT is the mean over every combination of flips along
             these array axes (and over the members of an ensemble); their SD is the epistemic
-            map. Empty: none.
+            map. The axes are those of the grid the network sees: the model's training
+            orientation when its card declares one (:func:`default_tta_axes`). Empty: none.
         resample : bool, optional
             Run the network at the model's spacing and bring the result back to the MRI grid
             (:mod:`synthct.synthesis.inference_grid`): ``None`` when the model declares a
@@ -220,18 +223,28 @@ class SynthesisModel:
                 path=getattr(mr, "source", None),
                 fix="read the echoes as MR (kind 'mr')",
             )
-        spacing = inference_spacing(self.domain, mr.spacing_mm, resample=resample)
+        # The network sees the array layout it was trained in (plan.orientation): a sagittal
+        # or RAS-stored MRI is permuted and flipped into it, losslessly, and the sCT back.
+        turn = network_orientation(self.domain, mr.geometry)
+        oriented = (
+            mr
+            if turn is None
+            else mr.on_grid(
+                turn.apply(mr.array, channel_axes=1), turn.geometry.affine, source=mr.source
+            )
+        )
+        spacing = inference_spacing(self.domain, oriented.spacing_mm, resample=resample)
         # At (or resampled to) the model's spacing, the voxel size is no mismatch.
         at_model_spacing = spacing is not None or (
             resample is not False and self.domain.planned_spacing_mm is not None
         )
         found = check_domain(self.domain, mr, model_name=self.name, resampled=at_model_spacing)
         config = self.config
-        work = mr
+        work = oriented
         if spacing is not None:
             from synthct.resample import resample_to
 
-            work = resample_to(mr, grid_with_spacing(mr.geometry, spacing))
+            work = resample_to(oriented, grid_with_spacing(oriented.geometry, spacing))
         inputs, body, _ = normalise_mr(work.array, config.normalisation, source=mr.source)
         method: Epistemic | None = None
         if uncertainty or epistemic is not None:
@@ -266,7 +279,10 @@ class SynthesisModel:
             fills = [air] + [0.0] * (out.shape[0] - 1)
             out = outputs_to_grid(out, work.geometry, mr.geometry, fill_values=fills)
             body, _ = body_mask_from_mri(mr.array, threshold_fraction=norm.body_threshold_fraction)
-        del work
+        elif turn is not None:
+            out = np.ascontiguousarray(turn.undo(out, channel_axes=1))
+            body = np.ascontiguousarray(turn.undo(body))
+        del work, oriented
         return assemble_result(
             out,
             mr,
@@ -279,7 +295,20 @@ class SynthesisModel:
             out_of_domain=found,
             model_name=self.name,
             inference_spacing_mm=spacing,
+            inference_orientation=None if turn is None else turn.geometry.orientation_code,
         )
+
+
+def network_orientation(domain: TrainingDomain, geometry: Geometry) -> Reorientation | None:
+    """How to bring an MRI on ``geometry`` into the model's training orientation.
+
+    None when the model declares none (trained on each case's own layout) or the MRI is in it
+    already.
+    """
+    if domain.orientation is None:
+        return None
+    turn = reorientation(geometry, domain.orientation)
+    return None if turn.is_identity else turn
 
 
 def assemble_result(
@@ -295,6 +324,7 @@ def assemble_result(
     out_of_domain: list[str] | None = None,
     model_name: str | None = None,
     inference_spacing_mm: Sequence[float] | None = None,
+    inference_orientation: str | None = None,
 ) -> SynthesisResult:
     """Turn the network-unit prediction into HU volumes on the MRI grid (in place); the sCT
     is clipped below at -1024 HU, the lowest target training saw."""
@@ -319,6 +349,8 @@ def assemble_result(
     }
     if inference_spacing_mm is not None:
         provenance["inference_spacing_mm"] = [float(v) for v in inference_spacing_mm]
+    if inference_orientation is not None:
+        provenance["inference_orientation"] = inference_orientation
     result = SynthesisResult(
         sct=SyntheticCT(sct, mr.affine, source=source, provenance=provenance),
         body_mask=body,
@@ -354,7 +386,10 @@ def default_tta_axes(model: SynthesisModel, mr: MultiEchoMR) -> tuple[int, ...]:
     trained = tuple(model.config.patches.flip_axes)
     if trained:
         return trained
-    left_right = np.abs(mr.geometry.direction[0])
+    # The axes are those of the grid the network sees (the model's orientation, if any).
+    turn = network_orientation(model.domain, mr.geometry)
+    geometry = mr.geometry if turn is None else turn.geometry
+    left_right = np.abs(geometry.direction[0])
     return (int(np.argmax(left_right)),)
 
 

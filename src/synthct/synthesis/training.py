@@ -85,7 +85,7 @@ from synthct.synthesis.manifest import Case, CaseRecord, load_case, read_manifes
 from synthct.synthesis.model_folder import build_card, save_model_folder
 from synthct.synthesis.network import build_network, count_parameters
 from synthct.synthesis.patches import PatchSampler, PreparedCase, prepare_case
-from synthct.synthesis.planning import resample_case, split_cases
+from synthct.synthesis.planning import reorient_case, resample_case, split_cases
 from synthct.synthesis.prepared_store import MRHeader, read_case, store_key, write_case
 from synthct.synthesis.randomised_source import randomised_training_data, read_label_manifest
 from synthct.synthesis.stop_request import StopRequest
@@ -624,7 +624,8 @@ def _load_cases(
 ) -> tuple[dict[str, Case], dict[str, PreparedCase], dict[str, tuple[float, float, float]]]:
     """Load and prepare the ``wanted`` cases; they must share one channel count.
 
-    With ``plan.target_spacing_mm`` each case is resampled to it first
+    Each case is brought into ``plan.orientation`` (:func:`~synthct.synthesis.planning.
+    reorient_case`) and, with ``plan.target_spacing_mm``, resampled to it
     (:func:`~synthct.synthesis.planning.resample_case`). Training cases (``train_ids``) keep
     lesion insertion data when it is enabled. Returns the cases, the prepared cases and each
     case's native voxel size.
@@ -640,7 +641,7 @@ def _load_cases(
                 "loading", 0, config.training.iterations, message=f"{n + 1}/{len(wanted)} {case_id}"
             )
         )
-        case = load_case(by_id[case_id])
+        case = reorient_case(load_case(by_id[case_id]), config.plan.orientation)
         native[case_id] = case.mr.spacing_mm
         cases[case_id] = case if spacing is None else resample_case(case, spacing)
         tissue = None
@@ -761,6 +762,7 @@ def _write_model(
         lesion_types=lesion_types,
         channel_names=config.normalisation.channels,
         planned_spacing_mm=config.plan.target_spacing_mm,
+        orientation=config.plan.orientation,
         voxel_sizes_mm=[native_spacing[i] for i in train_ids],
         contrast=CONTRAST_AGNOSTIC if config.data.mr_source == "randomised" else "",
     )
