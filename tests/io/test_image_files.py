@@ -133,6 +133,23 @@ def test_real_mr_is_read_as_mr(totalseg: Path) -> None:
         read_volume(totalseg / "example_mr_sm.nii.gz", kind="ct")
 
 
+def test_an_itk_vector_nifti_is_read_with_its_components_as_echoes(
+    totalseg: Path, tmp_path: Path
+) -> None:
+    """SimpleITK writes a vector image as 5D NIfTI (one time point, a component per echo)."""
+    real = sitk.ReadImage(str(totalseg / "example_mr_sm.nii.gz"), sitk.sitkFloat32)
+    echo1 = sitk.GetArrayFromImage(real)
+    vector = sitk.GetImageFromArray(np.stack([echo1, 0.5 * echo1], axis=-1), isVector=True)
+    vector.CopyInformation(real)
+    sitk.WriteImage(vector, str(tmp_path / "two.nii.gz"))
+    mr = read_volume(tmp_path / "two.nii.gz", kind="mr")
+    plain = read_volume(totalseg / "example_mr_sm.nii.gz", kind="mr")
+    assert isinstance(mr, MultiEchoMR) and mr.n_echoes == 2
+    assert mr.geometry.is_close(plain.geometry)
+    np.testing.assert_allclose(mr.array[0], plain.array[0])
+    np.testing.assert_allclose(mr.array[1], 0.5 * plain.array[0])
+
+
 def test_truncated_file_is_reported_with_its_name(tmp_path: Path) -> None:
     path = write_volume(CTVolume(ct_array((40, 40, 40)), np.eye(4)), tmp_path / "ct.nii.gz")
     raw = gzip.decompress(path.read_bytes())

@@ -318,12 +318,18 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     check_nifti_geometry(path, header)
     # dataobj applies scl_slope/scl_inter only when set, so integer files stay integer.
     data = np.asanyarray(image.dataobj)
+    if data.ndim == 5 and data.shape[3] == 1:
+        # ITK writes a vector image (one component per echo) as 5D with a single time point
+        data = data[:, :, :, 0, :]
     if data.ndim == 4:
         data = np.moveaxis(data, 3, 0)
     elif data.ndim == 2:
         data = data[:, :, np.newaxis]
     elif data.ndim != 3:
-        raise ValueError(f"{data.ndim}D NIfTI images are not supported (3D or 4D only)")
+        raise ValueError(
+            f"{data.ndim}D NIfTI images of shape {data.shape} are not supported (3D, 4D with "
+            "echoes last, or 5D with one time point and the echoes as vector components)"
+        )
     return np.ascontiguousarray(data), ras_to_lps(image.affine)
 
 
