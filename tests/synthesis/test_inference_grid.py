@@ -147,3 +147,12 @@ def test_a_shipped_model_gives_the_same_sct_at_1_and_at_1_5_mm(
     assert float(resampled.mean()) < 18.0
     assert float(np.median(resampled)) < 1.5
     assert float(resampled.mean()) < 0.85 * own_grid_error
+
+
+def test_planned_sizes_go_to_a_case_by_rank_in_training_as_at_inference() -> None:
+    from synthct.synthesis.inference_grid import spacing_by_rank
+
+    # a sagittal slab brought into LPS: its 0.9 mm slab axis is now axis 0 (left-right)
+    assert spacing_by_rank((0.74, 0.74, 0.9), (0.9, 0.74, 0.74)) == (0.9, 0.74, 0.74)
+    assert spacing_by_rank((0.74, 0.9, 0.74), (1.0, 1.0, 1.0)) == (0.74, 0.74, 0.9)
+    assert spacing_by_rank((3.0, 1.0, 1.0), (0.5, 2.0, 0.5)) == (1.0, 3.0, 1.0)

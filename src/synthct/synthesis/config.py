@@ -324,8 +324,9 @@ class CardConfig(_Section):
 class PlanConfig(_Section):
     """The plan made from the training cases (:mod:`synthct.synthesis.planning`).
 
-    ``target_spacing_mm`` is the voxel size along array axes 0, 1, 2 that every case is
-    resampled to before training (MRI and CT linear, labels nearest); ``None`` trains on each
+    ``target_spacing_mm`` holds the voxel sizes every case is resampled to before training
+    (MRI and CT linear, labels nearest), given to a case's axes by rank as at inference (the
+    smallest to its finest axis: a sagittal slab keeps its thick axis); ``None`` trains on each
     case's native grid. ``synthct plan`` fills it (median spacing of the training cases, the
     10th percentile on an anisotropic axis) together with the patch size and normalisation.
     ``memory_budget_gb`` is the activation memory the planned patch size is fitted to, for the
@@ -336,8 +337,8 @@ class PlanConfig(_Section):
     case is brought into before training, by permuting and flipping axes (lossless); the model
     card records it and inference brings every MRI into it and the sCT back, so an axial, a
     sagittal and a RAS-stored MRI show the network the same layout. ``None`` keeps each case's
-    own array layout (models trained before this setting existed). ``target_spacing_mm`` and
-    ``patches.flip_axes`` refer to the axes after reorientation.
+    own array layout (models trained before this setting existed). ``patches.flip_axes``
+    refer to the axes after reorientation.
     """
 
     target_spacing_mm: tuple[float, float, float] | None = None

@@ -65,12 +65,21 @@ def inference_spacing(
         sizes = sorted(0.5 * (lo + hi) for lo, hi in domain.voxel_size_mm)
     else:
         return None
+    target = spacing_by_rank(sizes, spacing_mm)
+    if all(abs(t - s) <= SPACING_TOLERANCE * s for t, s in zip(target, spacing_mm, strict=True)):
+        return None
+    return (target[0], target[1], target[2])
+
+
+def spacing_by_rank(sizes: Sequence[float], spacing_mm: Sequence[float]) -> Spacing:
+    """``sizes`` given to the axes of a grid of ``spacing_mm`` by rank: the smallest size to
+    its finest axis (ties in axis order), so a sagittal and an axial acquisition of the same
+    voxel get the same grid."""
+    ordered = sorted(float(s) for s in sizes)
     order = np.argsort(np.asarray(spacing_mm, dtype=float), kind="stable")
     target = [0.0, 0.0, 0.0]
     for rank, axis in enumerate(order):
-        target[int(axis)] = sizes[rank]
-    if all(abs(t - s) <= SPACING_TOLERANCE * s for t, s in zip(target, spacing_mm, strict=True)):
-        return None
+        target[int(axis)] = ordered[rank]
     return (target[0], target[1], target[2])
 
 

@@ -79,6 +79,7 @@ from synthct.synthesis.distributed import (
 )
 from synthct.synthesis.domain import CONTRAST_AGNOSTIC, MRHeaderLike, domain_from_volumes
 from synthct.synthesis.errors import TrainingConfigError, TrainingInterrupted
+from synthct.synthesis.inference_grid import spacing_by_rank
 from synthct.synthesis.initial_weights import load_initial_weights
 from synthct.synthesis.losses import bone_target_threshold, loss_terms
 from synthct.synthesis.manifest import Case, CaseRecord, load_case, read_manifest
@@ -625,10 +626,12 @@ def _load_cases(
     """Load and prepare the ``wanted`` cases; they must share one channel count.
 
     Each case is brought into ``plan.orientation`` (:func:`~synthct.synthesis.planning.
-    reorient_case`) and, with ``plan.target_spacing_mm``, resampled to it
-    (:func:`~synthct.synthesis.planning.resample_case`). Training cases (``train_ids``) keep
-    lesion insertion data when it is enabled. Returns the cases, the prepared cases and each
-    case's native voxel size.
+    reorient_case`) and, with ``plan.target_spacing_mm``, resampled to its sizes matched to the
+    case's axes by rank, as inference does
+    (:func:`~synthct.synthesis.inference_grid.spacing_by_rank`,
+    :func:`~synthct.synthesis.planning.resample_case`): a sagittal slab keeps its thick axis.
+    Training cases (``train_ids``) keep lesion insertion data when it is enabled. Returns the
+    cases, the prepared cases and each case's native voxel size.
     """
     by_id = {r.case_id: r for r in records}
     cases: dict[str, Case] = {}
@@ -643,7 +646,11 @@ def _load_cases(
         )
         case = reorient_case(load_case(by_id[case_id]), config.plan.orientation)
         native[case_id] = case.mr.spacing_mm
-        cases[case_id] = case if spacing is None else resample_case(case, spacing)
+        cases[case_id] = (
+            case
+            if spacing is None
+            else resample_case(case, spacing_by_rank(spacing, case.mr.spacing_mm))
+        )
         tissue = None
         if config.lesion_insertion.enabled and case_id in train_ids:
             tissue = _tissue_labels(by_id[case_id], cases[case_id])
