@@ -135,3 +135,10 @@ def test_the_shipped_models_made_before_the_setting_keep_their_input_layout() ->
 
     model = load_shipped_model("product_like")
     assert model.domain.orientation is None and model.config.plan.orientation is None
+
+
+def test_an_ensemble_of_models_trained_in_different_orientations_is_refused() -> None:
+    from synthct.synthesis.errors import ModelFolderError
+
+    with pytest.raises(ModelFolderError, match="different array orientations"):
+        SynthesisModel(_model("LPS").members + _model(None).members)

@@ -140,6 +140,15 @@ class SynthesisModel:
                     path=other.path,
                     fix="ensemble only models trained with the same inputs and normalisation",
                 )
+            if other.domain.orientation != first.domain.orientation:
+                # the windows are run on one grid: each member must expect its layout
+                raise ModelFolderError(
+                    f"ensemble members {first.name!r} and {other.name!r} were trained in "
+                    f"different array orientations ({first.domain.orientation!r}, "
+                    f"{other.domain.orientation!r})",
+                    path=other.path,
+                    fix="ensemble only models trained with the same plan.orientation",
+                )
         self.members = list(members)
         self.device = resolve_device(device)
         self.name = " + ".join(m.name for m in members)
