@@ -228,6 +228,12 @@ def test_corrupt_or_mismatched_folders_are_refused(trained: TrainingResult, tmp_
     (rescaled / "normalisation.json").write_text(json.dumps(norm))
     with pytest.raises(ModelFolderError, match="disagree"):
         load_model_folder(rescaled)
+    turned = copy("turned")  # a card that says another training orientation than config.yaml
+    card = json.loads((turned / "model_card.json").read_text())
+    card["domain"]["orientation"] = "RAS"
+    (turned / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelFolderError, match=r"orientation 'LPS'.*'RAS'"):
+        load_model_folder(turned)
     card = json.loads((trained.model_dir / "model_card.json").read_text())
     assert card["weights_sha256"] == sha256_of(trained.model_dir / "weights.safetensors")
 
