@@ -26,6 +26,11 @@ alone (``p_physics`` 0) and once with physics-driven contrasts alone (``p_physic
 median predicted HU where the target is bone (>= 150 HU), the target's median there, and the
 bone Dice at 150 HU over the patches.
 
+Part D: the real MR stored in other array layouts (RAS, and PSL as a sagittal acquisition
+stores it), each sCT brought back to the stored layout: the mean |difference| from the sCT of
+the file as stored over the MRI body. 0 for a model that declares its training orientation
+(``plan.orientation``), which inference then brings every MRI into.
+
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dr_real_mr.py
           [--model src/synthct/models/dr_contrast_agnostic] [--out out/dr_bench]
           [--figure docs/images/dr_example_mr_sm.png] [--skip-held-out] [--record-in-card]
@@ -96,6 +101,33 @@ def real_mr(model: SynthesisModel) -> tuple[dict[str, Any], MultiEchoMR, np.ndar
         mr,
         sct,
     )
+
+
+#: Layouts the real MR is stored in for part D: a NIfTI convention and a sagittal slab.
+OTHER_LAYOUTS = ("RAS", "PSL")
+
+
+def orientations(model: SynthesisModel, mr: MultiEchoMR, sct: np.ndarray) -> list[dict[str, Any]]:
+    """Part D: the same MR stored in other array layouts; the sCT brought back to the stored one.
+
+    A model that declares its training orientation sees one layout whatever the file's, so the
+    difference is 0; one that does not sees the anatomy transposed or mirrored.
+    """
+    body_mask, _ = body_mask_from_mri(mr.array)
+    vertebral_body, _ = spine_region(mr.spatial_shape)
+    rows = []
+    for code in OTHER_LAYOUTS:
+        moved = model.synthesize(mr.reoriented(code)).sct.reoriented(mr.orientation_code)
+        back = np.asarray(moved.array)
+        rows.append(
+            {
+                "stored_as": code,
+                "model_orientation": str(model.domain.orientation),
+                "mean_abs_difference_hu_in_body": float(np.abs(back - sct)[body_mask].mean()),
+                "vertebral_body_as_bone": float((back[vertebral_body] >= BONE_HU).mean()),
+            }
+        )
+    return rows
 
 
 PROBE_PATCHES = 48
@@ -308,6 +340,10 @@ def main() -> None:
     print(_table([part_a, reference], columns))
     print("figure:", figure(mr, sct, args.figure))
     results: dict[str, Any] = {"real_mr": part_a, "real_ct_reference": reference}
+    part_d = orientations(model, mr, sct)
+    print(f"\nD. the same MR stored as {', '.join(OTHER_LAYOUTS)} (sCT compared in its layout)")
+    print(_table(part_d, list(part_d[0])))
+    results["stored_layouts"] = part_d
     if not args.skip_held_out:
         part_b = held_out(model)
         print("\nB. held-out chest_ct, MRI from the existing renderer (paper_3t), vs its CT")
