@@ -143,6 +143,7 @@ def test_existing_configurations_keep_their_behaviour() -> None:
         "real_large",
         "dr_contrast_agnostic",
         "dr_bone_dice",
+        "dr_fine_tune",
         "product_like_world",
         "lesion_aware_world",
     }
