@@ -306,3 +306,16 @@ def test_batch_norm_recalibration_gives_exact_averages_over_the_batches() -> Non
     np.testing.assert_allclose(network[0].running_mean.numpy(), means, rtol=1e-5)
     np.testing.assert_allclose(network[0].running_var.numpy(), variances, rtol=1e-5)
     np.testing.assert_allclose(means, [3.0, -1.0], atol=0.1)
+
+
+def test_the_card_names_the_loss_terms_that_were_on() -> None:
+    from synthct.synthesis.config import SynthesisConfig
+    from synthct.synthesis.training import loss_description
+
+    assert loss_description(SynthesisConfig()) == "1 x L1 + 0.5 x laplace NLL"  # defaults
+    weighted = SynthesisConfig().with_updates(
+        {"loss": {"bone_weight": 5.0, "bone_dice_weight": 0.5}}
+    )
+    assert loss_description(weighted) == (
+        "1 x L1 (x 5 where the CT is bone) + 0.5 x laplace NLL + 0.5 x soft bone Dice"
+    )

@@ -197,7 +197,8 @@ def load_labelled_case(
     spacing_mm: Sequence[float] | None = None,
     orientation: str | None = None,
 ) -> LabelledCase:
-    """Read a case's CT and tissue labels onto the CT grid (at ``spacing_mm`` when given).
+    """Read a case's CT and tissue labels onto the CT grid (at the sizes ``spacing_mm`` when
+    given, matched to the CT's axes by rank as training and inference match them).
 
     With ``orientation`` the CT's grid is first brought into it (``plan.orientation``,
     lossless: :mod:`synthct.orientation`). The CT outside the body (the labels' outside air)
@@ -205,6 +206,7 @@ def load_labelled_case(
     """
     from synthct.io import read_volume
     from synthct.resample import resample_to
+    from synthct.synthesis.inference_grid import spacing_by_rank
 
     assert record.tissue_labels is not None
     ct = read_volume(record.ct, kind="ct")
@@ -212,7 +214,11 @@ def load_labelled_case(
     assert isinstance(ct, CTVolume) and isinstance(labels, LabelMap)
     if orientation is not None:
         ct = ct.reoriented(orientation)
-    grid = ct.geometry if spacing_mm is None else _grid_at(ct.geometry, spacing_mm)
+    grid = (
+        ct.geometry
+        if spacing_mm is None
+        else _grid_at(ct.geometry, spacing_by_rank(spacing_mm, ct.spacing_mm))
+    )
     if not ct.geometry.is_close(grid):
         ct = resample_to(ct, grid)
     if not labels.geometry.is_close(grid):

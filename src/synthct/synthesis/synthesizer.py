@@ -235,13 +235,8 @@ class SynthesisModel:
         # The network sees the array layout it was trained in (plan.orientation): a sagittal
         # or RAS-stored MRI is permuted and flipped into it, losslessly, and the sCT back.
         turn = network_orientation(self.domain, mr.geometry)
-        oriented = (
-            mr
-            if turn is None
-            else mr.on_grid(
-                turn.apply(mr.array, channel_axes=1), turn.geometry.affine, source=mr.source
-            )
-        )
+        code = self.domain.orientation
+        oriented = mr if turn is None or code is None else mr.reoriented(code)
         spacing = inference_spacing(self.domain, oriented.spacing_mm, resample=resample)
         # At (or resampled to) the model's spacing, the voxel size is no mismatch.
         at_model_spacing = spacing is not None or (
@@ -304,7 +299,7 @@ class SynthesisModel:
             out_of_domain=found,
             model_name=self.name,
             inference_spacing_mm=spacing,
-            inference_orientation=None if turn is None else turn.geometry.orientation_code,
+            inference_orientation=None if turn is None else code,
         )
 
 

@@ -733,6 +733,18 @@ def _stored_cases(
     return val_cases, prepared, native, headers
 
 
+def loss_description(config: SynthesisConfig) -> str:
+    """The training loss in words for the card, with the bone terms when they are on."""
+    loss = config.loss
+    text = f"{loss.l1_weight:g} x L1"
+    if loss.bone_weight != 1.0:
+        text += f" (x {loss.bone_weight:g} where the CT is bone)"
+    text += f" + {loss.nll_weight:g} x {loss.nll} NLL"
+    if loss.bone_dice_weight > 0:
+        text += f" + {loss.bone_dice_weight:g} x soft bone Dice"
+    return text
+
+
 def _write_model(
     path: Path,
     network: torch.nn.Module,
@@ -778,8 +790,7 @@ def _write_model(
         "iterations": config.training.iterations,
         "batch_size": config.training.batch_size,
         "patch_size": list(config.patches.size),
-        "loss": f"{config.loss.l1_weight:g} x L1 + {config.loss.nll_weight:g} x "
-        f"{config.loss.nll} NLL",
+        "loss": loss_description(config),
         "final_train_loss": last.get("train_loss"),
         "final_validation_loss": last.get("validation_loss"),
         "final_validation_patch_mae_hu": last.get("validation_mae_hu"),
