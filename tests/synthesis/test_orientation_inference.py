@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -122,3 +124,16 @@ def test_an_ensemble_of_models_trained_in_different_orientations_is_refused() ->
 
     with pytest.raises(ModelFolderError, match="different array orientations"):
         SynthesisModel(_model("LPS").members + _model(None).members)
+
+
+def test_a_bad_plan_orientation_is_refused_with_examples(tmp_path: Path) -> None:
+    from synthct.synthesis.config import load_config
+    from synthct.synthesis.errors import TrainingConfigError
+
+    path = tmp_path / "config.yaml"
+    path.write_text("plan:\n  orientation: LPP\n")
+    with pytest.raises(TrainingConfigError, match=r"one of each pair.*LPS.*null") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    path.write_text("plan:\n  orientation: ras\n")
+    assert load_config(path).plan.orientation == "RAS"

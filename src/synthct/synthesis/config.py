@@ -355,7 +355,10 @@ class PlanConfig(_Section):
             try:
                 code = parse_orientation_code(self.orientation)
             except SynthctError as exc:
-                raise ValueError(exc.problem) from exc
+                raise ValueError(
+                    f"{exc.problem}: give e.g. LPS (the default), RAS or PSL, or null to keep "
+                    "each case's own layout"
+                ) from exc
             object.__setattr__(self, "orientation", code)
         return self
 
