@@ -40,8 +40,21 @@ def test_planned_spacing_is_the_median_with_nnunet_anisotropy_rule() -> None:
     # Median (0.5, 0.5, 5): the thick axis takes the 10th percentile of 3, 4, 5, 5, 6 = 3.4.
     thick = [(0.5, 0.5, 5.0), (0.5, 0.5, 6.0), (0.6, 0.6, 3.0), (0.5, 0.5, 4.0), (0.7, 0.7, 5.0)]
     assert plan_spacing(thick) == pytest.approx((0.5, 0.5, 3.4))
-    # ...but never finer than the other axes (10th percentile 1.8 -> 2.0).
-    assert plan_spacing([(2, 2, 7), (2, 2, 7), (2, 2, 0.5)]) == pytest.approx((2.0, 2.0, 2.0))
+    # ...but never finer than the other axes (coarse ranks 7, 7, 7, 1, 1: 10th percentile
+    # 1.0 -> 2.0).
+    cohort = [(2, 2, 7), (2, 2, 7), (2, 2, 7), (1, 1, 1), (1, 1, 1)]
+    assert plan_spacing(cohort) == pytest.approx((2.0, 2.0, 2.0))
+
+
+def test_planned_spacing_of_a_mixed_sagittal_and_axial_cohort_is_their_voxel() -> None:
+    # Two sagittal (thick along axis 0) and two axial (thick along axis 2) 0.5 x 0.5 x 3 mm
+    # series: per-axis medians would plan 1.75 x 0.5 x 1.75 mm, interpolating every series.
+    cohort = [(3.0, 0.5, 0.5), (3.0, 0.5, 0.5), (0.5, 0.5, 3.0), (0.5, 0.5, 3.0)]
+    assert sorted(plan_spacing(cohort)) == pytest.approx([0.5, 0.5, 3.0])
+    # the thick spacing goes to the axis that is thick in the majority of the cohort
+    sagittal_majority = [*cohort, (3.0, 0.5, 0.5)]
+    assert plan_spacing(sagittal_majority) == pytest.approx((3.0, 0.5, 0.5))
+    assert plan_spacing([(0.5, 0.5, 3.0)] * 3 + [(3.0, 0.5, 0.5)]) == pytest.approx((0.5, 0.5, 3.0))
 
 
 def test_patch_size_is_a_multiple_and_fits_the_memory_budget() -> None:

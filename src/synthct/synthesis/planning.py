@@ -4,9 +4,10 @@
 statistics inside the MRI body mask, whether an echo-time protocol is known);
 :func:`plan_training` turns the fingerprints of the training cases into a :class:`TrainingPlan`:
 
-* **target spacing**: the median spacing of each array axis; when the coarsest axis is more
-  than :data:`ANISOTROPY_RATIO` times the finest, that axis takes the 10th percentile of its
-  spacings instead (never finer than the other axes), so thick-slice cases are not
+* **target spacing**: the median of each spacing rank (finest, middle, coarsest axis of each
+  case, so sagittal and axial series of one voxel size agree); when the coarsest is more
+  than :data:`ANISOTROPY_RATIO` times the finest, it takes the 10th percentile of the cases'
+  coarsest spacings instead (never finer than the other axes), so thick-slice cases are not
   interpolated into many invented slices (nnU-Net's rule);
 * **normalisation**: multi-echo magnitudes with a known echo-time protocol keep the robust
   per-echo percentile scaling (the echo ratios carry T2*, fat and water); any other input
@@ -114,16 +115,24 @@ def case_fingerprint(case: Case, *, body_threshold_fraction: float = 0.2) -> Cas
 
 
 def plan_spacing(spacings_mm: Sequence[Sequence[float]]) -> tuple[float, float, float]:
-    """Target spacing: per-axis median, the 10th percentile on an anisotropic coarse axis."""
+    """Target spacing: the median of each spacing rank, the 10th percentile on an anisotropic
+    coarse rank.
+
+    Each case's spacings are sorted first (finest, middle, coarsest), so a cohort that mixes
+    sagittal and axial acquisitions of one voxel size plans that voxel size; per-axis medians
+    would average a thick axis with a thin one. The result is given to the axes by the rank of
+    the per-axis medians; training and inference apply it by rank
+    (:func:`synthct.synthesis.inference_grid.spacing_by_rank`).
+    """
+    from synthct.synthesis.inference_grid import spacing_by_rank
+
     values = np.asarray(spacings_mm, dtype=np.float64).reshape(-1, 3)
-    target = np.median(values, axis=0)
-    coarse = int(np.argmax(target))
-    others = [a for a in range(3) if a != coarse]
-    if target[coarse] > ANISOTROPY_RATIO * target.min():
-        target[coarse] = max(
-            float(np.percentile(values[:, coarse], 10.0)), float(target[others].max())
-        )
-    return (float(target[0]), float(target[1]), float(target[2]))
+    by_rank = np.sort(values, axis=1)
+    target = np.median(by_rank, axis=0)
+    if target[2] > ANISOTROPY_RATIO * target[0]:
+        # nnU-Net's rule: do not invent slices along a thick axis; never finer than the others
+        target[2] = max(float(np.percentile(by_rank[:, 2], 10.0)), float(target[1]))
+    return spacing_by_rank(target.tolist(), np.median(values, axis=0).tolist())
 
 
 def estimate_activation_bytes(
