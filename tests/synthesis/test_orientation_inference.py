@@ -112,11 +112,46 @@ def test_the_trained_card_records_the_orientation_it_trained_in(trained: Trainin
     assert card["domain"]["orientation"] == "LPS"
 
 
-def test_the_shipped_models_made_before_the_setting_keep_their_input_layout() -> None:
+def test_the_shipped_models_are_trained_in_lps_and_a_legacy_folder_keeps_its_layout(
+    tmp_path: Path,
+) -> None:
+    import json
+    import shutil
+
+    import yaml
+
+    from synthct.synthesis.shipped import SHIPPED_MODELS, shipped_model_path
     from synthct.synthesis.synthesizer import load_shipped_model
 
-    model = load_shipped_model("product_like")
-    assert model.domain.orientation is None and model.config.plan.orientation is None
+    for name in SHIPPED_MODELS:
+        shipped = load_shipped_model(name)
+        assert shipped.domain.orientation == shipped.config.plan.orientation == "LPS"
+    # A folder made before plan.orientation existed: no orientation in card or config.
+    legacy_dir = tmp_path / "legacy"
+    shutil.copytree(shipped_model_path("product_like"), legacy_dir)
+    card = json.loads((legacy_dir / "model_card.json").read_text())
+    del card["domain"]["orientation"]
+    (legacy_dir / "model_card.json").write_text(json.dumps(card))
+    config = yaml.safe_load((legacy_dir / "config.yaml").read_text())
+    config["plan"]["orientation"] = None
+    (legacy_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    legacy = SynthesisModel.load(legacy_dir)
+    assert legacy.domain.orientation is None and legacy.config.plan.orientation is None
+
+    rng = np.random.default_rng(0)
+    data = np.abs(rng.normal(0.0, 1e-3, (2, 32, 32, 16))).astype(np.float32)
+    data[:, 6:26, 6:26, 2:14] += np.array([0.08, 0.07], np.float32)[:, None, None, None]
+    data[:, 12:20, 14:18, 4:12] *= 0.3  # a dark structure off-centre, so layout matters
+    mr = MultiEchoMR(
+        data, np.diag([0.74, 0.74, 0.9, 1.0]), protocol=MRProtocol((1.15, 2.30), 7.0, 10.0, 3.0)
+    )
+    sagittal = mr.reoriented("PSL")
+    for model, same in ((load_shipped_model("product_like"), True), (legacy, False)):
+        axial_sct = np.asarray(model.synthesize(mr).sct.array)
+        back = model.synthesize(sagittal).sct.reoriented("LPS")
+        assert back.same_geometry(mr)
+        difference = float(np.abs(np.asarray(back.array) - axial_sct).max())
+        assert (difference < 1e-3) if same else (difference > 1.0), difference
 
 
 def test_an_ensemble_of_models_trained_in_different_orientations_is_refused() -> None:
