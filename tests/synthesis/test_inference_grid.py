@@ -115,10 +115,12 @@ def test_a_shipped_model_gives_the_same_sct_at_1_and_at_1_5_mm(
 
     The shipped model declares a planned spacing (0.74 x 0.74 x 0.9 mm), so every input is run
     there by default and no voxel size is a domain mismatch. Measured over the body voxels of the
-    1.5 mm grid (the 1.0 mm sCT resampled onto it): |difference| mean 13.0 HU, median 0.5 HU,
-    95th percentile 64 HU (bone edges the 1.5 mm input no longer resolves); the 1.5 mm input run
-    at its own grid (``resample=False``): mean 59.0 HU. Tolerances: mean < 18 HU, median
-    < 1.5 HU, and below 85% of the own-grid run's mean.
+    1.5 mm grid (the 1.0 mm sCT resampled onto it), with the model shipped in session 18 (LPS):
+    |difference| mean 14.9 HU, median 1.55 HU, 95th percentile 60 HU (bone edges the 1.5 mm
+    input no longer resolves); the 1.5 mm input run at its own grid (``resample=False``): mean
+    32.5 HU (the session-12 model: 13.0, 0.5, 64 and 59.0 HU). Tolerances: mean < 18 HU, median
+    < 2 HU (1.5 HU for the session-12 model), and below 60% of the own-grid run's mean (85%
+    before).
     """
     from synthct.phantom.protocols import FAST_3T
     from synthct.synthesis.synthesizer import load_shipped_model
@@ -145,8 +147,8 @@ def test_a_shipped_model_gives_the_same_sct_at_1_and_at_1_5_mm(
     resampled = np.abs(coarse.sct.array - fine_on_coarse)[body]
     own_grid_error = float(np.abs(own_grid.sct.array - fine_on_coarse)[body].mean())
     assert float(resampled.mean()) < 18.0
-    assert float(np.median(resampled)) < 1.5
-    assert float(resampled.mean()) < 0.85 * own_grid_error
+    assert float(np.median(resampled)) < 2.0
+    assert float(resampled.mean()) < 0.6 * own_grid_error
 
 
 def test_planned_sizes_go_to_a_case_by_rank_in_training_as_at_inference() -> None:
