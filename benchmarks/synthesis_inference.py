@@ -278,7 +278,7 @@ def speed(args: argparse.Namespace) -> list[tuple[str, float, str]]:
     model = build_model(args)
     config = model.config
     mr = phantom_mri(args.shape)
-    inputs, body, _ = normalise_mr(mr.array, config.normalisation)
+    inputs, body, _ = normalise_mr(mr.array, config.normalisation, spacing_mm=mr.spacing_mm)
     hu_scale = config.normalisation.hu_scale
     rows: list[tuple[str, float, str]] = []
     devices = []

@@ -90,3 +90,40 @@ def test_initial_weights_of_another_network_or_scaling_are_refused(
     # nothing was trained: no checkpoint is left behind that a resume would take as a run
     for name in ("a", "b", "c"):
         assert not (tmp_path / name / "checkpoints").exists()
+
+
+def test_fine_tuning_may_move_a_model_to_the_smoothed_reference_and_a_resume_may_not(
+    trained: TrainingResult, cohort_manifest: Path, make_config: Callable[..., Any], tmp_path: Path
+) -> None:
+    """``normalisation.reference_smoothing_mm`` is the one normalisation setting a fine-tuning
+    run may change (it moves each case's scale by ~1 %); a resume must keep it."""
+    from synthct.synthesis.checkpoint import config_differences
+    from synthct.synthesis.model_folder import load_model_folder
+
+    smoothed = {"normalisation": {"reference_smoothing_mm": 1.5}}
+    tuned = train_model(
+        cohort_manifest,
+        make_config(
+            **smoothed,
+            training={
+                "iterations": 1,
+                "validation_interval": 1,
+                "init_weights": str(trained.model_dir),
+            },
+        ),
+        tmp_path / "tuned",
+    )
+    model = load_model_folder(tuned.model_dir)
+    assert model.config.normalisation.reference_smoothing_mm == 1.5
+    # the source model's config has no such key: the difference is still seen for a resume
+    source = load_model_folder(trained.model_dir).config
+    assert config_differences(source, model.config, sections=("normalisation",)) == [
+        "normalisation.reference_smoothing_mm: 0.0 -> 1.5"
+    ]
+    with pytest.raises(TrainingConfigError, match=r"reference_smoothing_mm: 1\.5 -> 0\.0"):
+        train_model(
+            cohort_manifest,
+            make_config(training={"iterations": 2, "validation_interval": 1}),
+            tmp_path / "tuned",
+            resume=True,
+        )

@@ -159,6 +159,8 @@ def test_existing_configurations_keep_their_behaviour() -> None:
         "dr_fine_tune",
         "product_like_world",
         "lesion_aware_world",
+        "product_like_world_robust",
+        "lesion_aware_world_robust",
     }
     shipped = {"product_like", "lesion_aware"}
     old = [
@@ -176,6 +178,7 @@ def test_existing_configurations_keep_their_behaviour() -> None:
         config = load_config(path)
         assert config.plan.target_spacing_mm is None, path
         assert config.normalisation.channels == () and config.normalisation.method != "zscore"
+        assert config.normalisation.reference_smoothing_mm == 0.0, path
         assert config.training.patch_seeding == "stream", path
         assert config.network.architecture in ("unet", "monai_basic_unet"), path
 
@@ -190,6 +193,20 @@ def test_new_world_configurations_plan_the_paper_grid_and_fine_tune() -> None:
         assert config.training.init_weights == f"out/procedural_models/{stem}", name
         stage_1 = load_config(ROOT / "configs" / f"{stem}.yaml")
         assert (config.network, config.normalisation) == (stage_1.network, stage_1.normalisation)
+        # the stage-3 experiment (not shipped) differs from stage 2 in the smoothed intensity
+        # reference and a short schedule
+        stage_3 = load_config(ROOT / "configs" / f"{name}_robust.yaml")
+        assert stage_3.training.init_weights == f"out/world_models/{stem}", name
+        assert stage_3.normalisation == config.normalisation.model_copy(
+            update={"reference_smoothing_mm": 1.5}
+        )
+        schedule = {"init_weights", "iterations", "learning_rate"}
+        schedule |= {"validation_interval", "checkpoint_interval"}
+        assert stage_3.training.model_dump(exclude=schedule) == config.training.model_dump(
+            exclude=schedule
+        )
+        sections = ("network", "patches", "loss", "lesion_insertion", "plan", "inference")
+        assert all(getattr(stage_3, k) == getattr(config, k) for k in sections), name
 
 
 def test_bfloat16_autocast_on_cuda_and_float32_by_default_on_cpu() -> None:

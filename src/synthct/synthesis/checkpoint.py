@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,22 +69,30 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def config_differences(
-    old: SynthesisConfig, new: SynthesisConfig, sections: Sequence[str] | None = None
+    old: SynthesisConfig,
+    new: SynthesisConfig,
+    sections: Sequence[str] | None = None,
+    *,
+    allowed: Collection[tuple[str, str]] = (),
 ) -> list[str]:
     """Settings that differ between two configurations, except those a resume may change.
 
     ``sections``: compare only these (e.g. ``("network", "normalisation")``); default all.
+    ``allowed``: further ``(section, key)`` pairs that may differ.
     """
     found = []
     # Section by section: a full dump leaves out a default data section.
     for section in sections if sections is not None else SynthesisConfig.model_fields:
         old_s = getattr(old, section).model_dump(mode="json")
         new_s = getattr(new, section).model_dump(mode="json")
-        for key in old_s:
-            if (section, key) in RESUMABLE_CHANGES:
+        # Both sides' keys: a setting left out of one dump (at its default) is a difference too.
+        for key in sorted(old_s.keys() | new_s.keys()):
+            if (section, key) in RESUMABLE_CHANGES or (section, key) in allowed:
                 continue
-            if old_s[key] != new_s.get(key):
-                found.append(f"{section}.{key}: {old_s[key]!r} -> {new_s.get(key)!r}")
+            was = old_s.get(key, getattr(getattr(old, section), key, None))
+            now = new_s.get(key, getattr(getattr(new, section), key, None))
+            if was != now:
+                found.append(f"{section}.{key}: {was!r} -> {now!r}")
     return found
 
 

@@ -6,6 +6,7 @@ The folder is verified as for inference (:func:`~synthct.synthesis.model_folder.
 checksum, format), and the run must use the same network and the same normalisation: the
 weights only mean something for the intensities and HU scale they were trained on. The planned
 spacing, patches, loss, schedule and cohort may all differ: that is what fine-tuning changes.
+So may the smoothing before the reference percentile (:data:`FINE_TUNABLE_CHANGES`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from synthct.synthesis.checkpoint import config_differences
 from synthct.synthesis.config import SynthesisConfig
 from synthct.synthesis.errors import TrainingConfigError
 from synthct.synthesis.model_folder import load_model_folder
+
+#: Normalisation settings a fine-tuning run may change. Smoothing the echoes before their 99th
+#: percentile moves each case's scale by about 1 % (the noise's share of the percentile), a shift
+#: fine-tuning adapts to; it is how a model is moved to the noise-robust reference.
+FINE_TUNABLE_CHANGES = frozenset({("normalisation", "reference_smoothing_mm")})
 
 
 def load_initial_weights(
@@ -54,7 +60,9 @@ def load_initial_weights(
         )
     model = load_model_folder(source)
     where = model.path if model.path is not None else source
-    differences = config_differences(model.config, config, sections=("network", "normalisation"))
+    differences = config_differences(
+        model.config, config, sections=("network", "normalisation"), allowed=FINE_TUNABLE_CHANGES
+    )
     if differences:
         raise TrainingConfigError(
             "the initial weights come from a model with other settings (model -> this run): "

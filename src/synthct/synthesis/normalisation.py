@@ -6,8 +6,10 @@ it enters the network: each echo is divided by its 99th percentile (or median) i
 mask found on the echo sum, then clipped to ``[0, clip_max]``
 (:class:`~synthct.synthesis.config.NormalisationConfig`). The 99th percentile of a T1-weighted
 body is fat signal, present in every patient, so the scaling does not depend on how much
-muscle or bone the field of view holds. The per-volume reference values are recorded
-(:class:`EchoScaling`) and a model folder keeps those of its training cases.
+muscle or bone the field of view holds. With ``reference_smoothing_mm`` it is taken on the
+echo smoothed by a Gaussian of that SD, so that it measures the fat's signal, not its noise
+(a noisier scan of the same body would otherwise be scaled darker). The per-volume reference
+values are recorded (:class:`EchoScaling`) and a model folder keeps those of its training cases.
 
 The HU target is scaled as ``(HU - hu_offset) / hu_scale`` (1000 by default), so soft tissue
 is ~0.04, cortical bone ~1.8 and air -1 in network units.
@@ -15,6 +17,7 @@ is ~0.04, cortical bone ~1.8 and air -1 in network units.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -228,15 +231,28 @@ def body_mask_from_mri(
 
 
 def fit_scaling(
-    array: ArrayLike, mask: NDArray[np.bool_], config: NormalisationConfig, threshold: float
+    array: ArrayLike,
+    mask: NDArray[np.bool_],
+    config: NormalisationConfig,
+    threshold: float,
+    *,
+    spacing_mm: Sequence[float] | None = None,
 ) -> EchoScaling:
-    """The per-echo divisors of a volume inside ``mask`` (see the module docstring)."""
+    """The per-echo divisors of a volume inside ``mask`` (see the module docstring).
+
+    ``spacing_mm`` (voxel size, array axis order) is needed when the configuration smooths the
+    echoes before taking the reference (``reference_smoothing_mm``).
+    """
     data = np.asarray(array)
     if config.method == "zscore":
         return _fit_zscore(data, mask, threshold)
+    sigma = _smoothing_sigma_voxels(config, spacing_mm)
     refs = []
     for echo in range(data.shape[0]):
-        inside = data[echo][mask]
+        channel = data[echo]
+        if sigma is not None:
+            channel = ndimage.gaussian_filter(channel.astype(np.float32), sigma, mode="nearest")
+        inside = channel[mask]
         if config.method == "median":
             value = float(np.median(inside))
         else:
@@ -255,6 +271,20 @@ def fit_scaling(
         body_fraction=float(np.count_nonzero(mask)) / mask.size,
         body_threshold=float(threshold),
     )
+
+
+def _smoothing_sigma_voxels(
+    config: NormalisationConfig, spacing_mm: Sequence[float] | None
+) -> tuple[float, ...] | None:
+    """Per-axis Gaussian SD in voxels for ``reference_smoothing_mm``; None: no smoothing."""
+    if not config.reference_smoothing_mm:
+        return None
+    if spacing_mm is None or len(spacing_mm) != 3 or not all(s > 0 for s in spacing_mm):
+        raise ValueError(
+            "normalisation.reference_smoothing_mm needs the voxel size of the MRI "
+            f"(spacing_mm), got {spacing_mm!r}"
+        )
+    return tuple(config.reference_smoothing_mm / float(s) for s in spacing_mm)
 
 
 def _fit_zscore(data: NDArray[Any], mask: NDArray[np.bool_], threshold: float) -> EchoScaling:
@@ -300,12 +330,19 @@ def apply_scaling(
 
 
 def normalise_mr(
-    array: ArrayLike, config: NormalisationConfig, *, source: str | None = None
+    array: ArrayLike,
+    config: NormalisationConfig,
+    *,
+    source: str | None = None,
+    spacing_mm: Sequence[float] | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.bool_], EchoScaling]:
-    """Check, mask and scale an MRI: ``(normalised [echo, i, j, k], body mask, scaling)``."""
+    """Check, mask and scale an MRI: ``(normalised [echo, i, j, k], body mask, scaling)``.
+
+    ``spacing_mm``: the voxel size, needed with ``reference_smoothing_mm``.
+    """
     data = check_mr_array(array, source=source, channels=config.channels)
     mask, threshold = body_mask_from_mri(data, threshold_fraction=config.body_threshold_fraction)
-    scaling = fit_scaling(data, mask, config, threshold)
+    scaling = fit_scaling(data, mask, config, threshold, spacing_mm=spacing_mm)
     return apply_scaling(data, scaling, config), mask, scaling
 
 

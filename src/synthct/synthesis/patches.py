@@ -164,7 +164,9 @@ def prepare_case(
     With ``insertion`` enabled and the case's ``tissue_labels`` (on the MRI grid), the case
     also keeps what lesion insertion needs (:class:`InsertionSource`).
     """
-    inputs, body, scaling = normalise_mr(case.mr.array, normalisation, source=case.mr.source)
+    inputs, body, scaling = normalise_mr(
+        case.mr.array, normalisation, source=case.mr.source, spacing_mm=case.mr.spacing_mm
+    )
     ct_hu = np.asarray(case.ct.array, dtype=np.float32)
     # Scanner padding (-2048, -3024 HU outside the reconstruction circle) was never measured:
     # no patch is centred there and its target is air, not a value no tissue has.

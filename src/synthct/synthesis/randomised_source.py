@@ -333,7 +333,7 @@ class RandomisedPatchSampler(PatchSampler):
         tissue, hu = warped_context(source, centre, self.data, rng)
         context = Geometry.from_parameters(tissue.shape, source.geometry.spacing_mm)
         mr = randomised_mr(tissue, context, rng, self.n_channels, settings=self.contrast)
-        x = self._normalised(mr, tissue != BACKGROUND_LABEL)
+        x = self._normalised(mr, tissue != BACKGROUND_LABEL, context.spacing_mm)
         y = hu_to_target(hu, self.normalisation)[np.newaxis]
         # The crop's centre voxel (n // 2) becomes the patch's (size // 2), as in patch_start.
         window = tuple(
@@ -342,12 +342,19 @@ class RandomisedPatchSampler(PatchSampler):
         )
         return x[(slice(None), *window)], y[(slice(None), *window)]
 
-    def _normalised(self, mr: NDArray[np.float32], body: NDArray[np.bool_]) -> NDArray[np.float32]:
+    def _normalised(
+        self,
+        mr: NDArray[np.float32],
+        body: NDArray[np.bool_],
+        spacing_mm: Sequence[float],
+    ) -> NDArray[np.float32]:
         """Scaled as at inference, inside the body the labels give (what the MRI mask finds)."""
         if body.sum() < _MIN_BODY_VOXELS:  # a crop of background alone: nothing to scale by
             return np.zeros_like(mr)
         try:
-            scaling = fit_scaling(mr, body, self.normalisation, threshold=0.0)
+            scaling = fit_scaling(
+                mr, body, self.normalisation, threshold=0.0, spacing_mm=spacing_mm
+            )
         except SynthesisInputError:  # a channel without signal in the body
             return np.zeros_like(mr)
         return apply_scaling(mr, scaling, self.normalisation)

@@ -249,7 +249,9 @@ class SynthesisModel:
             from synthct.resample import resample_to
 
             work = resample_to(oriented, grid_with_spacing(oriented.geometry, spacing))
-        inputs, body, _ = normalise_mr(work.array, config.normalisation, source=mr.source)
+        inputs, body, _ = normalise_mr(
+            work.array, config.normalisation, source=mr.source, spacing_mm=work.spacing_mm
+        )
         method: Epistemic | None = None
         if uncertainty or epistemic is not None:
             several = len(self.members) > 1 or len(flip_sets(tta_axes)) > 1

@@ -74,7 +74,12 @@ def validate_volumes(
 
     rows = []
     for case in cases:
-        inputs, body, _ = normalise_mr(case.mr.array, config.normalisation, source=case.mr.source)
+        inputs, body, _ = normalise_mr(
+            case.mr.array,
+            config.normalisation,
+            source=case.mr.source,
+            spacing_mm=case.mr.spacing_mm,
+        )
         out = predict_arrays([network], inputs, config, device=device)
         sct = assemble_result(out, case.mr, body, config, uncertainty=False).sct.array
         ct = np.asarray(case.ct.array, dtype=np.float32)
