@@ -39,6 +39,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,11 @@ def _table(title: str, summary: dict[str, Any]) -> None:
         f"  false flags per lesion-free volume: {free:.2f} over "
         f"{summary['lesion_free_volumes']} volumes (required <= 0.2); per lesion volume "
         f"(outside the lesion): {summary['false_flags_per_lesion_volume']:.2f}"
+    )
+    print(
+        "  without merging components closer than the calibration's merge gap: "
+        f"{summary['false_flags_per_lesion_free_volume_unmerged']:.2f} per lesion-free volume, "
+        f"{summary['false_flags_per_lesion_volume_unmerged']:.2f} per lesion volume"
     )
     print(
         "  sensitivity by mean CT:  "
@@ -362,6 +368,14 @@ def main() -> None:
         help="with --synthesis-model: calibrate and evaluate the reference disagreement signal "
         "against this lesion-aware model (e.g. lesion_aware)",
     )
+    parser.add_argument(
+        "--merge-gap-mm",
+        type=float,
+        default=10.0,
+        help="flagged components at most this far apart are one region (the audit models "
+        "written since session 19: synthct.audit.combine.DEFAULT_MERGE_GAP_MM); the "
+        "thresholds do not depend on it, so a cached calibration is reused with it",
+    )
     args = parser.parse_args()
     import torch
 
@@ -390,7 +404,7 @@ def main() -> None:
         train_audit_model(cases, model_dir, held_out_fraction=2 / 3, overwrite=True)
         print(f"audit model trained in {time.perf_counter() - t0:.0f} s: {model_dir}")
     novelty = load_novelty_model(model_dir)
-    calibration = load_calibration(model_dir)
+    calibration = replace(load_calibration(model_dir), merge_gap_mm=args.merge_gap_mm)
     print(
         "thresholds: "
         + ", ".join(
@@ -557,9 +571,9 @@ def _synthesis_model_audit(
         )
         print(f"audit model on {name} sCTs trained in {time.perf_counter() - t0:.0f} s")
     novelty = load_novelty_model(audit_dir)
-    calibration = load_calibration(audit_dir)
+    calibration = replace(load_calibration(audit_dir), merge_gap_mm=args.merge_gap_mm)
     print(
-        f"thresholds on {name} sCTs: "
+        f"merge gap {calibration.merge_gap_mm:g} mm; thresholds on {name} sCTs: "
         + ", ".join(
             f"{k} {v.threshold:.3g}{' (in rule)' if v.in_rule else ' (reported)'}"
             for k, v in calibration.signals.items()

@@ -5,8 +5,9 @@
 #   scripts/train_audit_model.sh
 #
 # Cohorts (all lesion-free; no lesion is ever seen):
-# * 16 procedural phantoms on the paper's 3 T protocol, classic MRI (seed 401; disjoint from the
-#   synthesis training seed 101, the held-out seeds 301/302 and the demo's 2025);
+# * AUDIT_CASES (default 32; 16 before session 19) procedural phantoms on the paper's 3 T
+#   protocol, classic MRI (seed 401; disjoint from the synthesis training seed 101, the held-out
+#   seeds 301/302 and the demo's 2025);
 # * with WORLD_CASES > 0 (default 0, which is what ships; calibrated on both worlds, WORLD_CASES=8,
 #   the audit flagged 0/5 real-anatomy targets of held-out patient C at 0.00 false flags per
 #   volume with the session-12 models, docs/audit_world.md) and scripts/build_training_world.py
@@ -31,11 +32,13 @@ WORK="${SYNTHCT_AUDIT_DIR:-out/audit_training}"
 WORLD_CASES="${WORLD_CASES:-0}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 mkdir -p "$WORK"
-if [ ! -f "$WORK/cohort_free_16/manifest.csv" ]; then
-  "$SYNTHCT" phantom --out "$WORK/cohort_free_16" --cases 16 --seed 401 --protocol paper_3t \
+AUDIT_CASES="${AUDIT_CASES:-32}"
+free="$WORK/cohort_free_$AUDIT_CASES"
+if [ ! -f "$free/manifest.csv" ]; then
+  "$SYNTHCT" phantom --out "$free" --cases "$AUDIT_CASES" --seed 401 --protocol paper_3t \
     --levels C4:L2 --no-lesions
 fi
-cohorts=(--cohort "$WORK/cohort_free_16")
+cohorts=(--cohort "$free")
 if [ "$WORLD_CASES" -gt 0 ] && [ -f scripts/build_training_world.py ]; then
   world="$WORK/world_free_$WORLD_CASES"
   if [ ! -f "$world/manifest.csv" ]; then

@@ -93,6 +93,8 @@ def test_evaluation_and_training(cohort: Path, tmp_path: Path) -> None:
     summary = evaluation.summary
     assert summary["target"]["sensitivity"] == 1.0
     assert summary["false_flags_per_lesion_free_volume"] == 0.0
+    # merging can only join flags: never more flags than the unmerged components
+    assert all(v["false_flags"] <= v["false_flags_unmerged"] for v in evaluation.volumes)
     assert summary["signal_carrying_the_result"] == "consistency"
     assert summary["per_signal"]["consistency"]["auc_voxel"] > 0.95
     assert set(evaluation.roc["voxel"]) == {"consistency", "novelty", "combined"}
@@ -109,10 +111,13 @@ def test_train_evaluate_and_audit_from_the_command_line(cohort: Path, tmp_path: 
     runner = CliRunner()
     model = tmp_path / "model"
     result = runner.invoke(
-        app, ["audit-train", "--cohort", str(cohort), "--out", str(model), "--components", "6"]
-    )
+        app,
+        ["audit-train", "--cohort", str(cohort), "--out", str(model), "--components", "6",
+         "--merge-gap-mm", "7.5"],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (model / "novelty.npz").is_file() and (model / "calibration.json").is_file()
+    assert json.loads((model / "calibration.json").read_text())["merge_gap_mm"] == 7.5
     evaluation = tmp_path / "evaluation.json"
     result = runner.invoke(
         app,
@@ -131,6 +136,7 @@ def test_train_evaluate_and_audit_from_the_command_line(cohort: Path, tmp_path: 
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((out / "audit.json").read_text())
+    assert report["calibration"]["merge_gap_mm"] == 7.5  # the model's, used for the regions
     # novelty is outside the calibrated rule: computed only with --all-signals
     assert report["signals_used"] == ["consistency"]
     assert report["calibration"]["signals"]["novelty"]["in_rule"] is False

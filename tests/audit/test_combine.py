@@ -9,6 +9,7 @@ import pytest
 
 from synthct.audit.combine import (
     DEFAULT_CALIBRATION,
+    DEFAULT_MERGE_GAP_MM,
     AuditCalibration,
     SignalCalibration,
     choose_threshold,
@@ -160,6 +161,37 @@ def test_find_regions_known_blobs() -> None:
     assert np.array_equal(labels == 1, strong)
     assert labels[1, 1, 1] == 0
     assert first.to_dict()["bbox_index"] == [[5, 6, 7], [11, 12, 13]]
+
+
+def test_flagged_components_closer_than_the_gap_are_one_region(tmp_path: Path) -> None:
+    """Two 1 mm cubes 4 mm apart (surface to surface) along an axis of 1 mm voxels, and a
+    third 30 mm away: a 5 mm gap joins the first two, a 3 mm gap does not; a fragment under
+    the minimum size is dropped before merging, so it joins nothing."""
+    shape = (60, 20, 20)
+    geometry = Geometry.from_parameters(shape, (1.0, 1.0, 1.0))
+    score = np.zeros(shape, dtype=np.float32)
+    score[10:13, 8:11, 8:11] = 4.0  # 27 voxels
+    score[17:20, 8:11, 8:11] = 2.0  # 4 voxels of gap (13..16) from the first
+    score[50:53, 8:11, 8:11] = 3.0
+    score[14, 2, 2] = 9.0  # a single voxel between them: under the minimum size
+    ratios = {"reference": score}
+    _, apart = find_regions(score, ratios, geometry, min_voxels=5, merge_gap_mm=3.0)
+    labels, joined = find_regions(score, ratios, geometry, min_voxels=5, merge_gap_mm=5.0)
+    assert [r.n_voxels for r in apart] == [27, 27, 27]
+    assert [r.n_voxels for r in joined] == [54, 27]
+    first = joined[0]
+    assert first.peak_score == pytest.approx(4.0)
+    assert first.bbox_index == ((10, 8, 8), (19, 10, 10))  # the gap's voxels are not flagged
+    assert first.size_mm == pytest.approx((10.0, 3.0, 3.0))
+    assert np.count_nonzero(labels == 1) == 54 and labels[15, 9, 9] == 0 and labels[14, 2, 2] == 0
+    # recorded with the calibration; a calibration written before merging existed has none
+    cal = AuditCalibration({"consistency": SignalCalibration(0.0, 1.0, 6.0)}, merge_gap_mm=7.5)
+    cal.save(tmp_path / "calibration.json")
+    assert load_calibration(tmp_path).merge_gap_mm == 7.5
+    old = cal.to_dict()
+    del old["merge_gap_mm"]
+    assert AuditCalibration.from_dict(old).merge_gap_mm == 0.0
+    assert AuditCalibration({}).merge_gap_mm == DEFAULT_MERGE_GAP_MM == 10.0
 
 
 def test_roc_known_answers() -> None:

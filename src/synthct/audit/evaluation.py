@@ -207,8 +207,18 @@ def summarise(
         "sensitivity_by_hu": by_hu,
         "sensitivity_by_size": by_size,
         "false_flags_per_lesion_free_volume": float(np.mean(false_free)) if free else None,
+        "false_flags_per_lesion_free_volume_unmerged": float(
+            np.mean([v.get("false_flags_unmerged", v["false_flags"]) for v in free])
+        )
+        if free
+        else None,
         "lesion_free_volumes": len(free),
         "false_flags_per_lesion_volume": float(np.mean([v["false_flags"] for v in with_lesions]))
+        if with_lesions
+        else None,
+        "false_flags_per_lesion_volume_unmerged": float(
+            np.mean([v.get("false_flags_unmerged", v["false_flags"]) for v in with_lesions])
+        )
         if with_lesions
         else None,
         "per_signal": per_signal,
@@ -403,6 +413,12 @@ def evaluate_cohort(
             for name, values in maps.items()
         }
         alone = {name: count_regions(background & (maps[name] >= 1.0), min_voxels) for name in used}
+        # what the flags elsewhere would number without merging close components into one
+        components, _ = ndimage.label(maps["combined"] >= 1.0, structure=np.ones((3, 3, 3), bool))
+        sizes = np.bincount(components.ravel())
+        on_lesions = set(np.unique(components[near]).tolist())
+        kept = np.flatnonzero(sizes >= min_voxels)
+        unmerged = {int(c) for c in kept if c and c not in on_lesions}
         if n_lesions == 0:
             for name, value in peaks.items():
                 free_peaks.setdefault(name, []).append(value)
@@ -412,6 +428,7 @@ def evaluate_cohort(
                 "n_lesions": n_lesions,
                 "n_regions": len(regions),
                 "false_flags": len(regions) - len(matched),
+                "false_flags_unmerged": len(unmerged),
                 **{f"background_peak_{name}": value for name, value in peaks.items()},
                 **{f"false_flags_alone_{name}": value for name, value in alone.items()},
                 "timings_s": result.info.get("timings_s", {}),

@@ -266,6 +266,7 @@ def run_audit(
         ratios,
         mr.geometry,
         min_voxels=min_region_voxels(cal.min_region_volume_mm3, mr.geometry.voxel_volume_mm3),
+        merge_gap_mm=cal.merge_gap_mm,
         consistency_sign=raw["consistency"].array if "consistency" in raw else None,
     )
     step("combine", t0)

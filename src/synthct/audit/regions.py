@@ -1,9 +1,11 @@
 """Flagged regions: connected components of the flag map, with where, how big and why.
 
 A region is a 26-connected component of ``flag_score >= 1`` with at least the calibration's
-minimum volume. For each: voxel count and volume, the bounding box (voxel indices and LPS
-corners), its size in mm along the MRI's array axes, the centre (flag-score-weighted centroid)
-and the peak in LPS mm, peak and mean flag score, the signals that fired (those whose
+minimum volume; components closer than the calibration's ``merge_gap_mm`` are one region (one
+finding to review: the reference model's picture of a tumour can break into fragments a few
+millimetres apart around it). For each: voxel count and volume, the bounding box (voxel indices
+and LPS corners), its size in mm along the MRI's array axes, the centre (flag-score-weighted
+centroid) and the peak in LPS mm, peak and mean flag score, the signals that fired (those whose
 ``z_s / t_s`` reaches 1 in the region) with their peak ratios, and, when the MRI consistency
 signal fired, whether the MRI is darker or brighter than the sCT allows there.
 """
@@ -67,6 +69,7 @@ def find_regions(
     *,
     min_voxels: int,
     consistency_sign: NDArray[np.float32] | None = None,
+    merge_gap_mm: float = 0.0,
 ) -> tuple[NDArray[np.uint16], list[FlaggedRegion]]:
     """Label the flagged regions and describe each, strongest first (ids 1, 2, ...).
 
@@ -83,6 +86,9 @@ def find_regions(
         Smallest region kept.
     consistency_sign : ndarray, optional
         The signed consistency score, for ``direction``.
+    merge_gap_mm : float
+        Kept components at most this far apart (surface to surface, mm) form one region;
+        0: none merged.
 
     Returns
     -------
@@ -94,15 +100,17 @@ def find_regions(
     out_labels = np.zeros(score.shape, dtype=np.uint16)
     if n == 0:
         return out_labels, []
-    objects = ndimage.find_objects(labels)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    kept = np.flatnonzero(sizes >= min_voxels)
+    kept = kept[kept > 0]
+    labels = np.where(np.isin(labels, kept), labels, 0)
+    if merge_gap_mm > 0 and kept.size > 1:
+        labels = _merge_close(labels, geometry.spacing_mm, merge_gap_mm)
     found = []
-    for index, box in enumerate(objects, start=1):
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
             continue
         mask = labels[box] == index
-        count = int(np.count_nonzero(mask))
-        if count < min_voxels:
-            continue
         found.append((float(score[box][mask].max()), index, box, mask))
     found.sort(key=lambda item: -item[0])
     spacing = np.asarray(geometry.spacing_mm)
@@ -151,6 +159,27 @@ def find_regions(
             )
         )
     return out_labels, regions
+
+
+def _merge_close(
+    labels: NDArray[np.integer], spacing_mm: tuple[float, float, float], gap_mm: float
+) -> NDArray[np.int64]:
+    """Relabel ``labels`` so that components at most ``gap_mm`` apart share one label.
+
+    Each component is grown by half the gap (a Euclidean distance in mm); components whose
+    grown copies touch are one group. Only the original voxels keep the group's label.
+    """
+    flagged = labels > 0
+    where = np.argwhere(flagged)
+    pad = np.ceil(0.5 * gap_mm / np.asarray(spacing_mm)).astype(int) + 1
+    lo = np.maximum(where.min(axis=0) - pad, 0)
+    hi = np.minimum(where.max(axis=0) + pad + 1, labels.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    distance = ndimage.distance_transform_edt(~flagged[box], sampling=spacing_mm)
+    groups, _ = ndimage.label(distance <= 0.5 * gap_mm, structure=_STRUCTURE)
+    merged = np.zeros(labels.shape, dtype=np.int64)
+    merged[box] = np.where(flagged[box], groups, 0)
+    return merged
 
 
 def _triple(values: Any) -> tuple[float, float, float]:

@@ -33,6 +33,7 @@ import numpy as np
 
 from synthct.audit.combine import (
     DEFAULT_CALIBRATION,
+    DEFAULT_MERGE_GAP_MM,
     DEFAULT_MIN_REGION_VOLUME_MM3,
     DEFAULT_RULE,
     DEFAULT_TARGET_FALSE_FLAGS,
@@ -224,6 +225,7 @@ def train_audit_model(
     sct_source: str = "CT",
     target_false_flags_per_volume: float = DEFAULT_TARGET_FALSE_FLAGS,
     min_region_volume_mm3: float = DEFAULT_MIN_REGION_VOLUME_MM3,
+    merge_gap_mm: float = DEFAULT_MERGE_GAP_MM,
     rule: Sequence[str] = DEFAULT_RULE,
     settings: ConsistencySettings | None = None,
     reference_settings: ReferenceSettings | None = None,
@@ -260,6 +262,9 @@ def train_audit_model(
         Where the cases' sCTs come from (e.g. ``"synthesis model product_like"``), recorded.
     target_false_flags_per_volume, min_region_volume_mm3 : float
         The false-flag target and the smallest region.
+    merge_gap_mm : float
+        Flagged components at most this far apart are one region (recorded; the thresholds
+        are chosen on unmerged components).
     rule : sequence of str
         Signals that flag (the others are reported only).
     settings : ConsistencySettings, optional
@@ -324,7 +329,8 @@ def train_audit_model(
         calibration.signals,
         calibration.min_region_volume_mm3,
         calibration.target_false_flags_per_volume,
-        info,
+        merge_gap_mm=merge_gap_mm,
+        info=info,
     )
     return save_audit_model(
         out_dir, calibration=calibration, novelty=novelty, learned=learned, overwrite=overwrite

@@ -77,6 +77,10 @@ def audit_train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Audit model folder to create.")],
     target_false_flags: _TargetFalseFlags = 0.1,
     min_region_mm3: Annotated[float, typer.Option(help="Smallest flagged region, mm^3.")] = 8.0,
+    merge_gap_mm: Annotated[
+        float,
+        typer.Option(help="Flagged components at most this far apart (mm) are one region."),
+    ] = 10.0,  # synthct.audit.combine.DEFAULT_MERGE_GAP_MM (the CLI imports it lazily)
     components: Annotated[int, typer.Option(help="Novelty model: principal components.")] = 16,
     patch: Annotated[int, typer.Option(help="Novelty model: patch edge in voxels (odd).")] = 5,
     held_out_fraction: _HeldOutFraction = 0.5,
@@ -139,6 +143,7 @@ def audit_train(
             sct_source=sct_source,
             target_false_flags_per_volume=target_false_flags,
             min_region_volume_mm3=min_region_mm3,
+            merge_gap_mm=merge_gap_mm,
             rule=DEFAULT_RULE
             if rule is None
             else tuple(s.strip() for s in rule.split(",") if s.strip()),
