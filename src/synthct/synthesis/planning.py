@@ -38,6 +38,7 @@ import numpy as np
 
 from synthct.synthesis.config import NetworkConfig, SynthesisConfig
 from synthct.synthesis.errors import TrainingConfigError
+from synthct.synthesis.inference_grid import spacing_by_rank
 from synthct.synthesis.manifest import Case, CaseRecord
 
 #: An axis whose spacing exceeds this multiple of the finest axis's is anisotropic.
@@ -124,8 +125,6 @@ def plan_spacing(spacings_mm: Sequence[Sequence[float]]) -> tuple[float, float, 
     the per-axis medians; training and inference apply it by rank
     (:func:`synthct.synthesis.inference_grid.spacing_by_rank`).
     """
-    from synthct.synthesis.inference_grid import spacing_by_rank
-
     values = np.asarray(spacings_mm, dtype=np.float64).reshape(-1, 3)
     by_rank = np.sort(values, axis=1)
     target = np.median(by_rank, axis=0)
