@@ -376,6 +376,16 @@ def main() -> None:
         "written since session 19: synthct.audit.combine.DEFAULT_MERGE_GAP_MM); the "
         "thresholds do not depend on it, so a cached calibration is reused with it",
     )
+    parser.add_argument(
+        "--voxel-size",
+        type=float,
+        nargs=3,
+        default=COMMON["voxel_size_mm"],
+        metavar=("X", "Y", "Z"),
+        help="voxel size of every cohort, mm (default 0.8 mm isotropic, which the shipped "
+        "models resample to their planned 0.74 x 0.74 x 0.9 mm; give that to audit on their "
+        "own grid); cohorts at another size get their own folders",
+    )
     args = parser.parse_args()
     import torch
 
@@ -387,17 +397,21 @@ def main() -> None:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     n_train, n_eval = (12, 12) if args.quick else (24, args.eval_cases)
+    voxel = tuple(float(v) for v in args.voxel_size)
+    common = {**COMMON, "voxel_size_mm": voxel}
+    # the default size keeps the folder names of earlier runs (their cached sCTs stay valid)
+    tag = "" if voxel == COMMON["voxel_size_mm"] else "-vox" + "x".join(f"{v:g}" for v in voxel)
     t0 = time.perf_counter()
     train_dir = _cohort(
-        work / f"train-{n_train}", n_cases=n_train, seed=1041, lesions=None, **COMMON
+        work / f"train-{n_train}{tag}", n_cases=n_train, seed=1041, lesions=None, **common
     )
-    eval_values = {"n_cases": n_eval, "lesions": LESIONS, "failure_sct": True, **COMMON}
+    eval_values = {"n_cases": n_eval, "lesions": LESIONS, "failure_sct": True, **common}
     eval_dir = _cohort(
-        work / f"eval-{n_eval}", seed=_fitting_seed(eval_values, 2051), **eval_values
+        work / f"eval-{n_eval}{tag}", seed=_fitting_seed(eval_values, 2051), **eval_values
     )
     print(f"cohorts ready ({time.perf_counter() - t0:.0f} s): {train_dir}, {eval_dir}")
 
-    model_dir = work / f"audit-model-{n_train}"
+    model_dir = work / f"audit-model-{n_train}{tag}"
     cases = phantom_lesion_free_cases([train_dir])
     if not (model_dir / "calibration.json").is_file():
         t0 = time.perf_counter()
@@ -532,7 +546,8 @@ def _synthesis_model_audit(
     )
     n_held = len(sct_cases) // 2
     fit = sct_cases[: len(sct_cases) - n_held]
-    learned_dir = work / f"learned-{cache.name}-{len(fit)}fit-{args.learned_steps}steps"
+    tag = eval_dir.name.removeprefix(f"eval-{n_eval}")  # the voxel size, when not the default
+    learned_dir = work / f"learned-{cache.name}-{len(fit)}fit-{args.learned_steps}steps{tag}"
     if has_learned_consistency(learned_dir):
         learned = load_learned_consistency(learned_dir)
     else:
@@ -555,7 +570,7 @@ def _synthesis_model_audit(
         reference = _cached_reference(args.reference_model, work)
         ref_cache = _reference_cache_dir(work, args.reference_model)
         suffix = "-ref-" + ref_cache.name.removeprefix("reference-") + "-" + _settings_digest()
-    audit_dir = work / f"audit-model-{len(sct_cases)}-{cache.name}-{'+'.join(rule)}{suffix}"
+    audit_dir = work / (f"audit-model-{len(sct_cases)}-{cache.name}-{'+'.join(rule)}{suffix}{tag}")
     if not (audit_dir / "calibration.json").is_file():
         t0 = time.perf_counter()
         train_audit_model(
@@ -597,7 +612,7 @@ def _synthesis_model_audit(
         sct_for_case=learned_sct,
         case_ids=subset,
     )
-    table_path = work / f"evaluation_{Path(name).name}_sct{suffix}.json"
+    table_path = work / f"evaluation_{Path(name).name}_sct{suffix}{tag}.json"
     table_path.write_text(json.dumps(result.to_dict()))
     omitted = sum(r["omitted"] and r["calcified"] for r in result.lesions)
     calcified = sum(r["calcified"] for r in result.lesions)

@@ -119,3 +119,49 @@ def test_a_calibration_without_a_domain_is_not_checked(case: ShapesCase) -> None
     result = run_audit(_with(case.mr, field_strength_t=1.5), case.failure)
     assert result.info["domain"]["calibrated"] is None
     assert "consistency" in result.signals
+
+
+def _at_spacing(mr: MultiEchoMR, spacing: tuple[float, float, float]) -> MultiEchoMR:
+    """The same echoes on voxels of ``spacing`` mm (array axes)."""
+    return MultiEchoMR(mr.array, np.diag([*spacing, 1.0]), protocol=mr.protocol)
+
+
+def test_voxel_sizes_are_recorded_with_their_edges_sorted(case: ShapesCase) -> None:
+    sagittal = _at_spacing(case.mr, (0.9, 0.74, 0.74))
+    axial = _at_spacing(case.mr, (0.74, 0.74, 0.9))
+    domain = AuditDomain.of_volumes([sagittal, axial, case.mr])
+    assert domain.voxel_sizes_mm == ((0.74, 0.74, 0.9), (1.5, 1.5, 1.5))
+    assert domain.voxel_size_mm == pytest.approx((0.74, 1.5))
+    assert AuditDomain.from_dict(domain.to_dict()) == domain
+
+
+def test_only_the_calibrated_voxel_sizes_hold(case: ShapesCase) -> None:
+    domain = AuditDomain.of_volumes([_at_spacing(case.mr, (0.74, 0.74, 0.9))])
+    for inside in ((0.74, 0.74, 0.9), (0.9, 0.74, 0.74), (0.745, 0.74, 0.9)):
+        assert domain.departures(_at_spacing(case.mr, inside)) == {}, inside
+    # within the old span (0.74-0.9 mm), but resampled by the models: 4 % and 8-11 % off
+    for outside in ((0.77, 0.77, 0.87), (0.8, 0.8, 0.8)):
+        found = domain.departures(_at_spacing(case.mr, outside))
+        assert set(found) == {"voxel_size_mm"}, outside
+        assert "calibrated at 0.74 x 0.74 x 0.90 mm (within 1%)" in found["voxel_size_mm"]
+        assert "resample" in found["voxel_size_mm"]
+
+
+def test_a_calibration_recording_only_the_span_keeps_the_older_rule(case: ShapesCase) -> None:
+    recorded = AuditDomain.of_volumes([_at_spacing(case.mr, (0.74, 0.74, 0.9))]).to_dict()
+    del recorded["voxel_sizes_mm"]  # a calibration.json written before session 20
+    older = AuditDomain.from_dict(recorded)
+    assert older.voxel_sizes_mm == ()
+    assert older.departures(_at_spacing(case.mr, (0.8, 0.8, 0.8))) == {}
+    assert set(older.departures(_at_spacing(case.mr, (0.5, 0.5, 0.5)))) == {"voxel_size_mm"}
+
+
+def test_the_shipped_calibration_holds_at_the_paper_voxel_size_only(case: ShapesCase) -> None:
+    from synthct.audit.model import SHIPPED_AUDIT_MODEL, load_audit_model
+
+    calibration = load_audit_model(SHIPPED_AUDIT_MODEL).calibration
+    assert calibration is not None
+    domain = AuditDomain.from_dict(calibration.info["domain"])
+    assert domain.voxel_sizes_mm == ((0.74, 0.74, 0.9),)
+    assert domain.departures(_at_spacing(case.mr, (0.74, 0.74, 0.9))) == {}
+    assert set(domain.departures(_at_spacing(case.mr, (0.8, 0.8, 0.8)))) == {"voxel_size_mm"}

@@ -24,6 +24,29 @@ lesion-free cases of the new domain (``synthct audit-train``) is the way to audi
 
 Tolerances (module constants) are those of one protocol family: a scanner's TR, TE and flip
 angle vary by a few percent between sites and software versions.
+
+Voxel size
+----------
+A calibration records the voxel sizes it saw (:attr:`AuditDomain.voxel_sizes_mm`, each
+volume's edges sorted) and holds only within :data:`VOXEL_SIZE_TOLERANCE` of one of them: the
+tolerance below which the synthesis models run on the input's own grid
+(:data:`synthct.synthesis.inference_grid.SPACING_TOLERANCE`). Any other voxel size is
+resampled to the model's planned spacing, and that alone changes the reference's scores of
+normal anatomy. Measured on the same 24 lesion-free phantom anatomies of
+``benchmarks/audit.py`` (shipped models, 128 x 160 x 64 mm), the largest reference score per
+volume was (median / max):
+
+- at 0.74 x 0.74 x 0.9 mm (the planned spacing, not resampled): 0.40 / 2.35;
+- at 0.77 x 0.77 x 0.87 mm (4 % off, 8 of the anatomies): 1.93 / 3.77;
+- at 0.8 mm isotropic: 1.19 / 6.00 (the lesion-aware model paints up to 473 HU into CSF);
+  the same 0.8 mm MRIs run on their own grid: 6.00 -> 1.32, 2.89 -> 0.62, 2.70 -> 0.93.
+
+A windowed-sinc or B-spline interpolator did not help (case 23 at 0.8 mm: 7.6 and 7.3). The
+shipped calibration's reference threshold (1.20, set at 0.74 x 0.74 x 0.9 mm) would flag 12
+of the benchmark's 40 lesion-free 0.8 mm volumes by their largest score, so a voxel size
+between the calibrated ones is not "inside" the domain. Calibrations written before this
+record only the smallest and largest edge; they keep the older rule (within
+:data:`VOXEL_SIZE_FACTOR` of that span).
 """
 
 from __future__ import annotations
@@ -33,14 +56,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from synthct.synthesis.inference_grid import SPACING_TOLERANCE
 from synthct.volume import MultiEchoMR
 
 #: Field strengths closer than this are the same field, T.
 FIELD_TOLERANCE_T = 0.1
 #: Relative tolerance of TR, each TE and the flip angle around the calibrated range.
 PROTOCOL_RELATIVE_TOLERANCE = 0.15
-#: Voxel sizes within this factor of the calibrated range hold.
+#: Calibrations without ``voxel_sizes_mm`` (older files): voxel edges within this factor of
+#: the calibrated span hold.
 VOXEL_SIZE_FACTOR = 1.25
+#: Relative difference, per sorted voxel edge, from a calibrated voxel size that still holds:
+#: the synthesis models' own tolerance for running on the input's grid.
+VOXEL_SIZE_TOLERANCE = SPACING_TOLERANCE
 #: The MRI realism of an input that does not declare it (``MRProtocol.extra["mr_realism"]``).
 UNKNOWN_REALISM = "unknown"
 
@@ -61,6 +89,9 @@ class AuditDomain:
         Smallest and largest voxel edge.
     mr_realism : tuple of str
         The MRI realism presets seen (``unknown`` when a volume did not declare one).
+    voxel_sizes_mm : tuple of tuple of 3 float
+        The distinct voxel sizes seen, each volume's edges sorted (rounded to 0.001 mm);
+        empty for a calibration written before they were recorded.
     """
 
     field_strength_t: tuple[float, ...]
@@ -69,6 +100,7 @@ class AuditDomain:
     echo_times_ms: tuple[tuple[float, ...], ...]
     voxel_size_mm: tuple[float, float]
     mr_realism: tuple[str, ...]
+    voxel_sizes_mm: tuple[tuple[float, float, float], ...] = ()
 
     @classmethod
     def of_volumes(cls, volumes: Sequence[MultiEchoMR]) -> AuditDomain:
@@ -86,6 +118,7 @@ class AuditDomain:
             echo_times_ms=tuple(sorted({tuple(p.echo_times_ms) for p in protocols})),
             voxel_size_mm=(min(spacing), max(spacing)),
             mr_realism=tuple(sorted({realism_of(v) for v in volumes})),
+            voxel_sizes_mm=tuple(sorted({_sorted_edges(v.spacing_mm) for v in volumes})),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +130,7 @@ class AuditDomain:
             "echo_times_ms": [list(t) for t in self.echo_times_ms],
             "voxel_size_mm": list(self.voxel_size_mm),
             "mr_realism": list(self.mr_realism),
+            "voxel_sizes_mm": [list(v) for v in self.voxel_sizes_mm],
         }
 
     @classmethod
@@ -118,6 +152,10 @@ class AuditDomain:
                 echo_times_ms=tuple(tuple(float(t) for t in tes) for tes in data["echo_times_ms"]),
                 voxel_size_mm=_pair(data["voxel_size_mm"]),
                 mr_realism=tuple(str(v) for v in data["mr_realism"]),
+                voxel_sizes_mm=tuple(
+                    _sorted_edges(v)
+                    for v in data.get("voxel_sizes_mm", ())  # older: none
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise AuditInputError(
@@ -157,13 +195,9 @@ class AuditDomain:
                 f"echo times {list(p.echo_times_ms)} ms; calibrated "
                 f"{' or '.join(str(list(t)) for t in self.echo_times_ms)} ms"
             )
-        lo, hi = self.voxel_size_mm
-        spacing = mr.spacing_mm
-        if min(spacing) < lo / VOXEL_SIZE_FACTOR or max(spacing) > hi * VOXEL_SIZE_FACTOR:
-            found["voxel_size_mm"] = (
-                f"voxel size {' x '.join(f'{s:.2f}' for s in spacing)} mm; calibrated "
-                f"{lo:.2f}-{hi:.2f} mm (x{VOXEL_SIZE_FACTOR:g} either way holds)"
-            )
+        voxel = self._voxel_size_departure(mr.spacing_mm)
+        if voxel is not None:
+            found["voxel_size_mm"] = voxel
         realism = realism_of(mr)
         if (
             realism != UNKNOWN_REALISM
@@ -174,6 +208,33 @@ class AuditDomain:
                 f"MRI realism {realism!r}; calibrated on {_listed(self.mr_realism)} MRI"
             )
         return found
+
+    def _voxel_size_departure(self, spacing: Sequence[float]) -> str | None:
+        """Why ``spacing`` lies outside the calibrated voxel sizes, or None (module docstring)."""
+        shown = " x ".join(f"{s:.2f}" for s in spacing)
+        if self.voxel_sizes_mm:
+            edges = _sorted_edges(spacing)
+            if any(
+                all(
+                    abs(e - c) <= VOXEL_SIZE_TOLERANCE * c
+                    for e, c in zip(edges, sizes, strict=True)
+                )
+                for sizes in self.voxel_sizes_mm
+            ):
+                return None
+            calibrated = " or ".join(" x ".join(f"{c:.2f}" for c in v) for v in self.voxel_sizes_mm)
+            return (
+                f"voxel size {shown} mm; calibrated at {calibrated} mm (within "
+                f"{VOXEL_SIZE_TOLERANCE:.0%}): the models resample any other voxel size, which "
+                "raised the reference's scores of normal anatomy about 3x"
+            )
+        lo, hi = self.voxel_size_mm
+        if min(spacing) < lo / VOXEL_SIZE_FACTOR or max(spacing) > hi * VOXEL_SIZE_FACTOR:
+            return (
+                f"voxel size {shown} mm; calibrated {lo:.2f}-{hi:.2f} mm "
+                f"(x{VOXEL_SIZE_FACTOR:g} either way holds)"
+            )
+        return None
 
 
 def realism_of(mr: MultiEchoMR) -> str:
@@ -210,6 +271,12 @@ def warn_out_of_domain(departures: Mapping[str, str], refused: Mapping[str, str]
         UserWarning,
         stacklevel=3,
     )
+
+
+def _sorted_edges(spacing: Sequence[float]) -> tuple[float, float, float]:
+    """Voxel edges, smallest first, rounded to 0.001 mm (axial and sagittal alike)."""
+    a, b, c = sorted(round(float(v), 3) for v in spacing)
+    return (a, b, c)
 
 
 def _pair(values: Any) -> tuple[float, float]:
