@@ -2,8 +2,10 @@
 
 World: real-anatomy cases built from a real CT that no shipped model was trained on, the
 thorax patient (``example_ct_dicom`` with ``example_seg_dicom``, "patient C"), by
-``benchmarks/learning_matters.py``'s generator (by default on the shipped models' grid: 1 mm
-LPS, 96 x 96 x 72 voxel crops around the labelled spine; with ``--new-subjects`` each a new
+``benchmarks/learning_matters.py``'s generator (by default on the shipped models' training grid:
+1 mm LPS, 96 x 96 x 72 voxel crops around the labelled spine, which the models resample to their
+planned 0.74 x 0.74 x 0.9 mm; ``--grid-mm 0.74 0.74 0.9 --crop 130 130 80`` puts the same field
+of view on that grid, which they do not resample; with ``--new-subjects`` each a new
 subject: elastic deformation, scaling, marrow by age, realistic MRI; the real CT as it is with
 classic MRI otherwise). A
 share of cases holds a calcified intradural meningioma at the labelled cord (6-12 mm axial,
@@ -92,6 +94,15 @@ def _audit_case(case: Any, synthesis: Any, reference: Any, calibration: Any) -> 
             "flagged": flagged,
             "signals_used": list(result.signals),
             "refused": sorted(result.info["domain"].get("refused_signals", {})),
+            # each signal's extreme standardised scores in the body (its calibrated threshold
+            # applies to these)
+            "score_range": {
+                name: [
+                    round(float(np.min(np.asarray(z.array)[result.body], initial=0.0)), 2),
+                    round(float(np.max(np.asarray(z.array)[result.body], initial=0.0)), 2),
+                ]
+                for name, z in result.z.items()
+            },
         }
     return out
 
@@ -134,7 +145,14 @@ def main() -> None:
         help="for a calibration that records no domain: a cohort of its calibration domain "
         "(e.g. out/dom/free_3t for the paper_3t phantoms the old shipped model was made on)",
     )
-    parser.add_argument("--grid-mm", type=float, default=1.0, help="isotropic grid of the cases")
+    parser.add_argument(
+        "--grid-mm",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="grid of the cases: one value (isotropic) or three (L P S), e.g. 0.74 0.74 0.9, "
+        "the shipped models' planned spacing, on which they do not resample",
+    )
     parser.add_argument(
         "--crop", type=int, nargs=3, default=(96, 96, 72), help="crop around the spine, voxels"
     )
@@ -143,8 +161,13 @@ def main() -> None:
     import learning_matters
     from learning_matters import _ct_derived_cases, _scans
 
-    # the shipped models' new world (scripts/train_shipped_models.sh): 1 mm, 96 x 96 x 72 crops
-    learning_matters.GRID_MM = args.grid_mm
+    if len(args.grid_mm) not in (1, 3):
+        parser.error("--grid-mm takes one value or three")
+    # the shipped models' training world (scripts/build_training_world.py): 1 mm,
+    # 96 x 96 x 72 crops, which their inference resamples to 0.74 x 0.74 x 0.9 mm
+    grid = args.grid_mm[0] if len(args.grid_mm) == 1 else tuple(args.grid_mm)
+    grid_name = "x".join(f"{g:g}" for g in args.grid_mm)
+    learning_matters.GRID_MM = grid
     learning_matters.CROP_VOXELS = tuple(args.crop)
     from synthct.audit.model import load_audit_model
     from synthct.audit.reference import model_reference
@@ -153,7 +176,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     world = "new-subjects" if args.new_subjects else "as-scanned"
-    folder = args.out / f"{world}-{args.grid_mm:g}mm-seed{args.seed}"
+    folder = args.out / f"{world}-{grid_name}mm-seed{args.seed}"
     manifest = folder / "manifest.csv"
     if not manifest.is_file():
         thorax = [s for s in _scans() if s.patient == "thorax"]
@@ -188,7 +211,7 @@ def main() -> None:
     result = {
         "world": "real-anatomy cases from the held-out thorax patient (example_ct_dicom), "
         + ("new subjects, realistic MRI" if args.new_subjects else "as scanned, classic MRI")
-        + f", {args.grid_mm:g} mm, crops {tuple(args.crop)}",
+        + f", {grid_name} mm, crops {tuple(args.crop)}",
         "audit_model": str(model.path),
         "calibrated_domain": calibration.info.get("domain"),
         "with_domain_check": _summary(rows, "checked"),

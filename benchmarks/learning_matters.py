@@ -67,7 +67,7 @@ from synthct.volume import CTVolume, LabelMap
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real" / "totalsegmentator"
-GRID_MM = 1.5
+GRID_MM: float | tuple[float, float, float] = 1.5
 CROP_VOXELS = (64, 64, 48)
 CROP_JITTER_MM = 12.0
 PROCEDURAL_FOV_MM = (120.0, 120.0, 48.0)

@@ -232,3 +232,22 @@ def test_patient_folds_keep_derived_cases_with_their_patient() -> None:
     assert patient_folds(patients, sources) == [2, 1, 0, 0, 1, 2, 0]
     with pytest.raises(SynthctError, match="no real patient"):
         patient_folds(patients, ["pelvis"])
+
+
+def test_common_grid_takes_a_spacing_per_axis() -> None:
+    # a 19 x 19 x 18 mm box (20 x 20 x 10 voxels of 1 x 1 x 2 mm) on the models' planned
+    # 0.74 x 0.74 x 0.9 mm: floor(19 / 0.74) + 1 = 26, floor(18 / 0.9) + 1 = 21
+    g = Geometry.from_parameters((20, 20, 10), (1.0, 1.0, 2.0), (5.0, -3.0, 7.0))
+    grid = common_grid(g, (0.74, 0.74, 0.9))
+    assert grid.spacing_mm == pytest.approx((0.74, 0.74, 0.9))
+    assert grid.shape == (26, 26, 21)
+    np.testing.assert_allclose(grid.origin_lps_mm, (5.0, -3.0, 7.0))
+    ct = CTVolume(np.full(g.shape, 40.0, dtype=np.float32), g.affine)
+    assert on_common_grid(ct, (0.74, 0.74, 0.9)).geometry.shape == (26, 26, 21)
+
+
+@pytest.mark.parametrize("spacing", [0.0, (1.0, 1.0), (1.0, -1.0, 1.0)])
+def test_common_grid_refuses_a_bad_spacing(spacing: object) -> None:
+    g = Geometry.from_parameters((4, 4, 4), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    with pytest.raises(SynthctError, match="spacing_mm"):
+        common_grid(g, spacing)  # type: ignore[arg-type]

@@ -9,6 +9,8 @@ that grid, their axes L, P and S.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
@@ -21,43 +23,52 @@ from synthct.volume import CTVolume
 __all__ = ["common_grid", "on_common_grid", "sample_patches"]
 
 
-def common_grid(geometry: Geometry, spacing_mm: float) -> Geometry:
-    """An LPS-aligned grid of isotropic ``spacing_mm`` covering ``geometry``'s bounding box.
+def common_grid(geometry: Geometry, spacing_mm: float | Sequence[float]) -> Geometry:
+    """An LPS-aligned grid of ``spacing_mm`` covering ``geometry``'s bounding box.
 
     Parameters
     ----------
     geometry : Geometry
         The grid to cover (any orientation, oblique included).
-    spacing_mm : float
-        Voxel size of the new grid.
+    spacing_mm : float or sequence of 3 floats
+        Voxel size of the new grid: one value (isotropic) or one per L, P, S axis (e.g. a
+        model's planned 0.74 x 0.74 x 0.9 mm, so that its inference does not resample).
 
     Returns
     -------
     Geometry
         Identity direction, origin at the bounding box's lowest LPS corner.
     """
-    if not spacing_mm > 0:
-        raise SynthctError(f"spacing_mm must be > 0, got {spacing_mm}", path="spacing_mm")
+    spacing = np.asarray(spacing_mm, dtype=np.float64)
+    if spacing.ndim == 0:
+        spacing = np.full(3, float(spacing))
+    if spacing.shape != (3,) or not np.all(spacing > 0):
+        raise SynthctError(
+            f"spacing_mm must be one value or three, all > 0, got {spacing_mm}",
+            path="spacing_mm",
+        )
     corners = np.array(
         [[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64
     ) * (np.asarray(geometry.shape, dtype=np.float64) - 1)
     points = geometry.index_to_lps(corners)
     low, high = points.min(axis=0), points.max(axis=0)
-    shape = np.floor((high - low) / spacing_mm).astype(int) + 1
+    shape = np.floor((high - low) / spacing).astype(int) + 1
     return Geometry.from_parameters(
-        (int(shape[0]), int(shape[1]), int(shape[2])), (spacing_mm,) * 3, tuple(low)
+        (int(shape[0]), int(shape[1]), int(shape[2])),
+        (float(spacing[0]), float(spacing[1]), float(spacing[2])),
+        tuple(low),
     )
 
 
-def on_common_grid(ct: CTVolume, spacing_mm: float) -> CTVolume:
+def on_common_grid(ct: CTVolume, spacing_mm: float | Sequence[float]) -> CTVolume:
     """``ct`` resampled (linear) onto :func:`common_grid` of ``spacing_mm``.
 
     Parameters
     ----------
     ct : CTVolume
         The CT in HU.
-    spacing_mm : float
-        Voxel size of the common grid.
+    spacing_mm : float or sequence of 3 floats
+        Voxel size of the common grid (see :func:`common_grid`).
 
     Returns
     -------
