@@ -5,10 +5,11 @@ Issue #15: the shipped synthesis models are trained on 100 or more cases of the 
 * **real-anatomy subjects** drawn from patients A (``example_ct_sm`` with its TotalSegmentator
   labels ``example_seg_fast``; abdomen, 3 mm) and B (``chest_ct`` and ``chest_abdomen_cta``,
   1.5 mm, no labels) in ``../shared/data/real/totalsegmentator``: each CT resampled to an
-  isotropic grid (``--grid-mm``), a crop around the spine (``--crop``, random offset), then a new
-  subject (:func:`~synthct.phantom.subject_variation.make_subject`: elastic deformation, scaling,
-  marrow by age) with realistic MRI (per-subject relaxation, fields, k-space, flow) on the
-  paper's two-echo 3 T protocol (``paper_3t``: TR 7 ms, TE 1.15/2.30 ms), lesion-free;
+  LPS grid (``--grid-mm``, isotropic or per axis), a crop around the spine (``--crop``, random
+  offset), then a new subject (:func:`~synthct.phantom.subject_variation.make_subject`:
+  elastic deformation, scaling, marrow by age) with realistic MRI (per-subject relaxation,
+  fields, k-space, flow) on the paper's two-echo 3 T protocol (``paper_3t``: TR 7 ms,
+  TE 1.15/2.30 ms), lesion-free;
 * **procedural spine phantoms** with thorax (lungs, aorta, ribs) and trabecular texture on, at
   the paper_3t grid (0.74 x 0.74 x 0.9 mm, 120 x 120 x 64 mm field of view), half with the
   classic MRI (as the demo's cohort) and half with the realistic one, extradural degenerative
@@ -71,7 +72,7 @@ class Scan:
     labels: LabelMap | None
 
 
-def load_scans(grid_mm: float, *, held_out: bool) -> list[Scan]:
+def load_scans(grid_mm: float | Sequence[float], *, held_out: bool) -> list[Scan]:
     """Training scans (patients A and B), or with ``held_out`` the held-out one (patient C)."""
 
     def ct(name: str) -> CTVolume:
@@ -193,13 +194,25 @@ def main(argv: Sequence[str] | None = None) -> Path:
         help="procedural phantoms without thorax and texture, classic MRI (the demo's world)",
     )
     parser.add_argument("--seed", type=int, default=101)
-    parser.add_argument("--grid-mm", type=float, default=1.0, help="real-anatomy voxel size")
+    parser.add_argument(
+        "--grid-mm",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="real-anatomy voxel size: one value (isotropic) or three (L P S), e.g. the "
+        "models' planned 0.74 0.74 0.9 mm, on which their inference does not resample",
+    )
     parser.add_argument("--crop", type=int, nargs=3, default=(96, 96, 72), help="voxels")
     parser.add_argument("--held-out", action="store_true", help="patient C, one lesion each")
     args = parser.parse_args(argv)
+    if len(args.grid_mm) not in (1, 3):
+        parser.error("--grid-mm takes one value or three")
+    grid: float | tuple[float, ...] = (
+        args.grid_mm[0] if len(args.grid_mm) == 1 else tuple(args.grid_mm)
+    )
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    scans = load_scans(args.grid_mm, held_out=args.held_out)
+    scans = load_scans(grid, held_out=args.held_out)
     cases = write_subjects(
         scans,
         args.ct_subjects,
@@ -233,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         "command": "scripts/build_training_world.py " + " ".join(argv or []),
         "held_out": args.held_out,
         "scans": [{"name": s.name, "patient": s.patient} for s in scans],
-        "grid_mm": args.grid_mm,
+        "grid_mm": grid,
         "crop_voxels": list(args.crop),
         "seed": args.seed,
         "real_anatomy_cases": args.ct_subjects,

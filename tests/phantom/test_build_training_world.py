@@ -71,3 +71,24 @@ def test_world_has_both_patients_textured_and_plain_phantoms_and_resumes(
     before = {p: p.stat().st_mtime_ns for p in out.rglob("ct.nii.gz")}
     assert _rows(script.main(argv)) == rows
     assert {p: p.stat().st_mtime_ns for p in out.rglob("ct.nii.gz")} == before
+
+
+def test_held_out_subjects_on_a_grid_per_axis(
+    totalseg: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # the models' planned grid is anisotropic (0.74 x 0.74 x 0.9 mm); a coarse one of the same
+    # kind keeps the test small: every volume of the case is on it, crop voxels as asked
+    # (patient C's CT is 38 mm tall: 10 slices of 3 mm fit)
+    script = _script(totalseg, monkeypatch)
+    out = tmp_path / "held_out"
+    argv = ["--out", str(out), "--held-out", "--ct-subjects", "1"]
+    argv += ["--grid-mm", "2.5", "2.5", "3", "--crop", "20", "20", "10"]
+    rows = _rows(script.main(argv))
+    assert len(rows) == 1
+    for column in ("ct", "tissue_labels"):
+        volume = read_volume(out / rows[0][column])
+        assert volume.spacing_mm == pytest.approx((2.5, 2.5, 3.0))
+        assert volume.spatial_shape == (20, 20, 10)
+    assert json.loads((out / "world.json").read_text())["grid_mm"] == [2.5, 2.5, 3.0]
+    with pytest.raises(SystemExit):
+        script.main(["--out", str(tmp_path / "bad"), "--grid-mm", "1", "2"])
