@@ -30,7 +30,8 @@ shipped models kept aside) to compare in the same run.
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/synthesis_accuracy.py [--out DIR]
      [--methods baseline,product_like,lesion_aware] [--lesion-cases N] [--mc-passes K]
-     [--real-anatomy [--real-cases M]] [--record-in-cards]
+     [--real-anatomy [--real-cases M] [--real-grid-mm 0.74 0.74 0.9] [--real-only]]
+     [--record-in-cards]
 """
 
 from __future__ import annotations
@@ -66,9 +67,32 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL_SEED = 302
 
 
-def real_anatomy_cohort(out: Path, cases: int) -> Path:
-    """The real-anatomy held-out set (patient C, one calcified meningioma per case)."""
+REAL_GRID_MM = (1.0,)
+REAL_CROP = (96, 96, 72)
+
+
+def grid_text(grid_mm: tuple[float, ...]) -> str:
+    """``1`` or ``0.74x0.74x0.9``: a grid for folder names and tables."""
+    return "x".join(f"{g:g}" for g in grid_mm)
+
+
+def real_anatomy_cohort(
+    out: Path,
+    cases: int,
+    grid_mm: tuple[float, ...] = REAL_GRID_MM,
+    crop: tuple[int, ...] = REAL_CROP,
+) -> Path:
+    """The real-anatomy held-out set (patient C, one calcified meningioma per case).
+
+    ``grid_mm`` (one value or three) and ``crop`` (voxels) as ``build_training_world.py``'s; the
+    default is the training world's 1 mm grid, which the shipped models resample to their
+    planned 0.74 x 0.74 x 0.9 mm.
+    """
     folder = out / f"heldout_real_anatomy_{cases}"
+    if tuple(grid_mm) != REAL_GRID_MM or tuple(crop) != REAL_CROP:
+        folder = out / (
+            f"heldout_real_anatomy_{cases}_{grid_text(grid_mm)}mm_" + "x".join(map(str, crop))
+        )
     if not (folder / "manifest.csv").is_file():
         subprocess.run(
             [
@@ -81,6 +105,10 @@ def real_anatomy_cohort(out: Path, cases: int) -> Path:
                 str(cases),
                 "--seed",
                 str(REAL_SEED),
+                "--grid-mm",
+                *(str(g) for g in grid_mm),
+                "--crop",
+                *(str(c) for c in crop),
             ],
             check=True,
         )
@@ -255,7 +283,12 @@ def evaluate(
 
 
 def card_figures(
-    result: dict[str, Any], lesion_cases: int, mc_passes: int, *, real_cases: int = 0
+    result: dict[str, Any],
+    lesion_cases: int,
+    mc_passes: int,
+    *,
+    real_cases: int = 0,
+    real_grid_mm: tuple[float, ...] = REAL_GRID_MM,
 ) -> dict[str, Any]:
     """One method's held-out figures as a model card's ``held_out_validation`` section.
 
@@ -269,7 +302,8 @@ def card_figures(
     if real_cases:
         cohort = (
             f"world: real anatomy; {real_cases} new subjects (deformed, realistic paper_3t MRI) "
-            "from held-out patient C (example_ct_dicom, never in training), 1 mm grid, spine "
+            "from held-out patient C (example_ct_dicom, never in training), "
+            f"{grid_text(real_grid_mm)} mm grid, spine "
             f"crop, one calcified intradural meningioma each (seed {REAL_SEED})"
         )
     figures: dict[str, Any] = {
@@ -278,6 +312,11 @@ def card_figures(
             "benchmarks/synthesis_accuracy.py "
             f"--lesion-cases {lesion_cases} --mc-passes {mc_passes}"
             + (f" --real-anatomy --real-cases {real_cases}" if real_cases else "")
+            + (
+                f" --real-grid-mm {' '.join(f'{g:g}' for g in real_grid_mm)}"
+                if real_cases and tuple(real_grid_mm) != REAL_GRID_MM
+                else ""
+            )
             + " --record-in-cards"
         ),
         "date_utc": time.strftime("%Y-%m-%d", time.gmtime()),
@@ -338,22 +377,53 @@ def main() -> None:
     )
     parser.add_argument("--real-cases", type=int, default=6, help="real-anatomy held-out cases")
     parser.add_argument(
+        "--real-grid-mm",
+        type=float,
+        nargs="+",
+        default=list(REAL_GRID_MM),
+        help="grid of the real-anatomy held-out set: one value or three (L P S); 0.74 0.74 0.9 "
+        "is the shipped models' planned grid, which they do not resample",
+    )
+    parser.add_argument(
+        "--real-crop",
+        type=int,
+        nargs=3,
+        default=None,
+        help="its crop around the spine, voxels (default 96 96 72 at 1 mm, the same field of "
+        "view on another grid)",
+    )
+    parser.add_argument(
+        "--real-only", action="store_true", help="only the real-anatomy held-out set"
+    )
+    parser.add_argument(
         "--record-in-cards",
         action="store_true",
         help="write each shipped model's figures into its model card (held_out_validation)",
     )
     args = parser.parse_args()
+    if len(args.real_grid_mm) not in (1, 3):
+        parser.error("--real-grid-mm takes one value or three")
+    if args.real_only:
+        args.real_anatomy = True
+    args.real_grid_mm = tuple(args.real_grid_mm)
+    if args.real_crop is None:
+        # the training world's field of view (96 x 96 x 72 mm) on the asked grid
+        spacing = args.real_grid_mm * 3 if len(args.real_grid_mm) == 1 else args.real_grid_mm
+        args.real_crop = tuple(
+            round(fov / g) for fov, g in zip((96.0, 96.0, 72.0), spacing, strict=True)
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     window: dict[str, Any] = {}
     if args.patch:
         window["patch_size"] = tuple(int(p) for p in args.patch.split(","))
     if args.overlap is not None:
         window["overlap"] = args.overlap
-    manifests = cohorts(args.out, args.lesion_cases)
     mask = False if args.no_mask else None
-    worlds = {"procedural": manifests}
+    worlds = {} if args.real_only else {"procedural": cohorts(args.out, args.lesion_cases)}
     if args.real_anatomy:
-        worlds["real_anatomy"] = [real_anatomy_cohort(args.out, args.real_cases)]
+        worlds["real_anatomy"] = [
+            real_anatomy_cohort(args.out, args.real_cases, args.real_grid_mm, args.real_crop)
+        ]
     all_results = {
         world: [
             evaluate(m, paths, args.mc_passes, mask_outside_body=mask, window=window)
@@ -369,6 +439,10 @@ def main() -> None:
         name += "_window_" + "_".join(str(v) for v in window.values()).replace(" ", "")
     if args.real_anatomy:
         name += f"_real{args.real_cases}"
+        if args.real_grid_mm != REAL_GRID_MM:
+            name += f"_{grid_text(args.real_grid_mm)}mm"
+    if args.real_only:
+        name += "_realonly"
     name += ".json"
     payload: Any = all_results if args.real_anatomy else all_results["procedural"]
     (args.out / name).write_text(json.dumps(payload, indent=2, default=float))
@@ -379,7 +453,11 @@ def main() -> None:
             for result in results:
                 if result["method"] in SHIPPED_MODELS:
                     figures = card_figures(
-                        result, args.lesion_cases, args.mc_passes, real_cases=real
+                        result,
+                        args.lesion_cases,
+                        args.mc_passes,
+                        real_cases=real,
+                        real_grid_mm=args.real_grid_mm,
                     )
                     update_card(shipped_model_path(result["method"]), **{section: figures})
                     print(f"recorded {section} in {shipped_model_path(result['method'])}")
@@ -397,7 +475,8 @@ def _print_table(world: str, results: list[dict[str, Any]], args: argparse.Names
     else:
         print(
             f"held-out real anatomy: {args.real_cases} new subjects from patient C "
-            f"(example_ct_dicom), one calcified meningioma each (seed {REAL_SEED}), 1 mm grid; "
+            f"(example_ct_dicom), one calcified meningioma each (seed {REAL_SEED}), "
+            f"{grid_text(args.real_grid_mm)} mm grid, crops {tuple(args.real_crop)}; "
             f"MC passes {args.mc_passes}"
         )
     print(

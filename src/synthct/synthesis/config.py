@@ -157,6 +157,12 @@ class PatchConfig(_Section):
     flip_axes: tuple[int, ...] = ()
     #: Each echo of a patch is multiplied by ``1 + U(-j, j)`` (intensity augmentation).
     intensity_jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    #: Share of patches whose echoes get the interpolation texture of an MRI acquired at a
+    #: coarser voxel size and resampled to the planned grid (sampled, linear, on a grid
+    #: ``U(1, resample_factor_max)`` times coarser per axis at a random phase, then back;
+    #: :func:`~synthct.synthesis.resolution_augmentation.resample_through`); 0: none.
+    resample_probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    resample_factor_max: Annotated[float, Field(ge=1.0, le=4.0)] = 1.5
 
     @model_validator(mode="after")
     def _check(self) -> PatchConfig:

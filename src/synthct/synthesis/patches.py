@@ -41,6 +41,7 @@ from synthct.synthesis.normalisation import (
     mri_signal_mask,
     normalise_mr,
 )
+from synthct.synthesis.resolution_augmentation import resample_through
 
 #: HU used to pad the target outside the field of view (air).
 PAD_HU = -1000.0
@@ -381,6 +382,10 @@ class PatchSampler:
             j = self.config.intensity_jitter
             factors = np.asarray(1.0 + rng.uniform(-j, j, size=x.shape[0]), np.float32)
             x = x * factors[:, None, None, None]
+        # drawn only when enabled, so that older configs draw the same patches as before
+        if self.config.resample_probability > 0 and rng.random() < self.config.resample_probability:
+            voxel = rng.uniform(1.0, self.config.resample_factor_max, size=3)
+            x = resample_through(x, voxel, rng.uniform(0.0, voxel))
         return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
     def fixed_patches(
