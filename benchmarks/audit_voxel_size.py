@@ -10,7 +10,11 @@ reference, as the demo audits. ``--native`` adds a row per non-planned size with
 on the MRI's own grid (``resample=False``), which separates the resampling from the voxel size.
 It is the measurement behind the audit domain's voxel-size rule (:mod:`synthct.audit.domain`).
 
+``--synthesis-model`` and ``--reference-model`` take other model folders (e.g. a fine-tuned
+pair), scored with the shipped calibration's scale.
+
 Run: .venv/bin/python benchmarks/audit_voxel_size.py [--cases 8] [--native]
+     [--synthesis-model NAME_OR_FOLDER] [--reference-model NAME_OR_FOLDER]
      [--voxel-size 0.74 0.74 0.9 --voxel-size 0.8 0.8 0.8 ...] [--work DIR]
 """
 
@@ -35,8 +39,22 @@ COHORT: dict[str, Any] = {
 PLANNED = (0.74, 0.74, 0.9)
 
 
-def _peaks(cohort: Path, *, native: bool) -> list[float]:
-    """The largest reference score of each volume of ``cohort`` (shipped models)."""
+def _load(model: str) -> Any:
+    """A shipped model by name, or a model folder."""
+    from synthct.synthesis.shipped import SHIPPED_MODELS
+    from synthct.synthesis.synthesizer import SynthesisModel, load_shipped_model
+
+    return load_shipped_model(model) if model in SHIPPED_MODELS else SynthesisModel.load(model)
+
+
+def _peaks(
+    cohort: Path,
+    *,
+    native: bool,
+    synthesis: str = "product_like",
+    reference_model: str = "lesion_aware",
+) -> list[float]:
+    """The largest reference score of each volume of ``cohort`` (shipped models by default)."""
     from synthct.audit.combine import (
         DEFAULT_CALIBRATION,
         DEFAULT_MIN_REGION_VOLUME_MM3,
@@ -46,15 +64,15 @@ def _peaks(cohort: Path, *, native: bool) -> list[float]:
     from synthct.audit.pipeline import run_audit
     from synthct.audit.reference import model_reference
     from synthct.phantom.cohort_files import PhantomCase, read_manifest
-    from synthct.synthesis.synthesizer import SynthesisModel, load_shipped_model
+    from synthct.synthesis.synthesizer import SynthesisModel
 
-    audited = load_shipped_model("product_like")
+    audited = _load(synthesis)
     original = SynthesisModel.synthesize
     peaks = []
     try:
         if native:  # both models on the MRI's own grid
             SynthesisModel.synthesize = functools.partialmethod(original, resample=False)  # type: ignore[method-assign,assignment]
-        reference = model_reference("lesion_aware")
+        reference = model_reference(reference_model)
         for row in read_manifest(cohort):
             mr = PhantomCase(cohort / row["case_id"]).mr()
             result = run_audit(
@@ -89,6 +107,12 @@ def main() -> None:
     )
     parser.add_argument("--native", action="store_true", help="also run off-plan sizes unresampled")
     parser.add_argument(
+        "--synthesis-model", default="product_like", help="audited sCT: shipped name or folder"
+    )
+    parser.add_argument(
+        "--reference-model", default="lesion_aware", help="reference: shipped name or folder"
+    )
+    parser.add_argument(
         "--work",
         type=Path,
         default=Path(tempfile.gettempdir()) / "synthct-audit-voxel-size",
@@ -117,7 +141,14 @@ def main() -> None:
         modes = [False] + ([True] if args.native and size != PLANNED else [])
         for native in modes:
             t0 = time.perf_counter()
-            peaks = np.asarray(_peaks(cohort, native=native))
+            peaks = np.asarray(
+                _peaks(
+                    cohort,
+                    native=native,
+                    synthesis=args.synthesis_model,
+                    reference_model=args.reference_model,
+                )
+            )
             rows.append(
                 (
                     f"{name} mm" + (" on its own grid" if native else ""),
@@ -131,7 +162,8 @@ def main() -> None:
             print(f"{rows[-1][0]}: " + ", ".join(f"{p:.2f}" for p in peaks), flush=True)
     print(
         f"\nLargest reference score per lesion-free volume ({args.cases} anatomies, seed "
-        f"{args.seed}; shipped product-like sCT, lesion-aware reference; shipped threshold "
+        f"{args.seed}; sCT {args.synthesis_model}, reference {args.reference_model}; shipped "
+        "threshold "
         f"{threshold:.2f}, calibrated at {' x '.join(f'{v:g}' for v in PLANNED)} mm)\n"
     )
     print("| voxel size | median | max | volumes >= threshold | time (s) |")

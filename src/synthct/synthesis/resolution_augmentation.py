@@ -15,7 +15,9 @@ on a coarser grid of ``factors`` times the patch's voxel per axis, at a random s
 then interpolated (linear) back onto the patch's grid; the target CT is left sharp, so the
 network learns to render the same CT from either texture (the idea of SynthSR's resolution
 randomisation, Iglesias et al. 2023, applied only to the resampling a model's own inference
-does).
+does). Off by default. A 1500-iteration stage 3 of the shipped pair with it (session 21) cost
+accuracy and did not remove the calcium in CSF, so it is not in the shipped models
+(``docs/world_models.md``).
 """
 
 from __future__ import annotations
