@@ -158,6 +158,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/audit_real"))
     parser.add_argument("--audit-model", default="audit", help="audit model (default: shipped)")
     parser.add_argument(
+        "--reference-model",
+        default=None,
+        help="reference model name or folder (default: the calibration's); another one is scored "
+        "with the calibration's thresholds, a comparison, not a calibrated audit",
+    )
+    parser.add_argument(
         "--calibrated-cohort",
         type=Path,
         help="for a calibration that records no domain: a cohort of its calibration domain "
@@ -219,7 +225,9 @@ def main() -> None:
         domain = AuditDomain.of_volumes([c.mr for c in control])
         calibration = replace(calibration, info={**calibration.info, "domain": domain.to_dict()})
     synthesis = load_shipped_model("product_like")
-    reference = model_reference(str(calibration.info.get("reference_model", "lesion_aware")))
+    reference = model_reference(
+        args.reference_model or str(calibration.info.get("reference_model", "lesion_aware"))
+    )
     rows = []
     for record in read_manifest(manifest):
         case = load_case(record)
@@ -231,6 +239,7 @@ def main() -> None:
         + ("new subjects, realistic MRI" if args.new_subjects else "as scanned, classic MRI")
         + f", {grid_name} mm, crops {tuple(args.crop)}",
         "audit_model": str(model.path),
+        "reference_model": args.reference_model or "the calibration's",
         "calibrated_domain": calibration.info.get("domain"),
         "with_domain_check": _summary(rows, "checked"),
         "without_domain_check": _summary(rows, "unchecked"),

@@ -154,6 +154,35 @@ def test_sham_insertion_centres_patches_in_the_canal_without_a_lesion(  # type: 
     assert not np.array_equal(real, control)
 
 
+def test_sham_fraction_leaves_that_share_of_canal_patches_without_a_lesion(  # type: ignore[no-untyped-def]
+    phantom,
+) -> None:
+    # Known answer: with every patch canal-centred (probability 1) and half of them sham, about
+    # half of the patches are unchanged windows of the case, the others hold an inserted lesion
+    half = LesionInsertionConfig(enabled=True, probability=1.0, sham_fraction=0.5)
+    settings, prepared = _prepared(phantom, half)
+    sampler = PatchSampler([prepared], settings.patches, settings.normalisation, insertion=half)
+    unchanged, n = 0, 40
+    for seed in range(n):
+        _, y = sampler.sample_from([np.random.default_rng(seed)])
+        # a sham patch is a window of the target: its values all occur in the case's target
+        # (an inserted lesion brings new HU values and CT noise)
+        unchanged += bool(np.isin(y[0, 0], prepared.target).all())
+    assert 0.3 * n <= unchanged <= 0.7 * n
+    # sham_fraction 0 (the default) draws exactly the patches of before
+    zero = LesionInsertionConfig(enabled=True, probability=1.0, sham_fraction=0.0)
+    a = PatchSampler([prepared], settings.patches, settings.normalisation, insertion=zero).sample(
+        np.random.default_rng(9), 2
+    )
+    b = PatchSampler(
+        [prepared],
+        settings.patches,
+        settings.normalisation,
+        insertion=LesionInsertionConfig(enabled=True, probability=1.0),
+    ).sample(np.random.default_rng(9), 2)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
 def test_a_case_without_a_canal_trains_without_lesion_patches(phantom) -> None:  # type: ignore[no-untyped-def]
     ct, mr, tissue = phantom
     assert has_placement_site(tissue, INSERTION)

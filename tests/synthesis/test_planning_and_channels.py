@@ -163,6 +163,7 @@ def test_existing_configurations_keep_their_behaviour() -> None:
         "lesion_aware_world_robust",
         "product_like_world_resample",
         "lesion_aware_world_resample",
+        "lesion_aware_world_sham",
     }
     shipped = {"product_like", "lesion_aware"}
     old = [

@@ -260,12 +260,15 @@ class LesionInsertionConfig(_Section):
 
     With ``sham`` the placement is drawn in the same way but nothing is inserted: the
     control arm of an ablation (the same canal-centred patches, no lesion), so that a model
-    trained with and one without lesions differ in the lesions alone.
+    trained with and one without lesions differ in the lesions alone. ``sham_fraction`` makes
+    that share of the canal-centred patches sham ones: without it every close view of the canal
+    holds a lesion, a prior that a canal is calcified.
     """
 
     enabled: bool = False
     sham: bool = False
     probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    sham_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     types: tuple[str, ...] = ("meningioma", "schwannoma")
     mean_hu: tuple[float, float] = (40.0, 1000.0)
     axial_diameter_mm: tuple[float, float] = (5.0, 14.0)

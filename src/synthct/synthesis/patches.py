@@ -320,7 +320,9 @@ class PatchSampler:
         # Move the patch centre by up to a quarter patch so the lesion is not always central.
         shift = [int(rng.integers(-(s // 4), s // 4 + 1)) for s in size]
         centre = [int(c) + d for c, d in zip(site, shift, strict=True)]
-        if settings.sham:  # the control arm: the same placement, nothing inserted
+        # the control arm (sham), or a share of lesion-free canal views; drawn only when
+        # enabled, so that older configs draw the same patches as before
+        if settings.sham or (settings.sham_fraction > 0 and rng.random() < settings.sham_fraction):
             return self.patch(case, centre)
         start = patch_start(centre, shape, size)
         site_lps = source.affine[:3, :3] @ np.asarray(site, np.float64) + source.affine[:3, 3]
