@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from synthct.synthesis.config import NormalisationConfig, PatchConfig
+from synthct.synthesis.config import NormalisationConfig, PatchConfig, SynthesisConfig
+from synthct.synthesis.errors import TrainingConfigError
 from synthct.synthesis.normalisation import EchoScaling
 from synthct.synthesis.patches import PatchSampler, PreparedCase
 from synthct.synthesis.resolution_augmentation import resample_through
@@ -55,7 +56,8 @@ def _case() -> PreparedCase:
     return PreparedCase(
         case_id="c",
         inputs=rng.normal(size=(2, *shape)).astype(np.float32),
-        target=np.zeros(shape, np.float32),
+        # voxel index as the target: equal targets mean the same windows, untouched
+        target=np.arange(np.prod(shape), dtype=np.float32).reshape(shape),
         body=np.ones(shape, bool),
         lesions=None,
         scaling=EchoScaling((1.0, 1.0), 1.0, 0.0),
@@ -78,8 +80,13 @@ def test_the_sampler_applies_it_to_the_share_asked_and_leaves_the_target_sharp()
         ),
         NormalisationConfig(),
     )
-    x0, y0 = plain.sample(np.random.default_rng(3), 8)
-    x1, y1 = always.sample(np.random.default_rng(3), 8)
+
+    # one generator per sample, so the augmentation's own draws do not move later windows
+    def rngs() -> list[np.random.Generator]:
+        return [np.random.default_rng(seed) for seed in range(8)]
+
+    x0, y0 = plain.sample_from(rngs())
+    x1, y1 = always.sample_from(rngs())
     np.testing.assert_array_equal(y0, y1)
     # white-noise inputs: every resampled patch has lost variance
     assert np.all(x1.var(axis=(1, 2, 3, 4)) < 0.95 * x0.var(axis=(1, 2, 3, 4)))
@@ -88,7 +95,7 @@ def test_the_sampler_applies_it_to_the_share_asked_and_leaves_the_target_sharp()
         [case],
         PatchConfig(size=(12, 12, 12), intensity_jitter=0.0, resample_probability=0.0),
         NormalisationConfig(),
-    ).sample(np.random.default_rng(3), 8)
+    ).sample_from(rngs())
     np.testing.assert_array_equal(x0, x2)
 
 
@@ -97,3 +104,12 @@ def test_config_bounds() -> None:
         PatchConfig(resample_probability=1.5)
     with pytest.raises(ValidationError):
         PatchConfig(resample_factor_max=0.8)
+    # the randomised MRI source draws its own resolutions: both at once is refused
+    with pytest.raises(TrainingConfigError, match="resample_probability"):
+        SynthesisConfig().with_updates(
+            {
+                "data": {"mr_source": "randomised"},
+                "normalisation": {"channels": ["any_contrast"]},
+                "patches": {"resample_probability": 0.5},
+            }
+        )

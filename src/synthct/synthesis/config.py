@@ -160,7 +160,9 @@ class PatchConfig(_Section):
     #: Share of patches whose echoes get the interpolation texture of an MRI acquired at a
     #: coarser voxel size and resampled to the planned grid (sampled, linear, on a grid
     #: ``U(1, resample_factor_max)`` times coarser per axis at a random phase, then back;
-    #: :func:`~synthct.synthesis.resolution_augmentation.resample_through`); 0: none.
+    #: :func:`~synthct.synthesis.resolution_augmentation.resample_through`); 0: none. For the
+    #: ``files`` MRI source; ``data.mr_source: randomised`` draws its own resolutions
+    #: (``data.max_resolution_factor``) and rejects this setting.
     resample_probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     resample_factor_max: Annotated[float, Field(ge=1.0, le=4.0)] = 1.5
 
@@ -470,6 +472,11 @@ class SynthesisConfig(_Section):
                 raise ValueError(
                     "data.mr_source: randomised does not insert lesions (set "
                     "lesion_insertion.enabled: false)"
+                )
+            if self.patches.resample_probability > 0:
+                raise ValueError(
+                    "data.mr_source: randomised draws its own resolutions "
+                    "(data.max_resolution_factor); set patches.resample_probability: 0"
                 )
             if any(c < p for c, p in zip(self.data.context_size, self.patches.size, strict=True)):
                 raise ValueError(

@@ -59,7 +59,7 @@ def resample_through(
     p = np.zeros(3) if phases is None else np.asarray(phases, dtype=np.float64)
     if f.shape != (3,) or p.shape != (3,):
         raise ValueError(f"factors and phases need 3 values each, got {f.tolist()}, {p.tolist()}")
-    if np.any(f < 1.0) or np.any(p < 0.0) or np.any(p >= np.maximum(f, 1.0)):
+    if np.any(f < 1.0) or np.any(p < 0.0) or np.any(p >= f):
         raise ValueError(
             f"need factors >= 1 and 0 <= phase < factor, got {f.tolist()}, {p.tolist()}"
         )
